@@ -1,0 +1,1 @@
+"""Shared building blocks: errors, versioned configs, registries, the environment manifest."""

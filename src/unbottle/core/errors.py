@@ -1,0 +1,27 @@
+"""One small error hierarchy, so the CLI can turn any expected failure into one clear line.
+
+Every message says what was given, what is allowed, and how to fix it. Anything that is not an
+``UnbottleError`` is a bug in unbottle and is allowed to surface as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class UnbottleError(Exception):
+    """Base class for every error unbottle raises on purpose."""
+
+
+class ConfigError(UnbottleError, ValueError):
+    """A configuration value or command-line option is invalid."""
+
+
+class ModelLoadError(UnbottleError):
+    """A model spec could not be resolved or its files could not be loaded."""
+
+
+class BenchError(UnbottleError):
+    """A benchmark scenario could not run with the given model and settings."""
+
+
+class StoreError(UnbottleError):
+    """The experiment store could not be opened, read or written."""
