@@ -43,9 +43,7 @@ class Config:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(
-                f"unknown field(s) {unknown} for {cls.__name__}; allowed: {sorted(known)}"
-            )
+            raise ConfigError(f"unknown field(s) {unknown} for {cls.__name__}; allowed: {sorted(known)}")
         return cls(**{k: _from_jsonable(v, known[k]) for k, v in data.items()})
 
     @classmethod

@@ -1,0 +1,136 @@
+"""What a model source is and what loading one gives back.
+
+A source knows where a model comes from (a folder, a GGUF file, a package, a config) and turns it
+into a ``Loaded``: the torch module, its tokenizer and a ``ModelInfo`` that says what was loaded.
+Scenarios and evaluators only see ``Loaded``, so new families and tasks plug in without rework.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from unbottle.core.errors import ModelLoadError
+
+Task = Literal["causal-lm", "masked-lm"]
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What was loaded, recorded with every run.
+
+    Attributes:
+        spec: the spec string the user gave.
+        source_kind: ``hf-folder``, ``gguf``, ``packaged`` or ``tiny``.
+        task: what the model does; scenarios check it (``causal-lm``, ``masked-lm``).
+        architecture: the transformers ``model_type`` (e.g. ``llama``).
+        n_parameters: unique parameters (tied weights counted once).
+        dtype: parameter dtype as loaded.
+        path: file or folder the weights came from, if any.
+        load_s: wall seconds the load took.
+        notes: anything the user should know (cache hits, missing tokenizer, ...).
+    """
+
+    spec: str
+    source_kind: str
+    task: Task
+    architecture: str
+    n_parameters: int = 0
+    dtype: str = "float32"
+    path: str | None = None
+    load_s: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A loaded model ready to run: module in eval mode, tokenizer (may be None), and its info."""
+
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+
+
+class ModelSource(abc.ABC):
+    """Somewhere a model comes from. ``load`` does the work; construction only validates cheaply."""
+
+    kind: str = "abstract"
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    def load(self, dtype: str | None = None) -> Loaded:
+        """Load the model on CPU in ``dtype`` (default: float32)."""
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.spec}"
+
+
+def task_of(model_type: str, where: str) -> Task:
+    """Map a transformers ``model_type`` to the task we load it for, or explain why we can't."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "masked-lm"
+    raise ModelLoadError(
+        f"unsupported architecture {model_type!r} in {where}; unbottle loads causal-LM and masked-LM "
+        f"models that transformers knows (e.g. llama, mistral, qwen2, gpt2, bert); "
+        "use a model of a supported architecture"
+    )
+
+
+def read_config_json(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {path}: {exc}; a Hugging Face model folder needs a valid config.json"
+        ) from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ModelLoadError(
+            f"{path} has no 'model_type'; give a folder saved by transformers' save_pretrained"
+        )
+    return data
+
+
+def count_parameters(model: Any) -> int:
+    """Unique parameters: a tied embedding/lm_head pair counts once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def auto_class(task: Task) -> Any:
+    import transformers
+
+    return transformers.AutoModelForCausalLM if task == "causal-lm" else transformers.AutoModelForMaskedLM
+
+
+def torch_dtype(name: str | None) -> Any:
+    import torch
+
+    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name is None:
+        return torch.float32
+    if name not in allowed:
+        from unbottle.core.errors import ConfigError
+
+        raise ConfigError(f"dtype {name!r} is not supported; allowed: {', '.join(allowed)}")
+    return allowed[name]
