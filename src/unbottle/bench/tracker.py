@@ -105,7 +105,7 @@ class ResourceTracker:
             Measurement("memory.peak_rss", "MiB", [self.peak_rss_bytes / mib], False, scenario, dict(params)),
         ]
         if self.cpu_percent:
-            out.append(Measurement("cpu.utilisation", "%", self.cpu_percent, True, scenario, dict(params)))
+            out.append(Measurement("cpu.utilisation", "%cpu", self.cpu_percent, True, scenario, dict(params)))
         if hasattr(self, "cuda_max_allocated_bytes"):
             out.append(
                 Measurement(

@@ -80,10 +80,11 @@ def task_of(model_type: str, where: str) -> Task:
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "causal-lm"
+    # Encoders (bert, roberta, ...) are in both mappings; their pretrained head is the masked-LM one.
     if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "masked-lm"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
     raise ModelLoadError(
         f"unsupported architecture {model_type!r} in {where}; unbottle loads causal-LM and masked-LM "
         f"models that transformers knows (e.g. llama, mistral, qwen2, gpt2, bert); "

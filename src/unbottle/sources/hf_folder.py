@@ -87,9 +87,10 @@ class HFFolderSource(ModelSource):
 
     def _from_pretrained(self, dtype: str | None) -> Any:
         cls = auto_class(self.task)
+        dt = torch_dtype(dtype)  # outside the try: its ConfigError is a ValueError, not a load failure
         try:
             with quiet_transformers():
-                return cls.from_pretrained(str(self.path), dtype=torch_dtype(dtype))
+                return cls.from_pretrained(str(self.path), dtype=dt)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelLoadError(f"transformers could not load {self.path}: {exc}") from None
 

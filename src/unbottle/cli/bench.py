@@ -1,0 +1,121 @@
+"""``unbottle bench``: measure a causal LM's prefill, decode and generate speed and store it."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from unbottle.cli.common import err, handle_errors, int_list, out, print_json, str_list
+from unbottle.cli.progress import BenchProgress
+
+EXAMPLES = """
+Examples:
+
+  unbottle bench smollm2-135m --threads 1 --json
+
+  unbottle bench ./my-model-folder --prompt-lengths 128,1024 --batch-sizes 1,8 --new-tokens 64
+
+  unbottle bench model.gguf --scenarios decode --min-time 10
+"""
+
+
+@handle_errors
+def bench(
+    model: Annotated[
+        str, typer.Argument(help="Model name (see `unbottle models`), HF folder or .gguf file.")
+    ] = "smollm2-135m",
+    prompt_lengths: Annotated[str, typer.Option(help="Prefill prompt lengths, comma-separated.")] = "32,512",
+    batch_sizes: Annotated[str, typer.Option(help="Decode batch sizes, comma-separated.")] = "1,4",
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated per decode/generate repeat.")] = 128,
+    decode_prompt_length: Annotated[int, typer.Option(help="Prompt tokens before decoding.")] = 32,
+    scenarios: Annotated[
+        str, typer.Option(help="Which of prefill,decode,generate to run.")
+    ] = "prefill,decode,generate",
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")] = None,
+    min_time: Annotated[float, typer.Option(help="Minimum measured seconds per point.")] = 2.0,
+    min_repeats: Annotated[int, typer.Option(help="Minimum measured repeats per point.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Unmeasured warm-up repeats per point.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed for prompt selection.")] = 0,
+    allow_pickle: Annotated[bool, typer.Option(help="Load pickle checkpoints (weights_only=True).")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Benchmark prefill, decode (with KV cache) and generate; every raw sample goes to the store."""
+    from unbottle.bench import BenchConfig, apply_threads, benchmark
+    from unbottle.core.env import manifest
+    from unbottle.sources import resolve
+    from unbottle.store import Store
+
+    config = BenchConfig(
+        scenarios=str_list(scenarios),
+        prompt_lengths=int_list("--prompt-lengths", prompt_lengths),
+        batch_sizes=int_list("--batch-sizes", batch_sizes),
+        new_tokens=new_tokens,
+        decode_prompt_length=decode_prompt_length,
+        threads=threads,
+        warmup=warmup,
+        min_repeats=min_repeats,
+        min_time_s=min_time,
+        device=device,
+        seed=seed,
+    )
+    source = resolve(model, allow_pickle=allow_pickle)
+    threads_in_force = apply_threads(config.threads)
+    with BenchProgress(quiet) as progress:
+        progress.message(f"loading {source.describe()} …")
+        loaded = source.load()
+        progress.message(f"loaded in {loaded.info.load_s:.1f} s; " + "; ".join(loaded.info.notes))
+        store = Store()
+        run_id = store.start_run("bench", model, config.to_dict(), manifest(seed=seed), argv=sys.argv)
+        try:
+            result = benchmark(
+                loaded, config, sink=lambda m: store.add_measurement(run_id, m), progress=progress
+            )
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            store.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
+            raise
+    summary: dict[str, Any] = {
+        "model": loaded.info.to_dict(),
+        "threads": threads_in_force,
+        "notes": result.notes,
+    }
+    store.finish_run(run_id, "complete", result=summary)
+    show_run(store, run_id, json_)
+
+
+def show_run(store: Any, ref: int | str, json_: bool) -> None:
+    """Print a stored run's tables (rebuilt from raw samples) and, with ``json_``, its JSON document."""
+    from unbottle.report.console import headline_table, key_value_table, measurements_tables
+    from unbottle.report.documents import run_document
+
+    run = store.get_run(ref)
+    measurements = store.measurements(run.id)
+    doc = run_document(run, measurements)
+    info = doc["model"] or {}
+    size = f"{info.get('n_parameters', 0) / 1e6:.1f}M params"
+    out.print(
+        key_value_table(
+            {
+                "run": f"{run.id} ({run.kind}, {doc['status']})",
+                "model": f"{run.model} — {info.get('architecture', '?')}, {size}, {info.get('dtype', '?')}",
+                "threads": (doc["threads"] or {}).get("torch_num_threads"),
+                "cpu": (run.manifest.get("cpu") or {}).get("model"),
+                "started": run.created_at,
+            }
+        )
+    )
+    out.print(headline_table(doc["headline"]))
+    for table in measurements_tables(measurements):
+        out.print(table)
+    for note in doc["notes"]:
+        out.print(f"note: {note}", highlight=False)
+    if run.error:
+        err.print(f"run ended with: {run.error}", highlight=False)
+    if json_:
+        print_json(doc)

@@ -1,0 +1,33 @@
+"""The ``unbottle`` entry point: registers each verb's module on one typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from unbottle import __version__
+from unbottle.cli import bench, info, runs
+
+app = typer.Typer(
+    name="unbottle",
+    help="Find and remove the performance bottlenecks of transformer models, verified by A/B tests.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
+app.command("models")(info.models)
+app.command("env")(info.env)
+app.add_typer(runs.app, name="runs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"unbottle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
+) -> None:
+    """unbottle: profile → diagnose → apply → verify → report."""

@@ -1,0 +1,1 @@
+"""Turning stored results into things people read: console tables and JSON documents."""
