@@ -1,4 +1,4 @@
-"""Shared fixtures for the model-source tests: a private cache and store, and one tiny-llama to compare with."""
+"""Fixtures for the model-source tests: logits probes and a saved tiny-llama folder."""
 
 from __future__ import annotations
 
@@ -8,25 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unbottle.sources import Loaded, load
+from unbottle.sources import Loaded
 
 # Token ids every logits comparison feeds the model: BOS, then a few byte tokens, then a high id.
 PROBE_IDS = [[1, 44, 105, 108, 108, 111, 300, 511]]
-
-
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every cache and store at tmp_path, so no test writes to the user's folders."""
-    monkeypatch.setenv("UNBOTTLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("UNBOTTLE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return tmp_path
-
-
-@pytest.fixture(scope="session")
-def tiny_llama() -> Loaded:
-    """The seeded tiny-llama every saved/converted copy is checked against. Do not modify it."""
-    return load("tiny-llama")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Every spec that names nothing loadable fails with one ModelLoadError/ConfigError saying what and how to fix."""
+"""Every spec that names nothing loadable fails with one ModelLoadError/ConfigError: what, and how to fix."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def test_load_unrelated_name_lists_available_without_guess() -> None:
 
 
 def test_load_rejects_dtype_int3_as_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"dtype 'int3' is not supported; allowed: float32, bfloat16, float16"):
+    with pytest.raises(
+        ConfigError, match=r"dtype 'int3' is not supported; allowed: float32, bfloat16, float16"
+    ):
         load("tiny-llama", dtype="int3")
 
 
@@ -76,7 +78,9 @@ def test_load_folder_with_invalid_config_json_says_cannot_read(tmp_path: Path) -
 
 def test_load_folder_with_config_lacking_model_type_says_save_pretrained(tmp_path: Path) -> None:
     folder = _write_config(tmp_path / "notype", hidden_size=64)
-    with pytest.raises(ModelLoadError, match=r"config.json has no 'model_type'; give a folder saved by .*save_pretrained"):
+    with pytest.raises(
+        ModelLoadError, match=r"config.json has no 'model_type'; give a folder saved by .*save_pretrained"
+    ):
         load(str(folder))
 
 
@@ -201,7 +205,9 @@ def test_load_single_pickle_file_is_refused_with_allow_pickle_hint(tmp_path: Pat
         load(str(path))
     message = str(err.value)
     assert message.startswith("weights.pt is a pickle checkpoint")
-    assert message.endswith("--allow-pickle to load it with torch.load(weights_only=True) (on the folder that holds it)")
+    assert message.endswith(
+        "--allow-pickle to load it with torch.load(weights_only=True) (on the folder that holds it)"
+    )
 
 
 @pytest.mark.parametrize(("name", "kind"), [("model.onnx", ".onnx"), ("weights", "no suffix")])
@@ -210,6 +216,5 @@ def test_load_file_of_unknown_type_lists_allowed_kinds(tmp_path: Path, name: str
     path.write_bytes(b"\x00" * 16)
     with pytest.raises(ModelLoadError) as err:
         load(str(path))
-    assert str(err.value) == (
-        f"{str(path)!r} is a file of unknown kind ({kind}); allowed: a .gguf file or a Hugging Face model folder"
-    )
+    allowed = "allowed: a .gguf file or a Hugging Face model folder"
+    assert str(err.value) == f"{str(path)!r} is a file of unknown kind ({kind}); {allowed}"

@@ -61,7 +61,9 @@ def _add_tokenizer(writer: gguf.GGUFWriter, vocab_size: int) -> None:
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
-    writer.add_token_types([control] * len(SPECIALS) + [normal] * (len(alphabet) + len(merged)) + [unused] * n_unused)
+    writer.add_token_types(
+        [control] * len(SPECIALS) + [normal] * (len(alphabet) + len(merged)) + [unused] * n_unused
+    )
     writer.add_token_merges(_MERGES)
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
@@ -110,7 +112,9 @@ def _cache_dir(gguf_file: Path, cache_root: Path) -> Path:
     return cache_root / "gguf" / f"{gguf_file.stem}-{digest[:16]}"
 
 
-def test_load_gguf_matches_tiny_llama_weights_and_logits(gguf_path: Path, tiny_llama: Loaded, logits_of) -> None:
+def test_load_gguf_matches_tiny_llama_weights_and_logits(
+    gguf_path: Path, tiny_llama: Loaded, logits_of
+) -> None:
     loaded = load(str(gguf_path))
     original, converted = tiny_llama.model.state_dict(), loaded.model.state_dict()
     assert sorted(converted) == sorted(original)
@@ -145,7 +149,9 @@ def test_load_gguf_matches_tiny_llama_weights_and_logits(gguf_path: Path, tiny_l
 def test_load_gguf_rebuilds_tokenizer_from_metadata(gguf_path: Path) -> None:
     tok = load(str(gguf_path)).tokenizer
     assert tok is not None
-    assert tok("the", add_special_tokens=False)["input_ids"] == [261], "the merges 'h e', 't he' were not applied"
+    assert tok("the", add_special_tokens=False)["input_ids"] == [261], (
+        "the merges 'h e', 't he' were not applied"
+    )
     assert tok.convert_ids_to_tokens([1, 2]) == ["<s>", "</s>"]
     text = "héllo wörld 🙂"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
@@ -210,7 +216,9 @@ def test_load_gguf_rejects_file_cut_inside_header(gguf_path: Path, tmp_path: Pat
 def test_load_gguf_rejects_wrong_magic(gguf_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGML" + gguf_path.read_bytes()[4:])
-    with pytest.raises(ModelLoadError, match=r"is not a GGUF file \(magic b'GGML', expected b'GGUF'\)") as err:
+    with pytest.raises(
+        ModelLoadError, match=r"is not a GGUF file \(magic b'GGML', expected b'GGUF'\)"
+    ) as err:
         load(str(bad))
     assert str(bad) in str(err.value)
 
@@ -222,7 +230,9 @@ def test_load_gguf_rejects_wrong_magic(gguf_path: Path, tmp_path: Path) -> None:
         ("gptj", r"holds a 'gptj' model, which transformers cannot load from GGUF; supported: llama, "),
     ],
 )
-def test_load_gguf_rejects_architecture_transformers_cannot_load(tmp_path: Path, arch: str, message: str) -> None:
+def test_load_gguf_rejects_architecture_transformers_cannot_load(
+    tmp_path: Path, arch: str, message: str
+) -> None:
     path = tmp_path / f"{arch}.gguf"
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))

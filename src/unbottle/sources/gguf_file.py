@@ -8,6 +8,7 @@ that is renamed into place, so an interrupted conversion never leaves a half cac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,12 @@ def cache_root() -> Path:
     return Path(base) / "unbottle"
 
 
+def model_type_of(gguf_architecture: str) -> str:
+    """llama.cpp spells some architectures differently from transformers (``qwen2moe``, ``gpt-oss``)."""
+    name = gguf_architecture.replace("-", "_")
+    return {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}.get(name, name)
+
+
 class GGUFSource(ModelSource):
     """A single ``.gguf`` file."""
 
@@ -41,7 +48,7 @@ class GGUFSource(ModelSource):
         self.path = path
         if not path.is_file():
             raise ModelLoadError(f"{path} is not a file; give a .gguf file or a model folder")
-        self.architecture = check_gguf(path)
+        self.architecture = model_type_of(check_gguf(path))
         task_of(self.architecture, str(path))
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
@@ -76,7 +83,7 @@ class GGUFSource(ModelSource):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
-            with quiet_transformers():
+            with quiet_transformers(), _no_tqdm():
                 kw = {"gguf_file": self.path.name}
                 model = transformers.AutoModelForCausalLM.from_pretrained(str(self.path.parent), **kw)
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path.parent), **kw)
@@ -100,3 +107,16 @@ class GGUFSource(ModelSource):
             raise ModelLoadError(f"converting {self.path} failed: {exc}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_tqdm():
+    """transformers' GGUF dequantisation draws its own tqdm bar; the CLI shows its own progress."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
