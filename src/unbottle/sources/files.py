@@ -49,6 +49,52 @@ def check_safetensors(path: Path) -> None:
         )
 
 
+# GGUF value types: fixed sizes of scalars; 8 = string, 9 = array (gguf spec, version 2+).
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_architecture(path: Path, max_keys: int = 64) -> str | None:
+    """Read ``general.architecture`` from the first keys of a GGUF header without parsing it all.
+
+    Returns None when the key is not among the first ``max_keys`` (``check_gguf`` then finds it).
+    GGUFReader parses every key, including 50k-entry vocabularies, which takes seconds.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(24)
+        if len(head) < 24 or head[:4] != b"GGUF":
+            raise ModelLoadError(
+                f"{path} is not a GGUF file (magic {head[:4]!r}, expected b'GGUF'); re-download the file"
+            )
+        n_kv = struct.unpack("<Q", head[16:24])[0]
+        for _ in range(min(n_kv, max_keys)):
+            key = _gguf_string(fh)
+            (vtype,) = struct.unpack("<I", fh.read(4))
+            if key == "general.architecture" and vtype == 8:
+                return _gguf_string(fh)
+            _gguf_skip(fh, vtype)
+    return None
+
+
+def _gguf_string(fh) -> str:
+    (length,) = struct.unpack("<Q", fh.read(8))
+    if length > _MAX_HEADER:
+        raise ValueError("string length out of range")
+    return fh.read(length).decode("utf-8", errors="replace")
+
+
+def _gguf_skip(fh, vtype: int) -> None:
+    if vtype in _GGUF_SCALAR:
+        fh.seek(_GGUF_SCALAR[vtype], 1)
+    elif vtype == 8:
+        _gguf_string(fh)
+    elif vtype == 9:
+        item_type, count = struct.unpack("<IQ", fh.read(12))
+        for _ in range(count):
+            _gguf_skip(fh, item_type)
+    else:
+        raise ValueError(f"unknown GGUF value type {vtype}")
+
+
 def check_gguf(path: Path) -> str:
     """Verify a GGUF file is complete; return its ``general.architecture``."""
     fix = "re-download the file"

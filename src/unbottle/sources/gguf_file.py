@@ -12,13 +12,14 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
 
 from unbottle.core.errors import ModelLoadError
 from unbottle.sources.base import Loaded, ModelSource, task_of
-from unbottle.sources.files import check_gguf, sha256_of
+from unbottle.sources.files import check_gguf, gguf_architecture, sha256_of
 from unbottle.sources.hf_folder import HFFolderSource, quiet_transformers
 
 _DONE = "unbottle-cache.json"
@@ -48,7 +49,11 @@ class GGUFSource(ModelSource):
         self.path = path
         if not path.is_file():
             raise ModelLoadError(f"{path} is not a file; give a .gguf file or a model folder")
-        self.architecture = model_type_of(check_gguf(path))
+        try:
+            arch = gguf_architecture(path)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            arch = None  # damaged header: the full check below names the problem
+        self.architecture = model_type_of(arch or check_gguf(path))
         task_of(self.architecture, str(path))
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
@@ -67,6 +72,7 @@ class GGUFSource(ModelSource):
         target = self.cache_dir()
         note = f"loaded from safetensors cache {target}"
         if not (target / _DONE).exists():
+            check_gguf(self.path)  # full integrity check; a cache hit means the same bytes passed it
             self._convert(target)
             note = f"converted GGUF once into safetensors cache {target}"
         loaded = HFFolderSource(target, spec=self.spec).load(dtype)
