@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from unbottle.cli.common import err, handle_errors, int_list, out, print_json, str_list
+from unbottle.cli.common import handle_errors, int_list, str_list
 from unbottle.cli.progress import BenchProgress
 
 EXAMPLES = """
@@ -86,36 +86,6 @@ def bench(
         "notes": result.notes,
     }
     store.finish_run(run_id, "complete", result=summary)
+    from unbottle.cli.show import show_run
+
     show_run(store, run_id, json_)
-
-
-def show_run(store: Any, ref: int | str, json_: bool) -> None:
-    """Print a stored run's tables (rebuilt from raw samples) and, with ``json_``, its JSON document."""
-    from unbottle.report.console import headline_table, key_value_table, measurements_tables
-    from unbottle.report.documents import run_document
-
-    run = store.get_run(ref)
-    measurements = store.measurements(run.id)
-    doc = run_document(run, measurements)
-    info = doc["model"] or {}
-    size = f"{info.get('n_parameters', 0) / 1e6:.1f}M params"
-    out.print(
-        key_value_table(
-            {
-                "run": f"{run.id} ({run.kind}, {doc['status']})",
-                "model": f"{run.model} — {info.get('architecture', '?')}, {size}, {info.get('dtype', '?')}",
-                "threads": (doc["threads"] or {}).get("torch_num_threads"),
-                "cpu": (run.manifest.get("cpu") or {}).get("model"),
-                "started": run.created_at,
-            }
-        )
-    )
-    out.print(headline_table(doc["headline"]))
-    for table in measurements_tables(measurements):
-        out.print(table)
-    for note in doc["notes"]:
-        out.print(f"note: {note}", highlight=False)
-    if run.error:
-        err.print(f"run ended with: {run.error}", highlight=False)
-    if json_:
-        print_json(doc)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import bench, info, runs
+from unbottle.cli import ab, bench, compare, info, runs
+from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
     name="unbottle",
@@ -15,6 +16,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
+app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
+app.command("ab", epilog=ab.EXAMPLES)(ab.ab)
+app.command("compare", epilog=compare.EXAMPLES)(compare.compare)
 app.command("models")(info.models)
 app.command("env")(info.env)
 app.add_typer(runs.app, name="runs")

@@ -53,7 +53,7 @@ def show(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
 ) -> None:
     """Show one run; its table is rebuilt from the stored raw samples."""
-    from unbottle.cli.bench import show_run
+    from unbottle.cli.show import show_run
     from unbottle.store import Store
 
     show_run(Store(), ref, json_)

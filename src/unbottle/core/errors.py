@@ -25,3 +25,7 @@ class BenchError(UnbottleError):
 
 class StoreError(UnbottleError):
     """The experiment store could not be opened, read or written."""
+
+
+class EvalError(UnbottleError):
+    """An evaluation could not run with the given model, text, task or settings."""

@@ -35,9 +35,9 @@ def metric_entry(m: Measurement) -> dict[str, Any]:
 
 
 def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
-    """The full JSON document of a stored run (``run`` is a ``RunRecord``)."""
+    """The full JSON document of a stored run (``run`` is a ``RunRecord``), by kind."""
     result = run.result or {}
-    return {
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
         "kind": run.kind,
@@ -46,11 +46,24 @@ def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
         "model": result.get("model"),
         "config": run.config,
         "threads": result.get("threads"),
-        "headline": headline(measurements),
-        "metrics": [metric_entry(m) for m in measurements],
-        "notes": result.get("notes", []),
-        "error": run.error,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        "manifest": run.manifest,
     }
+    if run.kind == "bench":
+        doc["headline"] = headline(measurements)
+    elif run.kind == "eval":
+        from unbottle.evaluate import EvalResult
+        from unbottle.report.evals import eval_entry
+
+        doc["evals"] = [eval_entry(EvalResult.from_dict(e)) for e in result.get("evals", [])]
+    elif run.kind in ("ab", "compare"):
+        doc["comparison"] = result.get("comparison")
+    doc.update(
+        {
+            "metrics": [metric_entry(m) for m in measurements],
+            "notes": result.get("notes", []),
+            "error": run.error,
+            "created_at": run.created_at,
+            "finished_at": run.finished_at,
+            "manifest": run.manifest,
+        }
+    )
+    return doc

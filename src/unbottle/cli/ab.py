@@ -1,0 +1,90 @@
+"""``unbottle ab``: interleaved A/B speed test of two models, optionally with paired accuracy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from unbottle.cli.common import err, handle_errors
+
+EXAMPLES = """
+Examples:
+
+  unbottle ab smollm2-135m smollm2-135m --threads 1 --json      # A-vs-A: measures the noise floor
+
+  unbottle ab smollm2-135m ./int8-model --eval --goal perplexity:percent-max-degradation=1
+
+  unbottle ab base.gguf candidate/ --scenario prefill --prompt-length 512 --fail-on-regression
+"""
+
+
+@handle_errors
+def ab(
+    model_a: Annotated[str, typer.Argument(help="Baseline model (A).")],
+    model_b: Annotated[str, typer.Argument(help="Candidate model (B).")],
+    scenario: Annotated[str, typer.Option(help="decode, prefill or generate.")] = "decode",
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (A B, B A, ...).")] = 10,
+    repeats_per_round: Annotated[int, typer.Option(help="Repeats per side per round.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch rows.")] = 1,
+    prompt_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 32,
+    new_tokens: Annotated[int, typer.Option(help="Tokens per decode/generate repeat.")] = 64,
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")] = None,
+    eval_: Annotated[bool, typer.Option("--eval", help="Also compare accuracy, paired by sample.")] = False,
+    eval_text: Annotated[str | None, typer.Option(help="Text for perplexity [default: packaged].")] = None,
+    eval_tokens: Annotated[int, typer.Option(help="Perplexity token budget with --eval.")] = 4096,
+    task: Annotated[str | None, typer.Option(help="Multiple-choice task with --eval.")] = None,
+    max_items: Annotated[int, typer.Option(help="Task items with --eval.")] = 200,
+    goal: Annotated[
+        list[str] | None,
+        typer.Option(help="METRIC:KIND=VALUE, e.g. decode.tokens_per_s:percent-min-improvement=10."),
+    ] = None,
+    fail_on_regression: Annotated[
+        bool, typer.Option(help="Exit 1 if a goal fails or a metric is worse.")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run A and B in alternating rounds; report B/A per metric with a paired bootstrap 95% CI."""
+    from unbottle.compare.ab import ABConfig
+    from unbottle.evaluate import EvalConfig
+    from unbottle.stats import Goal
+
+    config = ABConfig(
+        scenario=scenario,
+        rounds=rounds,
+        repeats_per_round=repeats_per_round,
+        batch_size=batch_size,
+        prompt_length=prompt_length,
+        new_tokens=new_tokens,
+        threads=threads,
+    )
+    eval_config = (
+        EvalConfig(eval_text=eval_text, eval_tokens=eval_tokens, task=task, max_items=max_items)
+        if eval_
+        else None
+    )
+    goals = [Goal.parse(g) for g in goal or []]
+    _check_goal_metrics(goals, config, eval_config)
+    from unbottle.cli.ab_run import run_ab_command
+
+    doc = run_ab_command(model_a, model_b, config, eval_config, goals, quiet, json_)
+    if fail_on_regression and (doc["overall"] == "fail" or doc["regressions"]):
+        err.print(f"regression: overall {doc['overall']}; worse: {', '.join(doc['regressions']) or '-'}")
+        raise typer.Exit(1)
+
+
+def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:
+    from unbottle.core.errors import ConfigError
+
+    known = config.metric_names()
+    if eval_config is not None:
+        known += ["perplexity"] + (["accuracy"] if eval_config.task else [])
+    for g in goals:
+        if g.metric not in known:
+            raise ConfigError(
+                f"goal names unknown metric {g.metric!r}; metrics in this comparison: "
+                f"{', '.join(known)}" + ("" if eval_config else " (add --eval for accuracy metrics)")
+            )

@@ -1,0 +1,53 @@
+"""Printing a stored run: the same view right after a verb finishes and from ``unbottle runs show``.
+
+Everything shown is rebuilt from what the store holds (raw samples, per-sample scores, per-round
+values), so a later ``runs show`` prints what the verb printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unbottle.cli.common import err, out, print_json
+
+
+def show_run(store: Any, ref: int | str, json_: bool) -> None:
+    """Print a stored run's tables and, with ``json_``, its JSON document as the last stdout line."""
+    from unbottle.report.console import headline_table, key_value_table, measurements_tables
+    from unbottle.report.documents import run_document
+
+    run = store.get_run(ref)
+    measurements = store.measurements(run.id)
+    doc = run_document(run, measurements)
+    info = doc["model"] or {}
+    size = f"{info.get('n_parameters', 0) / 1e6:.1f}M params" if info else "-"
+    out.print(
+        key_value_table(
+            {
+                "run": f"{run.id} ({run.kind}, {doc['status']})",
+                "model": f"{run.model} — {info.get('architecture', '?')}, {size}, {info.get('dtype', '?')}",
+                "threads": (doc["threads"] or {}).get("torch_num_threads"),
+                "cpu": (run.manifest.get("cpu") or {}).get("model"),
+                "started": run.created_at,
+            }
+        )
+    )
+    if run.kind == "bench":
+        out.print(headline_table(doc["headline"]))
+        for table in measurements_tables(measurements):
+            out.print(table)
+    elif run.kind == "eval":
+        from unbottle.evaluate import EvalResult
+        from unbottle.report.evals import evals_table
+
+        out.print(evals_table([EvalResult.from_dict(e) for e in (run.result or {}).get("evals", [])]))
+    elif run.kind in ("ab", "compare") and doc.get("comparison"):
+        from unbottle.report.comparison import comparison_table
+
+        out.print(comparison_table(doc["comparison"]))
+    for note in doc["notes"]:
+        out.print(f"note: {note}", highlight=False)
+    if run.error:
+        err.print(f"run ended with: {run.error}", highlight=False)
+    if json_:
+        print_json(doc)

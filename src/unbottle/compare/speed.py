@@ -1,0 +1,86 @@
+"""Speed comparisons: per-metric ratio B/A with a bootstrap CI, from paired rounds or stored runs.
+
+Paired rounds (interleaved A/B) use the paired ratio of medians: drift shared by a round cancels.
+Two stored runs measured at different times can't be paired; their samples are resampled
+independently, which gives wider, honest intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unbottle.stats import (
+    Estimate,
+    MetricComparison,
+    bootstrap_ci,
+    median_difference_paired,
+    median_difference_unpaired,
+    percent_change,
+    ratio_of_medians_paired,
+    ratio_of_medians_unpaired,
+    verdict_of,
+)
+
+
+def _median_estimate(values: list[float]) -> Estimate:
+    lo, hi = bootstrap_ci(values)
+    return Estimate(float(np.median(values)), lo, hi, 0.95, len(values), "bootstrap median")
+
+
+def compare_paired(
+    metric: str,
+    unit: str,
+    higher_is_better: bool,
+    a: list[float],
+    b: list[float],
+    noise_floor_pct: float | None = None,
+) -> MetricComparison:
+    """Compare per-round values of A and B (round i of each ran back to back)."""
+    ratio = ratio_of_medians_paired(a, b)
+    pct = percent_change(ratio)
+    return MetricComparison(
+        metric=metric,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        a=_median_estimate(a),
+        b=_median_estimate(b),
+        diff=median_difference_paired(a, b),
+        pct=pct,
+        verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
+        noise_floor_pct=noise_floor_pct,
+    )
+
+
+def compare_unpaired(
+    metric: str,
+    unit: str,
+    higher_is_better: bool,
+    a: list[float],
+    b: list[float],
+    noise_floor_pct: float | None = None,
+) -> MetricComparison:
+    """Compare samples of A and B taken at different times (two stored runs)."""
+    pct = percent_change(ratio_of_medians_unpaired(a, b))
+    return MetricComparison(
+        metric=metric,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        a=_median_estimate(a),
+        b=_median_estimate(b),
+        diff=median_difference_unpaired(a, b),
+        pct=pct,
+        verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
+        noise_floor_pct=noise_floor_pct,
+    )
+
+
+def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[str, MetricComparison]:
+    """Every metric of an interleaved A/B (``unbottle.compare.ab.ABRounds``), paired by round."""
+    from unbottle.compare.ab import AB_METRICS
+
+    out = {}
+    for name, a_values in rounds.a.items():
+        unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
+        floor = (noise_floor or {}).get(name)
+        out[name] = compare_paired(name, unit, higher, a_values, rounds.b[name], floor)
+    return out

@@ -1,0 +1,82 @@
+"""Interleaved A/B: identical models are not called different; a 20%-slower model is always found."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+
+import pytest
+
+from unbottle.compare.ab import ABConfig, ABRounds, run_ab
+from unbottle.compare.speed import compare_rounds
+from unbottle.core.errors import ConfigError
+from unbottle.sources import Loaded
+
+FAST = ABConfig(rounds=10, new_tokens=8, threads=1, warmup=1)
+
+
+def slowed(loaded: Loaded, fraction: float) -> Loaded:
+    """A copy whose every forward sleeps ``fraction`` of the time the forward took."""
+    model = copy.deepcopy(loaded.model)
+    original = model.forward
+
+    @functools.wraps(original)  # keeps the signature (cache keyword, logits_to_keep) visible
+    def forward(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        time.sleep(fraction * (time.perf_counter() - start))
+        return out
+
+    model.forward = forward
+    return Loaded(model, loaded.tokenizer, loaded.info)
+
+
+def test_a_vs_a_speed_ci_contains_one_in_at_least_18_of_20(tiny_llama):
+    contains = 0
+    for seed in range(20):
+        rounds = run_ab(tiny_llama, tiny_llama, ABConfig(rounds=10, new_tokens=8, threads=1, warmup=1, seed=seed))
+        tps = compare_rounds(rounds)["decode.tokens_per_s"]
+        ratio_lo, ratio_hi = 1 + tps.pct.ci_low / 100, 1 + tps.pct.ci_high / 100
+        contains += ratio_lo <= 1.0 <= ratio_hi
+    assert contains >= 18, f"A-vs-A CI contained 1.0 in only {contains} of 20 repetitions"
+
+
+def test_b_slowed_by_20_percent_is_found_worse_every_time(tiny_llama):
+    slow = slowed(tiny_llama, 0.2)
+    # Three repeats per round: a round's median then shrugs off a single preempted repeat.
+    config = ABConfig(rounds=8, repeats_per_round=3, new_tokens=12, threads=1, warmup=1)
+    verdicts = []
+    for _ in range(20):
+        cmp = compare_rounds(run_ab(tiny_llama, slow, config))
+        verdicts.append((cmp["decode.tokens_per_s"].verdict, cmp["decode.token_latency"].verdict))
+    assert all(v == ("worse", "worse") for v in verdicts), verdicts
+
+
+def test_rounds_alternate_order_and_keep_one_value_per_round(tiny_llama):
+    rounds = run_ab(tiny_llama, tiny_llama, ABConfig(rounds=4, new_tokens=4, threads=1, warmup=0))
+    assert rounds.order == ["AB", "BA", "AB", "BA"]
+    assert set(rounds.a) == {"decode.tokens_per_s", "decode.token_latency", "decode.ttft"}
+    assert all(len(v) == 4 for v in [*rounds.a.values(), *rounds.b.values()])
+
+
+def test_rounds_rebuilt_from_stored_measurements_give_the_same_comparison(tiny_llama):
+    rounds = run_ab(tiny_llama, tiny_llama, ABConfig(rounds=5, new_tokens=4, threads=1, warmup=0))
+    again = ABRounds.from_measurements(rounds.config, rounds.to_measurements(), rounds.order)
+    assert compare_rounds(again) == compare_rounds(rounds)
+
+
+@pytest.mark.parametrize("scenario", ["prefill", "generate"])
+def test_other_scenarios_compare_latency_and_throughput(tiny_llama, scenario):
+    rounds = run_ab(tiny_llama, tiny_llama, ABConfig(scenario=scenario, rounds=3, new_tokens=4, threads=1))
+    assert set(compare_rounds(rounds)) == {f"{scenario}.latency", f"{scenario}.tokens_per_s"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"scenario": "train"}, "allowed: decode, prefill, generate"), ({"rounds": 2}, "--rounds 2"),
+     ({"batch_size": 0}, "--batch-size 0"), ({"threads": 10_000}, "--threads 10000")],
+)
+def test_ab_config_rejects_bad_values(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        ABConfig(**kwargs)
