@@ -1,0 +1,56 @@
+"""What an evaluation run measures, validated before any model is loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(Config):
+    """How to evaluate a model.
+
+    Attributes:
+        eval_text: a UTF-8 file or folder of ``.txt`` files for perplexity; None: packaged Persuasion.
+        eval_tokens: tokens of the text evaluated (BOS included).
+        window: tokens per model input.
+        stride: tokens between window starts (at most ``window``).
+        task: a packaged BIG-bench task name or a task.json path; None: no multiple-choice eval.
+        max_items: items evaluated from the task (a seeded subset); None: all.
+        length_normalize: score multiple-choice options per token.
+        reference: a model spec to measure agreement against; None: no agreement eval.
+        batch_size: windows or sequences per forward pass.
+    """
+
+    eval_text: str | None = None
+    eval_tokens: int = 16384
+    window: int = 512
+    stride: int = 512
+    task: str | None = None
+    max_items: int | None = 200
+    length_normalize: bool = False
+    reference: str | None = None
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("eval_tokens", "window", "stride", "max_items", "batch_size"):
+            value = getattr(self, name)
+            if value is None and name == "max_items":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {value!r} given; allowed: a positive integer")
+        if self.window < 2:
+            raise ConfigError(f"--window {self.window} given; a window needs at least 2 tokens")
+        if self.stride > self.window:
+            raise ConfigError(
+                f"--stride {self.stride} is larger than --window {self.window}, which would skip tokens; "
+                f"use a stride of at most {self.window}"
+            )
+        if self.eval_tokens < self.window:
+            raise ConfigError(
+                f"--eval-tokens {self.eval_tokens} is less than one --window ({self.window}); "
+                "raise --eval-tokens or lower --window"
+            )
