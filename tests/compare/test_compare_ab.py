@@ -35,7 +35,9 @@ def slowed(loaded: Loaded, fraction: float) -> Loaded:
 def test_a_vs_a_speed_ci_contains_one_in_at_least_18_of_20(tiny_llama):
     contains = 0
     for seed in range(20):
-        rounds = run_ab(tiny_llama, tiny_llama, ABConfig(rounds=10, new_tokens=8, threads=1, warmup=1, seed=seed))
+        rounds = run_ab(
+            tiny_llama, tiny_llama, ABConfig(rounds=10, new_tokens=8, threads=1, warmup=1, seed=seed)
+        )
         tps = compare_rounds(rounds)["decode.tokens_per_s"]
         ratio_lo, ratio_hi = 1 + tps.pct.ci_low / 100, 1 + tps.pct.ci_high / 100
         contains += ratio_lo <= 1.0 <= ratio_hi
@@ -74,8 +76,12 @@ def test_other_scenarios_compare_latency_and_throughput(tiny_llama, scenario):
 
 @pytest.mark.parametrize(
     ("kwargs", "words"),
-    [({"scenario": "train"}, "allowed: decode, prefill, generate"), ({"rounds": 2}, "--rounds 2"),
-     ({"batch_size": 0}, "--batch-size 0"), ({"threads": 10_000}, "--threads 10000")],
+    [
+        ({"scenario": "train"}, "allowed: decode, prefill, generate"),
+        ({"rounds": 2}, "--rounds 2"),
+        ({"batch_size": 0}, "--batch-size 0"),
+        ({"threads": 10_000}, "--threads 10000"),
+    ],
 )
 def test_ab_config_rejects_bad_values(kwargs, words):
     with pytest.raises(ConfigError, match=words):

@@ -28,7 +28,9 @@ def eval_(
     ] = None,
     eval_tokens: Annotated[int, typer.Option(help="Token budget for perplexity.")] = 16384,
     window: Annotated[int, typer.Option(help="Perplexity window (tokens).")] = 512,
-    stride: Annotated[int, typer.Option(help="Perplexity stride (tokens).")] = 512,
+    stride: Annotated[
+        int | None, typer.Option(help="Perplexity stride (tokens) [default: --window].")
+    ] = None,
     task: Annotated[str | None, typer.Option(help="BIG-bench task name or task.json path.")] = None,
     max_items: Annotated[int, typer.Option(help="Items evaluated from the task (seeded subset).")] = 200,
     length_normalize: Annotated[bool, typer.Option(help="Score options per token.")] = False,
@@ -54,7 +56,7 @@ def eval_(
         eval_text=eval_text,
         eval_tokens=eval_tokens,
         window=window,
-        stride=stride,
+        stride=window if stride is None else stride,
         task=task,
         max_items=max_items,
         length_normalize=length_normalize,
