@@ -27,6 +27,7 @@ test-all: setup
 
 bench-check: setup
 	$(BIN)/python benchmarks/decode_crosscheck.py
+	$(BIN)/python benchmarks/perplexity_crosscheck.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -27,7 +27,7 @@ def run_ab_command(
     store = Store()
     key = noise_key(config.to_dict(), threads["torch_num_threads"])
     floor = None if a_vs_a else lookup_noise_floor(store, key)
-    with BenchProgress(quiet) as progress:
+    with BenchProgress(quiet, unit="rounds") as progress:
         progress.message(f"loading A: {src_a.describe()} …")
         loaded_a = src_a.load()
         loaded_b = loaded_a

@@ -17,8 +17,9 @@ class BenchProgress:
     printed per finished point, so CI logs stay readable; ``quiet`` prints nothing.
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, unit: str = "repeats") -> None:
         self.quiet = quiet
+        self.unit = unit
         self.live = not quiet and sys.stderr.isatty()
         self._label = ""
         self._count = 0
@@ -50,7 +51,7 @@ class BenchProgress:
             self._label = label
         self._count, self._elapsed = repeats, elapsed_s
         if self.live:
-            self._progress.update(self._task, description=f"{label}: {repeats} repeats, {elapsed_s:.1f} s")
+            self._progress.update(self._task, description=f"{label}: {repeats} {self.unit}, {elapsed_s:.1f} s")
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -58,5 +59,5 @@ class BenchProgress:
 
     def _flush_line(self) -> None:
         if self._label and not self.quiet:
-            err.print(f"done {self._label}: {self._count} repeats in {self._elapsed:.1f} s", highlight=False)
+            err.print(f"done {self._label}: {self._count} {self.unit} in {self._elapsed:.1f} s", highlight=False)
         self._label = ""

@@ -131,7 +131,7 @@ def run_ab(
             for name, value in _round_values(fns[side], config).items():
                 values[side].setdefault(name, []).append(value)
         if progress is not None:
-            progress(f"A/B {config.scenario} round", r + 1, time.perf_counter() - start)
+            progress(f"A/B {config.scenario}", r + 1, time.perf_counter() - start)
     return ABRounds(config, values["A"], values["B"], order)
 
 
