@@ -151,3 +151,18 @@ def test_compare_two_bench_runs_and_two_eval_runs():
         "compare", str(ea), str(eb), "--goal", "perplexity:percent-min-improvement=5", "--fail-on-regression"
     )
     assert failing.exit_code == 1
+
+
+def test_a_stored_ab_run_is_recomputed_exactly_from_its_stored_inputs():
+    from unbottle.compare.runs import recompute_ab
+    from unbottle.store import Store
+
+    doc = last_json(
+        run("ab", "tiny-llama", "tiny-llama", *AB_FAST, "--eval", "--eval-tokens", "600", "--json")
+    )
+    store = Store()
+    stored = store.get_run(doc["run_id"])
+    again = recompute_ab(stored, store.measurements(stored.id))
+    for name, cmp in again.items():
+        expected = {k: v for k, v in doc["comparison"]["metrics"][name].items() if k != "ratio"}
+        assert cmp.to_dict() == expected, name

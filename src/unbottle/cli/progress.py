@@ -51,7 +51,9 @@ class BenchProgress:
             self._label = label
         self._count, self._elapsed = repeats, elapsed_s
         if self.live:
-            self._progress.update(self._task, description=f"{label}: {repeats} {self.unit}, {elapsed_s:.1f} s")
+            self._progress.update(
+                self._task, description=f"{label}: {repeats} {self.unit}, {elapsed_s:.1f} s"
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -59,5 +61,7 @@ class BenchProgress:
 
     def _flush_line(self) -> None:
         if self._label and not self.quiet:
-            err.print(f"done {self._label}: {self._count} {self.unit} in {self._elapsed:.1f} s", highlight=False)
+            err.print(
+                f"done {self._label}: {self._count} {self.unit} in {self._elapsed:.1f} s", highlight=False
+            )
         self._label = ""

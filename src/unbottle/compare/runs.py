@@ -63,3 +63,30 @@ def compare_stored(run_a: Any, ms_a: list[Measurement], run_b: Any, ms_b: list[M
         f"runs {run_a.id} ({run_a.kind}) and {run_b.id} ({run_b.kind}) given; `unbottle compare` "
         "compares two bench runs or two eval runs"
     )
+
+
+def recompute_ab(run: Any, measurements: list[Measurement]) -> dict[str, MetricComparison]:
+    """Recompute a stored ``ab`` run's comparisons from its stored inputs alone.
+
+    Uses the per-round values, the per-sample evaluation scores and the noise floor the run used;
+    the bootstrap is seeded, so the result equals what the run reported.
+    """
+    from unbottle.compare.ab import ABConfig, ABRounds
+    from unbottle.compare.accuracy import compare_evals
+    from unbottle.compare.speed import compare_rounds
+    from unbottle.evaluate import EvalResult
+
+    result = run.result or {}
+    config = ABConfig.from_dict(run.config["ab"])
+    rounds = ABRounds.from_measurements(config, measurements, result.get("order", []))
+    floors = {
+        k: v["noise_floor_pct"]
+        for k, v in result["comparison"]["metrics"].items()
+        if v.get("noise_floor_pct") is not None
+    }
+    comparisons = compare_rounds(rounds, floors or None)
+    if result.get("evals_a"):
+        evals_a = [EvalResult.from_dict(e) for e in result["evals_a"]]
+        evals_b = [EvalResult.from_dict(e) for e in result["evals_b"]]
+        comparisons.update(compare_evals(evals_a, evals_b))
+    return comparisons
