@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from unbottle.cli.common import err, handle_errors
+from unbottle.cli.common import (
+    FailOnRegressionOpt,
+    GoalOpt,
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    exit_on_regression,
+    handle_errors,
+)
 
 EXAMPLES = """
 Examples:
@@ -29,23 +37,16 @@ def ab(
     batch_size: Annotated[int, typer.Option(help="Batch rows.")] = 1,
     prompt_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 32,
     new_tokens: Annotated[int, typer.Option(help="Tokens per decode/generate repeat.")] = 64,
-    threads: Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")] = None,
+    threads: ThreadsOpt = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Also compare accuracy, paired by sample.")] = False,
     eval_text: Annotated[str | None, typer.Option(help="Text for perplexity [default: packaged].")] = None,
     eval_tokens: Annotated[int, typer.Option(help="Perplexity token budget with --eval.")] = 4096,
     task: Annotated[str | None, typer.Option(help="Multiple-choice task with --eval.")] = None,
     max_items: Annotated[int, typer.Option(help="Task items with --eval.")] = 200,
-    goal: Annotated[
-        list[str] | None,
-        typer.Option(help="METRIC:KIND=VALUE, e.g. decode.tokens_per_s:percent-min-improvement=10."),
-    ] = None,
-    fail_on_regression: Annotated[
-        bool, typer.Option(help="Exit 1 if a goal fails or a metric is worse.")
-    ] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    goal: GoalOpt = None,
+    fail_on_regression: FailOnRegressionOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run A and B in alternating rounds; report B/A per metric with a paired bootstrap 95% CI."""
     from unbottle.compare.ab import ABConfig
@@ -71,9 +72,7 @@ def ab(
     from unbottle.cli.ab_run import run_ab_command
 
     doc = run_ab_command(model_a, model_b, config, eval_config, goals, quiet, json_)
-    if fail_on_regression and (doc["overall"] == "fail" or doc["regressions"]):
-        err.print(f"regression: overall {doc['overall']}; worse: {', '.join(doc['regressions']) or '-'}")
-        raise typer.Exit(1)
+    exit_on_regression(doc, fail_on_regression)
 
 
 def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:

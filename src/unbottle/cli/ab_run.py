@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 
@@ -11,6 +10,7 @@ def run_ab_command(
 ) -> dict[str, Any]:
     """Run and store one A/B comparison; print it; return its comparison document."""
     from unbottle.bench import apply_threads
+    from unbottle.cli.common import recorded_run
     from unbottle.cli.progress import BenchProgress
     from unbottle.cli.show import show_run
     from unbottle.compare.ab import run_ab
@@ -41,22 +41,14 @@ def run_ab_command(
             "eval": eval_config.to_dict() if eval_config else None,
             "goals": [g.to_dict() for g in goals],
         }
-        run_id = store.start_run(
-            "ab", f"{model_a} vs {model_b}", run_config, manifest(seed=config.seed), argv=sys.argv
-        )
-        try:
+        with recorded_run(
+            store, "ab", f"{model_a} vs {model_b}", run_config, manifest(seed=config.seed)
+        ) as run_id:
             rounds = run_ab(loaded_a, loaded_b, config, progress=progress)
             for m in rounds.to_measurements():
                 store.add_measurement(run_id, m)
             comparisons = compare_rounds(rounds, floor[0] if floor else None)
             extra = _eval_part(loaded_a, loaded_b, eval_config, comparisons, store, run_id, progress)
-        except BaseException as exc:
-            store.finish_run(
-                run_id,
-                "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            raise
     doc = _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, rounds.order, extra)
     result = {
         "comparison": doc,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from unbottle.cli.common import handle_errors, int_list, str_list
+from unbottle.cli.common import (
+    AllowPickleOpt,
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    handle_errors,
+    int_list,
+    recorded_run,
+    str_list,
+)
 from unbottle.cli.progress import BenchProgress
 
 EXAMPLES = """
@@ -33,17 +41,15 @@ def bench(
     scenarios: Annotated[
         str, typer.Option(help="Which of prefill,decode,generate to run.")
     ] = "prefill,decode,generate",
-    threads: Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")] = None,
+    threads: ThreadsOpt = None,
     min_time: Annotated[float, typer.Option(help="Minimum measured seconds per point.")] = 2.0,
     min_repeats: Annotated[int, typer.Option(help="Minimum measured repeats per point.")] = 5,
     warmup: Annotated[int, typer.Option(help="Unmeasured warm-up repeats per point.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed for prompt selection.")] = 0,
-    allow_pickle: Annotated[bool, typer.Option(help="Load pickle checkpoints (weights_only=True).")] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    allow_pickle: AllowPickleOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Benchmark prefill, decode (with KV cache) and generate; every raw sample goes to the store."""
     from unbottle.bench import BenchConfig, apply_threads, benchmark
@@ -71,15 +77,10 @@ def bench(
         loaded = source.load()
         progress.message(f"loaded in {loaded.info.load_s:.1f} s; " + "; ".join(loaded.info.notes))
         store = Store()
-        run_id = store.start_run("bench", model, config.to_dict(), manifest(seed=seed), argv=sys.argv)
-        try:
+        with recorded_run(store, "bench", model, config.to_dict(), manifest(seed=seed)) as run_id:
             result = benchmark(
                 loaded, config, sink=lambda m: store.add_measurement(run_id, m), progress=progress
             )
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            store.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
-            raise
     summary: dict[str, Any] = {
         "model": loaded.info.to_dict(),
         "threads": threads_in_force,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +19,37 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Options every verb spells the same way.
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+AllowPickleOpt = Annotated[bool, typer.Option(help="Load pickle checkpoints (weights_only=True).")]
+GoalOpt = Annotated[
+    list[str] | None, typer.Option(help="METRIC:KIND=VALUE, e.g. perplexity:percent-max-degradation=1.")
+]
+FailOnRegressionOpt = Annotated[bool, typer.Option(help="Exit 1 if a goal fails or a metric is worse.")]
+
+
+@contextlib.contextmanager
+def recorded_run(
+    store: Any, kind: str, model: str, config: dict[str, Any], manifest: dict[str, Any]
+) -> Iterator[int]:
+    """Start a stored run; if the body raises, finish it as failed (or interrupted on Ctrl-C)."""
+    run_id = store.start_run(kind, model, config, manifest, argv=sys.argv)
+    try:
+        yield run_id
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def exit_on_regression(doc: dict[str, Any], fail_on_regression: bool) -> None:
+    """With ``--fail-on-regression``: exit 1 when a goal failed or a metric got worse."""
+    if fail_on_regression and (doc["overall"] == "fail" or doc["regressions"]):
+        err.print(f"regression: overall {doc['overall']}; worse: {', '.join(doc['regressions']) or '-'}")
+        raise typer.Exit(1)
 
 
 def handle_errors(fn: F) -> F:

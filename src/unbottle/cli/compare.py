@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from unbottle.cli.common import err, handle_errors
+from unbottle.cli.common import FailOnRegressionOpt, GoalOpt, JsonOpt, exit_on_regression, handle_errors
 
 EXAMPLES = """
 Examples:
@@ -22,15 +22,9 @@ Examples:
 def compare(
     run_a: Annotated[str, typer.Argument(help="Baseline run id (or 'last').")],
     run_b: Annotated[str, typer.Argument(help="Candidate run id (or 'last').")],
-    goal: Annotated[
-        list[str] | None, typer.Option(help="METRIC:KIND=VALUE (see `unbottle ab --help`).")
-    ] = None,
-    fail_on_regression: Annotated[
-        bool, typer.Option(help="Exit 1 if a goal fails or a metric is worse.")
-    ] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
-    ] = False,
+    goal: GoalOpt = None,
+    fail_on_regression: FailOnRegressionOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Compare two stored bench runs (unpaired) or eval runs (paired by sample); the result is stored."""
     from unbottle.cli.show import show_run
@@ -51,6 +45,4 @@ def compare(
     run_id = store.start_run("compare", f"{a.model} vs {b.model}", config, manifest(), argv=sys.argv)
     store.finish_run(run_id, "complete", result={"comparison": doc})
     show_run(store, run_id, json_)
-    if fail_on_regression and (doc["overall"] == "fail" or doc["regressions"]):
-        err.print(f"regression: overall {doc['overall']}; worse: {', '.join(doc['regressions']) or '-'}")
-        raise typer.Exit(1)
+    exit_on_regression(doc, fail_on_regression)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from unbottle.cli.common import err, handle_errors
+from unbottle.cli.common import (
+    AllowPickleOpt,
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    err,
+    handle_errors,
+    recorded_run,
+)
 
 EXAMPLES = """
 Examples:
@@ -38,12 +45,10 @@ def eval_(
         str | None, typer.Option(help="Reference model for KL/top-1/greedy agreement.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward.")] = 4,
-    threads: Annotated[int | None, typer.Option(help="torch threads [default: physical cores].")] = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Load pickle checkpoints (weights_only=True).")] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print a JSON document as the last stdout line.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    threads: ThreadsOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate accuracy with per-sample scores (windows, items), stored for paired comparisons."""
     from unbottle.bench import apply_threads
@@ -71,19 +76,11 @@ def eval_(
     loaded = source.load()
     ref = ref_source.load() if ref_source else None
     store = Store()
-    run_id = store.start_run("eval", model, config.to_dict(), manifest(), argv=sys.argv)
-    try:
+    with recorded_run(store, "eval", model, config.to_dict(), manifest()) as run_id:
         say("evaluating …")
         results = evaluate(loaded, config, ref)
         for r in results:
             store.add_measurement(run_id, r.to_measurement())
-    except BaseException as exc:
-        store.finish_run(
-            run_id,
-            "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-            error=f"{type(exc).__name__}: {exc}",
-        )
-        raise
     summary: dict[str, Any] = {
         "model": loaded.info.to_dict(),
         "threads": threads_in_force,

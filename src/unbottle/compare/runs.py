@@ -31,7 +31,7 @@ def metric_keys(measurements: list[Measurement]) -> dict[str, Measurement]:
 
 
 def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, MetricComparison]:
-    from unbottle.compare.speed import compare_unpaired
+    from unbottle.compare.speed import compare_samples
 
     ka, kb = metric_keys(a), metric_keys(b)
     common = [k for k in ka if k in kb]
@@ -41,7 +41,7 @@ def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, 
             "run both with the same --prompt-lengths/--batch-sizes/--new-tokens"
         )
     return {
-        k: compare_unpaired(k, ka[k].unit, ka[k].higher_is_better, ka[k].samples, kb[k].samples)
+        k: compare_samples(k, ka[k].unit, ka[k].higher_is_better, ka[k].samples, kb[k].samples, paired=False)
         for k in common
     }
 

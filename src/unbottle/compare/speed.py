@@ -27,47 +27,34 @@ def _median_estimate(values: list[float]) -> Estimate:
     return Estimate(float(np.median(values)), lo, hi, 0.95, len(values), "bootstrap median")
 
 
-def compare_paired(
+def compare_samples(
     metric: str,
     unit: str,
     higher_is_better: bool,
     a: list[float],
     b: list[float],
+    paired: bool,
     noise_floor_pct: float | None = None,
 ) -> MetricComparison:
-    """Compare per-round values of A and B (round i of each ran back to back)."""
-    ratio = ratio_of_medians_paired(a, b)
-    pct = percent_change(ratio)
-    return MetricComparison(
-        metric=metric,
-        unit=unit,
-        higher_is_better=higher_is_better,
-        a=_median_estimate(a),
-        b=_median_estimate(b),
-        diff=median_difference_paired(a, b),
-        pct=pct,
-        verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
-        noise_floor_pct=noise_floor_pct,
+    """B against A on one speed metric.
+
+    Args:
+        paired: True for per-round values of an interleaved A/B (round i of each ran back to back);
+            False for samples taken at different times (two stored runs).
+    """
+    ratio, diff = (
+        (ratio_of_medians_paired, median_difference_paired)
+        if paired
+        else (ratio_of_medians_unpaired, median_difference_unpaired)
     )
-
-
-def compare_unpaired(
-    metric: str,
-    unit: str,
-    higher_is_better: bool,
-    a: list[float],
-    b: list[float],
-    noise_floor_pct: float | None = None,
-) -> MetricComparison:
-    """Compare samples of A and B taken at different times (two stored runs)."""
-    pct = percent_change(ratio_of_medians_unpaired(a, b))
+    pct = percent_change(ratio(a, b))
     return MetricComparison(
         metric=metric,
         unit=unit,
         higher_is_better=higher_is_better,
         a=_median_estimate(a),
         b=_median_estimate(b),
-        diff=median_difference_unpaired(a, b),
+        diff=diff(a, b),
         pct=pct,
         verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
         noise_floor_pct=noise_floor_pct,
@@ -82,5 +69,5 @@ def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[
     for name, a_values in rounds.a.items():
         unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
         floor = (noise_floor or {}).get(name)
-        out[name] = compare_paired(name, unit, higher, a_values, rounds.b[name], floor)
+        out[name] = compare_samples(name, unit, higher, a_values, rounds.b[name], True, floor)
     return out
