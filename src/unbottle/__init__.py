@@ -5,9 +5,15 @@ Public verbs are imported lazily so that ``import unbottle`` stays cheap (no tor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torchao (imported by transformers when installed) warns about CUDA-only kernels it cannot load on
+# CPU, and torch's pytree logs a deprecation for torchao's enums: noise on every load, not news.
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _VERBS = {
     "load": "unbottle.sources:load",

@@ -29,3 +29,7 @@ class StoreError(UnbottleError):
 
 class EvalError(UnbottleError):
     """An evaluation could not run with the given model, text, task or settings."""
+
+
+class PassError(UnbottleError):
+    """An optimisation pass cannot run here, or failed on this model."""
