@@ -47,14 +47,15 @@ def decode_once(
     ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
     """
     import torch
-    from transformers import DynamicCache
+
+    from unbottle.passes.compile import new_cache
 
     kw = forward_kwargs(model)
     batch = prompt.shape[0]
     cache_kw = cache_keyword(model)
     steps: list[float] = []
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        cache = new_cache(model, prompt.shape[1] + new_tokens)
         timer.start()
         kw[cache_kw] = cache  # the cache object is updated in place by every forward
         out = model(input_ids=prompt, use_cache=True, **kw)

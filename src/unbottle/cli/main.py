@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, info, runs
+from unbottle.cli import ab, bench, compare, info, passes, runs
 from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)
 app.command("compare", epilog=compare.EXAMPLES)(compare.compare)
+app.command("apply", epilog=passes.APPLY_EXAMPLES)(passes.apply)
+app.command("passes")(passes.passes)
 app.command("models")(info.models)
 app.command("env")(info.env)
 app.add_typer(runs.app, name="runs")

@@ -69,6 +69,10 @@ def apply_(
         reports.append(report)
     info = copy.deepcopy(loaded.info)
     info.notes.append("passes: " + " → ".join(c.label() for c in configs))
+    if reports:
+        info.n_parameters = reports[-1].params_after
+        first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        info.dtype = str(first.dtype).removeprefix("torch.") if first is not None else info.dtype
     return Loaded(model=model, tokenizer=loaded.tokenizer, info=info), reports
 
 

@@ -48,7 +48,7 @@ class Requirements:
                 reasons.append("needs a CUDA GPU; none is visible")
         for pkg in self.packages:
             if importlib.util.find_spec(pkg) is None:
-                reasons.append(f"needs the package {pkg!r} (pip install 'unbottle[{_EXTRA.get(pkg, pkg)}]')")
+                reasons.append(f"needs the package {pkg!r}; install it with `pip install {_PIP.get(pkg, pkg)}`")
         return reasons
 
     def describe(self) -> str:
@@ -61,7 +61,7 @@ class Requirements:
         return ", ".join(parts) or "-"
 
 
-_EXTRA = {"torchao": "ao", "onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx"}
+_PIP = {"torchao": "torchao", "onnxruntime": "onnxruntime", "onnx": "onnx", "onnxscript": "onnxscript"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,8 @@ class PrecisionConfig(PassConfig):
     name: ClassVar[str] = "precision"
     summary: ClassVar[str] = "bf16/fp16 weights and compute; chosen modules kept in fp32"
     requires: ClassVar[Requirements] = Requirements()
+    # Re-applied on load (a cast, instantly): kept-fp32 modules need their casting hooks back.
+    saveable: ClassVar[bool] = False
     dtype: Literal["bfloat16", "float16"] = "bfloat16"
     keep_fp32: tuple[str, ...] = ()
 

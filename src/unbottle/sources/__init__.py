@@ -1,7 +1,8 @@
 """Where models come from: a spec string resolves to a source, and a source loads a model.
 
-Specs are, in order: a known name (``unbottle models`` lists them), a Hugging Face model folder,
-or a ``.gguf`` file. Anything else gets one line saying what was given and what is allowed.
+Specs are, in order: a known name (``unbottle models`` lists them), a folder written by
+``unbottle apply`` (a recipe), a Hugging Face model folder, or a ``.gguf`` file. Anything else
+gets one line saying what was given and what is allowed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def resolve(spec: str, allow_pickle: bool = False) -> ModelSource:
     if spec in MODELS:
         return MODELS.get(spec)()
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "unbottle-recipe.json").is_file():
+        from unbottle.sources.recipe_folder import RecipeSource
+
+        return RecipeSource(path, spec=spec)
     if path.is_dir():
         return HFFolderSource(path, spec=spec, allow_pickle=allow_pickle)
     if path.is_file():

@@ -1,0 +1,115 @@
+"""Recipes: what was applied to which model, saved beside the result so every verb can load it.
+
+A saved folder holds ``unbottle-recipe.json`` and, when the leading passes leave a plain
+transformers model (precision, pruning), that model's weights (``save_pretrained``): those passes
+are *baked*. Passes whose result can't be saved as plain weights (tensor subclasses, compiled
+graphs, low-rank layers) are re-applied on load; they are deterministic given the recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.errors import ConfigError, ModelLoadError
+from unbottle.passes.base import PassConfig
+
+RECIPE_FILE = "unbottle-recipe.json"
+RECIPE_VERSION = 1
+
+
+@dataclasses.dataclass
+class Recipe:
+    """The source model spec, the pass configs in order, and how many are baked into saved weights."""
+
+    source: str
+    passes: list[dict[str, Any]]
+    baked: int = 0
+    reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    libraries: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: str = ""
+    version: int = RECIPE_VERSION
+
+    def configs(self) -> list[PassConfig]:
+        from unbottle.passes.registry import config_class
+
+        out = []
+        for data in self.passes:
+            name = data.get("name") or _name_of(data)
+            out.append(config_class(name).from_dict({k: v for k, v in data.items() if k != "name"}))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+
+def _name_of(data: dict[str, Any]) -> str:
+    from unbottle.passes.registry import PASSES
+
+    for name in PASSES.names():
+        if PASSES.get(name).__name__ == data.get("type"):
+            return name
+    raise ModelLoadError(f"recipe names an unknown pass config type {data.get('type')!r}")
+
+
+def baked_prefix(configs: list[PassConfig]) -> int:
+    """How many leading passes leave a plain transformers model that save_pretrained can write."""
+    n = 0
+    for c in configs:
+        if not (c.stage == "torch" and type(c).saveable):
+            break
+        n += 1
+    return n
+
+
+def read_recipe(folder: Path) -> Recipe:
+    path = folder / RECIPE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read recipe {path}: {exc}") from None
+    if data.get("version") != RECIPE_VERSION:
+        raise ModelLoadError(
+            f"{path} is recipe version {data.get('version')}; this unbottle reads "
+            f"version {RECIPE_VERSION}; re-create it with `unbottle apply`"
+        )
+    return Recipe(**data)
+
+
+def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False) -> Path:
+    """Write ``recipe`` (and ``baked_model``'s weights, when any pass is baked) atomically to ``out``.
+
+    Args:
+        baked_model: the ``Loaded`` after the baked prefix of passes (ignored when ``recipe.baked`` is 0).
+        recipe: what to record.
+        out: the folder to create.
+        overwrite: replace an existing folder.
+
+    Raises:
+        ConfigError: ``out`` exists and ``overwrite`` is False.
+    """
+    from unbottle.core.env import library_versions
+
+    if out.exists() and not overwrite:
+        raise ConfigError(f"output folder {out} exists; choose another -o or pass --overwrite to replace it")
+    recipe.libraries = library_versions()
+    recipe.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        if recipe.baked:
+            baked_model.model.save_pretrained(tmp)
+            if baked_model.tokenizer is not None:
+                baked_model.tokenizer.save_pretrained(tmp)
+        (tmp / RECIPE_FILE).write_text(recipe.to_json(), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

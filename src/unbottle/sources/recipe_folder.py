@@ -1,0 +1,47 @@
+"""Folders written by ``unbottle apply``: a recipe, and the baked weights when there are any.
+
+Loading restores the optimised model: the baked weights (or the source model when nothing is
+baked), then the recipe's remaining passes re-applied in order.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from unbottle.sources.base import Loaded, ModelSource
+
+
+class RecipeSource(ModelSource):
+    """A folder holding ``unbottle-recipe.json``."""
+
+    kind = "recipe"
+
+    def __init__(self, path: Path, spec: str | None = None) -> None:
+        from unbottle.passes.recipe import read_recipe
+
+        super().__init__(spec or str(path))
+        self.path = path
+        self.recipe = read_recipe(path)
+
+    def load(self, dtype: str | None = None) -> Loaded:
+        from unbottle.passes.apply import apply_
+        from unbottle.sources import resolve
+        from unbottle.sources.hf_folder import HFFolderSource
+
+        start = time.perf_counter()
+        configs = self.recipe.configs()
+        base = HFFolderSource(self.path, spec=self.spec) if self.recipe.baked else resolve(self.recipe.source)
+        loaded = base.load(dtype)
+        rest = configs[self.recipe.baked :]
+        if rest:
+            loaded, _ = apply_(loaded, rest, copy_model=False)
+        loaded.info.spec = self.spec
+        loaded.info.source_kind = self.kind
+        loaded.info.path = str(self.path)
+        loaded.info.load_s = time.perf_counter() - start
+        loaded.info.notes.append(
+            f"recipe from {self.recipe.source}: {len(configs)} pass(es), {self.recipe.baked} baked into "
+            f"saved weights, {len(rest)} re-applied on load"
+        )
+        return loaded
