@@ -95,8 +95,10 @@ def test_compile_with_static_cache_decodes_the_same_tokens(tiny_llama):
 def test_apply_cli_saves_a_recipe_that_every_verb_loads(tmp_path):
     out = tmp_path / "tiny-bf16"
     runner = CliRunner()
-    result = runner.invoke(app, ["apply", "tiny-llama", "--pass", "precision:keep_fp32=lm_head", "-o", str(out),
-                                 "--json", "--quiet"])
+    result = runner.invoke(
+        app,
+        ["apply", "tiny-llama", "--pass", "precision:keep_fp32=lm_head", "-o", str(out), "--json", "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout.strip().splitlines()[-1])
     assert doc["reports"][0]["name"] == "precision"
@@ -109,8 +111,24 @@ def test_apply_cli_saves_a_recipe_that_every_verb_loads(tmp_path):
     torch.testing.assert_close(logits(restored.model), logits(expected.model))
     again = runner.invoke(app, ["apply", "tiny-llama", "--pass", "precision", "-o", str(out), "--quiet"])
     assert again.exit_code == 2 and "exists" in again.stderr and "--overwrite" in again.stderr
-    bench = runner.invoke(app, ["bench", str(out), "--scenarios", "prefill", "--prompt-lengths", "8",
-                                "--min-time", "0", "--min-repeats", "2", "--threads", "1", "--quiet"])
+    bench = runner.invoke(
+        app,
+        [
+            "bench",
+            str(out),
+            "--scenarios",
+            "prefill",
+            "--prompt-lengths",
+            "8",
+            "--min-time",
+            "0",
+            "--min-repeats",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+    )
     assert bench.exit_code == 0, bench.output
 
 

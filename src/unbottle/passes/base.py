@@ -48,7 +48,9 @@ class Requirements:
                 reasons.append("needs a CUDA GPU; none is visible")
         for pkg in self.packages:
             if importlib.util.find_spec(pkg) is None:
-                reasons.append(f"needs the package {pkg!r}; install it with `pip install {_PIP.get(pkg, pkg)}`")
+                reasons.append(
+                    f"needs the package {pkg!r}; install it with `pip install {_PIP.get(pkg, pkg)}`"
+                )
         return reasons
 
     def describe(self) -> str:
