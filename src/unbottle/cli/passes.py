@@ -121,11 +121,12 @@ def apply(
         baked_model, reports = apply_(loaded, configs[:baked])
         spec = model if model in MODELS else str(Path(model).expanduser().resolve())
         recipe = Recipe(source=spec, passes=[{**c.to_dict(), "name": c.name} for c in configs], baked=baked)
+        final = baked_model
         if baked < len(configs):
-            _, more = apply_(baked_model, configs[baked:])
+            final, more = apply_(baked_model, configs[baked:])
             reports += more
         recipe.reports = [r.to_dict() for r in reports]
-        save(baked_model, recipe, output, overwrite)
+        save(baked_model, recipe, output, overwrite, final=final)
     result = {
         "output": str(output),
         "reports": recipe.reports,

@@ -33,6 +33,7 @@ class Recipe:
     reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     libraries: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: str = ""
+    onnx: str | None = None  # sub-folder holding the ONNX Runtime model, when the recipe ends in export
     version: int = RECIPE_VERSION
 
     def configs(self) -> list[PassConfig]:
@@ -81,11 +82,13 @@ def read_recipe(folder: Path) -> Recipe:
     return Recipe(**data)
 
 
-def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False) -> Path:
+def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, final: Any = None) -> Path:
     """Write ``recipe`` (and ``baked_model``'s weights, when any pass is baked) atomically to ``out``.
 
     Args:
         baked_model: the ``Loaded`` after the baked prefix of passes (ignored when ``recipe.baked`` is 0).
+        final: the fully optimised ``Loaded``; when it is an ONNX Runtime model its export folder is
+            copied to ``out/onnx`` (with the tokenizer) and loaded from there, not re-exported.
         recipe: what to record.
         out: the folder to create.
         overwrite: replace an existing folder.
@@ -106,6 +109,12 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False) -
             baked_model.model.save_pretrained(tmp)
             if baked_model.tokenizer is not None:
                 baked_model.tokenizer.save_pretrained(tmp)
+        graph = getattr(getattr(final, "model", None), "path", None)
+        if graph is not None and str(graph).endswith(".onnx"):
+            shutil.copytree(Path(graph).parent, tmp / "onnx")
+            if final.tokenizer is not None:
+                final.tokenizer.save_pretrained(tmp / "onnx")
+            recipe.onnx = "onnx"
         (tmp / RECIPE_FILE).write_text(recipe.to_json(), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

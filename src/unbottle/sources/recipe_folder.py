@@ -31,6 +31,8 @@ class RecipeSource(ModelSource):
 
         start = time.perf_counter()
         configs = self.recipe.configs()
+        if self.recipe.onnx:
+            return self._load_onnx(configs, start)
         base = HFFolderSource(self.path, spec=self.spec) if self.recipe.baked else resolve(self.recipe.source)
         loaded = base.load(dtype)
         rest = configs[self.recipe.baked :]
@@ -45,3 +47,32 @@ class RecipeSource(ModelSource):
             f"saved weights, {len(rest)} re-applied on load"
         )
         return loaded
+
+    def _load_onnx(self, configs: list, start: float) -> Loaded:
+        """The saved ONNX Runtime model, opened directly (no re-export)."""
+        from unbottle.core.errors import ModelLoadError
+        from unbottle.runtime import OrtCausalLM
+        from unbottle.sources.base import ModelInfo
+        from unbottle.sources.hf_folder import load_tokenizer
+
+        folder = self.path / self.recipe.onnx
+        if not folder.is_dir():
+            raise ModelLoadError(
+                f"{self.path} names ONNX folder {folder} in its recipe, but it is missing; "
+                "re-create it with `unbottle apply`"
+            )
+        notes: list[str] = []
+        model = OrtCausalLM.load(folder)
+        info = ModelInfo(
+            spec=self.spec,
+            source_kind=self.kind,
+            task="causal-lm",
+            architecture=model.config.model_type,
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            dtype="onnx",
+            path=str(folder),
+            load_s=time.perf_counter() - start,
+            notes=notes,
+        )
+        notes.append(f"ONNX Runtime model from the recipe of {self.recipe.source} ({len(configs)} pass(es))")
+        return Loaded(model=model, tokenizer=load_tokenizer(folder, notes), info=info)
