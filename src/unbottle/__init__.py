@@ -19,6 +19,10 @@ _VERBS = {
     "load": "unbottle.sources:load",
     "resolve": "unbottle.sources:resolve",
     "benchmark": "unbottle.bench:benchmark",
+    "evaluate": "unbottle.evaluate:evaluate",
+    "apply_": "unbottle.passes:apply_",
+    "parse_pass": "unbottle.passes:parse_pass",
+    "run_ab": "unbottle.compare.ab:run_ab",
     "manifest": "unbottle.core.env:manifest",
 }
 

@@ -56,6 +56,12 @@ def test_composition_refuses_torch_pass_after_compile():
     check_composition([parse_pass("precision"), parse_pass("compile")])
 
 
+def test_composition_refuses_export_after_torch_quantization():
+    with pytest.raises(ConfigError, match="cannot export what 'wo-int8' produce.*onnx:quantize=int8-block"):
+        check_composition([parse_pass("wo-int8"), parse_pass("onnx")])
+    check_composition([parse_pass("prune-structured"), parse_pass("onnx:quantize=int8-block")])
+
+
 def test_unavailable_pass_is_refused_with_the_reason(tiny_llama, monkeypatch):
     monkeypatch.setattr("unbottle.core.env.cpu_info", lambda: {"flags": {}})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

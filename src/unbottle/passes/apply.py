@@ -23,6 +23,14 @@ def check_composition(configs: list[PassConfig]) -> None:
                 f"pass {later.name!r} ({later.stage}) cannot follow {earlier.name!r} ({earlier.stage}): "
                 "passes run in the order torch → compile → export → runtime; reorder the --pass options"
             )
+    for i, c in enumerate(configs):
+        blockers = [e.name for e in configs[:i] if not type(e).exportable]
+        if c.stage == "export" and blockers:
+            raise ConfigError(
+                f"pass {c.name!r} cannot export what {', '.join(repr(b) for b in blockers)} produce(s) "
+                "(quantized or bf16 layers); quantize inside the export instead, e.g. "
+                "--pass onnx:quantize=int8-block"
+            )
     for stage in ("compile", "export"):
         if sum(c.stage == stage for c in configs) > 1:
             raise ConfigError(f"at most one {stage} pass per recipe; got {[c.name for c in configs]}")

@@ -77,6 +77,9 @@ class PassConfig(Config):
     # True when the result is a plain transformers model whose weights save_pretrained can write;
     # False means the recipe is re-applied on load (e.g. tensor subclasses, compiled graphs).
     saveable: ClassVar[bool] = True
+    # False when the result is something ONNX export can't trace (quantized tensor subclasses, bf16):
+    # such a pass may not precede the onnx pass, whose own quantizers do that job.
+    exportable: ClassVar[bool] = True
 
     def missing(self) -> list[str]:
         """What this machine lacks for this config (override when it depends on field values)."""

@@ -27,6 +27,7 @@ class CompileConfig(PassConfig):
     summary: ClassVar[str] = "torch.compile (inductor) with a static KV cache for decoding"
     requires: ClassVar[Requirements] = Requirements()
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     mode: Literal["default", "max-autotune", "reduce-overhead"] = "default"
     static_cache: bool = True
     cache_bucket: int = 256

@@ -23,6 +23,7 @@ class PrecisionConfig(PassConfig):
     requires: ClassVar[Requirements] = Requirements()
     # Re-applied on load (a cast, instantly): kept-fp32 modules need their casting hooks back.
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     dtype: Literal["bfloat16", "float16"] = "bfloat16"
     keep_fp32: tuple[str, ...] = ()
 

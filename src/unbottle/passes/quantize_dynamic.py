@@ -45,6 +45,7 @@ class DynamicInt8Config(PassConfig):
     summary: ClassVar[str] = "int8 weights + int8 activations quantized at run time (torch or torchao)"
     requires: ClassVar[Requirements] = Requirements()
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     backend: Literal["torch", "torchao"] = "torch"
     per_channel: bool = True
     exclude: tuple[str, ...] = ("lm_head",)

@@ -48,6 +48,7 @@ class WeightOnlyInt4Config(PassConfig):
     summary: ClassVar[str] = "group-wise int4 weights (asymmetric or symmetric), bf16 compute"
     requires: ClassVar[Requirements] = Requirements(packages=("torchao",))
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     group_size: Literal[32, 64, 128] = 128
     symmetric: bool = False
     exclude: tuple[str, ...] = ("lm_head",)

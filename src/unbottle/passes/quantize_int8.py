@@ -52,6 +52,7 @@ class WeightOnlyInt8Config(PassConfig):
     summary: ClassVar[str] = "int8 weights (per channel or block-wise), float activations"
     requires: ClassVar[Requirements] = Requirements()
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     backend: Literal["torch", "torchao"] = "torch"
     group_size: int | None = None
     exclude: tuple[str, ...] = ()

@@ -42,6 +42,7 @@ class StaticInt8Config(PassConfig):
     summary: ClassVar[str] = "int8 weights + int8 activations with scales calibrated on text"
     requires: ClassVar[Requirements] = Requirements(packages=("torchao",), calibration=True)
     saveable: ClassVar[bool] = False
+    exportable: ClassVar[bool] = False
     calibration_batches: int = 8
     calibration_tokens: int = 256
     per_channel: bool = True
