@@ -60,7 +60,9 @@ class OnnxExportConfig(PassConfig):
     block_size: int = 32
     accuracy_level: int = 4
     symmetric: bool = False
-    exclude: tuple[str, ...] = ("lm_head",)
+    # lm_head in int8 costs nothing measurable on smollm2-135m (+0.53% vs +0.57% perplexity) and
+    # decodes ~30% faster (benchmarks/README.md), so nothing is excluded by default.
+    exclude: tuple[str, ...] = ()
     optimization: Literal["disable", "basic", "extended", "all"] = "all"
     threads: int | None = None
     opset: int = 20
