@@ -135,10 +135,13 @@ def apply(
     }
     store.finish_run(run_id, "complete", result=result)
     out.print(reports_table(recipe.reports))
+    how = (
+        "the ONNX Runtime model is saved in onnx/ and opened directly"
+        if recipe.onnx
+        else f"{baked} pass(es) baked into weights, {len(configs) - baked} re-applied on load"
+    )
     out.print(
-        f"saved to {output} ({baked} pass(es) baked into weights, {len(configs) - baked} re-applied "
-        f"on load); load it with any verb, e.g. `unbottle bench {output}`",
-        highlight=False,
+        f"saved to {output} ({how}); load it with any verb, e.g. `unbottle bench {output}`", highlight=False
     )
     if json_:
         print_json({"run_id": run_id, **result})
