@@ -1,0 +1,29 @@
+"""The isolated side of ``run_isolated``: read a job from stdin, call it, write the result file.
+
+Errors are written as one line (``Type: message``) so the parent can record why a trial failed;
+the file is written to a temporary name and renamed, so a half-written result is never read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    module, _, attr = job["target"].partition(":")
+    try:
+        result = {"result": getattr(importlib.import_module(module), attr)(job["payload"])}
+    except Exception as exc:  # every failure of the trial is data for the search, not a crash
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    tmp = job["result_path"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(tmp, job["result_path"])
+
+
+if __name__ == "__main__":
+    main()
