@@ -256,10 +256,12 @@ def test_appended_migration_upgrades_an_existing_store(
 ) -> None:
     with Store(tmp_path) as s:
         run_id = s.start_run("bench", "m", CONFIG, MANIFEST)
-    trials = ("CREATE TABLE trials (id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs (id))",)
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, trials])
+    artefacts = ("CREATE TABLE artefacts (id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs (id))",)
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, artefacts])
     with Store(tmp_path) as s:
         assert s.get_run(run_id).config == CONFIG
     with closing(sqlite3.connect(tmp_path / "unbottle.db")) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
-        assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'trials'").fetchone() == ("trials",)
+        assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'artefacts'").fetchone() == (
+            "artefacts",
+        )

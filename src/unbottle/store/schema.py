@@ -72,8 +72,31 @@ _V1 = (
     """,
 )
 
+# Version 2: search trials, one row per (search, trial) so an interrupted search resumes without
+# repeating finished trials. Append-only like runs.
+_V2 = (
+    """
+    CREATE TABLE trials (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        search_key TEXT NOT NULL,
+        trial_key TEXT NOT NULL,
+        data_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (search_key, trial_key)
+    )
+    """,
+    """
+    CREATE TRIGGER trials_no_change BEFORE UPDATE ON trials
+    BEGIN SELECT RAISE(ABORT, 'trials are append-only: a recorded trial cannot be changed'); END
+    """,
+    """
+    CREATE TRIGGER trials_no_delete BEFORE DELETE ON trials
+    BEGIN SELECT RAISE(ABORT, 'trials are append-only: a recorded trial cannot be deleted'); END
+    """,
+)
+
 # MIGRATIONS[i] takes a database from version i to i + 1. Append only.
-MIGRATIONS: list[Sequence[str]] = [_V1]
+MIGRATIONS: list[Sequence[str]] = [_V1, _V2]
 
 
 def schema_version() -> int:

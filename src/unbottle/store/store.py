@@ -244,6 +244,34 @@ class Store:
             for row in rows
         ]
 
+    def record_trial(self, search_key: str, trial_key: str, data: dict[str, Any]) -> None:
+        """Record one finished trial of a search, committed on return (a trial is recorded once).
+
+        Raises:
+            StoreError: this trial of this search is already recorded, or the store can't be written.
+        """
+        conn = self._connection(create=True)
+        row = (search_key, trial_key, codec.dumps(data, f"trial {trial_key!r}"), now_iso())
+        try:
+            with db.translate_errors(self.path, f"record trial {trial_key!r} in"):
+                conn.execute(
+                    "INSERT INTO trials (search_key, trial_key, data_json, created_at) VALUES (?, ?, ?, ?)",
+                    row,
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise StoreError(
+                    f"trial {trial_key!r} of search {search_key!r} is already recorded"
+                ) from None
+            raise
+
+    def trials(self, search_key: str) -> dict[str, dict[str, Any]]:
+        """Every recorded trial of a search, by trial key, in the order recorded."""
+        rows = self._query(
+            "SELECT trial_key, data_json FROM trials WHERE search_key = ? ORDER BY id", (search_key,), "read"
+        )
+        return {r["trial_key"]: codec.loads(r["data_json"]) for r in rows}
+
     def close(self) -> None:
         """Close the database connection; the store can be reopened by using it again."""
         if self._conn is not None:
