@@ -31,7 +31,9 @@ def _paired_arrays(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.ndarray
     return np.asarray(a.scores, dtype=float), np.asarray(b.scores, dtype=float), weights
 
 
-def _pooled_value(scores: np.ndarray, weights: np.ndarray, metric: str) -> Estimate:
+def pooled_value(scores: np.ndarray, weights: np.ndarray, metric: str) -> Estimate:
+    """A result's headline value (weighted mean of scores; exp of it for perplexity) with a bootstrap CI."""
+
     def stat(s, w):
         mean = (s * w).sum(axis=1) / w.sum(axis=1)
         return np.exp(mean) if metric == "perplexity" else mean
@@ -54,14 +56,14 @@ def compare_eval(a: EvalResult, b: EvalResult) -> MetricComparison:
 
         index = np.arange(w.size, dtype=float)
         diff = paired_bootstrap(index, index, ppl_diff, method="bootstrap perplexity difference")
-        unit, a_est, b_est = "ppl", _pooled_value(sa, w, "perplexity"), _pooled_value(sb, w, "perplexity")
+        unit, a_est, b_est = "ppl", pooled_value(sa, w, "perplexity"), pooled_value(sb, w, "perplexity")
     else:
         scale = 100.0 if a.metric == "accuracy" else 1.0
         diff = mean_difference_paired(sa, sb, scale=scale)
         unit = "points" if a.metric == "accuracy" else a.score_unit
         a_est, b_est = (
-            _scaled(_pooled_value(sa, w, a.metric), scale),
-            _scaled(_pooled_value(sb, w, b.metric), scale),
+            _scaled(pooled_value(sa, w, a.metric), scale),
+            _scaled(pooled_value(sb, w, b.metric), scale),
         )
         base = a_est.point if a_est.point != 0 else 1.0
         pct = Estimate(

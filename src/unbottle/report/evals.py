@@ -13,20 +13,12 @@ from unbottle.report.console import fmt
 
 def value_estimate(result: EvalResult) -> Any:
     """The headline value with a bootstrap 95% CI over the result's samples (windows, items)."""
-    from unbottle.stats import paired_bootstrap
+    from unbottle.compare.accuracy import pooled_value
 
-    scores = np.asarray(result.scores, dtype=float)
-    weights = np.asarray(result.weights if result.weights else [1.0] * len(scores), dtype=float)
-    if result.metric == "perplexity":
-
-        def stat(s, w):
-            return np.exp((s * w).sum(axis=1) / w.sum(axis=1))
-    else:
-
-        def stat(s, w):
-            return (s * w).sum(axis=1) / w.sum(axis=1)
-
-    return paired_bootstrap(scores, weights, stat)
+    weights = result.weights if result.weights else [1.0] * len(result.scores)
+    return pooled_value(
+        np.asarray(result.scores, dtype=float), np.asarray(weights, dtype=float), result.metric
+    )
 
 
 def eval_entry(result: EvalResult) -> dict[str, Any]:
