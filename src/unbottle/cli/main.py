@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, info, passes, runs
+from unbottle.cli import ab, bench, compare, info, optimize, passes, runs
 from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+app.command("optimize", epilog=optimize.EXAMPLES)(optimize.optimize)
 app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)

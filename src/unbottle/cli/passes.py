@@ -95,9 +95,9 @@ def apply(
     from unbottle.bench import apply_threads
     from unbottle.core.env import manifest
     from unbottle.core.errors import ConfigError, PassError
-    from unbottle.passes import apply_, check_composition, parse_pass, unavailable
-    from unbottle.passes.recipe import Recipe, baked_prefix, save
-    from unbottle.sources import MODELS, resolve
+    from unbottle.passes import check_composition, parse_pass, unavailable
+    from unbottle.passes.recipe import apply_and_save
+    from unbottle.sources import resolve
     from unbottle.store import Store
 
     configs = [parse_pass(p) for p in pass_]
@@ -114,19 +114,11 @@ def apply(
     if not quiet:
         err.print(f"loading {source.describe()} …", highlight=False)
     loaded = source.load()
-    baked = baked_prefix(configs)
     store = Store()
     config = {"model": model, "passes": [c.to_dict() for c in configs], "output": str(output.resolve())}
     with recorded_run(store, "apply", model, config, manifest()) as run_id:
-        baked_model, reports = apply_(loaded, configs[:baked])
-        spec = model if model in MODELS else str(Path(model).expanduser().resolve())
-        recipe = Recipe(source=spec, passes=[{**c.to_dict(), "name": c.name} for c in configs], baked=baked)
-        final = baked_model
-        if baked < len(configs):
-            final, more = apply_(baked_model, configs[baked:])
-            reports += more
-        recipe.reports = [r.to_dict() for r in reports]
-        save(baked_model, recipe, output, overwrite, final=final)
+        recipe, _ = apply_and_save(loaded, configs, model, output, overwrite)
+    baked = recipe.baked
     result = {
         "output": str(output),
         "reports": recipe.reports,

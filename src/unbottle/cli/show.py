@@ -45,9 +45,30 @@ def show_run(store: Any, ref: int | str, json_: bool) -> None:
         from unbottle.report.comparison import comparison_table
 
         out.print(comparison_table(doc["comparison"]))
+    elif run.kind == "optimize" and doc.get("optimize"):
+        _show_optimize(doc["optimize"])
     for note in doc["notes"]:
         out.print(f"note: {note}", highlight=False)
     if run.error:
         err.print(f"run ended with: {run.error}", highlight=False)
     if json_:
         print_json(doc)
+
+
+def _show_optimize(opt: dict[str, Any]) -> None:
+    from unbottle.report.comparison import comparison_table
+    from unbottle.report.optimize import pareto_table, trials_table
+
+    out.print(trials_table(opt))
+    out.print(pareto_table(opt))
+    if opt.get("verification"):
+        out.print(comparison_table(opt["verification"]))
+    if opt.get("resumed_trials"):
+        out.print(f"resumed: {opt['resumed_trials']} trial(s) were recorded earlier and not repeated")
+    out.print(f"verdict: {opt['verdict']}", highlight=False)
+    if opt.get("output"):
+        out.print(
+            f"saved to {opt['output']}; check it independently with `unbottle ab {opt['model']} "
+            f"{opt['output']} --eval` and `unbottle eval {opt['output']}`",
+            highlight=False,
+        )

@@ -34,6 +34,7 @@ class Recipe:
     libraries: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: str = ""
     onnx: str | None = None  # sub-folder holding the ONNX Runtime model, when the recipe ends in export
+    search: str | None = None  # the ``unbottle optimize`` search that saved it, if any
     version: int = RECIPE_VERSION
 
     def configs(self) -> list[PassConfig]:
@@ -122,3 +123,42 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def source_spec(model: str) -> str:
+    """What a recipe records as its source: a registered name as is, a path made absolute."""
+    from unbottle.sources import MODELS
+
+    return model if model in MODELS else str(Path(model).expanduser().resolve())
+
+
+def apply_and_save(
+    loaded: Any,
+    configs: list[PassConfig],
+    model: str,
+    out: Path,
+    overwrite: bool = False,
+    search: str | None = None,
+) -> tuple[Recipe, Any]:
+    """Apply ``configs`` to ``loaded`` (a copy), save the result with its recipe; return both.
+
+    The leading passes that leave a plain transformers model are baked into saved weights; the
+    rest are recorded and re-applied on load (an ONNX Runtime model is saved as its graph folder).
+    """
+    from unbottle.passes.apply import apply_
+
+    baked = baked_prefix(configs)
+    baked_model, reports = apply_(loaded, configs[:baked])
+    recipe = Recipe(
+        source=source_spec(model),
+        passes=[{**c.to_dict(), "name": c.name} for c in configs],
+        baked=baked,
+        search=search,
+    )
+    final = baked_model
+    if baked < len(configs):
+        final, more = apply_(baked_model, configs[baked:])
+        reports += more
+    recipe.reports = [r.to_dict() for r in reports]
+    save(baked_model, recipe, out, overwrite, final=final)
+    return recipe, final

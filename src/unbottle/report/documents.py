@@ -56,6 +56,8 @@ def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
         doc["evals"] = [eval_entry(EvalResult.from_dict(e)) for e in result.get("evals", [])]
     elif run.kind in ("ab", "compare"):
         doc["comparison"] = result.get("comparison")
+    elif run.kind == "optimize":
+        doc["optimize"] = result.get("optimize")
     doc.update(
         {
             "metrics": [metric_entry(m) for m in measurements],

@@ -1,0 +1,105 @@
+"""``unbottle optimize``: baseline → candidates under an accuracy guard → verified winner, saved."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unbottle.cli.common import GoalOpt, JsonOpt, QuietOpt, ThreadsOpt, err, handle_errors
+from unbottle.core.errors import ConfigError
+
+EXAMPLES = """
+Examples:
+
+  unbottle optimize                                   # smollm2-135m, decode tokens/s, perplexity ≤ +1%
+
+  unbottle optimize smollm2-135m --time-budget 30m --task sports_understanding -o smol-fast
+
+  unbottle optimize ./my-model --objective size --goal perplexity:percent-max-degradation=3
+
+  unbottle optimize tiny-llama --candidate wo-int8 --candidate "prune-structured + wo-int8" --max-trials 4
+"""
+
+
+@handle_errors
+def optimize(
+    model: Annotated[
+        str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")
+    ] = "smollm2-135m",
+    objective: Annotated[
+        str, typer.Option(help="decode, ttft, prefill, throughput, size or memory.")
+    ] = "decode",
+    goal: GoalOpt = None,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(help="Passes to try, e.g. 'wo-int8 + compile'; repeat. [default: built-in]"),
+    ] = None,
+    time_budget: Annotated[str, typer.Option(help="Wall time for everything: 900, 900s, 15m, 1h.")] = "13m",
+    max_trials: Annotated[int | None, typer.Option(help="Candidate trials at most.")] = None,
+    task: Annotated[str | None, typer.Option(help="Multiple-choice task added to the guard.")] = None,
+    eval_tokens: Annotated[
+        int, typer.Option(help="Perplexity tokens for finalists and verification.")
+    ] = 4096,
+    batch_size: Annotated[int, typer.Option(help="Batch rows of the benchmark (throughput objective).")] = 1,
+    threads: ThreadsOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the winner.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the output folder if it exists.")] = False,
+    memory_limit: Annotated[
+        float | None, typer.Option(help="MiB per trial worker [default: 75% of RAM].")
+    ] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find the fastest variant of MODEL that keeps accuracy, verify it by A/B test, and save it.
+
+    Re-running the same command after an interruption continues the search where it stopped.
+    """
+    from unbottle.optimize.config import OptimizeConfig
+
+    config = OptimizeConfig(
+        model=model,
+        objective=objective,
+        goals=tuple(goal or ()),
+        candidates=tuple(candidate or ()),
+        time_budget_s=parse_duration(time_budget),
+        max_trials=max_trials,
+        task=task,
+        eval_tokens=eval_tokens,
+        batch_size=batch_size,
+        threads=threads,
+        memory_limit_mib=memory_limit,
+    )
+    from unbottle.cli.optimize_run import run_optimize
+
+    run_optimize(config, output or default_output(model), overwrite, quiet, json_)
+
+
+def parse_duration(text: str) -> float:
+    """``900``, ``900s``, ``15m``, ``1.5h`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
+        raise ConfigError(f"--time-budget {text!r} given; allowed: seconds or a duration like 900s, 15m, 1h")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if value <= 0:
+        raise ConfigError(f"--time-budget {text!r} given; it must be more than 0")
+    return value
+
+
+def default_output(model: str) -> Path:
+    name = Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
+    return Path("optimized") / name
+
+
+def log_line(quiet: bool) -> Any:
+    import time
+
+    start = time.monotonic()
+
+    def log(line: str) -> None:
+        if not quiet:
+            err.print(f"[{time.monotonic() - start:6.0f} s] {line}", highlight=False, markup=False)
+
+    return log

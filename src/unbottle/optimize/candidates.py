@@ -1,0 +1,172 @@
+"""Candidates: lists of passes to try, the built-in first round, compositions and per-layer fallbacks.
+
+A candidate is an ordered list of pass configs; its key is the passes' labels joined by `` + ``
+(``onnx:quantize=int8-block``, ``prune-structured + wo-int8``), which is also how a user writes one
+on the command line. The built-in first round is ordered by what batch-1 decoding on a CPU is bound
+by: the bytes of weights read per token, so formats that shrink those bytes come first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+from unbottle.core.errors import ConfigError
+from unbottle.passes import check_composition, parse_pass, unavailable
+from unbottle.passes.base import PassConfig
+
+# First round, in order of expected decode gain on a CPU (memory-bound batch-1 decoding: fewer
+# weight bytes per token first; ONNX Runtime's fused kernels ahead of eager torch; see
+# benchmarks/README.md for the measurements behind the order).
+DEFAULT_CANDIDATES = (
+    "onnx:quantize=int8-block",
+    "wo-int8",
+    "wo-int4:group_size=32",
+    "onnx",
+    "onnx:quantize=int4-block",
+    "precision",
+    "dynamic-int8",
+    "compile",
+    "static-int8",
+    "prune-structured:amount=0.1",
+    "lowrank",
+)
+# For size and memory objectives fewer bits matter more than kernel speed.
+SIZE_FIRST = (
+    "onnx:quantize=int4-block",
+    "wo-int4:group_size=32",
+    "onnx:quantize=int8-block",
+    "wo-int8",
+    "dynamic-int8",
+    "precision",
+    "prune-structured:amount=0.1",
+    "lowrank",
+)
+# Passes of one family change the same thing (weight format, structure), so a composition takes
+# at most one of each.
+FAMILIES = {
+    "precision": "format",
+    "dynamic-int8": "format",
+    "wo-int8": "format",
+    "wo-int4": "format",
+    "static-int8": "format",
+    "prune": "structure",
+    "prune-structured": "structure",
+    "lowrank": "structure",
+    "compile": "compile",
+    "onnx": "export",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """Passes to apply in order, where the candidate came from, and its stable key."""
+
+    configs: tuple[PassConfig, ...]
+    origin: str = "single"  # single | fallback | composition
+    parent: str | None = None
+
+    @property
+    def key(self) -> str:
+        return " + ".join(c.label() for c in self.configs) or "baseline"
+
+    def to_payload(self) -> list[dict[str, Any]]:
+        return [{**c.to_dict(), "name": c.name} for c in self.configs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "origin": self.origin, "parent": self.parent, "passes": self.to_payload()}
+
+
+def parse_candidate(text: str, origin: str = "single") -> Candidate:
+    """``"name:k=v + name2"`` → a checked Candidate.
+
+    Raises:
+        ConfigError: an unknown pass, a bad parameter or an impossible order.
+    """
+    parts = [p.strip() for p in text.split("+") if p.strip()]
+    if not parts:
+        raise ConfigError(
+            f"candidate {text!r} given; expected passes joined by ' + ', e.g. 'wo-int8 + compile'"
+        )
+    configs = tuple(parse_pass(p) for p in parts)
+    check_composition(list(configs))
+    return Candidate(configs, origin)
+
+
+def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
+    from unbottle.passes.registry import config_class
+
+    return [config_class(p["name"]).from_dict({k: v for k, v in p.items() if k != "name"}) for p in passes]
+
+
+def first_round(texts: tuple[str, ...], objective: str) -> tuple[list[Candidate], dict[str, str]]:
+    """The candidates to screen first, and those skipped with the reason (``{key: why}``)."""
+    if not texts:
+        texts = SIZE_FIRST if objective in ("size", "memory") else DEFAULT_CANDIDATES
+    chosen, skipped = [], {}
+    for text in texts:
+        cand = parse_candidate(text)
+        reasons = [r for c in cand.configs for r in unavailable(c)]
+        if reasons:
+            skipped[cand.key] = "this machine can't run it: " + "; ".join(reasons)
+        elif cand.key not in {c.key for c in chosen}:
+            chosen.append(cand)
+    return chosen, skipped
+
+
+def compositions(good: list[tuple[Candidate, float]], limit: int = 3) -> list[Candidate]:
+    """Pairs of candidates that each helped, best expected gain first.
+
+    Args:
+        good: ``(candidate, objective gain factor)`` for candidates that improved the objective and
+            kept the guard on screening.
+        limit: how many compositions to return at most.
+    """
+    ranked = sorted(good, key=lambda cg: -cg[1])
+    pairs: list[tuple[float, Candidate]] = []
+    for (a, ga), (b, gb) in itertools.combinations(ranked, 2):
+        for first, second in ((a, b), (b, a)):
+            configs = first.configs + second.configs
+            if _families_clash(configs):
+                continue
+            try:
+                check_composition(list(configs))
+            except ConfigError:
+                continue
+            pairs.append((ga * gb, Candidate(configs, "composition", f"{first.key} & {second.key}")))
+            break
+    pairs.sort(key=lambda p: -p[0])
+    return [c for _, c in pairs[:limit]]
+
+
+def _families_clash(configs: tuple[PassConfig, ...]) -> bool:
+    families = [FAMILIES.get(c.name, c.name) for c in configs]
+    return len(families) != len(set(families))
+
+
+def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candidate]:
+    """Variants that keep the most sensitive layers in higher precision, fewest kept first.
+
+    The last pass of ``candidate`` that has an ``exclude`` field gets the top-1, top-10% and top-25%
+    layers by measured sensitivity added to it (``lm_head`` is usually among the first).
+    """
+    idx = next(
+        (i for i in reversed(range(len(candidate.configs))) if hasattr(candidate.configs[i], "exclude")), None
+    )
+    if idx is None or not sensitivity:
+        return []
+    ranked = [name for name, _ in sorted(sensitivity.items(), key=lambda kv: -kv[1])]
+    target = candidate.configs[idx]
+    out: list[Candidate] = []
+    seen: set[tuple[str, ...]] = set()
+    for k in (1, math.ceil(0.10 * len(ranked)), math.ceil(0.25 * len(ranked))):
+        keep = tuple(dict.fromkeys([*target.exclude, *ranked[:k]]))
+        if keep in seen or set(keep) == set(target.exclude):
+            continue
+        seen.add(keep)
+        new = dataclasses.replace(target, exclude=keep)
+        configs = candidate.configs[:idx] + (new,) + candidate.configs[idx + 1 :]
+        out.append(Candidate(configs, "fallback", candidate.key))
+    return out

@@ -1,0 +1,90 @@
+"""Why a candidate was slower or broke the guard, from what was measured about it and this machine.
+
+Each reason is a fact the trial or the machine manifest shows (a missing CPU instruction, weight bytes
+that did not shrink, tensor subclasses run without compilation, graph ops left in float, the layers
+whose quantization error is largest), not a guess about the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TORCHAO_SUBCLASS = {"wo-int4", "static-int8"}
+
+
+def explain(
+    trial: dict[str, Any], slower: bool, broke: bool, sensitivity: dict[str, float] | None
+) -> list[str]:
+    """Reasons for one trial's outcome (empty when it helped and kept the guard)."""
+    if trial["status"] != "ok":
+        return [trial.get("reason") or trial["status"]]
+    result = trial["result"]
+    names = [p["name"] for p in trial["candidate"]["passes"]]
+    reasons: list[str] = []
+    if slower:
+        reasons += _slower(names, trial["candidate"]["passes"], result)
+    if broke:
+        reasons += _broke(result, sensitivity)
+    return reasons
+
+
+def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:
+    from unbottle.core.env import cpu_info
+
+    flags = cpu_info().get("flags", {})
+    out = []
+    size = result["comparisons"].get("size.weights")
+    if size and size["pct"]["point"] > -10:
+        out.append(
+            f"weight bytes read per token barely changed ({size['a']['point']:.0f} → "
+            f"{size['b']['point']:.0f} MiB); batch-1 decoding is bound by those bytes"
+        )
+    vnni = flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8")
+    if {"dynamic-int8", "static-int8"} & set(names):
+        out.append(
+            "int8 activations are quantized at run time on every call; at batch 1 that overhead "
+            "outweighs the int8 GEMM"
+            + ("" if vnni else ", and this CPU lacks VNNI, so the int8 GEMM itself falls back to slower code")
+        )
+    if "precision" in names and not (flags.get("avx512_bf16") or flags.get("amx_bf16")):
+        out.append("this CPU lacks AVX512_BF16: bf16 matmuls are converted in software")
+    torchao = any(p["name"] in TORCHAO_SUBCLASS or (p.get("backend") == "torchao") for p in passes)
+    if torchao and "compile" not in names:
+        out.append("torchao tensor subclasses run un-compiled: each op goes through Python dispatch")
+    if "prune" in names:
+        out.append("unstructured zeros are still multiplied: dense kernels don't skip them")
+    if "compile" in names:
+        out.append("compilation removes Python overhead, not weight bytes, and decoding is memory-bound")
+    out += _graph_notes(passes, result)
+    return out or ["no cause measured: the kernels this candidate uses are not faster on this machine"]
+
+
+def _graph_notes(passes: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:
+    """ONNX: matmuls left in float after quantization."""
+    onnx = next((p for p in passes if p["name"] == "onnx"), None)
+    if onnx is None or onnx.get("quantize", "none") == "none":
+        return []
+    for report in result.get("reports", []):
+        for note in report.get("notes", []):
+            if "matmuls:" in note and "MatMul=" in note:
+                return [
+                    f"the export kept float MatMul ops after quantization ({note.split('matmuls: ')[-1]})"
+                ]
+    return []
+
+
+def _broke(result: dict[str, Any], sensitivity: dict[str, float] | None) -> list[str]:
+    out = []
+    ppl = result["comparisons"].get("perplexity")
+    if ppl:
+        out.append(f"perplexity changed {ppl['pct']['point']:+.2f}% on the screening text")
+    acc = result["comparisons"].get("accuracy")
+    if acc:
+        out.append(f"task accuracy changed {acc['diff']['point']:+.1f} points")
+    if sensitivity:
+        top = sorted(sensitivity.items(), key=lambda kv: -kv[1])[:3]
+        out.append(
+            "largest quantization error (relative output MSE): "
+            + ", ".join(f"{name} {err:.1e}" for name, err in top)
+        )
+    return out

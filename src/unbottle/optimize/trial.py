@@ -1,0 +1,242 @@
+"""The worker side of a search: each function runs in its own process (``unbottle.search.isolate``).
+
+Every function takes a JSON payload and returns JSON. A trial loads the model, applies the
+candidate's passes in place, measures the candidate's own peak memory while decoding, then loads
+the baseline again and measures both interleaved (``run_ab``) and the candidate's accuracy on the
+same windows and items the baseline was scored on, so every comparison is paired.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any
+
+from unbottle.core.errors import ConfigError
+from unbottle.optimize.config import OptimizeConfig
+
+FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
+
+
+def baseline(payload: dict[str, Any]) -> dict[str, Any]:
+    """Measure the baseline: accuracy at both stages, its own memory and size, an A-vs-A screen."""
+    from unbottle.bench import apply_threads
+    from unbottle.compare.ab import ABConfig, run_ab
+    from unbottle.compare.speed import compare_rounds
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    threads = apply_threads(cfg.threads)
+    start = time.perf_counter()
+    loaded = load_causal_lm(cfg.model)
+    load_s = time.perf_counter() - start
+    own = own_resources(loaded, cfg, [])
+    evals, eval_s = {}, {}
+    for stage in ("screen", "full"):
+        t = time.perf_counter()
+        evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
+        eval_s[stage] = time.perf_counter() - t
+    t = time.perf_counter()
+    rounds = run_ab(loaded, loaded, ABConfig(**cfg.ab_settings("screen")))
+    noise = {k: abs(v.pct.ci_high - v.pct.ci_low) / 2 for k, v in compare_rounds(rounds).items()}
+    return {
+        "model": loaded.info.to_dict(),
+        "threads": threads,
+        "load_s": load_s,
+        "evals": evals,
+        "eval_s": eval_s,
+        "screen_ab_s": time.perf_counter() - t,
+        "rates": {k: sorted(v)[len(v) // 2] for k, v in rounds.a.items()},
+        "screen_noise_pct": noise,
+        **own,
+    }
+
+
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
+    """Screen or fully measure one candidate against the baseline (``payload['stage']``)."""
+    from unbottle.compare.accuracy import compare_evals
+    from unbottle.evaluate import EvalResult
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    stage = payload["stage"]
+    inject_fault(payload["key"])
+    cand, reports, apply_s = _applied(cfg, payload["passes"])
+    own = own_resources(cand, cfg, reports)
+    speed, order = _speed(cfg, cand, stage)
+    base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
+    cand_evals = _evaluate(cand, cfg, stage)
+    comparisons = {**speed, **compare_evals(base_evals, cand_evals)}
+    comparisons.update(_own_comparisons(payload["base_own"], own))
+    return {
+        "stage": stage,
+        "apply_s": apply_s,
+        "reports": [r.to_dict() for r in reports],
+        "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
+        "evals": {r.metric: r.value for r in cand_evals},
+        "order": order,
+        **own,
+    }
+
+
+def verify(payload: dict[str, Any]) -> dict[str, Any]:
+    """Save the winner with its recipe, reload it from disk, and A/B it against the baseline in full."""
+    from pathlib import Path
+
+    from unbottle.compare.ab import ABConfig, run_ab
+    from unbottle.compare.accuracy import compare_evals
+    from unbottle.compare.speed import compare_rounds
+    from unbottle.evaluate import EvalResult
+    from unbottle.optimize.candidates import candidates_from_payload
+    from unbottle.passes.recipe import apply_and_save
+    from unbottle.sources import resolve
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    _threads(cfg)
+    out = Path(payload["output"])
+    base = load_causal_lm(cfg.model)
+    configs = candidates_from_payload(payload["passes"])
+    recipe, final = apply_and_save(base, configs, cfg.model, out, overwrite=True, search=payload["search"])
+    del final
+    gc.collect()
+    saved = resolve(str(out)).load()
+    rounds = run_ab(base, saved, ABConfig(**cfg.ab_settings("full")))
+    base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
+    saved_evals = _evaluate(saved, cfg, "full")
+    comparisons = {**compare_rounds(rounds), **compare_evals(base_evals, saved_evals)}
+    return {
+        "output": str(out),
+        "recipe": {"baked": recipe.baked, "onnx": recipe.onnx, "reports": recipe.reports},
+        "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
+        "rounds": {"a": rounds.a, "b": rounds.b, "order": rounds.order},
+        "evals": [r.to_dict() for r in saved_evals],
+    }
+
+
+def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer sensitivity of one quantization (see ``unbottle.optimize.sensitivity``)."""
+    from unbottle.optimize.candidates import candidates_from_payload
+    from unbottle.optimize.sensitivity import layer_sensitivity
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    _threads(cfg)
+    loaded = load_causal_lm(cfg.model)
+    configs = candidates_from_payload(payload["passes"])
+    scores, proxy = layer_sensitivity(loaded, configs, seed=cfg.seed)
+    return {"scores": scores, "proxy": proxy}
+
+
+def load_causal_lm(spec: str) -> Any:
+    from unbottle.sources import resolve
+
+    loaded = resolve(spec).load()
+    if loaded.info.task != "causal-lm":
+        raise ConfigError(
+            f"{spec!r} is a {loaded.info.task} model; unbottle optimize tunes causal language models "
+            "(decode speed and perplexity); use `unbottle bench`/`unbottle eval` for other models"
+        )
+    return loaded
+
+
+def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
+    """This model's weight bytes and its peak resident memory over one decode, nothing else loaded."""
+    from unbottle.bench.prompts import make_prompts
+    from unbottle.bench.scenarios import decode_once
+    from unbottle.bench.timing import make_timer
+    from unbottle.bench.tracker import ResourceTracker
+    from unbottle.passes.sizes import model_size
+
+    gc.collect()
+    model = loaded.model
+    prompt = make_prompts(
+        loaded.tokenizer, model.config.vocab_size, cfg.batch_size, cfg.prompt_length, cfg.seed
+    )
+    with ResourceTracker() as tracker:
+        decode_once(model, prompt, min(cfg.new_tokens, 16), make_timer("cpu"))
+    weights = reports[-1].bytes_after if reports else model_size(model)[1]
+    return {"weights_mib": weights / 2**20, "peak_rss_mib": tracker.peak_rss_bytes / 2**20}
+
+
+def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, list[Any], float]:
+    from unbottle.optimize.candidates import candidates_from_payload
+    from unbottle.passes import apply_
+
+    _threads(cfg)
+    loaded = load_causal_lm(cfg.model)
+    start = time.perf_counter()
+    cand, reports = apply_(loaded, candidates_from_payload(passes), copy_model=False)
+    del loaded
+    return cand, reports, time.perf_counter() - start
+
+
+def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], list[str]]:
+    """Interleaved rounds against a freshly loaded baseline (none when the objective isn't speed)."""
+    from unbottle.compare.ab import ABConfig, run_ab
+    from unbottle.compare.speed import compare_rounds
+
+    if cfg.objective_spec()[0] is None:
+        return {}, []
+    settings = cfg.ab_settings(stage)
+    if stage == "final":
+        settings["rounds"] = max(cfg.screen_rounds, cfg.full_rounds // 2)
+    base = load_causal_lm(cfg.model)
+    rounds = run_ab(base, cand, ABConfig(**settings))
+    return compare_rounds(rounds), rounds.order
+
+
+def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
+    from unbottle.evaluate import EvalConfig, evaluate
+
+    return evaluate(loaded, EvalConfig(**cfg.eval_settings("screen" if stage == "screen" else "full")))
+
+
+def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Size and peak memory as comparisons (one measurement each side: the CI is the point)."""
+    from unbottle.stats import Estimate, MetricComparison, verdict_of
+
+    out = {}
+    for metric, key in (("size.weights", "weights_mib"), ("memory.peak_rss", "peak_rss_mib")):
+        a, b = base[key], own[key]
+        one = lambda v, what: Estimate(v, v, v, 0.95, 1, what)  # noqa: E731
+        pct = one(100 * (b / a - 1), "single measurement")
+        out[metric] = MetricComparison(
+            metric,
+            "MiB",
+            False,
+            one(a, "measured"),
+            one(b, "measured"),
+            one(b - a, "difference"),
+            pct,
+            verdict_of(pct, False),
+        )
+    return out
+
+
+def _threads(cfg: OptimizeConfig) -> None:
+    from unbottle.bench import apply_threads
+
+    apply_threads(cfg.threads)
+
+
+def inject_fault(key: str) -> None:
+    """Testing hook: ``UNBOTTLE_INJECT_FAULT="segfault:wo-int8;oom:precision"`` makes the trial of
+    any candidate whose key contains the text crash that way (segfault, oom, hang, raise)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, spec.split(";")):
+        kind, _, text = item.partition(":")
+        if text and text in key:
+            _fault(kind)
+
+
+def _fault(kind: str) -> None:
+    if kind == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "oom":
+        hog = []
+        while True:
+            hog.append(b"\x01" * (64 * 2**20))  # written pages: resident, unlike calloc'd zeros
+    elif kind == "hang":
+        time.sleep(10**6)
+    elif kind == "raise":
+        raise RuntimeError("injected failure")

@@ -1,0 +1,93 @@
+"""Console tables of an ``unbottle optimize`` result: the trials, the Pareto front, the verdict."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.table import Table
+
+_EXCLUDE = re.compile(r"exclude=([^,+\s]+)")
+
+
+def short_key(key: str) -> str:
+    """A candidate key with long ``exclude`` lists shortened to their length."""
+
+    def shorten(m: re.Match[str]) -> str:
+        names = m.group(1).split("|")
+        return m.group(0) if len(names) <= 2 else f"exclude=<{len(names)} layers>"
+
+    return _EXCLUDE.sub(shorten, key)
+
+
+def _ci(values: Any, fmt: str = "×{:.2f}") -> str:
+    if not values:
+        return "-"
+    point, low, high = values
+    return f"{fmt.format(point)} [{low:.2f}, {high:.2f}]"
+
+
+def _accuracy(change: dict[str, Any] | None) -> str:
+    if not change:
+        return "-"
+    unit = "%" if change["metric"] == "perplexity" else " pt"
+    name = "ppl" if change["metric"] == "perplexity" else "acc"
+    if change["ci_low"] == change["ci_high"]:
+        return f"{name} {change['point']:+.2f}{unit}"
+    return f"{name} {change['point']:+.2f}{unit} [{change['ci_low']:+.2f}, {change['ci_high']:+.2f}]"
+
+
+def trials_table(doc: dict[str, Any]) -> Table:
+    objective = doc["objective"]["name"]
+    table = Table(
+        title=f"trials (objective: {doc['objective']['what']}; guard: {', '.join(doc['guard'])})",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in (
+        "trial",
+        "stage",
+        "status",
+        f"{objective} gain [95% CI]",
+        "accuracy Δ",
+        "weights MiB",
+        "s",
+        "why",
+    ):
+        table.add_column(col, overflow="fold")
+    for r in doc["trials"]:
+        if r["stage"] == "baseline":
+            continue
+        guard = "" if r.get("guard_passed") is None else (" ✓" if r["guard_passed"] else " ✗ guard")
+        table.add_row(
+            short_key(r.get("candidate") or r["key"]),
+            r["stage"],
+            r["status"] + guard,
+            _ci(r.get("gain")),
+            _accuracy(r.get("accuracy")),
+            f"{r['weights_mib']:.1f}" if r.get("weights_mib") is not None else "-",
+            f"{r['seconds']:.0f}",
+            "; ".join(r.get("explanation") or []) or "-",
+        )
+    for key, why in {**doc["skipped"], **doc["not_tried"]}.items():
+        table.add_row(short_key(key), "-", "not tried", "-", "-", "-", "-", why)
+    return table
+
+
+def pareto_table(doc: dict[str, Any]) -> Table:
+    table = Table(
+        title="Pareto front (speed ↑, accuracy loss ↓, weights ↓)", title_justify="left", header_style="bold"
+    )
+    for col in ("candidate", "gain", "accuracy loss", "weights MiB", "measured at"):
+        table.add_column(col)
+    front = set(doc["pareto"]["front"])
+    for p in doc["pareto"]["points"]:
+        if p["key"] in front:
+            table.add_row(
+                short_key(p["key"]),
+                f"×{p['gain']:.2f}",
+                f"{p['loss']:+.2f}",
+                f"{p['weights_mib']:.1f}",
+                p.get("stage", "-"),
+            )
+    return table
