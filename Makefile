@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/unbottle bench smollm2-135m
+	$(BIN)/unbottle optimize
 
 test: setup
 	$(BIN)/python -m pytest

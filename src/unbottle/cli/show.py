@@ -59,7 +59,10 @@ def _show_optimize(opt: dict[str, Any]) -> None:
     from unbottle.report.comparison import comparison_table
     from unbottle.report.optimize import pareto_table, trials_table
 
-    out.print(trials_table(opt))
+    table, notes = trials_table(opt)
+    out.print(table)
+    for note in notes:
+        out.print(f"  {note}", highlight=False)
     out.print(pareto_table(opt))
     if opt.get("verification"):
         out.print(comparison_table(opt["verification"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from typing import Any
 
 from unbottle.core.errors import ConfigError
@@ -33,6 +34,9 @@ DEFAULT_CANDIDATES = (
     "prune-structured:amount=0.1",
     "lowrank",
 )
+# The first PRIMARY built-in candidates are screened, rescued and combined before the rest are
+# tried with the time left: on CPUs they are the ones that can shrink weight bytes several-fold.
+PRIMARY = 5
 # For size and memory objectives fewer bits matter more than kernel speed.
 SIZE_FIRST = (
     "onnx:quantize=int4-block",
@@ -58,6 +62,8 @@ FAMILIES = {
     "compile": "compile",
     "onnx": "export",
 }
+
+FAMILY_ORDER = ("structure", "format", "compile", "export")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +107,10 @@ def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
     return [config_class(p["name"]).from_dict({k: v for k, v in p.items() if k != "name"}) for p in passes]
 
 
-def first_round(texts: tuple[str, ...], objective: str) -> tuple[list[Candidate], dict[str, str]]:
-    """The candidates to screen first, and those skipped with the reason (``{key: why}``)."""
+def first_round(texts: tuple[str, ...], objective: str) -> tuple[list[Candidate], dict[str, str], int]:
+    """The candidates to screen, those skipped with the reason (``{key: why}``), and how many of the
+    chosen ones form the primary tier (all of them when the user named the candidates)."""
+    user_given = bool(texts)
     if not texts:
         texts = SIZE_FIRST if objective in ("size", "memory") else DEFAULT_CANDIDATES
     chosen, skipped = [], {}
@@ -113,7 +121,12 @@ def first_round(texts: tuple[str, ...], objective: str) -> tuple[list[Candidate]
             skipped[cand.key] = "this machine can't run it: " + "; ".join(reasons)
         elif cand.key not in {c.key for c in chosen}:
             chosen.append(cand)
-    return chosen, skipped
+    primary = (
+        len(chosen)
+        if user_given
+        else sum(1 for t in texts[:PRIMARY] if parse_candidate(t).key not in skipped)
+    )
+    return chosen, skipped, primary
 
 
 def compositions(good: list[tuple[Candidate, float]], limit: int = 3) -> list[Candidate]:
@@ -127,16 +140,17 @@ def compositions(good: list[tuple[Candidate, float]], limit: int = 3) -> list[Ca
     ranked = sorted(good, key=lambda cg: -cg[1])
     pairs: list[tuple[float, Candidate]] = []
     for (a, ga), (b, gb) in itertools.combinations(ranked, 2):
-        for first, second in ((a, b), (b, a)):
-            configs = first.configs + second.configs
-            if _families_clash(configs):
-                continue
-            try:
-                check_composition(list(configs))
-            except ConfigError:
-                continue
-            pairs.append((ga * gb, Candidate(configs, "composition", f"{first.key} & {second.key}")))
-            break
+        # structure changes come before the weight format, which comes before compile and export
+        configs = tuple(
+            sorted(a.configs + b.configs, key=lambda c: FAMILY_ORDER.index(FAMILIES.get(c.name, "format")))
+        )
+        if _families_clash(configs):
+            continue
+        try:
+            check_composition(list(configs))
+        except ConfigError:
+            continue
+        pairs.append((ga * gb, Candidate(configs, "composition", f"{a.key} & {b.key}")))
     pairs.sort(key=lambda p: -p[0])
     return [c for _, c in pairs[:limit]]
 
@@ -157,11 +171,17 @@ def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candi
     )
     if idx is None or not sensitivity:
         return []
-    ranked = [name for name, _ in sorted(sensitivity.items(), key=lambda kv: -kv[1])]
+    from unbottle.passes.base import matches
+
     target = candidate.configs[idx]
+    ranked = [
+        name
+        for name, _ in sorted(sensitivity.items(), key=lambda kv: -kv[1])
+        if not (target.exclude and matches(name, target.exclude))
+    ]
     out: list[Candidate] = []
     seen: set[tuple[str, ...]] = set()
-    for k in (1, math.ceil(0.10 * len(ranked)), math.ceil(0.25 * len(ranked))):
+    for k in (1, math.ceil(0.10 * len(ranked)), math.ceil(0.25 * len(ranked))) if ranked else ():
         keep = tuple(dict.fromkeys([*target.exclude, *ranked[:k]]))
         if keep in seen or set(keep) == set(target.exclude):
             continue
@@ -170,3 +190,16 @@ def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candi
         configs = candidate.configs[:idx] + (new,) + candidate.configs[idx + 1 :]
         out.append(Candidate(configs, "fallback", candidate.key))
     return out
+
+
+_EXCLUDE = re.compile(r"exclude=([^,+\s]+)")
+
+
+def short_key(key: str) -> str:
+    """A candidate key with long ``exclude`` lists shortened to their length."""
+
+    def shorten(m: re.Match[str]) -> str:
+        names = m.group(1).split("|")
+        return m.group(0) if len(names) <= 2 else f"exclude=<{len(names)} layers>"
+
+    return _EXCLUDE.sub(shorten, key)

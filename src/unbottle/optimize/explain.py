@@ -13,7 +13,11 @@ TORCHAO_SUBCLASS = {"wo-int4", "static-int8"}
 
 
 def explain(
-    trial: dict[str, Any], slower: bool, broke: bool, sensitivity: dict[str, float] | None
+    trial: dict[str, Any],
+    slower: bool,
+    broke: bool,
+    sensitivity: dict[str, float] | None,
+    base: dict[str, Any] | None = None,
 ) -> list[str]:
     """Reasons for one trial's outcome (empty when it helped and kept the guard)."""
     if trial["status"] != "ok":
@@ -22,6 +26,7 @@ def explain(
     names = [p["name"] for p in trial["candidate"]["passes"]]
     reasons: list[str] = []
     if slower:
+        reasons += _overhead_bound(base or {})
         reasons += _slower(names, trial["candidate"]["passes"], result)
     if broke:
         reasons += _broke(result, sensitivity)
@@ -57,6 +62,22 @@ def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, An
         out.append("compilation removes Python overhead, not weight bytes, and decoding is memory-bound")
     out += _graph_notes(passes, result)
     return out or ["no cause measured: the kernels this candidate uses are not faster on this machine"]
+
+
+def _overhead_bound(base: dict[str, Any]) -> list[str]:
+    """Decoding that reads its weights far slower than any memory can is bound by per-op overhead."""
+    tps = (base.get("rates") or {}).get("decode.tokens_per_s")
+    mib = base.get("weights_mib")
+    if not tps or not mib:
+        return []
+    gbps = mib * 2**20 * tps / 1e9
+    if gbps >= 1.0:
+        return []
+    return [
+        f"the baseline reads its {mib:.1f} MiB of weights {tps:.0f} times a second ({gbps:.2f} GB/s), far "
+        "below memory bandwidth: decoding time goes to per-op overhead, which fewer weight bytes don't cut "
+        "and extra (de)quantize ops add to"
+    ]
 
 
 def _graph_notes(passes: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:

@@ -79,3 +79,21 @@ def degradation(change: dict[str, Any] | None) -> float:
     if change is None:
         return 0.0
     return change["point"] if change["metric"] == "perplexity" else -change["point"]
+
+
+SCREEN_SLACK = 2.0
+
+
+def screening_goals(goals: list[Goal]) -> list[Goal]:
+    """The guard for screening: degradation limits widened ``SCREEN_SLACK`` times.
+
+    A few hundred tokens give a noisy point estimate (a +0.5% change can read +1% on 1024 tokens),
+    so screening only rejects clear failures; finalists and the verification apply the real limits
+    on the CI bound.
+    """
+    out = []
+    for g in goals:
+        if g.kind.endswith("max-degradation"):
+            g = dataclasses.replace(g, value=g.value * SCREEN_SLACK)
+        out.append(g)
+    return out

@@ -26,7 +26,7 @@ def result_document(
     skipped: dict[str, str],
 ) -> dict[str, Any]:
     cfg = search.cfg
-    rows = [_row(search, t) for t in search.trials.values()]
+    rows = [_row(search, t, base) for t in search.trials.values()]
     winner = _winner(verified)
     doc: dict[str, Any] = {
         "search_key": search.key,
@@ -150,7 +150,7 @@ def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _row(search: Any, t: dict[str, Any]) -> dict[str, Any]:
+def _row(search: Any, t: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     row = {k: t.get(k) for k in ("key", "stage", "status", "reason", "seconds", "peak_rss_mib")}
     row["candidate"] = (t.get("candidate") or {}).get("key")
     row["origin"] = (t.get("candidate") or {}).get("origin")
@@ -159,7 +159,8 @@ def _row(search: Any, t: dict[str, Any]) -> dict[str, Any]:
         return row
     cmps = t["result"]["comparisons"]
     gain = judge.gain(cmps.get(search.cfg.objective_spec()[1]))
-    guard = judge.guard(search.goals, cmps, on_point=t["stage"] == "screen")
+    screen = t["stage"] == "screen"
+    guard = judge.guard(search.screen_goals if screen else search.goals, cmps, on_point=screen)
     row.update(
         gain=gain,
         accuracy=judge.accuracy_change(cmps),
@@ -170,7 +171,10 @@ def _row(search: Any, t: dict[str, Any]) -> dict[str, Any]:
     )
     slower = gain is not None and gain[0] < 1.0
     cand_key = row["candidate"]
-    row["explanation"] = explain(t, slower, not guard["passed"], search.sensitivity.get(cand_key))
+    sens = search.sensitivity.get(cand_key) or search.sensitivity.get(
+        (t.get("candidate") or {}).get("parent")
+    )
+    row["explanation"] = explain(t, slower, not guard["passed"], sens, base)
     return row
 
 

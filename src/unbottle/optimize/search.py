@@ -15,7 +15,7 @@ from typing import Any
 
 from unbottle.core.errors import BenchError, ConfigError
 from unbottle.optimize import judge
-from unbottle.optimize.candidates import Candidate, compositions, fallbacks, first_round
+from unbottle.optimize.candidates import Candidate, compositions, fallbacks, first_round, short_key
 from unbottle.optimize.config import OptimizeConfig
 from unbottle.optimize.result import result_document, staging_folder
 
@@ -49,6 +49,7 @@ class Search:
         self.key = config.search_key()
         self.log = log or (lambda _line: None)
         self.goals = config.guard()
+        self.screen_goals = judge.screening_goals(self.goals)
         self.start = time.monotonic()
         self.trials: dict[str, dict[str, Any]] = {}
         self.resumed = 0
@@ -78,13 +79,13 @@ class Search:
         if key in recorded:
             self.trials[key] = recorded[key]
             self.resumed += 1
-            self.log(f"{key}: recorded earlier ({recorded[key]['status']}); not repeated")
+            self.log(f"{short_key(key)}: recorded earlier ({recorded[key]['status']}); not repeated")
             return recorded[key]
         budget = self.remaining() - reserve
         if budget < 5:
             return None
         timeout = min(self.cfg.trial_timeout_s, budget)
-        self.log(f"{key}: running (limit {timeout:.0f} s) …")
+        self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
         full = {"config": self.cfg.to_dict(), "search": self.key, **payload}
         outcome = run_isolated(TRIAL + function, full, timeout, self._memory_limit())
         cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
@@ -97,12 +98,14 @@ class Search:
         if key == "baseline" and outcome.status != "ok":
             return data  # not recorded: nothing can follow without it, so a re-run retries it
         if cut_by_budget:
-            self.log(f"{key}: stopped by the time budget after {outcome.seconds:.0f} s (not recorded)")
+            self.log(
+                f"{short_key(key)}: stopped by the time budget after {outcome.seconds:.0f} s (not recorded)"
+            )
             return None
         self.store.record_trial(self.key, key, data)
         self.trials[key] = data
         self.log(
-            f"{key}: {data['status']} in {outcome.seconds:.0f} s"
+            f"{short_key(key)}: {data['status']} in {outcome.seconds:.0f} s"
             + (f" — {data['reason']}" if data["reason"] else "")
         )
         return data
@@ -116,25 +119,36 @@ class Search:
 
     # ---- stages ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run the search to the end (or the budget) and return its result document."""
+        """Run the search to the end (or the budget) and return its result document.
+
+        Order: the primary candidates; per-layer fallbacks for those that were faster but broke the
+        guard; compositions of what helped; the remaining candidates with the time left; the
+        finalists; the verification. Time for the last two is kept back from the start.
+        """
         base = self.baseline()
-        reserve = self.reserve = self.verify_estimate(base)
-        candidates, skipped = first_round(self.cfg.candidates, self.cfg.objective)
+        self.reserve = self.verify_estimate(base)
+        reserve = self.reserve * (1 + 0.7 * self.cfg.finalists)  # finals cost ~0.7 of a verification
+        candidates, skipped, primary = first_round(self.cfg.candidates, self.cfg.objective)
         if not candidates:
             self.log("no applicable pass: reporting the baseline only")
-        screened = [self.screen(c, base, reserve) for c in candidates]
-        screened = [s for s in screened if s is not None]
+        screened = self.screen_all(candidates[:primary], base, reserve)
         screened += self.try_fallbacks(screened, base, reserve)
-        good = [s for s in screened if self.is_good(s)]
-        for combo in compositions([(s["cand"], s["gain"][0]) for s in good]):
-            extra = self.screen(combo, base, reserve)
-            if extra is not None:
-                screened.append(extra)
-                if self.is_good(extra):
-                    good.append(extra)
-        ranked = self.finals(sorted(good, key=lambda s: -s["gain"][0]), base, reserve)
+        screened += self.screen_all(self.combos(screened), base, reserve)
+        screened += self.screen_all(candidates[primary:], base, reserve)
+        good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
+        ranked = self.finals(good, base, self.reserve)
         verified = self.verify_best(ranked, base)
         return result_document(self, base, screened, ranked, verified, skipped)
+
+    def screen_all(
+        self, cands: list[Candidate], base: dict[str, Any], reserve: float
+    ) -> list[dict[str, Any]]:
+        return [s for s in (self.screen(c, base, reserve) for c in cands) if s is not None]
+
+    def combos(self, screened: list[dict[str, Any]]) -> list[Candidate]:
+        good = [(s["cand"], s["gain"][0]) for s in screened if self.is_good(s)]
+        done = {s["cand"].key for s in screened}
+        return [c for c in compositions(good) if c.key not in done]
 
     def baseline(self) -> dict[str, Any]:
         data = self.trial("baseline", "baseline", {})
@@ -152,7 +166,7 @@ class Search:
         cfg = self.cfg
         overhead = self.trials["baseline"]["seconds"] - sum(base["eval_s"].values()) - base["screen_ab_s"]
         scale = (cfg.full_rounds * cfg.new_tokens) / (cfg.screen_rounds * cfg.screen_new_tokens)
-        ab = base["screen_ab_s"] * scale if cfg.objective_spec()[0] else 0.0
+        ab = base["screen_ab_s"] * scale  # the verification runs the A/B whatever the objective
         estimate = max(overhead, 5.0) + ab + base["eval_s"]["full"] + 30.0
         self.log(f"baseline measured; keeping {estimate:.0f} s of the budget for verification")
         return estimate
@@ -183,7 +197,8 @@ class Search:
         if data["status"] == "ok":
             cmps = data["result"]["comparisons"]
             out["gain"] = judge.gain(cmps.get(self.cfg.objective_spec()[1]))
-            out["guard"] = judge.guard(self.goals, cmps, on_point=data["stage"] == "screen")
+            screen = data["stage"] == "screen"
+            out["guard"] = judge.guard(self.screen_goals if screen else self.goals, cmps, on_point=screen)
         return out
 
     def is_good(self, s: dict[str, Any]) -> bool:
@@ -249,6 +264,7 @@ class Search:
                 "candidate": s["cand"].to_dict(),
                 "passes": s["cand"].to_payload(),
                 "base_evals": base["evals"]["full"],
+                "base_own": {k: base[k] for k in ("weights_mib", "peak_rss_mib")},
                 "output": str(staging_folder(self.output.resolve(), s["cand"].key)),
             }
             data = self.trial(f"verify:{s['cand'].key}", "verify", payload, reserve=-(10**6))

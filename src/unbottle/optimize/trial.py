@@ -96,14 +96,17 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     base = load_causal_lm(cfg.model)
     configs = candidates_from_payload(payload["passes"])
     recipe, final = apply_and_save(base, configs, cfg.model, out, overwrite=True, search=payload["search"])
-    del final
-    gc.collect()
+    del final, base
     saved = resolve(str(out)).load()
+    own = own_resources(saved, cfg, [])  # measured with nothing else loaded
+    base = load_causal_lm(cfg.model)
     rounds = run_ab(base, saved, ABConfig(**cfg.ab_settings("full")))
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
     saved_evals = _evaluate(saved, cfg, "full")
     comparisons = {**compare_rounds(rounds), **compare_evals(base_evals, saved_evals)}
+    comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
+        **own,
         "output": str(out),
         "recipe": {"baked": recipe.baked, "onnx": recipe.onnx, "reports": recipe.reports},
         "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
@@ -152,7 +155,12 @@ def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[
     )
     with ResourceTracker() as tracker:
         decode_once(model, prompt, min(cfg.new_tokens, 16), make_timer("cpu"))
-    weights = reports[-1].bytes_after if reports else model_size(model)[1]
+    if reports:
+        weights = reports[-1].bytes_after
+    elif getattr(model, "stored_bytes", None) is not None:  # an ONNX Runtime model: its graph's weights
+        weights = model.stored_bytes
+    else:
+        weights = model_size(model)[1]
     return {"weights_mib": weights / 2**20, "peak_rss_mib": tracker.peak_rss_bytes / 2**20}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -105,6 +106,9 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
     recipe.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the saved model is an ordinary folder
     try:
         if recipe.baked:
             baked_model.model.save_pretrained(tmp)

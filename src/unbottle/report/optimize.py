@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.table import Table
 
-_EXCLUDE = re.compile(r"exclude=([^,+\s]+)")
-
-
-def short_key(key: str) -> str:
-    """A candidate key with long ``exclude`` lists shortened to their length."""
-
-    def shorten(m: re.Match[str]) -> str:
-        names = m.group(1).split("|")
-        return m.group(0) if len(names) <= 2 else f"exclude=<{len(names)} layers>"
-
-    return _EXCLUDE.sub(shorten, key)
+from unbottle.optimize.candidates import short_key
 
 
 def _ci(values: Any, fmt: str = "×{:.2f}") -> str:
@@ -27,51 +16,54 @@ def _ci(values: Any, fmt: str = "×{:.2f}") -> str:
     return f"{fmt.format(point)} [{low:.2f}, {high:.2f}]"
 
 
-def _accuracy(change: dict[str, Any] | None) -> str:
+def _accuracy(change: dict[str, Any] | None, with_ci: bool) -> str:
     if not change:
         return "-"
     unit = "%" if change["metric"] == "perplexity" else " pt"
     name = "ppl" if change["metric"] == "perplexity" else "acc"
-    if change["ci_low"] == change["ci_high"]:
+    if not with_ci or change["ci_low"] == change["ci_high"]:
         return f"{name} {change['point']:+.2f}{unit}"
     return f"{name} {change['point']:+.2f}{unit} [{change['ci_low']:+.2f}, {change['ci_high']:+.2f}]"
 
 
-def trials_table(doc: dict[str, Any]) -> Table:
+def trials_table(doc: dict[str, Any]) -> tuple[Table, list[str]]:
+    """The trials (one row each) and the reasons for those that were slower or broke the guard."""
     objective = doc["objective"]["name"]
     table = Table(
-        title=f"trials (objective: {doc['objective']['what']}; guard: {', '.join(doc['guard'])})",
+        title=f"trials (objective: {doc['objective']['what']}; guard: {', '.join(doc['guard'])}; "
+        "screening: point estimates, 2x the guard's limit)",
         title_justify="left",
         header_style="bold",
     )
     for col in (
-        "trial",
+        "#",
+        "candidate",
         "stage",
         "status",
         f"{objective} gain [95% CI]",
         "accuracy Δ",
         "weights MiB",
         "s",
-        "why",
     ):
         table.add_column(col, overflow="fold")
-    for r in doc["trials"]:
-        if r["stage"] == "baseline":
-            continue
+    notes = []
+    for i, r in enumerate((r for r in doc["trials"] if r["stage"] != "baseline"), start=1):
         guard = "" if r.get("guard_passed") is None else (" ✓" if r["guard_passed"] else " ✗ guard")
         table.add_row(
+            str(i),
             short_key(r.get("candidate") or r["key"]),
             r["stage"],
             r["status"] + guard,
             _ci(r.get("gain")),
-            _accuracy(r.get("accuracy")),
+            _accuracy(r.get("accuracy"), with_ci=r["stage"] != "screen"),
             f"{r['weights_mib']:.1f}" if r.get("weights_mib") is not None else "-",
             f"{r['seconds']:.0f}",
-            "; ".join(r.get("explanation") or []) or "-",
         )
+        if r.get("explanation"):
+            notes.append(f"#{i} {short_key(r.get('candidate') or r['key'])}: " + "; ".join(r["explanation"]))
     for key, why in {**doc["skipped"], **doc["not_tried"]}.items():
-        table.add_row(short_key(key), "-", "not tried", "-", "-", "-", "-", why)
-    return table
+        notes.append(f"not tried: {short_key(key)}: {why}")
+    return table, notes
 
 
 def pareto_table(doc: dict[str, Any]) -> Table:

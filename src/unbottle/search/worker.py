@@ -12,7 +12,24 @@ import os
 import sys
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the search process dies (even by SIGKILL), so
+    an interrupted search leaves no orphan burning CPU."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent()
     job = json.loads(sys.stdin.read())
     module, _, attr = job["target"].partition(":")
     try:

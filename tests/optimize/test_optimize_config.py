@@ -1,0 +1,62 @@
+"""The optimize config: goals parsed and checked before anything runs; one key per search."""
+
+from __future__ import annotations
+
+import pytest
+
+from unbottle.core.errors import ConfigError
+from unbottle.optimize.config import OptimizeConfig
+
+
+def test_default_guard_is_one_percent_perplexity_on_the_ci_bound():
+    goals = OptimizeConfig().guard()
+    assert [str(g) for g in goals] == ["perplexity:percent-max-degradation=1"]
+
+
+def test_a_task_adds_the_one_point_accuracy_goal():
+    goals = OptimizeConfig(task="sports_understanding").guard()
+    assert [str(g) for g in goals] == [
+        "perplexity:percent-max-degradation=1",
+        "accuracy:max-degradation=1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("goals", "task", "message"),
+    [
+        (
+            ("perplexity:percent-max-degradation=1", "perplexity:percent-max-degradation=3"),
+            None,
+            "contradict",
+        ),
+        (("accuracy:max-degradation=1",), None, "needs a task"),
+        (("perplexity:percent-min-improvement=1",), None, "no speed optimisation can promise"),
+        (("decode.tokens_per_s:percent-min-improvement=10",), None, "--objective"),
+        (("perplexity:threshold=0.5",), None, "always > 1"),
+        (("perplexity<1%",), None, "expected METRIC:KIND=VALUE"),
+    ],
+)
+def test_bad_goals_are_refused_with_the_fix(goals, task, message):
+    with pytest.raises(ConfigError, match=message):
+        OptimizeConfig(goals=goals, task=task)
+
+
+def test_unknown_objective_lists_the_allowed_ones():
+    with pytest.raises(ConfigError, match="allowed: decode, ttft, prefill, throughput, size, memory"):
+        OptimizeConfig(objective="speed")
+
+
+def test_search_key_ignores_budget_and_limits_but_not_what_is_measured():
+    a = OptimizeConfig(time_budget_s=100, max_trials=2)
+    b = OptimizeConfig(time_budget_s=900, max_trials=None, memory_limit_mib=1000)
+    assert a.search_key() == b.search_key()
+    assert a.search_key() != OptimizeConfig(eval_tokens=8192).search_key()
+    assert a.search_key() != OptimizeConfig(candidates=("wo-int8",)).search_key()
+
+
+def test_screen_evaluates_fewer_tokens_than_the_finalists():
+    cfg = OptimizeConfig(screen_tokens=256, eval_tokens=4096)
+    assert cfg.eval_settings("screen")["eval_tokens"] == 256
+    assert cfg.eval_settings("screen")["window"] == 256
+    assert cfg.eval_settings("full")["eval_tokens"] == 4096
+    assert cfg.ab_settings("screen")["rounds"] < cfg.ab_settings("full")["rounds"]

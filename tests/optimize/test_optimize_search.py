@@ -1,0 +1,142 @@
+"""The search end to end on tiny-llama, each trial in a real worker process.
+
+The objective here is weight size, so no speed A/B runs and the tests stay quick; the speed path
+is the same code with ``run_ab`` in the worker (exercised by the CLI test and the benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from unbottle.core.errors import BenchError, ConfigError
+from unbottle.evaluate import EvalConfig, evaluate
+from unbottle.optimize import candidates as cm
+from unbottle.optimize.config import OptimizeConfig
+from unbottle.optimize.search import Search
+from unbottle.optimize.trial import FAULT_ENV
+from unbottle.sources import resolve
+from unbottle.store import Store
+
+SMALL = {"screen_tokens": 256, "eval_tokens": 1024, "threads": 1, "objective": "size"}
+
+
+def _search(tmp_path, lines=None, **kw) -> Search:
+    cfg = OptimizeConfig(model="tiny-llama", **{"time_budget_s": 600, **SMALL, **kw})
+    return Search(cfg, Store(), tmp_path / "out", log=(lines.append if lines is not None else None))
+
+
+def test_crashing_and_memory_hungry_candidates_are_recorded_and_the_search_completes(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "segfault:wo-int8;oom:precision")
+    search = _search(tmp_path, candidates=("wo-int8", "precision", "dynamic-int8"), memory_limit_mib=1500)
+    doc = search.run()
+    status = {r["key"]: r for r in doc["trials"]}
+    assert status["screen:wo-int8"]["status"] == "crashed"
+    assert "SIGSEGV" in status["screen:wo-int8"]["reason"]
+    assert status["screen:precision"]["status"] == "out-of-memory"
+    assert "1500 MiB limit" in status["screen:precision"]["reason"]
+    assert doc["winner"]["key"] == "dynamic-int8"
+    assert doc["winner"]["gain"][0] > 1.3  # int8 weights: smaller than fp32
+    recorded = Store().trials(search.key)
+    assert {"screen:wo-int8", "screen:precision", "verify:dynamic-int8"} <= set(recorded)
+
+
+def test_the_saved_winner_reloads_and_reproduces_its_perplexity(tmp_path):
+    search = _search(tmp_path, candidates=("wo-int8",))
+    doc = search.run()
+    assert doc["winner"]["reproduced"]["match"]
+    assert doc["verification"]["overall"] == "pass"
+    reloaded = resolve(doc["output"]).load()
+    ppl = evaluate(reloaded, EvalConfig(eval_tokens=1024, window=512, stride=512))[0].value
+    assert ppl == pytest.approx(doc["winner"]["reproduced"]["final"], rel=1e-4)
+    assert not list(tmp_path.glob(".out.verify-*"))  # staging folders cleaned up
+
+
+def test_no_applicable_pass_still_reports_the_baseline(tmp_path, monkeypatch):
+    monkeypatch.setattr(cm, "unavailable", lambda c: ["needs a CUDA GPU; none is visible"])
+    doc = _search(tmp_path, candidates=("wo-int8",)).run()
+    assert doc["winner"] is None and doc["output"] is None
+    assert "no candidate could be tried" in doc["verdict"]
+    assert "CUDA" in doc["skipped"]["wo-int8"]
+    assert doc["baseline"]["evals"]["perplexity"] > 1
+
+
+def test_max_trials_stops_the_search_and_says_so(tmp_path):
+    doc = _search(tmp_path, candidates=("wo-int8", "dynamic-int8"), max_trials=1).run()
+    assert doc["not_tried"] == {"dynamic-int8": "--max-trials 1 reached"}
+    assert doc["winner"]["key"] == "wo-int8"  # screened only, then verified
+
+
+def test_a_budget_below_the_minimum_says_how_much_is_needed(tmp_path):
+    with pytest.raises(ConfigError, match="at least 60 s"):
+        _search(tmp_path, time_budget_s=10)
+
+
+def test_a_model_that_is_not_a_causal_lm_fails_clearly(tmp_path):
+    cfg = OptimizeConfig(model="tiny-bert", time_budget_s=120, **SMALL)
+    with pytest.raises(BenchError, match="masked-lm model; unbottle optimize tunes causal"):
+        Search(cfg, Store(), tmp_path / "out").run()
+
+
+def test_an_existing_output_is_refused_unless_overwrite_or_the_same_search(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _search(tmp_path)
+    cfg = OptimizeConfig(model="tiny-llama", **SMALL)
+    Search(cfg, Store(), tmp_path / "out", overwrite=True)  # accepted
+
+
+def _cli(args, **kw):
+    cmd = [sys.executable, "-m", "unbottle.cli", "optimize", "tiny-llama", *args]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw
+    )
+
+
+def test_sigkill_mid_search_then_rerun_resumes_without_repeating_trials(tmp_path):
+    args = ["--objective", "size", "--candidate", "wo-int8", "--candidate", "dynamic-int8",
+            "--candidate", "precision", "--eval-tokens", "1024", "--threads", "1",
+            "-o", str(tmp_path / "out"), "--json"]  # fmt: skip
+    key = OptimizeConfig(
+        model="tiny-llama", objective="size", candidates=("wo-int8", "dynamic-int8", "precision"),
+        eval_tokens=1024, threads=1,
+    ).search_key()  # fmt: skip
+    first = _cli(args)
+    deadline = time.monotonic() + 240
+    while len(Store().trials(key)) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert first.poll() is None, first.communicate()[1]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = set(Store().trials(key))
+    assert {"baseline", "screen:wo-int8"} <= done_before
+    assert not (tmp_path / "out").exists()
+
+    second = _cli(args)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    doc = json.loads(stdout.strip().splitlines()[-1])["optimize"]
+    for key_done in done_before:
+        assert f"{key_done}: recorded earlier" in stderr
+        assert f"{key_done}: running" not in stderr
+    assert doc["resumed_trials"] >= len(done_before)
+    keys = [r["key"] for r in doc["trials"]]
+    assert len(keys) == len(set(keys))
+    assert doc["winner"] is not None and (tmp_path / "out" / "unbottle-recipe.json").exists()
+
+
+def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path):
+    """On tiny-llama decoding is overhead-bound, so int8 weights only add (de)quantize work."""
+    search = _search(tmp_path, objective="decode", candidates=("wo-int8",), screen_rounds=3)
+    doc = search.run()
+    row = next(r for r in doc["trials"] if r["key"] == "screen:wo-int8")
+    assert row["gain"][0] < 1.0
+    assert any("per-op overhead" in why for why in row["explanation"])
+    assert doc["winner"] is None and "no candidate improved" in doc["verdict"]
+    assert not (tmp_path / "out").exists()
