@@ -21,8 +21,8 @@ def test_fake_quantization_error_shrinks_with_more_bits():
 
 def test_values_on_the_grid_survive_exactly():
     levels = torch.arange(-8, 8, dtype=torch.float32) * 0.25
-    w = levels.repeat(4, 2)  # every block spans the full int4 range
-    assert torch.allclose(fake_quantize_blocks(w, 4, 32, symmetric=True), w)
+    w = levels.repeat(4, 2)  # every block spans the full asymmetric int4 range: 16 steps of 0.25
+    assert torch.allclose(fake_quantize_blocks(w, 4, 32, symmetric=False), w)
 
 
 def _copy(loaded):

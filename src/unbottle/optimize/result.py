@@ -191,6 +191,7 @@ def _pareto(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
             "loss": judge.degradation(r["accuracy"]),
             "weights_mib": r["weights_mib"],
             "stage": r["stage"],
+            "guard_passed": r.get("guard_passed"),
         }
         for k, r in latest.items()
     ]

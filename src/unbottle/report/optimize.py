@@ -68,18 +68,22 @@ def trials_table(doc: dict[str, Any]) -> tuple[Table, list[str]]:
 
 def pareto_table(doc: dict[str, Any]) -> Table:
     table = Table(
-        title="Pareto front (speed ↑, accuracy loss ↓, weights ↓)", title_justify="left", header_style="bold"
+        title="Pareto front (speed ↑, accuracy loss ↓, weights ↓; the guard is not applied here)",
+        title_justify="left",
+        header_style="bold",
     )
-    for col in ("candidate", "gain", "accuracy loss", "weights MiB", "measured at"):
+    for col in ("candidate", "gain", "accuracy loss", "weights MiB", "measured at", "meets guard"):
         table.add_column(col)
     front = set(doc["pareto"]["front"])
     for p in doc["pareto"]["points"]:
         if p["key"] in front:
+            guard = p.get("guard_passed")
             table.add_row(
                 short_key(p["key"]),
                 f"×{p['gain']:.2f}",
                 f"{p['loss']:+.2f}",
                 f"{p['weights_mib']:.1f}",
                 p.get("stage", "-"),
+                "-" if guard is None else ("yes" if guard else "no"),
             )
     return table
