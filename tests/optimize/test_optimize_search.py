@@ -140,3 +140,14 @@ def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path):
     assert any("per-op overhead" in why for why in row["explanation"])
     assert doc["winner"] is None and "no candidate improved" in doc["verdict"]
     assert not (tmp_path / "out").exists()
+
+
+def test_when_no_candidate_keeps_the_guard_the_closest_is_saved_with_the_missed_goal(tmp_path):
+    # perplexity may not rise at all; dynamic int8 raises tiny-llama's by ~0.03%
+    search = _search(
+        tmp_path, candidates=("dynamic-int8",), goals=("perplexity:percent-max-degradation=0",), eval_tokens=512
+    )
+    doc = search.run()
+    assert not doc["winner"]["guard_passed"]
+    assert "goal missed (perplexity)" in doc["verdict"] and "saved as the best found" in doc["verdict"]
+    assert (tmp_path / "out" / "unbottle-recipe.json").exists()

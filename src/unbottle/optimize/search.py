@@ -136,7 +136,7 @@ class Search:
         screened += self.screen_all(self.combos(screened), base, reserve)
         screened += self.screen_all(candidates[primary:], base, reserve)
         good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
-        ranked = self.finals(good, base, self.reserve)
+        ranked = self.finals(good, base, self.reserve) or self.closest(screened)
         verified = self.verify_best(ranked, base)
         return result_document(self, base, screened, ranked, verified, skipped)
 
