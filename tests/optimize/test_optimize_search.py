@@ -145,9 +145,30 @@ def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path):
 def test_when_no_candidate_keeps_the_guard_the_closest_is_saved_with_the_missed_goal(tmp_path):
     # perplexity may not rise at all; dynamic int8 raises tiny-llama's by ~0.03%
     search = _search(
-        tmp_path, candidates=("dynamic-int8",), goals=("perplexity:percent-max-degradation=0",), eval_tokens=512
+        tmp_path,
+        candidates=("dynamic-int8",),
+        goals=("perplexity:percent-max-degradation=0",),
+        eval_tokens=512,
     )
     doc = search.run()
     assert not doc["winner"]["guard_passed"]
     assert "goal missed (perplexity)" in doc["verdict"] and "saved as the best found" in doc["verdict"]
     assert (tmp_path / "out" / "unbottle-recipe.json").exists()
+
+
+def test_closest_picks_the_faster_candidate_that_lost_least(tmp_path):
+    search = _search(tmp_path)
+
+    def screened(key, gain, ppl_pct):
+        cmp = {"perplexity": {"pct": {"point": ppl_pct, "ci_low": ppl_pct, "ci_high": ppl_pct}}}
+        return {
+            "cand": cm.parse_candidate(key),
+            "gain": (gain, gain, gain),
+            "trial": {"result": {"comparisons": cmp}},
+        }
+
+    chosen = search.closest(
+        [screened("wo-int8", 2.0, 5.0), screened("dynamic-int8", 1.9, 3.0), screened("precision", 1.0, 0.1)]
+    )
+    assert [s["cand"].key for s in chosen] == ["dynamic-int8"]  # precision: not faster
+    assert search.closest([screened("precision", 1.0, 0.1)]) == []

@@ -228,6 +228,22 @@ class Search:
                     break  # the fewest layers kept in float that meet the guard
         return out
 
+    def closest(self, screened: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """When nothing kept the guard: the faster candidate that lost the least accuracy, so the
+        search still ends with a saved model and says which goal it missed."""
+        faster = [s for s in screened if s["gain"] is not None and s["gain"][0] >= MIN_GAIN]
+        if not faster:
+            return []
+
+        def loss(s: dict[str, Any]) -> float:
+            return judge.degradation(judge.accuracy_change(s["trial"]["result"]["comparisons"]))
+
+        best = min(faster, key=loss)
+        self.log(
+            f"no candidate kept the guard; verifying the closest, {short_key(best['cand'].key)}, to save it"
+        )
+        return [best]
+
     def finals(
         self, good: list[dict[str, Any]], base: dict[str, Any], reserve: float
     ) -> list[dict[str, Any]]:
