@@ -79,3 +79,12 @@ def test_no_fallback_without_an_exclude_field_or_scores():
     assert fallbacks(parse_candidate("compile"), {"x": 1.0}) == []
     assert fallbacks(parse_candidate("wo-int8"), {}) == []
     assert Candidate(()).key == "baseline"
+
+
+def test_a_profile_moves_its_recommendations_to_the_front_of_the_built_in_order():
+    chosen, _, primary = first_round((), "prefill", preferred=["precision", "static-int8", "not-a-default"])
+    keys = [c.key for c in chosen]
+    assert keys[:2] == ["precision", "static-int8"]
+    assert "precision" in keys[:primary]
+    user, _, _ = first_round(("wo-int8", "precision"), "prefill", preferred=["precision"])
+    assert [c.key for c in user] == ["wo-int8", "precision"]  # the user's own list is kept as given

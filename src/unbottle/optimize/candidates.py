@@ -107,12 +107,21 @@ def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
     return [config_class(p["name"]).from_dict({k: v for k, v in p.items() if k != "name"}) for p in passes]
 
 
-def first_round(texts: tuple[str, ...], objective: str) -> tuple[list[Candidate], dict[str, str], int]:
+def first_round(
+    texts: tuple[str, ...], objective: str, preferred: list[str] | None = None
+) -> tuple[list[Candidate], dict[str, str], int]:
     """The candidates to screen, those skipped with the reason (``{key: why}``), and how many of the
-    chosen ones form the primary tier (all of them when the user named the candidates)."""
+    chosen ones form the primary tier (all of them when the user named the candidates).
+
+    ``preferred`` (a profile's recommendations, best first) moves those built-in candidates to the
+    front; candidates the user named keep the user's order.
+    """
     user_given = bool(texts)
     if not texts:
         texts = SIZE_FIRST if objective in ("size", "memory") else DEFAULT_CANDIDATES
+        if preferred:
+            front = [t for t in preferred if t in texts]
+            texts = tuple(front + [t for t in texts if t not in front])
     chosen, skipped = [], {}
     for text in texts:
         cand = parse_candidate(text)

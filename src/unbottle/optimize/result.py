@@ -42,6 +42,7 @@ def result_document(
         "skipped": skipped,
         "not_tried": search.not_tried,
         "resumed_trials": search.resumed,
+        "order_from_profile": search.profile_run,
         "pareto": _pareto(base, rows),
         "winner": None,
         "output": None,

@@ -57,6 +57,7 @@ class Search:
         self.not_tried: dict[str, str] = {}
         self.sensitivity: dict[str, dict[str, float]] = {}
         self.reserve = 0.0
+        self.profile_run: int | None = None
         _check_output(output, overwrite, self.key)
         if config.time_budget_s < MIN_BUDGET_S:
             raise ConfigError(
@@ -128,7 +129,9 @@ class Search:
         base = self.baseline()
         self.reserve = self.verify_estimate(base)
         reserve = self.reserve * (1 + 0.7 * self.cfg.finalists)  # finals cost ~0.7 of a verification
-        candidates, skipped, primary = first_round(self.cfg.candidates, self.cfg.objective)
+        candidates, skipped, primary = first_round(
+            self.cfg.candidates, self.cfg.objective, self.profile_order()
+        )
         if not candidates:
             self.log("no applicable pass: reporting the baseline only")
         screened = self.screen_all(candidates[:primary], base, reserve)
@@ -139,6 +142,26 @@ class Search:
         ranked = self.finals(good, base, self.reserve) or self.closest(screened)
         verified = self.verify_best(ranked, base)
         return result_document(self, base, screened, ranked, verified, skipped)
+
+    def profile_order(self) -> list[str] | None:
+        """The latest stored profile of this model at these threads: its recommendations for the
+        objective's phase, best first (None when there is none, or the objective has no phase)."""
+        from unbottle.core.env import physical_cores
+
+        phase = {"decode": "decode", "throughput": "decode", "prefill": "prefill", "ttft": "prefill"}
+        wanted = phase.get(self.cfg.objective)
+        threads = self.cfg.threads or physical_cores()
+        if wanted is None:
+            return None
+        for run in self.store.list_runs(limit=100, kind="profile"):
+            r = run.result or {}
+            if run.model == self.cfg.model and (r.get("threads") or {}).get("torch_num_threads") == threads:
+                order = r["profile"]["diagnosis"].get("recommended_by_phase", {}).get(wanted)
+                if order:
+                    self.log(f"candidate order from profile run {run.id}: {', '.join(order)} first")
+                    self.profile_run = run.id
+                    return order
+        return None
 
     def screen_all(
         self, cands: list[Candidate], base: dict[str, Any], reserve: float

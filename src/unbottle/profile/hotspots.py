@@ -1,0 +1,203 @@
+"""Hotspots of one phase (prefill or decode) through ``torch.profiler``: by operator and by module group.
+
+Module groups (embedding, attention, MLP, norms, lm_head) are marked by forward hooks that open a
+profiler range around each module of the group; whatever the model's forward spends outside them
+(sampling, cache bookkeeping, Python between modules) is reported as ``other``, so the groups and the
+remainder always add up to the profiled wall time. *Kernel time* is the summed self time of the aten
+operators (children excluded, so nothing counts twice) less each call's fixed cost, measured as the
+self time of a one-element add; the rest of the wall time is Python, dispatch and per-op overhead.
+Shares come from the profiled window and are applied to the unprofiled wall time, so the profiler's
+own cost does not inflate them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+GROUP_PREFIX = "group::"
+# Module names (last component) and class-name fragments that identify each group.
+BY_NAME = {
+    "embed_tokens": "embedding",
+    "wte": "embedding",
+    "self_attn": "attention",
+    "attention": "attention",
+    "attn": "attention",
+    "mlp": "mlp",
+    "feed_forward": "mlp",
+    "input_layernorm": "norms",
+    "post_attention_layernorm": "norms",
+    "norm": "norms",
+    "ln_f": "norms",
+    "lm_head": "lm_head",
+}
+BY_CLASS = (("Embedding", "embedding"), ("Attention", "attention"), ("MLP", "mlp"), ("Norm", "norms"))
+
+
+@dataclasses.dataclass
+class PhaseProfile:
+    """What one profiled window of a phase spent its time on (seconds)."""
+
+    phase: str
+    wall_s: float  # unprofiled wall time of the window (best of a few)
+    profiled_wall_s: float
+    kernel_s: float  # self time of leaf aten ops
+    groups: dict[str, float]  # group → seconds (its share of the profiled window × wall), plus "other"
+    ops: list[dict[str, Any]]  # top operators: name, shapes, calls, self seconds, flops
+    profiler_flops: float
+    trace: str | None = None
+
+    @property
+    def overhead_fraction(self) -> float:
+        """Share of the unprofiled wall time not spent in leaf kernels (the profiler's own cost,
+        which inflates the profiled wall, is left out)."""
+        return max(0.0, 1.0 - self.kernel_s / self.wall_s) if self.wall_s else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "overhead_fraction": self.overhead_fraction}
+
+
+def group_of(name: str, module: Any) -> str | None:
+    last = name.rsplit(".", 1)[-1]
+    if last in BY_NAME:
+        return BY_NAME[last]
+    cls = type(module).__name__
+    return next((g for fragment, g in BY_CLASS if fragment in cls), None)
+
+
+def install_group_ranges(model: Any) -> list[Any]:
+    """Forward hooks that open and close a profiler range around each module of a group (outermost)."""
+    from torch.autograd.profiler import record_function
+
+    handles, marked = [], []
+    for name, module in model.named_modules():
+        group = group_of(name, module) if name else None
+        if group is None or any(name.startswith(m + ".") for m in marked):
+            continue
+        marked.append(name)
+        stack: list[Any] = []
+
+        def pre(_m, _args, group=group, stack=stack):
+            rf = record_function(GROUP_PREFIX + group)
+            rf.__enter__()
+            stack.append(rf)
+
+        def post(_m, _args, _out, stack=stack):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    return handles
+
+
+def profile_phase(
+    phase: str,
+    step: Callable[[], None],
+    model: Any,
+    repeats: int = 3,
+    trace: str | None = None,
+    prepare: Callable[[], None] | None = None,
+) -> PhaseProfile:
+    """Time ``step`` unprofiled (best of ``repeats``), then profile one more call of it.
+
+    ``prepare`` runs, untimed, before every call (e.g. a fresh KV cache filled with the prompt).
+    """
+    import torch
+
+    prep = prepare or (lambda: None)
+    prep()
+    step()  # warm-up
+    walls = []
+    for _ in range(repeats):
+        prep()
+        walls.append(_timed(step))
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities):  # the profiler's own first-use cost, discarded
+        step()
+    handles = install_group_ranges(model)
+    try:
+        prep()
+        with torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True) as prof:
+            profiled = _timed(step)
+    finally:
+        for h in handles:
+            h.remove()
+    if trace:
+        prof.export_chrome_trace(trace)
+    seen = {"events": prof.events(), "averages": prof.key_averages(group_by_input_shape=True)}
+    return _summarise(phase, min(walls), profiled, seen["events"], seen["averages"], trace)
+
+
+def _timed(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _summarise(
+    phase: str, wall: float, profiled: float, events: Any, averages: Any, trace: str | None
+) -> PhaseProfile:
+    floor_us = op_floor_us()
+    groups: dict[str, float] = {}
+    kernel_us = 0.0
+    flops = 0.0
+    for e in events:
+        if e.name.startswith(GROUP_PREFIX):
+            key = e.name.removeprefix(GROUP_PREFIX)
+            groups[key] = groups.get(key, 0.0) + e.cpu_time_total / 1e6
+        elif e.name.startswith("aten::"):
+            # self times never overlap (no double counting); each op's fixed cost is overhead
+            kernel_us += max(0.0, e.self_cpu_time_total - floor_us)
+        flops += getattr(e, "flops", 0) or 0
+    groups["other"] = max(0.0, profiled - sum(groups.values()))
+    scale = wall / max(profiled, sum(groups.values()))  # shares of the profiled window, in real seconds
+    return PhaseProfile(
+        phase=phase,
+        wall_s=wall,
+        profiled_wall_s=profiled,
+        kernel_s=min(kernel_us / 1e6, profiled) * scale,
+        groups={k: v * scale for k, v in groups.items()},
+        ops=_top_ops(averages),
+        profiler_flops=float(flops),
+        trace=trace,
+    )
+
+
+_FLOOR: list[float] = []
+
+
+def op_floor_us() -> float:
+    """The fixed cost of one operator call as the profiler sees it (microseconds), measured once:
+    the median self time of adding two one-element tensors. Time up to this per call is dispatch,
+    not work."""
+    import statistics
+
+    import torch
+
+    if not _FLOOR:
+        a, b = torch.ones(1), torch.ones(1)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(300):
+                torch.add(a, b)
+        times = [e.self_cpu_time_total for e in prof.events() if e.name == "aten::add"]
+        _FLOOR.append(statistics.median(times) if times else 0.0)
+    return _FLOOR[0]
+
+
+def _top_ops(averages: Any, limit: int = 12) -> list[dict[str, Any]]:
+    rows = []
+    for avg in averages:
+        if avg.key.startswith((GROUP_PREFIX, "ProfilerStep")) or avg.self_cpu_time_total <= 0:
+            continue
+        rows.append(
+            {
+                "op": avg.key,
+                "shapes": str(avg.input_shapes)[:80],
+                "calls": avg.count,
+                "self_s": avg.self_cpu_time_total / 1e6,
+                "flops": float(getattr(avg, "flops", 0) or 0),
+            }
+        )
+    rows.sort(key=lambda r: -r["self_s"])
+    return rows[:limit]
