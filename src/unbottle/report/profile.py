@@ -30,7 +30,9 @@ def groups_table(phase: str, data: dict[str, Any]) -> Table:
     for group, seconds in sorted(data["groups"].items(), key=lambda kv: -kv[1]):
         table.add_row(group, f"{seconds * 1e3:.2f}", f"{100 * seconds / wall:.1f}")
     table.add_row(
-        "inside operators (all groups)", f"{data['kernel_s'] * 1e3:.2f}", f"{100 * data['kernel_s'] / wall:.1f}"
+        "inside operators (all groups)",
+        f"{data['kernel_s'] * 1e3:.2f}",
+        f"{100 * data['kernel_s'] / wall:.1f}",
     )
     return table
 
