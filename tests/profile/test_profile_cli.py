@@ -37,6 +37,8 @@ def test_profile_reports_peaks_phases_roofline_and_diagnosis(tmp_path):
     assert doc["diagnosis"]["findings"][0]["cost_s"] >= doc["diagnosis"]["findings"][-1]["cost_s"]
     assert all(os.path.getsize(p) > 0 for p in doc["traces"])
     assert Store().get_run("last").kind == "profile"
+    shown = runner.invoke(app, ["runs", "show", "last"])
+    assert shown.exit_code == 0 and "roofline" in shown.output and "diagnosis" in shown.output
     again = runner.invoke(app, ["profile", "tiny-llama", "--threads", "1", "--json"])
     assert _json(again)["profile"]["peaks"]["run_id"] == doc["peaks"]["run_id"]  # peaks cached
 

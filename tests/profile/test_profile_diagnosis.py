@@ -60,3 +60,14 @@ def test_peaks_are_positive_and_ordered_sensibly(peaks):
     assert peaks.bandwidth_gbps > 1
     assert peaks.matmul_gflops["float32"] > 1
     assert peaks.ridge() == pytest.approx(peaks.matmul_gflops["float32"] / peaks.bandwidth_gbps)
+
+
+@pytest.mark.gpu
+def test_cuda_peaks_are_measured_with_events():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; none is visible")
+    from unbottle.profile.peaks import measure_cuda_peaks
+
+    peaks = measure_cuda_peaks()
+    assert peaks.bandwidth_gbps > 50  # any CUDA GPU reads device memory faster than this
+    assert peaks.matmul_gflops["float16"] > peaks.matmul_gflops["float32"]

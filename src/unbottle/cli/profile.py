@@ -13,7 +13,6 @@ from unbottle.cli.common import (
     err,
     handle_errors,
     out,
-    print_json,
     recorded_run,
 )
 
@@ -78,9 +77,9 @@ def profile(
         doc = profile_model(loaded, config, peaks, label=f"run-{run_id}")
     result = {"profile": doc, "model": loaded.info.to_dict(), "threads": settings}
     store.finish_run(run_id, "complete", result=result)
-    show_profile(doc)
-    if json_:
-        print_json({"run_id": run_id, "kind": "profile", "model_spec": model, **result})
+    from unbottle.cli.show import show_run
+
+    show_run(store, run_id, json_)
 
 
 def show_profile(doc: dict[str, Any]) -> None:

@@ -47,6 +47,10 @@ def show_run(store: Any, ref: int | str, json_: bool) -> None:
         out.print(comparison_table(doc["comparison"]))
     elif run.kind == "optimize" and doc.get("optimize"):
         _show_optimize(doc["optimize"])
+    elif run.kind == "profile" and doc.get("profile"):
+        from unbottle.cli.profile import show_profile
+
+        show_profile(doc["profile"])
     for note in doc["notes"]:
         out.print(f"note: {note}", highlight=False)
     if run.error:

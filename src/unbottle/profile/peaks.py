@@ -80,6 +80,50 @@ def measure_matmul(dtype: str, n: int = MATMUL_N) -> float | None:
         return None
 
 
+def measure_cuda_peaks(device: str = "cuda") -> Peaks:
+    """GPU peaks: device-memory read bandwidth (1 GiB sum) and fp32/tf32-off, bf16, fp16 matmuls,
+    timed with CUDA events after a synchronize."""
+    import platform
+
+    import torch
+
+    def timed(fn: Callable[[], Any]) -> float:
+        fn()
+        torch.cuda.synchronize(device)
+        best = float("inf")
+        for _ in range(REPEATS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return best
+
+    x = torch.ones(2**28, dtype=torch.float32, device=device)
+    bandwidth = x.numel() * 4 / timed(x.sum) / 1e9
+    x = None  # free the GiB before the matmuls
+    n = 4096
+    flops = {}
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for dtype in ("float32", "bfloat16", "float16"):
+            a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+            flops[dtype] = 2 * n**3 / timed(lambda a=a: a @ a) / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    return Peaks(
+        threads=0,
+        bandwidth_gbps=bandwidth,
+        matmul_gflops=flops,
+        device=torch.cuda.get_device_name(device),
+        host=platform.node(),
+        torch_version=torch.__version__,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
 def measure_peaks(threads: int) -> Peaks:
     """Measure every peak at ``threads`` torch threads (restores the previous setting)."""
     import platform

@@ -58,6 +58,8 @@ def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
         doc["comparison"] = result.get("comparison")
     elif run.kind == "optimize":
         doc["optimize"] = result.get("optimize")
+    elif run.kind == "profile":
+        doc["profile"] = result.get("profile")
     doc.update(
         {
             "metrics": [metric_entry(m) for m in measurements],
