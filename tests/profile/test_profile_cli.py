@@ -86,3 +86,30 @@ def test_optimize_orders_its_candidates_by_the_latest_profile(tmp_path):
         ).profile_order()
         is None
     )
+
+
+def test_cuda_without_a_gpu_is_refused_clearly():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = runner.invoke(app, ["profile", "tiny-llama", "--device", "cuda"])
+    assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output
+    result = runner.invoke(app, ["profile", "tiny-llama", "--device", "tpu"])
+    assert result.exit_code == 2 and "allowed: cpu, cuda, cuda:N" in result.output
+
+
+@pytest.mark.gpu
+def test_profile_on_a_gpu_uses_device_kernel_time(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; none is visible")
+    result = runner.invoke(
+        app, ["profile", "tiny-llama", "--device", "cuda", "--trace", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = _json(result)["profile"]
+    assert "float16" in doc["peaks"]["matmul_gflops"]
+    for phase in ("prefill", "decode"):
+        assert 0 < doc["phases"][phase]["kernel_s"] <= doc["phases"][phase]["wall_s"] * 1.01

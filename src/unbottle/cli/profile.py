@@ -37,6 +37,7 @@ def profile(
         str | None, typer.Option(help="Folder for Chrome/Perfetto traces [default: the store's].")
     ] = None,
     refresh_peaks: Annotated[bool, typer.Option(help="Re-measure the machine peaks.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -55,6 +56,7 @@ def profile(
         threads=threads,
         trace_dir=trace_dir,
         refresh_peaks=refresh_peaks,
+        device=device,
     )
     from unbottle.profile.run import trace_paths
 
@@ -71,7 +73,7 @@ def profile(
             f"{model!r} is a {loaded.info.task} model; unbottle profile profiles causal language models"
         )
     say(f"machine peaks at {settings['torch_num_threads']} thread(s) (measured once, then cached) …")
-    peaks = cached_peaks(store, settings["torch_num_threads"], refresh_peaks)
+    peaks = cached_peaks(store, settings["torch_num_threads"], refresh_peaks, device)
     with recorded_run(store, "profile", model, config.to_dict(), manifest()) as run_id:
         say("profiling prefill and decode …")
         doc = profile_model(loaded, config, peaks, label=f"run-{run_id}")

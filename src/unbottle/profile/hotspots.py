@@ -98,6 +98,7 @@ def profile_phase(
     repeats: int = 3,
     trace: str | None = None,
     prepare: Callable[[], None] | None = None,
+    device: str = "cpu",
 ) -> PhaseProfile:
     """Time ``step`` unprofiled (best of ``repeats``), then profile one more call of it.
 
@@ -106,39 +107,53 @@ def profile_phase(
     import torch
 
     prep = prepare or (lambda: None)
+    cuda = device.startswith("cuda")
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     prep()
     step()  # warm-up
     walls = []
     for _ in range(repeats):
         prep()
-        walls.append(_timed(step))
+        walls.append(_timed(step, sync))
     activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities):  # the profiler's own first-use cost, discarded
         step()
     handles = install_group_ranges(model)
     try:
         prep()
         with torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True) as prof:
-            profiled = _timed(step)
+            profiled = _timed(step, sync)
     finally:
         for h in handles:
             h.remove()
     if trace:
         prof.export_chrome_trace(trace)
     seen = {"events": prof.events(), "averages": prof.key_averages(group_by_input_shape=True)}
-    return _summarise(phase, min(walls), profiled, seen["events"], seen["averages"], trace)
+    return _summarise(phase, min(walls), profiled, seen["events"], seen["averages"], trace, cuda)
 
 
-def _timed(step: Callable[[], None]) -> float:
+def _timed(step: Callable[[], None], sync: Callable[[], None] = lambda: None) -> float:
+    sync()
     start = time.perf_counter()
     step()
+    sync()
     return time.perf_counter() - start
 
 
 def _summarise(
-    phase: str, wall: float, profiled: float, events: Any, averages: Any, trace: str | None
+    phase: str,
+    wall: float,
+    profiled: float,
+    events: Any,
+    averages: Any,
+    trace: str | None,
+    cuda: bool = False,
 ) -> PhaseProfile:
     floor_us = op_floor_us()
+    if cuda:  # on a GPU the work is the device kernels; CPU-side op time is launch overhead
+        device_us = sum(e.self_device_time_total for e in events if _on_device(e))
     groups: dict[str, float] = {}
     kernel_us = 0.0
     flops = 0.0
@@ -150,6 +165,8 @@ def _summarise(
             # self times never overlap (no double counting); each op's fixed cost is overhead
             kernel_us += max(0.0, e.self_cpu_time_total - floor_us)
         flops += getattr(e, "flops", 0) or 0
+    if cuda:
+        kernel_us = device_us
     groups["other"] = max(0.0, profiled - sum(groups.values()))
     scale = wall / max(profiled, sum(groups.values()))  # shares of the profiled window, in real seconds
     return PhaseProfile(
@@ -162,6 +179,11 @@ def _summarise(
         profiler_flops=float(flops),
         trace=trace,
     )
+
+
+def _on_device(event: Any) -> bool:
+    kind = getattr(event, "device_type", None)
+    return kind is not None and "CUDA" in str(kind)
 
 
 _FLOOR: list[float] = []

@@ -147,8 +147,8 @@ def measure_peaks(threads: int) -> Peaks:
     )
 
 
-def cached_peaks(store: Any, threads: int, refresh: bool = False) -> Peaks:
-    """The latest stored peaks for this host, torch and thread count; measured and stored if none."""
+def cached_peaks(store: Any, threads: int, refresh: bool = False, device: str = "cpu") -> Peaks:
+    """The latest stored peaks for this host, torch and thread count (or GPU); measured if none."""
     import platform
 
     import torch
@@ -164,10 +164,13 @@ def cached_peaks(store: Any, threads: int, refresh: bool = False) -> Peaks:
                 and r.get("host") == platform.node()
                 and r.get("torch_version") == torch.__version__
                 and r.get("method") == METHOD
+                and (r.get("device") == "cpu") == (device == "cpu")
             ):
                 return Peaks(**{**r, "run_id": run.id})
-    peaks = measure_peaks(threads)
-    run_id = store.start_run("peaks", "-", {"threads": threads}, manifest())
+    peaks = measure_peaks(threads) if device == "cpu" else measure_cuda_peaks(device)
+    if device != "cpu":
+        peaks.threads = threads  # the cache key: the CPU threads in force when it was measured
+    run_id = store.start_run("peaks", "-", {"threads": threads, "device": device}, manifest())
     store.finish_run(run_id, "complete", result=peaks.to_dict())
     peaks.run_id = run_id
     return peaks

@@ -21,6 +21,8 @@ class ProfileConfig(Config):
         trace_dir: folder for the Chrome/Perfetto traces; None: no trace files.
         refresh_peaks: re-measure the machine peaks even if stored ones match.
         seed: prompt selection.
+        device: ``cpu`` or ``cuda[:i]`` (CUDA: kernel time from the profiler's device events, wall
+            times after a synchronize).
     """
 
     prompt_length: int = 128
@@ -29,6 +31,7 @@ class ProfileConfig(Config):
     trace_dir: str | None = None
     refresh_peaks: bool = False
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt_length, int) or self.prompt_length < 8:
@@ -45,6 +48,15 @@ class ProfileConfig(Config):
             from unbottle.bench.config import check_threads
 
             check_threads(self.threads)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"--device {self.device} given but no CUDA GPU is visible; use --device cpu"
+                )
 
 
 def trace_paths(trace_dir: str | None, label: str) -> dict[str, str | None]:
@@ -71,14 +83,14 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
     from unbottle.profile.hotspots import profile_phase
     from unbottle.profile.roofline import decode_ceilings, phase_work, roofline
 
-    model = loaded.model
+    model = loaded.model.to(config.device)
     traces = trace_paths(config.trace_dir, label)
     steps = _steps(loaded, config)
     params, weight_bytes = model_size(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     phases, rows = {}, {}
     for phase, (step, prepare, tokens, context) in steps.items():
-        prof = profile_phase(phase, step, model, trace=traces[phase], prepare=prepare)
+        prof = profile_phase(phase, step, model, trace=traces[phase], prepare=prepare, device=config.device)
         work = phase_work(model, phase, tokens, context, weight_bytes)
         phases[phase] = {**prof.to_dict(), **work}
         rows[phase] = roofline(prof, work, peaks, dtype, tokens)
@@ -110,6 +122,7 @@ def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int,
 
     model = loaded.model
     prompt = make_prompts(loaded.tokenizer, model.config.vocab_size, 1, config.prompt_length, config.seed)
+    prompt = prompt.to(config.device)
     kw = forward_kwargs(model)
     state: dict[str, Any] = {}
 
