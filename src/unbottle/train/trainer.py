@@ -1,0 +1,209 @@
+"""The training loop: AdamW with warm-up and cosine decay, clipping, accumulation, bf16 autocast, and a
+per-step time breakdown (data wait, forward, backward, optimiser); checkpoints are atomic and resume
+exactly (model, optimiser, scheduler, data position, RNG states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+from unbottle.train.loader import LoaderConfig, ResumableSampler, make_loader
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """One training run (single process; see the module docstring)."""
+
+    max_steps: int = 50
+    grad_accum: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    precision: str = "fp32"
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r} given; allowed: {', '.join(PRECISIONS)}")
+        for flag, value, low in [("--max-steps", self.max_steps, 1), ("--grad-accum", self.grad_accum, 1)]:
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 10% at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Trains ``model`` (a causal LM) on ``dataset`` windows; ``out`` holds its checkpoints."""
+
+    def __init__(
+        self, model: Any, dataset: Any, config: TrainConfig, loader: LoaderConfig, out: Path
+    ) -> None:
+        import torch
+
+        self.model, self.dataset, self.cfg, self.loader_cfg, self.out = model, dataset, config, loader, out
+        self.step = 0
+        self.epoch, self.position = 0, 0
+        self.history: list[dict[str, Any]] = []
+        params = [p for p in model.parameters() if p.requires_grad]
+        try:
+            self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        except (RuntimeError, TypeError):
+            self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, config.warmup_steps, config.max_steps)
+        )
+        torch.manual_seed(config.seed)
+
+    def _batches(self):
+        while True:
+            sampler = ResumableSampler(len(self.dataset), self.loader_cfg.seed, self.epoch, self.position)
+            for batch in make_loader(self.dataset, self.loader_cfg, sampler):
+                self.position += self.loader_cfg.batch_size
+                yield batch
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def train(self, steps: int | None = None) -> list[dict[str, Any]]:
+        """Run until ``max_steps`` (or ``steps`` more); return the per-step records of this call."""
+        self.model.train()
+        batches = self._batches()
+        stop = min(self.cfg.max_steps, self.step + (steps if steps is not None else self.cfg.max_steps))
+        records = []
+        while self.step < stop:
+            records.append(self._one_step(batches))
+            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                self.save()
+        return records
+
+    def _one_step(self, batches: Any) -> dict[str, Any]:
+        import torch
+
+        times = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
+        loss_sum, tokens = 0.0, 0
+        start = time.perf_counter()
+        for _ in range(self.cfg.grad_accum):
+            t = time.perf_counter()
+            batch = next(batches)
+            times["data_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+                out = self.model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone())
+            loss = out.loss / self.cfg.grad_accum
+            times["forward_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            loss.backward()
+            times["backward_s"] += time.perf_counter() - t
+            loss_sum += float(loss.detach()) * self.cfg.grad_accum
+            tokens += batch[:, :-1].numel()
+        t = time.perf_counter()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        times["optimizer_s"] = time.perf_counter() - t
+        self.step += 1
+        wall = time.perf_counter() - start
+        record = {
+            "step": self.step,
+            "loss": loss_sum / self.cfg.grad_accum,
+            "lr": self.sched.get_last_lr()[0],
+            "grad_norm": grad_norm,
+            "tokens": tokens,
+            "wall_s": wall,
+            "tokens_per_s": tokens / wall,
+            **times,
+        }
+        self.history.append(record)
+        return record
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Write a checkpoint folder aside, then rename it in and move the ``latest`` pointer."""
+        import torch
+        from safetensors.torch import save_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        final = self.out / f"step-{self.step:07d}"
+        tmp = self.out / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        state = {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(_untie(state), tmp / "model.safetensors")
+        torch.save(
+            {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt"
+        )
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")  # the loop draws only from torch's RNG
+        meta = {"step": self.step, "epoch": self.epoch, "position": self.position,
+                "history": self.history, "config": self.cfg.to_dict(), "loader": self.loader_cfg.to_dict(),
+                "model_type": getattr(self.model.config, "model_type", None)}  # fmt: skip
+        (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        pointer = self.out / ".latest.tmp"
+        pointer.write_text(final.name, encoding="utf-8")
+        os.replace(pointer, self.out / "latest")
+        return final
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint in ``out`` if there is one; True when resumed."""
+        import torch
+        from safetensors.torch import load_file
+
+        latest = self.out / "latest"
+        if not latest.exists():
+            return False
+        folder = self.out / latest.read_text(encoding="utf-8").strip()
+        meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        if meta.get("model_type") != getattr(self.model.config, "model_type", None):
+            raise ConfigError(
+                f"checkpoint {folder} is of a {meta.get('model_type')!r} model, not this "
+                f"{getattr(self.model.config, 'model_type', None)!r} one; use another output folder"
+            )
+        missing, unexpected = self.model.load_state_dict(
+            load_file(folder / "model.safetensors"), strict=False
+        )
+        if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
+            raise ConfigError(
+                f"checkpoint {folder} does not fit this model "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use another output folder"
+            )
+        optim = torch.load(folder / "optim.pt", weights_only=True)
+        self.opt.load_state_dict(optim["optimizer"])
+        self.sched.load_state_dict(optim["scheduler"])
+        rng = torch.load(folder / "rng.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        self.step, self.epoch, self.position = meta["step"], meta["epoch"], meta["position"]
+        self.history = meta["history"]
+        return True
+
+
+def _untie(state: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses shared storage: drop a tied lm_head (the embedding holds it)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        if ptr in seen:
+            continue
+        seen[ptr] = k
+        out[k] = v
+    return out

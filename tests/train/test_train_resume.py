@@ -1,0 +1,64 @@
+"""The trainer: loss goes down, the step time is broken down, and a resumed run matches an unbroken one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unbottle.core.errors import ConfigError
+from unbottle.sources import load
+from unbottle.train.data import TokenDataset, corpus_at, default_corpora, token_cache
+from unbottle.train.loader import LoaderConfig
+from unbottle.train.trainer import TrainConfig, Trainer, lr_factor
+
+
+@pytest.fixture
+def dataset(tmp_path, tiny_llama):
+    train, _ = default_corpora()
+    (tmp_path / "t.txt").write_text(train.files[0].read_text(encoding="utf-8")[:30000], encoding="utf-8")
+    path, _ = token_cache(corpus_at(str(tmp_path / "t.txt")), tiny_llama.tokenizer, 32, tmp_path / "c")
+    return TokenDataset(path, 32)
+
+
+def _trainer(dataset, out, **kw):
+    torch.set_num_threads(1)
+    model = load("tiny-llama").model
+    cfg = TrainConfig(max_steps=12, warmup_steps=3, lr=3e-3, **kw)
+    return Trainer(model, dataset, cfg, LoaderConfig(batch_size=4, seed=1), out)
+
+
+def test_training_lowers_the_loss_and_records_where_each_step_went(dataset, tmp_path):
+    records = _trainer(dataset, tmp_path / "run").train()
+    assert len(records) == 12
+    assert records[-1]["loss"] < records[0]["loss"]
+    for r in records:
+        parts = r["data_s"] + r["forward_s"] + r["backward_s"] + r["optimizer_s"]
+        assert 0 < parts <= r["wall_s"] * 1.0001 and r["tokens"] == 4 * 32
+
+
+def test_a_run_stopped_and_resumed_reaches_the_same_loss_at_the_same_step(dataset, tmp_path):
+    whole = _trainer(dataset, tmp_path / "whole").train()
+    first = _trainer(dataset, tmp_path / "split", checkpoint_every=6)
+    first.train(steps=7)  # runs past the step-6 checkpoint, as a run killed mid-way would
+    second = _trainer(dataset, tmp_path / "split", checkpoint_every=6)
+    assert second.resume() and second.step == 6
+    rest = second.train()
+    assert [r["step"] for r in rest] == list(range(7, 13))
+    assert rest[-1]["loss"] == pytest.approx(whole[-1]["loss"], rel=1e-5)
+    assert [r["loss"] for r in second.history] == pytest.approx([r["loss"] for r in whole], rel=1e-5)
+
+
+def test_a_checkpoint_from_another_model_is_refused(dataset, tmp_path):
+    t = _trainer(dataset, tmp_path / "run", checkpoint_every=1)
+    t.train(steps=1)
+    other = Trainer(load("tiny-bert").model, dataset, TrainConfig(), LoaderConfig(), tmp_path / "run")
+    with pytest.raises(ConfigError, match="use another output folder"):
+        other.resume()
+
+
+def test_schedule_warms_up_then_decays():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="allowed: fp32, bf16"):
+        TrainConfig(precision="fp8")
