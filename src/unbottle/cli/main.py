@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, info, optimize, passes, profile, runs
+from unbottle.cli import ab, bench, compare, info, optimize, passes, profile, runs, train
 from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.command("optimize", epilog=optimize.EXAMPLES)(optimize.optimize)
 app.command("profile", epilog=profile.EXAMPLES)(profile.profile)
+app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)

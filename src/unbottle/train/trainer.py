@@ -33,6 +33,8 @@ class TrainConfig(Config):
     clip: float = 1.0
     precision: str = "fp32"
     checkpoint_every: int = 0
+    eval_every: int = 0
+    eval_batches: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,9 +106,7 @@ class Trainer:
             batch = next(batches)
             times["data_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-                out = self.model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone())
-            loss = out.loss / self.cfg.grad_accum
+            loss = self._loss(batch) / self.cfg.grad_accum
             times["forward_s"] += time.perf_counter() - t
             t = time.perf_counter()
             loss.backward()
@@ -133,6 +133,28 @@ class Trainer:
         }
         self.history.append(record)
         return record
+
+    def _loss(self, batch: Any) -> Any:
+        """Mean cross-entropy of predicting ``batch[:, 1:]`` from ``batch[:, :-1]`` (seq_len each)."""
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            logits = self.model(input_ids=batch[:, :-1]).logits
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+    def evaluate(self, dataset: Any, batches: int, batch_size: int) -> dict[str, float]:
+        """Mean next-token loss (and perplexity) over the first ``batches`` batches of ``dataset``."""
+        import torch
+
+        self.model.eval()
+        losses = []
+        with torch.inference_mode():
+            for b in range(min(batches, max(1, len(dataset) // batch_size))):
+                batch = torch.stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)])
+                losses.append(float(self._loss(batch)))
+        self.model.train()
+        loss = sum(losses) / len(losses)
+        return {"step": self.step, "val_loss": loss, "val_perplexity": math.exp(loss)}
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self) -> Path:

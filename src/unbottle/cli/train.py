@@ -1,0 +1,133 @@
+"""``unbottle train``: a causal-LM training run with its step-time breakdown (single process, for now)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unbottle.cli.common import (
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    recorded_run,
+)
+from unbottle.core.errors import ConfigError
+
+EXAMPLES = """
+Examples:
+
+  unbottle train tiny-llama --max-steps 50 --json              # from scratch on the packaged Austen novels
+
+  unbottle train smollm2-135m --data my-texts/ --seq-len 256 --precision bf16 -o smol-ft
+
+  unbottle train tiny-llama -o runs/t1 --resume                 # continue from the last checkpoint
+"""
+
+
+@handle_errors
+def train(
+    model: Annotated[
+        str, typer.Argument(help="Model spec: a tiny config to train from scratch, or a real model.")
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")
+    ] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Samples per micro-batch.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
+    max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 50,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    data_mode: Annotated[str, typer.Option(help="cache (tokenise once) or on-the-fly (naive).")] = "cache",
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Validate every N steps (0: at the end only).")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end only).")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, model).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint in the run folder.")
+    ] = False,
+    threads: ThreadsOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train MODEL; report tokens/s, where each step's time went, validation loss and MFU."""
+    from unbottle.bench import apply_threads
+    from unbottle.core.env import manifest
+    from unbottle.store import Store
+    from unbottle.train.loader import LoaderConfig
+    from unbottle.train.trainer import TrainConfig
+
+    if data_mode not in ("cache", "on-the-fly"):
+        raise ConfigError(f"--data-mode {data_mode!r} given; allowed: cache, on-the-fly")
+    cfg = TrainConfig(
+        max_steps=max_steps,
+        grad_accum=grad_accum,
+        lr=lr,
+        warmup_steps=max(1, max_steps // 10),
+        precision=precision,
+        checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
+    )
+    loader = LoaderConfig(batch_size=batch_size, workers=workers)
+    run_dir = output or Path("trained") / Path(model.rstrip("/")).name
+    if (run_dir / "latest").exists() and not resume:
+        raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
+    settings = apply_threads(threads)
+    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    store = Store()
+    config = {
+        "model": model,
+        "data": data,
+        "seq_len": seq_len,
+        "data_mode": data_mode,
+        "train": cfg.to_dict(),
+        "loader": loader.to_dict(),
+        "output": str(run_dir),
+    }
+    from unbottle.profile.peaks import cached_peaks
+
+    peaks = cached_peaks(store, settings["torch_num_threads"])  # for MFU; measured once per machine
+    with recorded_run(store, "train", model, config, manifest(seed=cfg.seed)) as run_id:
+        from unbottle.cli.train_run import run_training
+
+        result = run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks)
+        for m in result.pop("measurements"):
+            store.add_measurement(run_id, m)
+    store.finish_run(run_id, "complete", result={**result, "threads": settings})
+    show_training(result)
+    if json_:
+        print_json({"run_id": run_id, "kind": "train", **result, "threads": settings})
+
+
+def show_training(result: dict[str, Any]) -> None:
+    from unbottle.report.console import key_value_table
+
+    s = result["summary"]
+    out.print(
+        key_value_table(
+            {
+                "steps": f"{s['steps']} (resumed from step {result['resumed_from']})"
+                if result["resumed_from"]
+                else s["steps"],
+                "tokens/s (median step)": f"{s['tokens_per_s']:.0f}",
+                "step time": f"{s['step_s'] * 1e3:.1f} ms: "
+                + ", ".join(f"{k.removesuffix('_s')} {v:.0%}" for k, v in s["breakdown"].items()),
+                "loss": f"{s['first_loss']:.3f} → {s['last_loss']:.3f}",
+                "validation": ", ".join(
+                    f"step {v['step']}: loss {v['val_loss']:.3f}, ppl {v['val_perplexity']:.1f}"
+                    for v in result["validation"]
+                ),
+                "MFU": f"{s['mfu']:.1%} of {s['peak_gflops']:.0f} GFLOP/s ({s['peak_dtype']}, measured)",
+                "peak RSS": f"{s['peak_rss_mib']:.0f} MiB",
+                "saved": result["model_dir"],
+            }
+        )
+    )

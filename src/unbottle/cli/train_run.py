@@ -1,0 +1,124 @@
+"""The work behind ``unbottle train``: data, trainer, validation, summary, measurements."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def datasets(model: str, data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> tuple[Any, Any]:
+    """(train, validation) datasets: the packaged Austen split, or the last tenth of ``data``'s windows."""
+    from torch.utils.data import Subset
+
+    from unbottle.train.data import OnTheFlyDataset, TokenDataset, corpus_at, default_corpora, token_cache
+
+    if data is None:
+        train_corpus, val_corpus = default_corpora()
+        val = TokenDataset(token_cache(val_corpus, tokenizer, seq_len)[0], seq_len)
+    else:
+        train_corpus, val_corpus = corpus_at(data), None
+    train = TokenDataset(token_cache(train_corpus, tokenizer, seq_len)[0], seq_len)
+    if val_corpus is None:
+        cut = max(1, len(train) // 10)
+        val, train = (
+            Subset(train, range(len(train) - cut, len(train))),
+            Subset(train, range(len(train) - cut)),
+        )
+    if data_mode == "on-the-fly":
+        train = OnTheFlyDataset(train_corpus, tokenizer, seq_len, n_items=len(train))
+    return train, val
+
+
+def run_training(
+    model: str,
+    data: str | None,
+    seq_len: int,
+    data_mode: str,
+    cfg: Any,
+    loader: Any,
+    run_dir: Path,
+    resume: bool,
+    say: Any,
+    peaks: Any,
+) -> dict[str, Any]:
+    from unbottle.bench.tracker import ResourceTracker
+    from unbottle.core.errors import ConfigError
+    from unbottle.sources import resolve
+    from unbottle.train.trainer import Trainer
+
+    say(f"loading {model} …")
+    loaded = resolve(model).load()
+    if loaded.info.task != "causal-lm":
+        raise ConfigError(
+            f"{model!r} is a {loaded.info.task} model; unbottle train trains causal language models"
+        )
+    if loaded.tokenizer is None:
+        raise ConfigError(f"{model!r} has no tokenizer; give a model folder with tokenizer files")
+    say("preparing data (tokenised once, then cached) …")
+    train_ds, val_ds = datasets(model, data, seq_len, data_mode, loaded.tokenizer)
+    trainer = Trainer(loaded.model, train_ds, cfg, loader, run_dir)
+    resumed_from = trainer.step if resume and trainer.resume() else 0
+    if resume and not resumed_from:
+        say(f"no checkpoint in {run_dir}: starting from step 0")
+    validation = []
+    with ResourceTracker() as tracker:
+        while trainer.step < cfg.max_steps:
+            chunk = cfg.eval_every or cfg.max_steps
+            trainer.train(steps=chunk - trainer.step % chunk)
+            say(f"step {trainer.step}/{cfg.max_steps}: loss {trainer.history[-1]['loss']:.3f}")
+            validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
+    trainer.save()
+    model_dir = run_dir / "model"
+    loaded.model.save_pretrained(model_dir)
+    loaded.tokenizer.save_pretrained(model_dir)
+    return _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
+
+
+def _result(
+    trainer: Any,
+    loaded: Any,
+    validation: list[dict[str, Any]],
+    tracker: Any,
+    resumed_from: int,
+    model_dir: Path,
+    cfg: Any,
+    peaks: Any,
+) -> dict[str, Any]:
+    from unbottle.core.measurement import Measurement
+    from unbottle.sources.base import count_parameters
+
+    steps = [r for r in trainer.history if r["step"] > resumed_from] or trainer.history
+    parts = ("data_s", "forward_s", "backward_s", "optimizer_s")
+    wall = sum(r["wall_s"] for r in steps)
+    breakdown = {k: sum(r[k] for r in steps) / wall for k in parts}
+    breakdown["other_s"] = max(0.0, 1 - sum(breakdown.values()))
+    dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
+    tps = statistics.median(r["tokens_per_s"] for r in steps)
+    params = count_parameters(loaded.model)
+    peak = peaks.matmul_gflops.get(dtype, peaks.matmul_gflops["float32"])
+    summary = {
+        "steps": trainer.step,
+        "tokens_per_s": tps,
+        "step_s": statistics.median(r["wall_s"] for r in steps),
+        "breakdown": breakdown,
+        "first_loss": trainer.history[0]["loss"],
+        "last_loss": trainer.history[-1]["loss"],
+        "mfu": 6 * params * tps / (peak * 1e9),  # forward + backward ≈ 6 FLOPs per parameter per token
+        "peak_gflops": peak,
+        "peak_dtype": dtype,
+        "peak_rss_mib": tracker.peak_rss_bytes / 2**20,
+    }
+    measurements = [
+        Measurement(f"train.{k}", "s" if k.endswith("_s") else "", [r[k] for r in steps], False, "train", {})
+        for k in ("wall_s", *parts, "loss")
+    ] + [Measurement("train.tokens_per_s", "tokens/s", [r["tokens_per_s"] for r in steps], True, "train", {})]
+    return {
+        "summary": summary,
+        "validation": validation,
+        "history": trainer.history,
+        "resumed_from": resumed_from,
+        "model_dir": str(model_dir),
+        "model": loaded.info.to_dict(),
+        "measurements": measurements,
+    }

@@ -1,0 +1,64 @@
+"""``unbottle train`` on tiny-llama: a run, its resume, what it stores and saves, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from unbottle.cli.main import app
+from unbottle.sources import resolve
+from unbottle.store import Store
+
+runner = CliRunner()
+
+
+def _json(result):
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _data(tmp_path):
+    from unbottle.train.data import default_corpora
+
+    text = default_corpora()[0].files[1].read_text(encoding="utf-8")[:40000]
+    (tmp_path / "d.txt").write_text(text, encoding="utf-8")
+    return str(tmp_path / "d.txt")
+
+
+def test_train_reports_breakdown_validation_and_mfu_then_resumes(tmp_path):
+    args = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--batch-size", "4",
+            "--threads", "1", "-o", str(tmp_path / "run"), "--json", "-q"]  # fmt: skip
+    first = runner.invoke(app, [*args, "--max-steps", "6"])
+    assert first.exit_code == 0, first.output
+    doc = _json(first)
+    s = doc["summary"]
+    assert s["steps"] == 6 and s["tokens_per_s"] > 0 and 0 < s["mfu"] < 1.5
+    assert abs(sum(s["breakdown"].values()) - 1) < 1e-6
+    assert doc["validation"][-1]["val_perplexity"] > 1
+    assert Store().get_run("last").kind == "train"
+    assert resolve(doc["model_dir"]).load().info.task == "causal-lm"  # the trained model loads anywhere
+
+    again = runner.invoke(app, [*args, "--max-steps", "6"])
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--max-steps", "9", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    doc2 = _json(resumed)
+    assert doc2["resumed_from"] == 6 and doc2["summary"]["steps"] == 9
+    assert [r["step"] for r in doc2["history"]] == list(range(1, 10))
+
+
+def test_bad_training_input_fails_clearly(tmp_path):
+    (tmp_path / "short.txt").write_text("Only a few words.", encoding="utf-8")
+    cases = [
+        (
+            ["tiny-llama", "--data", str(tmp_path / "short.txt"), "--seq-len", "512"],
+            "fewer than one sequence",
+        ),
+        (["tiny-llama", "--data-mode", "stream"], "allowed: cache, on-the-fly"),
+        (["tiny-llama", "--precision", "fp8"], "allowed: fp32, bf16"),
+        (["tiny-bert", "--max-steps", "1"], "trains causal language models"),
+        (["tiny-llama", "--data", str(tmp_path / "missing")], "does not exist"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "o"), "-q"])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
