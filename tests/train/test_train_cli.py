@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
@@ -62,3 +63,40 @@ def test_bad_training_input_fails_clearly(tmp_path):
     for args, message in cases:
         result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "o"), "-q"])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def _run(args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "unbottle.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_two_process_ddp_gives_the_loss_of_one_process_with_the_same_global_batch(tmp_path):
+    common = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--max-steps", "4",
+              "--threads", "1", "--json", "-q"]  # fmt: skip
+    one = _run([*common, "--batch-size", "8", "-o", str(tmp_path / "one")])
+    two = _run([*common, "--batch-size", "4", "--nproc", "2", "-o", str(tmp_path / "two")])
+    assert two["world"] == 2 and one["world"] == 1
+    losses_one = [r["loss"] for r in one["history"]]
+    losses_two = [r["loss"] for r in two["history"]]
+    assert losses_two == pytest.approx(losses_one, rel=1e-5, abs=1e-6)
+    assert [r["tokens"] for r in two["history"]] == [r["tokens"] for r in one["history"]]
+
+
+def test_a_checkpoint_resumes_only_with_the_same_number_of_processes(tmp_path):
+    args = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--batch-size", "4",
+            "--threads", "1", "-o", str(tmp_path / "run"), "-q"]  # fmt: skip
+    assert runner.invoke(app, [*args, "--max-steps", "2"]).exit_code == 0
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "unbottle.cli", *args, "--max-steps", "3", "--resume", "--nproc", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "resume it with --nproc 1" in proc.stderr

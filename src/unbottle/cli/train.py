@@ -54,17 +54,26 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue from the last checkpoint in the run folder.")
     ] = False,
+    nproc: Annotated[int, typer.Option(help="Processes (DDP through torchrun; gloo on CPU).")] = 1,
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train MODEL; report tokens/s, where each step's time went, validation loss and MFU."""
+    import os
+
     from unbottle.bench import apply_threads
     from unbottle.core.env import manifest
     from unbottle.store import Store
     from unbottle.train.loader import LoaderConfig
     from unbottle.train.trainer import TrainConfig
 
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} given; allowed: 1 or more")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from unbottle.train.distributed import launch
+
+        raise typer.Exit(launch(nproc, _argv(locals())))
     if data_mode not in ("cache", "on-the-fly"):
         raise ConfigError(f"--data-mode {data_mode!r} given; allowed: cache, on-the-fly")
     cfg = TrainConfig(
@@ -80,8 +89,16 @@ def train(
     run_dir = output or Path("trained") / Path(model.rstrip("/")).name
     if (run_dir / "latest").exists() and not resume:
         raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
+    from unbottle.train.distributed import init_from_env
+
+    rank, world = init_from_env()
     settings = apply_threads(threads)
-    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    say = (lambda _m: None) if quiet or rank else (lambda m: err.print(m, highlight=False))
+    if rank:
+        from unbottle.cli.train_run import run_training
+
+        run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, None, rank, world)
+        return
     store = Store()
     config = {
         "model": model,
@@ -98,7 +115,9 @@ def train(
     with recorded_run(store, "train", model, config, manifest(seed=cfg.seed)) as run_id:
         from unbottle.cli.train_run import run_training
 
-        result = run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks)
+        result = run_training(
+            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks, 0, world
+        )
         for m in result.pop("measurements"):
             store.add_measurement(run_id, m)
     store.finish_run(run_id, "complete", result={**result, "threads": settings})
@@ -131,3 +150,29 @@ def show_training(result: dict[str, Any]) -> None:
             }
         )
     )
+
+
+_FLAGS = {
+    "data": "--data", "seq_len": "--seq-len", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
+    "max_steps": "--max-steps", "lr": "--lr", "precision": "--precision", "data_mode": "--data-mode",
+    "workers": "--workers", "eval_every": "--eval-every", "checkpoint_every": "--checkpoint-every",
+    "output": "--output", "threads": "--threads",
+}  # fmt: skip
+
+
+def _argv(params: dict[str, Any]) -> list[str]:
+    """The same ``train`` command for each worker process (``--nproc`` left out)."""
+    argv = ["train", params["model"]]
+    for name, flag in _FLAGS.items():
+        if params.get(name) is not None:
+            argv += [flag, str(params[name])]
+    argv += [
+        flag
+        for flag, on in (
+            ("--resume", params["resume"]),
+            ("--json", params["json_"]),
+            ("--quiet", params["quiet"]),
+        )
+        if on
+    ]
+    return argv

@@ -41,6 +41,8 @@ def run_training(
     resume: bool,
     say: Any,
     peaks: Any,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
     from unbottle.bench.tracker import ResourceTracker
     from unbottle.core.errors import ConfigError
@@ -57,7 +59,7 @@ def run_training(
         raise ConfigError(f"{model!r} has no tokenizer; give a model folder with tokenizer files")
     say("preparing data (tokenised once, then cached) …")
     train_ds, val_ds = datasets(model, data, seq_len, data_mode, loaded.tokenizer)
-    trainer = Trainer(loaded.model, train_ds, cfg, loader, run_dir)
+    trainer = Trainer(loaded.model, train_ds, cfg, loader, run_dir, rank, world)
     resumed_from = trainer.step if resume and trainer.resume() else 0
     if resume and not resumed_from:
         say(f"no checkpoint in {run_dir}: starting from step 0")
@@ -68,11 +70,16 @@ def run_training(
             trainer.train(steps=chunk - trainer.step % chunk)
             say(f"step {trainer.step}/{cfg.max_steps}: loss {trainer.history[-1]['loss']:.3f}")
             validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
-    trainer.save()
     model_dir = run_dir / "model"
+    if rank:
+        return {}
+    trainer.save()
     loaded.model.save_pretrained(model_dir)
     loaded.tokenizer.save_pretrained(model_dir)
-    return _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
+    return {
+        **_result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks),
+        "world": world,
+    }
 
 
 def _result(
@@ -96,7 +103,9 @@ def _result(
     dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
     tps = statistics.median(r["tokens_per_s"] for r in steps)
     params = count_parameters(loaded.model)
-    peak = peaks.matmul_gflops.get(dtype, peaks.matmul_gflops["float32"])
+    peak = (
+        peaks.matmul_gflops.get(dtype, peaks.matmul_gflops["float32"]) * trainer.world
+    )  # every rank's cores
     summary = {
         "steps": trainer.step,
         "tokens_per_s": tps,

@@ -57,11 +57,25 @@ class Trainer:
     """Trains ``model`` (a causal LM) on ``dataset`` windows; ``out`` holds its checkpoints."""
 
     def __init__(
-        self, model: Any, dataset: Any, config: TrainConfig, loader: LoaderConfig, out: Path
+        self,
+        model: Any,
+        dataset: Any,
+        config: TrainConfig,
+        loader: LoaderConfig,
+        out: Path,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         import torch
 
-        self.model, self.dataset, self.cfg, self.loader_cfg, self.out = model, dataset, config, loader, out
+        self.dataset, self.cfg, self.loader_cfg, self.out = dataset, config, loader, out
+        self.rank, self.world = rank, world
+        self.base = model  # the plain module (checkpoints, saving)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(model)
+        self.model = model
         self.step = 0
         self.epoch, self.position = 0, 0
         self.history: list[dict[str, Any]] = []
@@ -77,7 +91,9 @@ class Trainer:
 
     def _batches(self):
         while True:
-            sampler = ResumableSampler(len(self.dataset), self.loader_cfg.seed, self.epoch, self.position)
+            sampler = ResumableSampler(
+                len(self.dataset), self.loader_cfg.seed, self.epoch, self.position, self.rank, self.world
+            )
             for batch in make_loader(self.dataset, self.loader_cfg, sampler):
                 self.position += self.loader_cfg.batch_size
                 yield batch
@@ -111,8 +127,8 @@ class Trainer:
             t = time.perf_counter()
             loss.backward()
             times["backward_s"] += time.perf_counter() - t
-            loss_sum += float(loss.detach()) * self.cfg.grad_accum
-            tokens += batch[:, :-1].numel()
+            loss_sum += self._global_mean(loss.detach()) * self.cfg.grad_accum
+            tokens += batch[:, :-1].numel() * self.world
         t = time.perf_counter()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip))
         self.opt.step()
@@ -133,6 +149,16 @@ class Trainer:
         }
         self.history.append(record)
         return record
+
+    def _global_mean(self, value: Any) -> float:
+        """The mean over ranks (DDP averages gradients the same way)."""
+        if self.world == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value)
+        return float(value) / self.world
 
     def _loss(self, batch: Any) -> Any:
         """Mean cross-entropy of predicting ``batch[:, 1:]`` from ``batch[:, :-1]`` (seq_len each)."""
@@ -167,7 +193,7 @@ class Trainer:
         tmp = self.out / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        state = {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().clone().contiguous() for k, v in self.base.state_dict().items()}
         save_file(_untie(state), tmp / "model.safetensors")
         torch.save(
             {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt"
@@ -175,7 +201,7 @@ class Trainer:
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")  # the loop draws only from torch's RNG
         meta = {"step": self.step, "epoch": self.epoch, "position": self.position,
                 "history": self.history, "config": self.cfg.to_dict(), "loader": self.loader_cfg.to_dict(),
-                "model_type": getattr(self.model.config, "model_type", None)}  # fmt: skip
+                "model_type": getattr(self.base.config, "model_type", None), "world": self.world}  # fmt: skip
         (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
@@ -195,14 +221,17 @@ class Trainer:
             return False
         folder = self.out / latest.read_text(encoding="utf-8").strip()
         meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        if meta.get("model_type") != getattr(self.model.config, "model_type", None):
+        if meta.get("model_type") != getattr(self.base.config, "model_type", None):
             raise ConfigError(
                 f"checkpoint {folder} is of a {meta.get('model_type')!r} model, not this "
-                f"{getattr(self.model.config, 'model_type', None)!r} one; use another output folder"
+                f"{getattr(self.base.config, 'model_type', None)!r} one; use another output folder"
             )
-        missing, unexpected = self.model.load_state_dict(
-            load_file(folder / "model.safetensors"), strict=False
-        )
+        if meta.get("world", 1) != self.world:
+            raise ConfigError(
+                f"checkpoint {folder} was written by {meta.get('world', 1)} process(es); resume it with "
+                f"--nproc {meta.get('world', 1)} (the data position is per process)"
+            )
+        missing, unexpected = self.base.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
         if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
             raise ConfigError(
                 f"checkpoint {folder} does not fit this model "
