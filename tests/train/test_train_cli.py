@@ -100,3 +100,27 @@ def test_a_checkpoint_resumes_only_with_the_same_number_of_processes(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0 and "resume it with --nproc 1" in proc.stderr
+
+
+def test_strategy_ab_interleaves_segments_from_the_same_start(tmp_path):
+    args = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--batch-size", "4",
+            "--threads", "1", "-o", str(tmp_path / "cmp"), "--compare", "naive,base,bf16",
+            "--rounds", "2", "--segment-steps", "2", "--json", "-q"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = _json(result)["compare"]
+    assert doc["reference"] == "naive" and doc["order"] == [
+        ["naive", "base", "bf16"],
+        ["base", "bf16", "naive"],
+    ]
+    base = doc["strategies"]["base"]
+    assert len(base["tokens_per_s"]) == 2 and base["speed"]["verdict"] in (
+        "better",
+        "worse",
+        "no significant difference",
+    )
+    # the cached and the on-the-fly pipelines feed the same batches: identical losses
+    assert base["losses"] == pytest.approx(doc["strategies"]["naive"]["losses"], rel=1e-6)
+    assert not base["loss_change"]["flagged"]
+    bad = runner.invoke(app, ["train", "tiny-llama", "--compare", "base,turbo"])
+    assert bad.exit_code == 2 and "give two or more of" in bad.output

@@ -55,6 +55,11 @@ def train(
         bool, typer.Option(help="Continue from the last checkpoint in the run folder.")
     ] = False,
     nproc: Annotated[int, typer.Option(help="Processes (DDP through torchrun; gloo on CPU).")] = 1,
+    compare: Annotated[
+        str | None, typer.Option(help="Strategy A/B, e.g. naive,base,bf16 (first = reference).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of the strategy A/B.")] = 3,
+    segment_steps: Annotated[int, typer.Option(help="Steps per strategy per round in the A/B.")] = 5,
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -89,6 +94,11 @@ def train(
     run_dir = output or Path("trained") / Path(model.rstrip("/")).name
     if (run_dir / "latest").exists() and not resume:
         raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
+    if compare is not None:
+        _compare(
+            model, data, seq_len, compare, cfg, loader, run_dir, rounds, segment_steps, threads, json_, quiet
+        )
+        return
     from unbottle.train.distributed import init_from_env
 
     rank, world = init_from_env()
@@ -176,3 +186,71 @@ def _argv(params: dict[str, Any]) -> list[str]:
         if on
     ]
     return argv
+
+
+def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, threads, json_, quiet) -> None:
+    import dataclasses
+
+    from unbottle.bench import apply_threads
+    from unbottle.cli.train_run import run_compare
+    from unbottle.core.env import manifest
+    from unbottle.store import Store
+    from unbottle.train.compare import parse_strategies
+
+    names = parse_strategies(text)
+    if rounds < 2 or steps < 1:
+        raise ConfigError(
+            f"--rounds {rounds} / --segment-steps {steps} given; allowed: rounds >= 2, steps >= 1"
+        )
+    cfg = dataclasses.replace(cfg, max_steps=10**9, warmup_steps=max(1, steps))
+    settings = apply_threads(threads)
+    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    store = Store()
+    config = {
+        "model": model,
+        "data": data,
+        "seq_len": seq_len,
+        "compare": names,
+        "rounds": rounds,
+        "segment_steps": steps,
+    }
+    with recorded_run(store, "train", model, config, manifest()) as run_id:
+        result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say)
+    store.finish_run(run_id, "complete", result={**result, "threads": settings})
+    out.print(compare_table(result["compare"]))
+    if json_:
+        print_json({"run_id": run_id, "kind": "train", **result, "threads": settings})
+
+
+def compare_table(doc: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    ref = doc["reference"]
+    table = Table(
+        title=f"training strategies, interleaved (reference: {ref})",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in (
+        "strategy",
+        "tokens/s (median)",
+        f"× {ref} [95% CI]",
+        "loss, last segment vs ref",
+        "final loss",
+    ):
+        table.add_column(col)
+    import statistics
+
+    for name, e in doc["strategies"].items():
+        ratio, loss = "-", "-"
+        if "speed" in e:
+            r = e["speed"]["pct"]
+            ratio = f"{1 + r['point'] / 100:.2f} [{1 + r['ci_low'] / 100:.2f}, {1 + r['ci_high'] / 100:.2f}]"
+            lc = e["loss_change"]
+            loss = f"{lc['pct']:+.2f}% [{lc['ci_low']:+.2f}, {lc['ci_high']:+.2f}]" + (
+                " CHANGED" if lc["flagged"] else ""
+            )
+        table.add_row(
+            name, f"{statistics.median(e['tokens_per_s']):.0f}", ratio, loss, f"{e['losses'][-1]:.3f}"
+        )
+    return table

@@ -131,3 +131,30 @@ def _result(
         "model": loaded.info.to_dict(),
         "measurements": measurements,
     }
+
+
+def run_compare(
+    model: str,
+    data: str | None,
+    seq_len: int,
+    names: list[str],
+    cfg: Any,
+    loader: Any,
+    run_dir: Path,
+    rounds: int,
+    steps: int,
+    say: Any,
+) -> dict[str, Any]:
+    """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
+    from unbottle.sources import resolve
+    from unbottle.train.compare import compare_strategies
+
+    loaded = resolve(model).load()
+    say("preparing data for both pipelines …")
+    cached, _ = datasets(model, data, seq_len, "cache", loaded.tokenizer)
+    naive, _ = datasets(model, data, seq_len, "on-the-fly", loaded.tokenizer)
+    say(f"comparing {', '.join(names)}: {rounds} rounds of {steps} steps each …")
+    doc = compare_strategies(
+        loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps
+    )
+    return {"compare": doc, "model": loaded.info.to_dict()}

@@ -135,28 +135,34 @@ class TokenDataset:
 
 
 class OnTheFlyDataset:
-    """The naive baseline: the raw text in character windows, tokenised again at every access.
+    """The naive baseline: raw text, tokenised again at every access.
 
-    Each window holds enough characters for ``seq_len + 1`` tokens (measured on the corpus' own
-    characters-per-token ratio, with a margin); the first ``seq_len + 1`` tokens are returned.
+    Window ``i`` covers the same text as the token cache's window ``i`` (character spans found once
+    from one offset-mapped pass), so both pipelines feed the same batches and their loss curves can
+    be compared; every ``__getitem__`` tokenises its span from scratch, as an untuned loader does.
     """
 
-    def __init__(self, corpus: Corpus, tokenizer: Any, seq_len: int, n_items: int) -> None:
+    def __init__(self, corpus: Corpus, tokenizer: Any, seq_len: int, n_items: int | None = None) -> None:
         self.text = "\n".join(corpus.texts())
         self.tokenizer, self.seq_len = tokenizer, seq_len
-        sample = self.text[:20000]
-        chars_per_token = len(sample) / max(1, len(tokenizer(sample, add_special_tokens=False)["input_ids"]))
-        self.window = int((seq_len + 1) * chars_per_token * 1.5) + 16
-        self.n = min(n_items, max(1, (len(self.text) - self.window) // max(1, self.window // 2)))
+        offsets = tokenizer(self.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
+        windows = (len(offsets) - 1) // seq_len
+        if windows < 1:
+            raise ConfigError(f"{corpus.description} gives fewer than one sequence of {seq_len} tokens")
+        n = windows if n_items is None else min(n_items, windows)
+        self.spans = [(offsets[i * seq_len][0], offsets[i * seq_len + seq_len][1]) for i in range(n)]
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.spans)
 
     def __getitem__(self, i: int) -> Any:
         import torch
 
-        start = (i * (len(self.text) - self.window)) // max(1, self.n)
-        ids = self.tokenizer(self.text[start : start + self.window], add_special_tokens=False)["input_ids"]
-        if len(ids) < self.seq_len + 1:
-            raise ConfigError(f"a text window gave {len(ids)} tokens, fewer than {self.seq_len + 1}")
-        return torch.tensor(ids[: self.seq_len + 1], dtype=torch.long)
+        a, b = self.spans[i]
+        ids = self.tokenizer(self.text[a:b], add_special_tokens=False, verbose=False)["input_ids"]
+        ids = (ids + ids[-1:] * (self.seq_len + 1))[
+            : self.seq_len + 1
+        ]  # a boundary merge may shift one token
+        return torch.tensor(ids, dtype=torch.long)

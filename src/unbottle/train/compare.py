@@ -1,0 +1,109 @@
+"""Strategy A/B for training: short interleaved segments per strategy from the same starting state.
+
+Every strategy gets its own copy of the model and optimiser, made from the same initial state, and
+the same seeded batches. Rounds run one segment of each strategy in a rotating order, so drift on a
+shared machine hits all of them alike; a segment's tokens/s is one paired sample. Speed ratios against
+the first strategy get a paired bootstrap CI (as ``unbottle ab``); the loss curves are kept, and a
+strategy whose losses over the last segment differ from the first strategy's beyond their paired CI
+(and by more than 1%) is flagged: it changes what is learnt, not only how fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from unbottle.core.errors import ConfigError
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "naive": {"data_mode": "on-the-fly"},
+    "bf16": {"precision": "bf16"},
+    "compile": {"compile": True},
+    "bf16-compile": {"precision": "bf16", "compile": True},
+    "checkpointing": {"checkpointing": True},
+    "workers": {"workers": 2},
+}
+
+
+def parse_strategies(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or len(names) < 2:
+        raise ConfigError(
+            f"--compare {text!r} given; give two or more of {', '.join(STRATEGIES)}, comma-separated "
+            "(the first is the reference)"
+        )
+    return names
+
+
+def _trainer(name: str, model: Any, datasets: dict[str, Any], cfg: Any, loader: Any, out: Any) -> Any:
+    from unbottle.train.trainer import Trainer
+
+    s = STRATEGIES[name]
+    m = copy.deepcopy(model)
+    if s.get("checkpointing") and hasattr(m, "gradient_checkpointing_enable"):
+        m.gradient_checkpointing_enable()
+    trainer = Trainer(
+        m,
+        datasets[s.get("data_mode", "cache")],
+        dataclasses.replace(cfg, precision=s.get("precision", cfg.precision)),
+        dataclasses.replace(loader, workers=s.get("workers", loader.workers)),
+        out / name,
+    )
+    if s.get("compile"):
+        import torch
+
+        trainer.model = torch.compile(trainer.model)
+    return trainer
+
+
+def compare_strategies(
+    model: Any,
+    datasets: dict[str, Any],
+    names: list[str],
+    cfg: Any,
+    loader: Any,
+    out: Any,
+    rounds: int,
+    steps: int,
+) -> dict[str, Any]:
+    """Run ``rounds`` rounds of ``steps``-step segments per strategy; return the comparison document."""
+    from unbottle.compare.speed import compare_samples
+
+    trainers = {n: _trainer(n, model, datasets, cfg, loader, out) for n in names}
+    for t in trainers.values():  # warm-up segment (compilation, allocator, workers), not measured
+        t.train(steps=1)
+    speed: dict[str, list[float]] = {n: [] for n in names}
+    order = []
+    for r in range(rounds):
+        turn = names[r % len(names) :] + names[: r % len(names)]
+        order.append(turn)
+        for n in turn:
+            records = trainers[n].train(steps=steps)
+            speed[n].append(sum(x["tokens"] for x in records) / sum(x["wall_s"] for x in records))
+    ref = names[0]
+    doc: dict[str, Any] = {"reference": ref, "order": order, "strategies": {}}
+    for n in names:
+        entry: dict[str, Any] = {"tokens_per_s": speed[n], "losses": [x["loss"] for x in trainers[n].history]}
+        if n != ref:
+            cmp = compare_samples("train.tokens_per_s", "tokens/s", True, speed[ref], speed[n], paired=True)
+            entry["speed"] = cmp.to_dict()
+            entry["loss_change"] = _loss_change(trainers[ref].history, trainers[n].history, steps)
+        doc["strategies"][n] = entry
+    return doc
+
+
+def _loss_change(ref: list[dict[str, Any]], other: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+    """Mean relative loss difference over the last segment, paired by step, with a bootstrap CI."""
+    a = np.array([x["loss"] for x in ref[-steps:]])
+    b = np.array([x["loss"] for x in other[-steps:]])
+    rel = (b - a) / a * 100
+    rng = np.random.default_rng(0)
+    boots = [rel[rng.integers(0, rel.size, rel.size)].mean() for _ in range(2000)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    flagged = bool((lo > 0 or hi < 0) and abs(rel.mean()) > 1.0)
+    return {"pct": float(rel.mean()), "ci_low": float(lo), "ci_high": float(hi), "flagged": flagged}
