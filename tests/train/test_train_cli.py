@@ -56,7 +56,7 @@ def test_bad_training_input_fails_clearly(tmp_path):
             "fewer than one sequence",
         ),
         (["tiny-llama", "--data-mode", "stream"], "allowed: cache, on-the-fly"),
-        (["tiny-llama", "--precision", "fp8"], "allowed: fp32, bf16"),
+        (["tiny-llama", "--precision", "fp8"], "allowed: fp32, bf16, bf16-pure"),
         (["tiny-bert", "--max-steps", "1"], "trains causal language models"),
         (["tiny-llama", "--data", str(tmp_path / "missing")], "does not exist"),
     ]

@@ -36,11 +36,12 @@ def test_training_lowers_the_loss_and_records_where_each_step_went(dataset, tmp_
         assert 0 < parts <= r["wall_s"] * 1.0001 and r["tokens"] == 4 * 32
 
 
-def test_a_run_stopped_and_resumed_reaches_the_same_loss_at_the_same_step(dataset, tmp_path):
-    whole = _trainer(dataset, tmp_path / "whole").train()
-    first = _trainer(dataset, tmp_path / "split", checkpoint_every=6)
+@pytest.mark.parametrize("precision", ["fp32", "bf16-pure"])
+def test_a_run_stopped_and_resumed_reaches_the_same_loss_at_the_same_step(dataset, tmp_path, precision):
+    whole = _trainer(dataset, tmp_path / "whole", precision=precision).train()
+    first = _trainer(dataset, tmp_path / "split", checkpoint_every=6, precision=precision)
     first.train(steps=7)  # runs past the step-6 checkpoint, as a run killed mid-way would
-    second = _trainer(dataset, tmp_path / "split", checkpoint_every=6)
+    second = _trainer(dataset, tmp_path / "split", checkpoint_every=6, precision=precision)
     assert second.resume() and second.step == 6
     rest = second.train()
     assert [r["step"] for r in rest] == list(range(7, 13))
@@ -60,5 +61,5 @@ def test_schedule_warms_up_then_decays():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100) == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match="allowed: fp32, bf16"):
+    with pytest.raises(ConfigError, match="allowed: fp32, bf16, bf16-pure"):
         TrainConfig(precision="fp8")

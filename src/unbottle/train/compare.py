@@ -24,6 +24,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     "compile": {"compile": True},
     "bf16-compile": {"precision": "bf16", "compile": True},
+    "bf16-pure": {"precision": "bf16-pure"},
+    "bf16-pure-compile": {"precision": "bf16-pure", "compile": True},
     "checkpointing": {"checkpointing": True},
     "workers": {"workers": 2},
 }

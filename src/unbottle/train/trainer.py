@@ -18,7 +18,7 @@ from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
 from unbottle.train.loader import LoaderConfig, ResumableSampler, make_loader
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16-pure")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,15 @@ class Trainer:
         self.step = 0
         self.epoch, self.position = 0, 0
         self.history: list[dict[str, Any]] = []
-        params = [p for p in model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.base.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        self.master_names = [n for n, _ in named]
+        self.master: list[Any] | None = None
+        if config.precision == "bf16-pure":
+            # bf16 weights for compute (no per-forward casts), fp32 master copies in the optimiser
+            self.master = [torch.nn.Parameter(p.detach().float().clone()) for p in params]
+            self.model.to(torch.bfloat16)
+            params = self.master
         try:
             self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         except (RuntimeError, TypeError):
@@ -130,9 +138,19 @@ class Trainer:
             loss_sum += self._global_mean(loss.detach()) * self.cfg.grad_accum
             tokens += batch[:, :-1].numel() * self.world
         t = time.perf_counter()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip))
+        if self.master is not None:
+            live = [p for p in self.model.parameters() if p.requires_grad]
+            for p, m in zip(live, self.master, strict=True):
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+        trained = self.master if self.master is not None else list(self.model.parameters())
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, self.cfg.clip))
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if self.master is not None:
+            with torch.no_grad():
+                for p, m in zip(live, self.master, strict=True):
+                    p.copy_(m)
         self.sched.step()
         times["optimizer_s"] = time.perf_counter() - t
         self.step += 1
@@ -194,6 +212,8 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         state = {k: v.detach().clone().contiguous() for k, v in self.base.state_dict().items()}
+        if self.master is not None:  # save the fp32 masters, not their bf16 copies
+            state.update({n: m.detach().clone() for n, m in zip(self.master_names, self.master, strict=True)})
         save_file(_untie(state), tmp / "model.safetensors")
         torch.save(
             {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt"
@@ -237,6 +257,11 @@ class Trainer:
                 f"checkpoint {folder} does not fit this model "
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use another output folder"
             )
+        if self.master is not None:
+            saved = load_file(folder / "model.safetensors")
+            with torch.no_grad():
+                for n, m in zip(self.master_names, self.master, strict=True):
+                    m.copy_(saved[n])
         optim = torch.load(folder / "optim.pt", weights_only=True)
         self.opt.load_state_dict(optim["optimizer"])
         self.sched.load_state_dict(optim["scheduler"])
