@@ -39,7 +39,18 @@ def train(
         str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")
     ] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Samples per micro-batch.")] = 8,
+    batch_size: Annotated[
+        str, typer.Option(help="Samples per micro-batch, or auto (largest that fits).")
+    ] = "8",
+    global_batch: Annotated[
+        int | None, typer.Option(help="Samples per optimiser step (sets accumulation).")
+    ] = None,
+    memory_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="MiB a step may add to the loaded model, for --batch-size auto [default: 80% of free]."
+        ),
+    ] = None,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
     max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 50,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
@@ -90,7 +101,11 @@ def train(
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,
     )
-    loader = LoaderConfig(batch_size=batch_size, workers=workers)
+    auto = batch_size.strip().lower() == "auto"
+    if not auto and not batch_size.strip().isdigit():
+        raise ConfigError(f"--batch-size {batch_size!r} given; allowed: a positive integer or auto")
+    loader = LoaderConfig(batch_size=1 if auto else int(batch_size), workers=workers)
+    batching = {"auto": auto, "global": global_batch, "budget_mib": memory_budget}
     run_dir = output or Path("trained") / Path(model.rstrip("/")).name
     if (run_dir / "latest").exists() and not resume:
         raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
@@ -107,7 +122,9 @@ def train(
     if rank:
         from unbottle.cli.train_run import run_training
 
-        run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, None, rank, world)
+        run_training(
+            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, None, rank, world, batching
+        )
         return
     store = Store()
     config = {
@@ -126,7 +143,7 @@ def train(
         from unbottle.cli.train_run import run_training
 
         result = run_training(
-            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks, 0, world
+            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks, 0, world, batching
         )
         for m in result.pop("measurements"):
             store.add_measurement(run_id, m)
@@ -166,7 +183,8 @@ _FLAGS = {
     "data": "--data", "seq_len": "--seq-len", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
     "max_steps": "--max-steps", "lr": "--lr", "precision": "--precision", "data_mode": "--data-mode",
     "workers": "--workers", "eval_every": "--eval-every", "checkpoint_every": "--checkpoint-every",
-    "output": "--output", "threads": "--threads",
+    "output": "--output", "threads": "--threads", "global_batch": "--global-batch",
+    "memory_budget": "--memory-budget",
 }  # fmt: skip
 
 

@@ -43,6 +43,7 @@ def run_training(
     peaks: Any,
     rank: int = 0,
     world: int = 1,
+    batching: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from unbottle.bench.tracker import ResourceTracker
     from unbottle.core.errors import ConfigError
@@ -59,6 +60,9 @@ def run_training(
         raise ConfigError(f"{model!r} has no tokenizer; give a model folder with tokenizer files")
     say("preparing data (tokenised once, then cached) …")
     train_ds, val_ds = datasets(model, data, seq_len, data_mode, loaded.tokenizer)
+    cfg, loader, found = _batching(
+        loaded.model, seq_len, cfg, loader, world, batching or {}, say, len(train_ds)
+    )
     trainer = Trainer(loaded.model, train_ds, cfg, loader, run_dir, rank, world)
     resumed_from = trainer.step if resume and trainer.resume() else 0
     if resume and not resumed_from:
@@ -79,6 +83,9 @@ def run_training(
     return {
         **_result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks),
         "world": world,
+        "micro_batch": loader.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "batch_finder": found,
     }
 
 
@@ -158,3 +165,39 @@ def run_compare(
         loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps
     )
     return {"compare": doc, "model": loaded.info.to_dict()}
+
+
+def _batching(
+    model: Any,
+    seq_len: int,
+    cfg: Any,
+    loader: Any,
+    world: int,
+    batching: dict[str, Any],
+    say: Any,
+    samples: int,
+) -> tuple[Any, Any, Any]:
+    """Apply ``--batch-size auto`` and ``--global-batch``: (train config, loader config, finder result)."""
+    import dataclasses
+
+    import psutil
+
+    from unbottle.train.batch_finder import accumulation, agree, find_micro_batch
+
+    found = None
+    micro = loader.batch_size
+    if batching.get("auto"):
+        extra = (
+            batching["budget_mib"] * 2**20
+            if batching.get("budget_mib")
+            else 0.8 * psutil.virtual_memory().available
+        )
+        budget = psutil.Process().memory_info().rss + extra  # the step may add this to what is loaded
+        found = find_micro_batch(model, seq_len, budget, cfg.precision)
+        micro = agree(min(found["batch"], max(1, samples // world)), world)  # no larger than the data
+        say(
+            f"batch-size finder: micro-batch {micro} fits {budget / 2**20:.0f} MiB "
+            f"(measured at {sorted(found['measured'])})"
+        )
+    accum = accumulation(batching.get("global"), micro, world) if batching.get("global") else cfg.grad_accum
+    return dataclasses.replace(cfg, grad_accum=accum), dataclasses.replace(loader, batch_size=micro), found

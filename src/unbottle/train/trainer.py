@@ -69,6 +69,12 @@ class Trainer:
         import torch
 
         self.dataset, self.cfg, self.loader_cfg, self.out = dataset, config, loader, out
+        if len(dataset) < loader.batch_size * world:
+            raise ConfigError(
+                f"the training data has {len(dataset)} samples, fewer than one batch of "
+                f"{loader.batch_size} × {world} process(es); give more text, or a smaller --batch-size "
+                "or --seq-len"
+            )
         self.rank, self.world = rank, world
         self.base = model  # the plain module (checkpoints, saving)
         if world > 1:
@@ -193,8 +199,9 @@ class Trainer:
         self.model.eval()
         losses = []
         with torch.inference_mode():
-            for b in range(min(batches, max(1, len(dataset) // batch_size))):
-                batch = torch.stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)])
+            size = min(batch_size, len(dataset))
+            for b in range(min(batches, max(1, len(dataset) // size))):
+                batch = torch.stack([dataset[i] for i in range(b * size, (b + 1) * size)])
                 losses.append(float(self._loss(batch)))
         self.model.train()
         loss = sum(losses) / len(losses)
