@@ -63,3 +63,11 @@ def test_schedule_warms_up_then_decays():
     assert lr_factor(100, 10, 100) == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="allowed: fp32, bf16, bf16-pure"):
         TrainConfig(precision="fp8")
+
+
+def test_the_chunked_loss_trains_exactly_like_the_full_one(dataset, tmp_path):
+    full = _trainer(dataset, tmp_path / "full").train(steps=4)
+    chunked = _trainer(dataset, tmp_path / "chunked", loss="chunked").train(steps=4)
+    assert [r["loss"] for r in chunked] == pytest.approx([r["loss"] for r in full], rel=1e-4)
+    with pytest.raises(ConfigError, match="allowed: full, chunked"):
+        TrainConfig(loss="sparse")

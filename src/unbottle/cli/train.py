@@ -54,7 +54,10 @@ def train(
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
     max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 50,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 (autocast) or bf16-pure.")] = "fp32",
+    loss: Annotated[
+        str, typer.Option(help="full, or chunked (output layer + log-softmax in chunks).")
+    ] = "full",
     data_mode: Annotated[str, typer.Option(help="cache (tokenise once) or on-the-fly (naive).")] = "cache",
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Validate every N steps (0: at the end only).")] = 0,
@@ -98,6 +101,7 @@ def train(
         lr=lr,
         warmup_steps=max(1, max_steps // 10),
         precision=precision,
+        loss=loss,
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,
     )
@@ -183,7 +187,7 @@ _FLAGS = {
     "data": "--data", "seq_len": "--seq-len", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
     "max_steps": "--max-steps", "lr": "--lr", "precision": "--precision", "data_mode": "--data-mode",
     "workers": "--workers", "eval_every": "--eval-every", "checkpoint_every": "--checkpoint-every",
-    "output": "--output", "threads": "--threads", "global_batch": "--global-batch",
+    "output": "--output", "threads": "--threads", "global_batch": "--global-batch", "loss": "--loss",
     "memory_budget": "--memory-budget",
 }  # fmt: skip
 

@@ -25,6 +25,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "compile": {"compile": True},
     "bf16-compile": {"precision": "bf16", "compile": True},
     "bf16-pure": {"precision": "bf16-pure"},
+    "chunked": {"loss": "chunked"},
+    "bf16-chunked": {"precision": "bf16", "loss": "chunked"},
     "bf16-pure-compile": {"precision": "bf16-pure", "compile": True},
     "checkpointing": {"checkpointing": True},
     "workers": {"workers": 2},
@@ -52,7 +54,7 @@ def _trainer(name: str, model: Any, datasets: dict[str, Any], cfg: Any, loader: 
     trainer = Trainer(
         m,
         datasets[s.get("data_mode", "cache")],
-        dataclasses.replace(cfg, precision=s.get("precision", cfg.precision)),
+        dataclasses.replace(cfg, precision=s.get("precision", cfg.precision), loss=s.get("loss", cfg.loss)),
         dataclasses.replace(loader, workers=s.get("workers", loader.workers)),
         out / name,
     )

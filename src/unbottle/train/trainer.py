@@ -19,6 +19,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.train.loader import LoaderConfig, ResumableSampler, make_loader
 
 PRECISIONS = ("fp32", "bf16", "bf16-pure")
+LOSS_CHUNK = 256  # positions per chunk of the chunked loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +36,12 @@ class TrainConfig(Config):
     checkpoint_every: int = 0
     eval_every: int = 0
     eval_batches: int = 8
+    loss: str = "full"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.loss not in ("full", "chunked"):
+            raise ConfigError(f"--loss {self.loss!r} given; allowed: full, chunked")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} given; allowed: {', '.join(PRECISIONS)}")
         for flag, value, low in [("--max-steps", self.max_steps, 1), ("--grad-accum", self.grad_accum, 1)]:
@@ -83,6 +87,7 @@ class Trainer:
             model = DistributedDataParallel(model)
         self.model = model
         self.step = 0
+        self._chunk_checked = False
         self.epoch, self.position = 0, 0
         self.history: list[dict[str, Any]] = []
         named = [(n, p) for n, p in self.base.named_parameters() if p.requires_grad]
@@ -188,9 +193,52 @@ class Trainer:
         """Mean cross-entropy of predicting ``batch[:, 1:]`` from ``batch[:, :-1]`` (seq_len each)."""
         import torch
 
+        if self.cfg.loss == "chunked" and self.world == 1:
+            return self._chunked_loss(batch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
             logits = self.model(input_ids=batch[:, :-1]).logits
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+    def _chunked_loss(self, batch: Any) -> Any:
+        """The same loss with the output layer and the fp32 log-softmax applied per chunk of positions,
+        so the full (tokens × vocabulary) logits never exist at once: cache-sized pieces instead of
+        one large tensor. Checked against the full loss on first use."""
+        import torch
+
+        decoder = getattr(self.base, self.base.base_model_prefix)
+        head = self.base.get_output_embeddings()
+        bf16 = self.cfg.precision == "bf16"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = decoder(input_ids=batch[:, :-1]).last_hidden_state.flatten(0, 1)
+        targets = batch[:, 1:].flatten()
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for i in range(0, hidden.shape[0], LOSS_CHUNK):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = head(hidden[i : i + LOSS_CHUNK])
+            total = total + torch.nn.functional.cross_entropy(
+                logits.float(), targets[i : i + LOSS_CHUNK], reduction="sum"
+            )
+        loss = total / hidden.shape[0]
+        if not self._chunk_checked:
+            self._check_chunked(batch, loss)
+        return loss
+
+    def _check_chunked(self, batch: Any, loss: Any) -> None:
+        import torch
+
+        loss = loss.detach()
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"),
+        ):
+            logits = self.base(input_ids=batch[:, :-1]).logits
+        full = float(torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()))
+        if abs(float(loss) - full) > 1e-3 * abs(full):
+            raise ConfigError(
+                f"--loss chunked gives {float(loss):.5f} where the model's own forward gives {full:.5f}: "
+                "this architecture post-processes its logits; use --loss full"
+            )
+        self._chunk_checked = True
 
     def evaluate(self, dataset: Any, batches: int, batch_size: int) -> dict[str, float]:
         """Mean next-token loss (and perplexity) over the first ``batches`` batches of ``dataset``."""
