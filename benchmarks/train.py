@@ -42,8 +42,8 @@ def main() -> None:
         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=True,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
-    cached, _ = datasets("small-llama", None, args.seq_len, "cache", tokenizer)
-    naive, _ = datasets("small-llama", None, args.seq_len, "on-the-fly", tokenizer)
+    cached, _ = datasets(None, args.seq_len, "cache", tokenizer)
+    naive, _ = datasets(None, args.seq_len, "on-the-fly", tokenizer)
     cfg = TrainConfig(max_steps=10**9, warmup_steps=args.steps, lr=1e-3)
     with tempfile.TemporaryDirectory() as tmp:
         doc = compare_strategies(

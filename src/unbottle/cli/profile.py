@@ -46,6 +46,7 @@ def profile(
     from unbottle.core.env import manifest
     from unbottle.profile import ProfileConfig, cached_peaks, profile_model
     from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
     from unbottle.store import Store
 
     store = Store()
@@ -66,12 +67,7 @@ def profile(
     say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
     say(f"loading {source.describe()} …")
     loaded = source.load()
-    if loaded.info.task != "causal-lm":
-        from unbottle.core.errors import ConfigError
-
-        raise ConfigError(
-            f"{model!r} is a {loaded.info.task} model; unbottle profile profiles causal language models"
-        )
+    require_causal_lm(loaded, model, "unbottle profile profiles causal language models")
     say(f"machine peaks at {settings['torch_num_threads']} thread(s) (measured once, then cached) …")
     peaks = cached_peaks(store, settings["torch_num_threads"], refresh_peaks, device)
     with recorded_run(store, "profile", model, config.to_dict(), manifest()) as run_id:

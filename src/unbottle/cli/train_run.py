@@ -6,8 +6,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+TRAIN_PURPOSE = "unbottle train trains causal language models"
 
-def datasets(model: str, data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> tuple[Any, Any]:
+
+def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> tuple[Any, Any]:
     """(train, validation) datasets: the packaged Austen split, or the last tenth of ``data``'s windows."""
     from torch.utils.data import Subset
 
@@ -48,18 +50,15 @@ def run_training(
     from unbottle.bench.tracker import ResourceTracker
     from unbottle.core.errors import ConfigError
     from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
     from unbottle.train.trainer import Trainer
 
     say(f"loading {model} …")
-    loaded = resolve(model).load()
-    if loaded.info.task != "causal-lm":
-        raise ConfigError(
-            f"{model!r} is a {loaded.info.task} model; unbottle train trains causal language models"
-        )
+    loaded = require_causal_lm(resolve(model).load(), model, TRAIN_PURPOSE)
     if loaded.tokenizer is None:
         raise ConfigError(f"{model!r} has no tokenizer; give a model folder with tokenizer files")
     say("preparing data (tokenised once, then cached) …")
-    train_ds, val_ds = datasets(model, data, seq_len, data_mode, loaded.tokenizer)
+    train_ds, val_ds = datasets(data, seq_len, data_mode, loaded.tokenizer)
     cfg, loader, found = _batching(
         loaded.model, seq_len, cfg, loader, world, batching or {}, say, len(train_ds)
     )
@@ -154,12 +153,13 @@ def run_compare(
 ) -> dict[str, Any]:
     """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
     from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
     from unbottle.train.compare import compare_strategies
 
-    loaded = resolve(model).load()
+    loaded = require_causal_lm(resolve(model).load(), model, TRAIN_PURPOSE)
     say("preparing data for both pipelines …")
-    cached, _ = datasets(model, data, seq_len, "cache", loaded.tokenizer)
-    naive, _ = datasets(model, data, seq_len, "on-the-fly", loaded.tokenizer)
+    cached, _ = datasets(data, seq_len, "cache", loaded.tokenizer)
+    naive, _ = datasets(data, seq_len, "on-the-fly", loaded.tokenizer)
     say(f"comparing {', '.join(names)}: {rounds} rounds of {steps} steps each …")
     doc = compare_strategies(
         loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps

@@ -52,6 +52,7 @@ class Search:
         self.screen_goals = judge.screening_goals(self.goals)
         self.start = time.monotonic()
         self.trials: dict[str, dict[str, Any]] = {}
+        self.recorded = store.trials(self.key)  # what an earlier run of this search finished (read once)
         self.resumed = 0
         self.candidate_trials = 0
         self.not_tried: dict[str, str] = {}
@@ -76,12 +77,11 @@ class Search:
         """Run (or read back) one trial; None when the budget can't fit it."""
         from unbottle.search.isolate import run_isolated
 
-        recorded = self.store.trials(self.key)
-        if key in recorded:
-            self.trials[key] = recorded[key]
+        if key in self.recorded:
+            self.trials[key] = self.recorded[key]
             self.resumed += 1
-            self.log(f"{short_key(key)}: recorded earlier ({recorded[key]['status']}); not repeated")
-            return recorded[key]
+            self.log(f"{short_key(key)}: recorded earlier ({self.recorded[key]['status']}); not repeated")
+            return self.recorded[key]
         budget = self.remaining() - reserve
         if budget < 5:
             return None

@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-from unbottle.core.errors import ConfigError
 from unbottle.optimize.config import OptimizeConfig
 
 FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
@@ -130,14 +129,14 @@ def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
 
 def load_causal_lm(spec: str) -> Any:
     from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
 
-    loaded = resolve(spec).load()
-    if loaded.info.task != "causal-lm":
-        raise ConfigError(
-            f"{spec!r} is a {loaded.info.task} model; unbottle optimize tunes causal language models "
-            "(decode speed and perplexity); use `unbottle bench`/`unbottle eval` for other models"
-        )
-    return loaded
+    return require_causal_lm(
+        resolve(spec).load(),
+        spec,
+        "unbottle optimize tunes causal language models (decode speed and perplexity); "
+        "use `unbottle bench`/`unbottle eval` for other models",
+    )
 
 
 def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:

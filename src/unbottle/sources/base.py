@@ -135,3 +135,16 @@ def torch_dtype(name: str | None) -> Any:
 
         raise ConfigError(f"dtype {name!r} is not supported; allowed: {', '.join(allowed)}")
     return allowed[name]
+
+
+def require_causal_lm(loaded: Loaded, spec: str, purpose: str) -> Loaded:
+    """``loaded`` if it is a causal LM; else a ConfigError saying what ``purpose`` needs.
+
+    ``purpose`` completes "… is a masked-lm model; <purpose>", e.g. "unbottle train trains causal
+    language models".
+    """
+    from unbottle.core.errors import ConfigError
+
+    if loaded.info.task != "causal-lm":
+        raise ConfigError(f"{spec!r} is a {loaded.info.task} model; {purpose}")
+    return loaded

@@ -20,16 +20,14 @@ def _peak_bytes(model: Any, batch: int, seq_len: int, vocab: int, precision: str
     import torch
 
     from unbottle.bench.tracker import ResourceTracker
+    from unbottle.train.trainer import next_token_loss
 
     model.zero_grad(set_to_none=True)
     gc.collect()
     x = torch.randint(0, vocab, (batch, seq_len + 1))
     try:
         with ResourceTracker() as tracker:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model(input_ids=x[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-            loss.backward()
+            next_token_loss(model, x, precision == "bf16").backward()
     except (torch.cuda.OutOfMemoryError, MemoryError):
         return None
     finally:

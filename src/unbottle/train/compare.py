@@ -103,11 +103,12 @@ def compare_strategies(
 
 def _loss_change(ref: list[dict[str, Any]], other: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     """Mean relative loss difference over the last segment, paired by step, with a bootstrap CI."""
+    from unbottle.stats import paired_bootstrap
+
     a = np.array([x["loss"] for x in ref[-steps:]])
     b = np.array([x["loss"] for x in other[-steps:]])
-    rel = (b - a) / a * 100
-    rng = np.random.default_rng(0)
-    boots = [rel[rng.integers(0, rel.size, rel.size)].mean() for _ in range(2000)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    flagged = bool((lo > 0 or hi < 0) and abs(rel.mean()) > 1.0)
-    return {"pct": float(rel.mean()), "ci_low": float(lo), "ci_high": float(hi), "flagged": flagged}
+    est = paired_bootstrap(
+        a, b, lambda ra, rb: ((rb - ra) / ra * 100).mean(axis=1), method="relative loss, %"
+    )
+    flagged = bool(not est.contains(0.0) and abs(est.point) > 1.0)
+    return {"pct": est.point, "ci_low": est.ci_low, "ci_high": est.ci_high, "flagged": flagged}

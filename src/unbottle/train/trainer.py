@@ -49,6 +49,15 @@ class TrainConfig(Config):
                 raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
 
 
+def next_token_loss(model: Any, batch: Any, bf16: bool = False) -> Any:
+    """Mean cross-entropy of predicting ``batch[:, 1:]`` from ``batch[:, :-1]`` (logits upcast to fp32)."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=batch[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up to 1, then cosine decay to 10% at ``total``."""
     if step < warmup:
@@ -191,13 +200,10 @@ class Trainer:
 
     def _loss(self, batch: Any) -> Any:
         """Mean cross-entropy of predicting ``batch[:, 1:]`` from ``batch[:, :-1]`` (seq_len each)."""
-        import torch
 
         if self.cfg.loss == "chunked" and self.world == 1:
             return self._chunked_loss(batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            logits = self.model(input_ids=batch[:, :-1]).logits
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+        return next_token_loss(self.model, batch, self.cfg.precision == "bf16")
 
     def _chunked_loss(self, batch: Any) -> Any:
         """The same loss with the output layer and the fp32 log-softmax applied per chunk of positions,
@@ -227,12 +233,8 @@ class Trainer:
         import torch
 
         loss = loss.detach()
-        with (
-            torch.no_grad(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"),
-        ):
-            logits = self.base(input_ids=batch[:, :-1]).logits
-        full = float(torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()))
+        with torch.no_grad():
+            full = float(next_token_loss(self.base, batch, self.cfg.precision == "bf16"))
         if abs(float(loss) - full) > 1e-3 * abs(full):
             raise ConfigError(
                 f"--loss chunked gives {float(loss):.5f} where the model's own forward gives {full:.5f}: "
@@ -269,7 +271,7 @@ class Trainer:
         state = {k: v.detach().clone().contiguous() for k, v in self.base.state_dict().items()}
         if self.master is not None:  # save the fp32 masters, not their bf16 copies
             state.update({n: m.detach().clone() for n, m in zip(self.master_names, self.master, strict=True)})
-        save_file(_untie(state), tmp / "model.safetensors")
+        save_file(state, tmp / "model.safetensors")  # cloned: tied weights no longer share storage
         torch.save(
             {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt"
         )
@@ -325,16 +327,3 @@ class Trainer:
         self.step, self.epoch, self.position = meta["step"], meta["epoch"], meta["position"]
         self.history = meta["history"]
         return True
-
-
-def _untie(state: dict[str, Any]) -> dict[str, Any]:
-    """safetensors refuses shared storage: drop a tied lm_head (the embedding holds it)."""
-    seen: dict[int, str] = {}
-    out = {}
-    for k, v in state.items():
-        ptr = v.data_ptr()
-        if ptr in seen:
-            continue
-        seen[ptr] = k
-        out[k] = v
-    return out
