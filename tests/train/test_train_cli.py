@@ -76,16 +76,37 @@ def _run(args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_two_process_ddp_gives_the_loss_of_one_process_with_the_same_global_batch(tmp_path):
+def test_two_process_ddp_and_fsdp_give_the_loss_of_one_process_with_the_same_global_batch(tmp_path):
     common = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--max-steps", "4",
               "--threads", "1", "--json", "-q"]  # fmt: skip
     one = _run([*common, "--batch-size", "8", "-o", str(tmp_path / "one")])
-    two = _run([*common, "--batch-size", "4", "--nproc", "2", "-o", str(tmp_path / "two")])
-    assert two["world"] == 2 and one["world"] == 1
     losses_one = [r["loss"] for r in one["history"]]
-    losses_two = [r["loss"] for r in two["history"]]
-    assert losses_two == pytest.approx(losses_one, rel=1e-5, abs=1e-6)
-    assert [r["tokens"] for r in two["history"]] == [r["tokens"] for r in one["history"]]
+    for parallel in ("ddp", "fsdp"):
+        two = _run([*common, "--batch-size", "4", "--nproc", "2", "--parallel", parallel,
+                    "-o", str(tmp_path / parallel)])  # fmt: skip
+        assert two["world"] == 2 and one["world"] == 1
+        assert [r["loss"] for r in two["history"]] == pytest.approx(losses_one, rel=1e-5, abs=1e-6)
+        assert [r["tokens"] for r in two["history"]] == [r["tokens"] for r in one["history"]]
+        assert all((r.get("comm_s") is not None) == (parallel == "ddp") for r in two["history"])
+        assert (
+            _run(["eval", two["model_dir"], "--eval-tokens", "64", "--window", "32", "--json", "-q"])[
+                "evals"
+            ][0]["value"]
+            > 1
+        )
+
+
+def test_an_fsdp_run_resumes_from_its_gathered_checkpoint(tmp_path):
+    common = ["train", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--max-steps", "4",
+              "--threads", "1", "--batch-size", "4", "--nproc", "2", "--parallel", "fsdp",
+              "--checkpoint-every", "2", "-o", str(tmp_path / "f"), "--json", "-q"]  # fmt: skip
+    whole = _run(common)
+    (tmp_path / "f" / "latest").write_text("step-0000002", encoding="utf-8")  # as if killed after step 2
+    resumed = _run([*common, "--resume"])
+    assert resumed["resumed_from"] == 2
+    assert [r["loss"] for r in resumed["history"]] == pytest.approx(
+        [r["loss"] for r in whole["history"]], rel=1e-5, abs=1e-6
+    )
 
 
 def test_a_checkpoint_resumes_only_with_the_same_number_of_processes(tmp_path):

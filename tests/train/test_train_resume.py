@@ -61,13 +61,59 @@ def test_schedule_warms_up_then_decays():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100) == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match="allowed: fp32, bf16, bf16-pure"):
+    with pytest.raises(ConfigError, match="allowed: fp32, bf16, bf16-pure, fp16"):
         TrainConfig(precision="fp8")
 
 
-def test_the_chunked_loss_trains_exactly_like_the_full_one(dataset, tmp_path):
+@pytest.mark.parametrize("loss", ["chunked", "fused"])
+def test_the_chunked_and_fused_losses_train_exactly_like_the_full_one(dataset, tmp_path, loss):
     full = _trainer(dataset, tmp_path / "full").train(steps=4)
-    chunked = _trainer(dataset, tmp_path / "chunked", loss="chunked").train(steps=4)
-    assert [r["loss"] for r in chunked] == pytest.approx([r["loss"] for r in full], rel=1e-4)
-    with pytest.raises(ConfigError, match="allowed: full, chunked"):
+    other = _trainer(dataset, tmp_path / loss, loss=loss).train(steps=4)
+    assert [r["loss"] for r in other] == pytest.approx([r["loss"] for r in full], rel=1e-4)
+    with pytest.raises(ConfigError, match="allowed: full, chunked, fused"):
         TrainConfig(loss="sparse")
+
+
+def test_fp16_and_a_missing_gpu_are_refused_on_the_cpu(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="use --precision bf16"):
+        TrainConfig(precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            _trainer(dataset, tmp_path / "g", device="cuda")
+    with pytest.raises(ConfigError, match="allowed: cpu, cuda"):
+        _trainer(dataset, tmp_path / "g", device="tpu")
+
+
+def test_activation_checkpointing_trains_like_the_plain_run(dataset, tmp_path):
+    plain = _trainer(dataset, tmp_path / "plain").train(steps=3)
+    ckpt = _trainer(dataset, tmp_path / "ckpt", checkpointing=True).train(steps=3)
+    assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
+
+
+def test_a_disk_full_save_keeps_the_previous_checkpoint(dataset, tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    from unbottle.core.errors import TrainError
+
+    t = _trainer(dataset, tmp_path / "run")
+    t.train(steps=1)
+    t.save()
+    t.train(steps=1)
+    real = safetensors.torch.save_file
+
+    def full_disk(state, path, *a, **kw):
+        real(dict(list(state.items())[:2]), path)  # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(
+        TrainError, match="No space left on device; the previous checkpoint step-0000001 is intact"
+    ):
+        t.save()
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert (tmp_path / "run" / "latest").read_text() == "step-0000001"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["latest", "step-0000001"]
+    again = _trainer(dataset, tmp_path / "run")
+    assert again.resume() and again.step == 1

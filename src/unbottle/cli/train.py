@@ -54,10 +54,19 @@ def train(
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
     max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 50,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
-    precision: Annotated[str, typer.Option(help="fp32, bf16 (autocast) or bf16-pure.")] = "fp32",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 (autocast), bf16-pure, or fp16 (GPU, loss scaling).")
+    ] = "fp32",
     loss: Annotated[
-        str, typer.Option(help="full, or chunked (output layer + log-softmax in chunks).")
+        str,
+        typer.Option(help="full; chunked (output layer in chunks); fused (+ its gradient, fastest)."),
     ] = "full",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model and loss.")] = False,
+    checkpointing: Annotated[
+        bool, typer.Option(help="Activation checkpointing: recompute activations in backward.")
+    ] = False,
+    parallel: Annotated[str, typer.Option(help="With --nproc > 1: ddp or fsdp.")] = "ddp",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     data_mode: Annotated[str, typer.Option(help="cache (tokenise once) or on-the-fly (naive).")] = "cache",
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Validate every N steps (0: at the end only).")] = 0,
@@ -79,6 +88,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train MODEL; report tokens/s, where each step's time went, validation loss and MFU."""
+    import dataclasses
     import os
 
     from unbottle.bench import apply_threads
@@ -87,12 +97,9 @@ def train(
     from unbottle.train.loader import LoaderConfig
     from unbottle.train.trainer import TrainConfig
 
+    argv = _argv(locals())  # the same command for each worker under --nproc
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} given; allowed: 1 or more")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from unbottle.train.distributed import launch
-
-        raise typer.Exit(launch(nproc, _argv(locals())))
     if data_mode not in ("cache", "on-the-fly"):
         raise ConfigError(f"--data-mode {data_mode!r} given; allowed: cache, on-the-fly")
     cfg = TrainConfig(
@@ -102,6 +109,10 @@ def train(
         warmup_steps=max(1, max_steps // 10),
         precision=precision,
         loss=loss,
+        compile=compile_,
+        checkpointing=checkpointing,
+        parallel=parallel,
+        device=device,
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,
     )
@@ -118,9 +129,12 @@ def train(
             model, data, seq_len, compare, cfg, loader, run_dir, rounds, segment_steps, threads, json_, quiet
         )
         return
-    from unbottle.train.distributed import init_from_env
+    from unbottle.train.distributed import init_from_env, launch, rank_device
 
-    rank, world = init_from_env()
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # options checked above, once, before launching
+        raise typer.Exit(launch(nproc, argv))
+    rank, world = init_from_env(cfg.device)
+    cfg = dataclasses.replace(cfg, device=rank_device(cfg.device))
     settings = apply_threads(threads)
     say = (lambda _m: None) if quiet or rank else (lambda m: err.print(m, highlight=False))
     if rank:
@@ -188,7 +202,7 @@ _FLAGS = {
     "max_steps": "--max-steps", "lr": "--lr", "precision": "--precision", "data_mode": "--data-mode",
     "workers": "--workers", "eval_every": "--eval-every", "checkpoint_every": "--checkpoint-every",
     "output": "--output", "threads": "--threads", "global_batch": "--global-batch", "loss": "--loss",
-    "memory_budget": "--memory-budget",
+    "memory_budget": "--memory-budget", "parallel": "--parallel", "device": "--device",
 }  # fmt: skip
 
 
@@ -202,6 +216,8 @@ def _argv(params: dict[str, Any]) -> list[str]:
         flag
         for flag, on in (
             ("--resume", params["resume"]),
+            ("--compile", params["compile_"]),
+            ("--checkpointing", params["checkpointing"]),
             ("--json", params["json_"]),
             ("--quiet", params["quiet"]),
         )

@@ -74,10 +74,13 @@ def run_training(
             say(f"step {trainer.step}/{cfg.max_steps}: loss {trainer.history[-1]['loss']:.3f}")
             validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
     model_dir = run_dir / "model"
+    from unbottle.train.checkpoint import full_model_state
+
+    trainer.save()  # every rank joins (FSDP gathers the full state); rank 0 writes
+    state = full_model_state(trainer) if trainer.sharded is not None else None
     if rank:
         return {}
-    trainer.save()
-    loaded.model.save_pretrained(model_dir)
+    loaded.model.save_pretrained(model_dir, state_dict=state)
     loaded.tokenizer.save_pretrained(model_dir)
     return {
         **_result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks),

@@ -33,3 +33,7 @@ class EvalError(UnbottleError):
 
 class PassError(UnbottleError):
     """An optimisation pass cannot run here, or failed on this model."""
+
+
+class TrainError(UnbottleError):
+    """A training run could not go on: its checkpoint could not be written or read, its data ran out."""

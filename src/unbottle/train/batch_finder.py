@@ -27,7 +27,7 @@ def _peak_bytes(model: Any, batch: int, seq_len: int, vocab: int, precision: str
     x = torch.randint(0, vocab, (batch, seq_len + 1))
     try:
         with ResourceTracker() as tracker:
-            next_token_loss(model, x, precision == "bf16").backward()
+            next_token_loss(model, x, torch.bfloat16 if precision == "bf16" else None).backward()
     except (torch.cuda.OutOfMemoryError, MemoryError):
         return None
     finally:

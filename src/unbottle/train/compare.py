@@ -28,6 +28,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "chunked": {"loss": "chunked"},
     "bf16-chunked": {"precision": "bf16", "loss": "chunked"},
     "bf16-pure-compile": {"precision": "bf16-pure", "compile": True},
+    "fused": {"loss": "fused"},
+    "bf16-fused": {"precision": "bf16", "loss": "fused"},
+    "bf16-fused-compile": {"precision": "bf16", "loss": "fused", "compile": True},
     "checkpointing": {"checkpointing": True},
     "workers": {"workers": 2},
 }
@@ -48,21 +51,14 @@ def _trainer(name: str, model: Any, datasets: dict[str, Any], cfg: Any, loader: 
     from unbottle.train.trainer import Trainer
 
     s = STRATEGIES[name]
-    m = copy.deepcopy(model)
-    if s.get("checkpointing") and hasattr(m, "gradient_checkpointing_enable"):
-        m.gradient_checkpointing_enable()
-    trainer = Trainer(
-        m,
+    changes = {k: s[k] for k in ("precision", "loss", "compile", "checkpointing") if k in s}
+    return Trainer(
+        copy.deepcopy(model),
         datasets[s.get("data_mode", "cache")],
-        dataclasses.replace(cfg, precision=s.get("precision", cfg.precision), loss=s.get("loss", cfg.loss)),
+        dataclasses.replace(cfg, **changes),
         dataclasses.replace(loader, workers=s.get("workers", loader.workers)),
         out / name,
     )
-    if s.get("compile"):
-        import torch
-
-        trainer.model = torch.compile(trainer.model)
-    return trainer
 
 
 def compare_strategies(

@@ -87,3 +87,26 @@ def make_loader(dataset: Any, config: LoaderConfig, sampler: ResumableSampler) -
         drop_last=True,
         **kwargs,
     )
+
+
+def to_device(batches: Any, device: Any) -> Iterator[Any]:
+    """``batches`` on ``device``. On a GPU each batch is copied from pinned memory on a side stream
+    while the previous one is being used (asynchronous host-to-device copies)."""
+    import torch
+
+    if device.type != "cuda":
+        yield from batches
+        return
+    stream = torch.cuda.Stream(device)
+    ahead = None
+    for batch in batches:
+        host = batch if batch.is_pinned() else batch.pin_memory()
+        with torch.cuda.stream(stream):
+            copied = host.to(device, non_blocking=True)
+        if ahead is not None:
+            yield ahead
+        torch.cuda.current_stream(device).wait_stream(stream)
+        copied.record_stream(torch.cuda.current_stream(device))
+        ahead = copied
+    if ahead is not None:
+        yield ahead
