@@ -106,7 +106,10 @@ class Trainer:
         out: Path,
         rank: int = 0,
         world: int = 1,
+        objective: Any = None,
     ) -> None:
+        """``objective``: the loss module to train (its ``lm`` is ``model``); default: next-token CE
+        as ``config.loss`` says (``unbottle.train.losses.LossModel``)."""
         import torch
 
         self.dataset, self.cfg, self.loader_cfg, self.out = dataset, config, loader, out
@@ -130,7 +133,10 @@ class Trainer:
         self.step, self.epoch, self.position = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.master, self.master_names = self._masters()
-        self.model = self._wrap(LossModel(model, config.loss, config.autocast_dtype()))
+        self.objective = (
+            objective if objective is not None else LossModel(model, config.loss, config.autocast_dtype())
+        )
+        self.model = self._wrap(self.objective)
         params = self.master if self.master is not None else [p for p in self.model.parameters()]
         try:
             self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
@@ -230,6 +236,7 @@ class Trainer:
             "tokens_per_s": tokens / wall,
             **times,
         }
+        record.update(getattr(self.objective, "parts", {}))  # e.g. distillation's CE and KL
         if self.world > 1 and self.cfg.parallel == "ddp":
             record["comm_s"] = _union(self.comm_spans)  # all-reduce in flight, overlapping backward
         self.history.append(record)

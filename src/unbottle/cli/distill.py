@@ -1,0 +1,132 @@
+"""``unbottle distill``: distil a causal LM into a smaller student and measure what distillation gained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unbottle.cli.common import (
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    recorded_run,
+)
+from unbottle.core.errors import ConfigError
+
+EXAMPLES = """
+Examples:
+
+  unbottle distill smollm2-135m --student half --max-steps 100 -o distilled/smol-half
+
+  unbottle distill smollm2-135m --student layers=10,intermediate=1024 --precision bf16
+
+  unbottle distill my-teacher/ --student my-small-model/ --data texts/ --no-baseline
+"""
+
+
+@handle_errors
+def distill(
+    teacher: Annotated[str, typer.Argument(help="Teacher model spec (a causal LM).")],
+    student: Annotated[
+        str,
+        typer.Option(
+            help="half | layers=N[,intermediate=M] (built from the teacher's layers) | a model spec."
+        ),
+    ] = "half",
+    data: Annotated[
+        str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")
+    ] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Samples per micro-batch.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
+    max_steps: Annotated[int, typer.Option(help="Optimiser steps (each run).")] = 100,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    alpha: Annotated[float, typer.Option(help="Weight of the KL term (1 - alpha: cross-entropy).")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the KL term.")] = 2.0,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    baseline: Annotated[
+        bool, typer.Option(help="Also train the same student without distillation (the measured gain).")
+    ] = True,
+    eval_text: Annotated[
+        str | None, typer.Option(help="Held-out text file or folder [default: packaged Persuasion].")
+    ] = None,
+    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens for perplexity.")] = 8192,
+    window: Annotated[int, typer.Option(help="Perplexity window (tokens).")] = 512,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end).")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue both runs from their last checkpoints.")] = False,
+    threads: ThreadsOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil TEACHER into a smaller student (KL on softened logits + CE); report held-out perplexity of
+    the teacher, the distilled student and the same student trained without distillation."""
+    import dataclasses
+
+    from unbottle.bench import apply_threads
+    from unbottle.cli.distill_run import DistillSettings, run_distill
+    from unbottle.core.env import manifest
+    from unbottle.store import Store
+    from unbottle.train.loader import LoaderConfig
+    from unbottle.train.trainer import TrainConfig
+
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"--precision {precision!r} given; allowed: fp32, bf16")
+    cfg = TrainConfig(max_steps=max_steps, grad_accum=grad_accum, lr=lr, precision=precision,
+                      warmup_steps=max(1, max_steps // 10), checkpoint_every=checkpoint_every)  # fmt: skip
+    loader = LoaderConfig(batch_size=batch_size)
+    settings = DistillSettings(student, alpha, temperature, baseline, eval_text, eval_tokens, window)
+    run_dir = output or Path("distilled") / Path(teacher.rstrip("/")).name
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ConfigError(f"{run_dir} is not empty; pass --resume to continue it or choose another -o")
+    threads_used = apply_threads(threads)
+    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    store = Store()
+    config = {"teacher": teacher, "data": data, "seq_len": seq_len, "train": cfg.to_dict(),
+              "loader": loader.to_dict(), "distill": dataclasses.asdict(settings),
+              "output": str(run_dir)}  # fmt: skip
+    with recorded_run(store, "distill", teacher, config, manifest(seed=cfg.seed)) as run_id:
+        result = run_distill(teacher, data, seq_len, cfg, loader, run_dir, settings, resume, say)
+        for m in result.pop("measurements"):
+            store.add_measurement(run_id, m)
+    store.finish_run(run_id, "complete", result={**result, "threads": threads_used})
+    out.print(distill_table(result))
+    if json_:
+        print_json({"run_id": run_id, "kind": "distill", **result, "threads": threads_used})
+
+
+def distill_table(doc: dict[str, Any]) -> Any:
+    """Perplexity of every model on the same held-out windows, and the measured distillation gain."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"held-out perplexity ({doc['eval'].get('corpus', 'held-out text')}, "
+        f"{doc['eval'].get('eval_tokens')} tokens)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in ("model", "parameters", "perplexity [95% CI]", "tokens/s (training)"):
+        table.add_column(col)
+    speed = {"distilled student": "distilled", "no-distill student": "no-distill"}
+    for name, m in doc["models"].items():
+        run = doc["runs"].get(speed.get(name, ""), {})
+        table.add_row(
+            name,
+            f"{m['parameters'] / 1e6:.1f}M",
+            f"{m['perplexity']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]",
+            f"{run['tokens_per_s']:.0f}" if run else "-",
+        )
+    for label, c in doc["comparisons"].items():
+        p = c["pct"]
+        table.caption = (table.caption or "") + (
+            f"{label}: perplexity {p['point']:+.1f}% [{p['ci_low']:+.1f}, {p['ci_high']:+.1f}] "
+            f"({c['verdict']})\n"
+        )
+    table.caption_justify = "left"
+    return table

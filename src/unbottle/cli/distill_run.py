@@ -1,0 +1,196 @@
+"""The work behind ``unbottle distill``: teacher, student, the distilled and the plain (no-distill) runs
+from the same initial student, held-out perplexity of all of them on the same windows, the saved student.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+PURPOSE = "unbottle distill distils causal language models"
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillSettings:
+    """The distillation-specific settings (the training ones are a ``TrainConfig``)."""
+
+    student: str = "half"
+    alpha: float = 0.5
+    temperature: float = 2.0
+    baseline: bool = True
+    eval_text: str | None = None
+    eval_tokens: int = 8192
+    window: int = 512
+
+
+def make_student(teacher: Any, spec: str) -> tuple[Any, dict[str, Any]]:
+    """(student model, description): a shape built from the teacher's layers, or a loaded model."""
+    from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
+    from unbottle.train.distill import build_student, check_same_tokenizer, is_shape_spec, parse_shape
+
+    cfg = teacher.model.config
+    if is_shape_spec(spec):
+        layers = getattr(cfg, "num_hidden_layers", None)
+        if not layers:
+            from unbottle.core.errors import ConfigError
+
+            raise ConfigError(f"{teacher.info.spec!r} has no num_hidden_layers; give --student MODEL")
+        shape = parse_shape(spec, layers, getattr(cfg, "intermediate_size", None))
+        student = build_student(teacher.model, shape)
+        return student, {"spec": spec, "from_teacher_layers": list(shape.layers),
+                         "intermediate": student.config.intermediate_size}  # fmt: skip
+    loaded = require_causal_lm(resolve(spec).load(), spec, PURPOSE)
+    check_same_tokenizer(teacher, loaded, spec)
+    return loaded.model, {"spec": spec, "loaded": True}
+
+
+def _as_loaded(model: Any, teacher: Any, label: str) -> Any:
+    from unbottle.sources.base import Loaded, count_parameters
+
+    info = dataclasses.replace(
+        teacher.info, spec=label, source_kind="distilled", n_parameters=count_parameters(model), notes=[]
+    )
+    return Loaded(model.eval(), teacher.tokenizer, info)
+
+
+def _perplexity(loaded: Any, s: DistillSettings) -> Any:
+    import torch
+
+    from unbottle.evaluate.perplexity import perplexity
+
+    with torch.no_grad():
+        return perplexity(
+            loaded, source=s.eval_text, eval_tokens=s.eval_tokens, window=s.window, stride=s.window
+        )
+
+
+def run_distill(
+    teacher_spec: str,
+    data: str | None,
+    seq_len: int,
+    cfg: Any,
+    loader: Any,
+    out: Path,
+    s: DistillSettings,
+    resume: bool,
+    say: Any,
+) -> dict[str, Any]:
+    from unbottle.cli.train_run import datasets
+    from unbottle.core.errors import ConfigError
+    from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
+
+    say(f"loading teacher {teacher_spec} …")
+    teacher = require_causal_lm(resolve(teacher_spec).load(), teacher_spec, PURPOSE)
+    if teacher.tokenizer is None:
+        raise ConfigError(f"{teacher_spec!r} has no tokenizer; give a model folder with tokenizer files")
+    student, described = make_student(teacher, s.student)
+    train_ds, _ = datasets(data, seq_len, "cache", teacher.tokenizer)
+    plain = copy.deepcopy(student) if s.baseline else None
+    say("held-out perplexity of the teacher and of the untrained student …")
+    evals = {
+        "teacher": _perplexity(teacher, s),
+        "initial student": _perplexity(_as_loaded(student, teacher, "initial"), s),
+    }
+    trainers = _trainers(student, plain, teacher, train_ds, cfg, loader, out, s)
+    resumed = {name: t.step for name, t in trainers.items() if resume and t.resume()}
+    _train_interleaved(trainers, cfg, say)
+    evals["distilled student"] = _perplexity(_as_loaded(student, teacher, "distilled"), s)
+    if plain is not None:
+        evals["no-distill student"] = _perplexity(_as_loaded(plain, teacher, "no-distill"), s)
+    saved = _save(trainers, {"distilled": student, "no-distill": plain}, teacher, out)
+    return _document(teacher, student, described, evals, trainers, resumed, saved, s)
+
+
+def _trainers(student, plain, teacher, train_ds, cfg, loader, out, s) -> dict[str, Any]:
+    from unbottle.train.distill import DistillLoss
+    from unbottle.train.trainer import Trainer
+
+    objective = DistillLoss(student, teacher.model, s.alpha, s.temperature, cfg.autocast_dtype())
+    trainers = {"distilled": Trainer(student, train_ds, cfg, loader, out / "distilled", objective=objective)}
+    if plain is not None:
+        trainers["no-distill"] = Trainer(plain, train_ds, cfg, loader, out / "no-distill")
+    return trainers
+
+
+def _train_interleaved(trainers: dict[str, Any], cfg: Any, say: Any) -> None:
+    """Alternate chunks of steps, so both runs see the machine alike (their tokens/s compare)."""
+    chunk = max(1, min(10, cfg.max_steps // 5))
+    while any(t.step < cfg.max_steps for t in trainers.values()):
+        for name, t in trainers.items():
+            if t.step < cfg.max_steps:
+                t.train(steps=chunk)
+                say(f"{name}: step {t.step}/{cfg.max_steps}, loss {t.history[-1]['loss']:.3f}")
+
+
+FOLDERS = {"distilled": "student", "no-distill": "no-distill-student"}
+
+
+def _save(trainers: dict[str, Any], models: dict[str, Any], teacher: Any, out: Path) -> dict[str, str]:
+    """Last checkpoints, and each student as a Hugging Face folder with the teacher's tokenizer."""
+    saved = {}
+    for name, trainer in trainers.items():
+        trainer.save()
+        folder = out / FOLDERS[name]
+        models[name].save_pretrained(folder)
+        teacher.tokenizer.save_pretrained(folder)
+        saved[name] = str(folder)
+    return saved
+
+
+def _document(teacher, student, described, evals, trainers, resumed, saved, s) -> dict[str, Any]:
+    from unbottle.compare.accuracy import compare_eval
+    from unbottle.sources.base import count_parameters
+
+    models = {
+        name: {"perplexity": r.value, "ci95": list(pooled_ci(r)), "seconds": r.seconds}
+        for name, r in evals.items()
+    }
+    models["teacher"]["parameters"] = count_parameters(teacher.model)
+    for name in ("initial student", "distilled student", "no-distill student"):
+        if name in models:
+            models[name]["parameters"] = count_parameters(student)
+    distilled = evals["distilled student"]
+    comparisons = {"distilled vs teacher": compare_eval(evals["teacher"], distilled).to_dict()}
+    if "no-distill student" in evals:
+        comparisons["distilled vs no-distill"] = compare_eval(
+            evals["no-distill student"], evals["distilled student"]
+        ).to_dict()
+    runs = {
+        name: {
+            "steps": t.step,
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in t.history),
+            "history": t.history,
+            "resumed_from": resumed.get(name, 0),
+        }
+        for name, t in trainers.items()
+    }
+    return {
+        "student": {**described, "layers": student.config.num_hidden_layers},
+        "teacher": teacher.info.to_dict(),
+        "settings": dataclasses.asdict(s),
+        "eval": evals["teacher"].details,
+        "models": models,
+        "comparisons": comparisons,
+        "runs": runs,
+        "saved": saved,
+        "measurements": [
+            dataclasses.replace(r.to_measurement(), params={**r.to_measurement().params, "model": name})
+            for name, r in evals.items()
+        ],
+    }
+
+
+def pooled_ci(result: Any) -> tuple[float, float]:
+    """The perplexity's 95% CI (bootstrap over windows)."""
+    import numpy as np
+
+    from unbottle.compare.accuracy import pooled_value
+
+    w = np.asarray(result.weights or [1.0] * len(result.scores), dtype=float)
+    est = pooled_value(np.asarray(result.scores, dtype=float), w, "perplexity")
+    return est.ci_low, est.ci_high
