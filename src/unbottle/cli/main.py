@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, info, optimize, passes, profile, runs, train
+from unbottle.cli import ab, bench, compare, distill, info, optimize, passes, profile, runs, train
 from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.command("optimize", epilog=optimize.EXAMPLES)(optimize.optimize)
 app.command("profile", epilog=profile.EXAMPLES)(profile.profile)
 app.command("train", epilog=train.EXAMPLES)(train.train)
+app.command("distill", epilog=distill.EXAMPLES)(distill.distill)
 app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)
