@@ -36,6 +36,8 @@ def test_train_reports_breakdown_validation_and_mfu_then_resumes(tmp_path):
     assert s["steps"] == 6 and s["tokens_per_s"] > 0 and 0 < s["mfu"] < 1.5
     assert abs(sum(s["breakdown"].values()) - 1) < 1e-6
     assert doc["validation"][-1]["val_perplexity"] > 1
+    assert {f["bound"] for f in doc["diagnosis"]} >= {"compute"}
+    assert first.output.count("compute: ") == 1  # the diagnosis is printed
     assert Store().get_run("last").kind == "train"
     assert resolve(doc["model_dir"]).load().info.task == "causal-lm"  # the trained model loads anywhere
 
@@ -59,6 +61,9 @@ def test_bad_training_input_fails_clearly(tmp_path):
         (["tiny-llama", "--precision", "fp8"], "allowed: fp32, bf16, bf16-pure"),
         (["tiny-bert", "--max-steps", "1"], "trains causal language models"),
         (["tiny-llama", "--data", str(tmp_path / "missing")], "does not exist"),
+        (["tiny-llama", "--precision", "fp16"], "use --precision bf16"),
+        (["tiny-llama", "--parallel", "zero"], "allowed: ddp, fsdp"),
+        (["tiny-llama", "--loss", "sampled"], "allowed: full, chunked, fused"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "o"), "-q"])

@@ -195,6 +195,9 @@ def show_training(result: dict[str, Any]) -> None:
             }
         )
     )
+    for f in result.get("diagnosis", []):
+        tries = f" → try {', '.join(f['try'])}" if f["try"] else ""
+        out.print(f"{f['bound']}: {f['text']}{tries}", highlight=False)
 
 
 _FLAGS = {

@@ -82,8 +82,12 @@ def run_training(
         return {}
     loaded.model.save_pretrained(model_dir, state_dict=state)
     loaded.tokenizer.save_pretrained(model_dir)
+    from unbottle.train.diagnose import diagnose
+
+    result = _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
     return {
-        **_result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks),
+        **result,
+        "diagnosis": diagnose(result["summary"], cfg, data_mode, loader.workers),
         "world": world,
         "micro_batch": loader.batch_size,
         "grad_accum": cfg.grad_accum,
@@ -109,7 +113,7 @@ def _result(
     wall = sum(r["wall_s"] for r in steps)
     breakdown = {k: sum(r[k] for r in steps) / wall for k in parts}
     breakdown["other_s"] = max(0.0, 1 - sum(breakdown.values()))
-    dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
+    dtype = {"bf16": "bfloat16", "bf16-pure": "bfloat16", "fp16": "float16"}.get(cfg.precision, "float32")
     tps = statistics.median(r["tokens_per_s"] for r in steps)
     params = count_parameters(loaded.model)
     peak = (
@@ -127,6 +131,8 @@ def _result(
         "peak_dtype": dtype,
         "peak_rss_mib": tracker.peak_rss_bytes / 2**20,
     }
+    if any("comm_s" in r for r in steps):
+        summary["comm_share"] = sum(r.get("comm_s", 0.0) for r in steps) / wall
     measurements = [
         Measurement(f"train.{k}", "s" if k.endswith("_s") else "", [r[k] for r in steps], False, "train", {})
         for k in ("wall_s", *parts, "loss")
