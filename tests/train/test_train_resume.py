@@ -117,3 +117,26 @@ def test_a_disk_full_save_keeps_the_previous_checkpoint(dataset, tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["latest", "step-0000001"]
     again = _trainer(dataset, tmp_path / "run")
     assert again.resume() and again.step == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_training_on_the_gpu_with_mixed_precision_and_async_copies(dataset, tmp_path, precision):
+    t = _trainer(dataset, tmp_path / "gpu", device="cuda", precision=precision, checkpoint_every=6)
+    records = t.train()
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (t.scaler is not None) == (precision == "fp16")
+    assert next(t.base.parameters()).device.type == "cuda"
+    again = _trainer(dataset, tmp_path / "gpu", device="cuda", precision=precision, checkpoint_every=6)
+    assert again.resume() and again.step == 12
+
+
+def test_batches_reach_the_device_unchanged(dataset):
+    from unbottle.train.loader import ResumableSampler, make_loader, to_device
+
+    loader = make_loader(dataset, LoaderConfig(batch_size=4), ResumableSampler(len(dataset), 0))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    moved = [b.cpu() for b in to_device(iter(loader), device)]
+    plain = list(make_loader(dataset, LoaderConfig(batch_size=4), ResumableSampler(len(dataset), 0)))
+    assert len(moved) == len(plain) and all(torch.equal(a, b) for a, b in zip(moved, plain, strict=True))

@@ -34,10 +34,10 @@ def full_model_state(trainer: Any) -> dict[str, Any]:
 
         state = get_model_state_dict(trainer.sharded, options=_options())
         return {k.removeprefix(PREFIX): v for k, v in state.items()}
-    state = {k: v.detach().clone().contiguous() for k, v in trainer.base.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in trainer.base.state_dict().items()}
     if trainer.master is not None:  # the fp32 masters, not their bf16 copies
         names = trainer.master_names
-        state.update({n: m.detach().clone() for n, m in zip(names, trainer.master, strict=True)})
+        state.update({n: m.detach().to("cpu", copy=True) for n, m in zip(names, trainer.master, strict=True)})
     return state
 
 
