@@ -277,7 +277,7 @@ def compare_table(doc: dict[str, Any]) -> Any:
         "tokens/s (median)",
         f"× {ref} [95% CI]",
         "loss, last segment vs ref",
-        "final loss",
+        "loss after each round",
     ):
         table.add_column(col)
     import statistics
@@ -291,7 +291,8 @@ def compare_table(doc: dict[str, Any]) -> Any:
             loss = f"{lc['pct']:+.2f}% [{lc['ci_low']:+.2f}, {lc['ci_high']:+.2f}]" + (
                 " CHANGED" if lc["flagged"] else ""
             )
-        table.add_row(
-            name, f"{statistics.median(e['tokens_per_s']):.0f}", ratio, loss, f"{e['losses'][-1]:.3f}"
-        )
+        rounds = len(e["tokens_per_s"])
+        step = (len(e["losses"]) - 1) // rounds  # one warm-up step, then a segment per round
+        curve = " ".join(f"{e['losses'][step * (r + 1)]:.3f}" for r in range(rounds))
+        table.add_row(name, f"{statistics.median(e['tokens_per_s']):.0f}", ratio, loss, curve)
     return table
