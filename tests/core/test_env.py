@@ -69,7 +69,9 @@ def test_cpu_info_falls_back_to_empty_flags_without_proc_cpuinfo(monkeypatch, tm
 
 def test_manifest_is_json_serialisable_with_all_keys():
     data = json.loads(json.dumps(env.manifest(seed=7)))
-    expected = "unbottle cpu cores memory_total_mib gpus os python libraries threads seed created_at"
+    expected = (
+        "unbottle cpu cores memory_total_mib gpus os python libraries threads seed working_dir created_at"
+    )
     assert set(data) == set(expected.split())
     assert data["seed"] == 7
     assert set(data["unbottle"]) == {"version", "git_commit", "git_dirty"}

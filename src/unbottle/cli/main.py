@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, distill, info, optimize, passes, profile, runs, train
+from unbottle.cli import ab, bench, compare, distill, info, optimize, passes, profile, report, runs, train
 from unbottle.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)
 app.command("compare", epilog=compare.EXAMPLES)(compare.compare)
+app.command("report", epilog=report.EXAMPLES)(report.report)
 app.command("apply", epilog=passes.APPLY_EXAMPLES)(passes.apply)
 app.command("passes")(passes.passes)
 app.command("models")(info.models)

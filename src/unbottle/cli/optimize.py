@@ -50,6 +50,9 @@ def optimize(
     memory_limit: Annotated[
         float | None, typer.Option(help="MiB per trial worker [default: 75% of RAM].")
     ] = None,
+    report: Annotated[
+        bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
+    ] = True,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -74,7 +77,7 @@ def optimize(
     )
     from unbottle.cli.optimize_run import run_optimize
 
-    run_optimize(config, output or default_output(model), overwrite, quiet, json_)
+    run_optimize(config, output or default_output(model), overwrite, quiet, json_, report)
 
 
 def parse_duration(text: str) -> float:

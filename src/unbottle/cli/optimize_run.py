@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 
-def run_optimize(config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool) -> dict[str, Any]:
+def run_optimize(
+    config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool, report: bool = True
+) -> dict[str, Any]:
     from unbottle.cli.common import recorded_run
     from unbottle.cli.optimize import log_line
     from unbottle.cli.show import show_run
@@ -30,4 +32,31 @@ def run_optimize(config: Any, output: Path, overwrite: bool, quiet: bool, json_:
         run_id, "complete", result={"optimize": doc, "model": base["model"], "threads": base["threads"]}
     )
     show_run(store, run_id, json_)
+    if report:
+        write_optimize_report(store, run_id, report_path(output, doc))
     return doc
+
+
+def report_path(output: Path, doc: dict[str, Any]) -> Path:
+    """``report.html`` in the saved model's folder; beside that folder when nothing was saved.
+
+    A folder is never created for the report alone: an empty output folder would make the next run
+    of the same command refuse it.
+    """
+    if doc.get("output"):
+        return Path(doc["output"]) / "report.html"
+    return output.parent / f"{output.name}.report.html"
+
+
+def write_optimize_report(store: Any, run_id: int, path: Path) -> None:
+    """Write the run's HTML report and print where; a failure here only warns (the run is stored)."""
+    from unbottle.cli.common import err
+    from unbottle.core.errors import UnbottleError
+    from unbottle.report.output import write_report
+
+    try:
+        written = write_report(store, run_id, path)
+    except UnbottleError as exc:
+        err.print(f"warning: no report written ({exc}); later: `unbottle report {run_id}`", highlight=False)
+        return
+    err.print(f"report: {written}", highlight=False)

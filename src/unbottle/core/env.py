@@ -236,8 +236,8 @@ def manifest(seed: int | None = None) -> dict[str, Any]:
 
     Returns:
         A JSON-serialisable dict with keys ``unbottle``, ``cpu``, ``cores``, ``memory_total_mib``,
-        ``gpus``, ``os``, ``python``, ``libraries``, ``threads``, ``seed`` and ``created_at``
-        (ISO-8601, UTC).
+        ``gpus``, ``os``, ``python``, ``libraries``, ``threads``, ``seed``, ``working_dir`` (where
+        relative paths on the command line point) and ``created_at`` (ISO-8601, UTC).
 
     Example:
         >>> import json, unbottle
@@ -259,5 +259,6 @@ def manifest(seed: int | None = None) -> dict[str, Any]:
         "libraries": library_versions(),
         "threads": thread_settings(),
         "seed": seed,
+        "working_dir": os.getcwd(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

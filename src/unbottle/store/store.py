@@ -325,4 +325,4 @@ def _parse_ref(ref: str | int) -> int | None:
             return None
         if text.isdigit():
             return int(text)
-    raise StoreError(f"run reference {ref!r} is not a run id (e.g. 7) or {LAST!r}")
+    raise StoreError(f"run reference {ref!r} is not a run id (e.g. 7) or {LAST!r}; see `unbottle runs list`")
