@@ -32,7 +32,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--strategies", default="naive,base,bf16,compile,bf16-compile,workers")
+    ap.add_argument(
+        "--strategies", default="naive,base,bf16,bf16-chunked,fused,bf16-fused,bf16-fused-compile,workers"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = load("smollm2-135m").tokenizer

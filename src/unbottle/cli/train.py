@@ -291,8 +291,8 @@ def compare_table(doc: dict[str, Any]) -> Any:
             loss = f"{lc['pct']:+.2f}% [{lc['ci_low']:+.2f}, {lc['ci_high']:+.2f}]" + (
                 " CHANGED" if lc["flagged"] else ""
             )
-        rounds = len(e["tokens_per_s"])
-        step = (len(e["losses"]) - 1) // rounds  # one warm-up step, then a segment per round
-        curve = " ".join(f"{e['losses'][step * (r + 1)]:.3f}" for r in range(rounds))
+        rounds, warm = len(e["tokens_per_s"]), doc.get("warmup_steps", 1)
+        step = (len(e["losses"]) - warm) // rounds  # warm-up steps, then a segment per round
+        curve = " ".join(f"{e['losses'][warm - 1 + step * (r + 1)]:.3f}" for r in range(rounds))
         table.add_row(name, f"{statistics.median(e['tokens_per_s']):.0f}", ratio, loss, curve)
     return table

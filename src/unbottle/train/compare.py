@@ -18,6 +18,7 @@ import numpy as np
 
 from unbottle.core.errors import ConfigError
 
+WARMUP_STEPS = 2
 STRATEGIES: dict[str, dict[str, Any]] = {
     "base": {},
     "naive": {"data_mode": "on-the-fly"},
@@ -75,8 +76,8 @@ def compare_strategies(
     from unbottle.compare.speed import compare_samples
 
     trainers = {n: _trainer(n, model, datasets, cfg, loader, out) for n in names}
-    for t in trainers.values():  # warm-up segment (compilation, allocator, workers), not measured
-        t.train(steps=1)
+    for t in trainers.values():  # warm-up (compilation and the recompile after the loss's first-use
+        t.train(steps=WARMUP_STEPS)  # check, allocator, workers), not measured
     speed: dict[str, list[float]] = {n: [] for n in names}
     order = []
     for r in range(rounds):
@@ -86,7 +87,7 @@ def compare_strategies(
             records = trainers[n].train(steps=steps)
             speed[n].append(sum(x["tokens"] for x in records) / sum(x["wall_s"] for x in records))
     ref = names[0]
-    doc: dict[str, Any] = {"reference": ref, "order": order, "strategies": {}}
+    doc: dict[str, Any] = {"reference": ref, "order": order, "warmup_steps": WARMUP_STEPS, "strategies": {}}
     for n in names:
         entry: dict[str, Any] = {"tokens_per_s": speed[n], "losses": [x["loss"] for x in trainers[n].history]}
         if n != ref:

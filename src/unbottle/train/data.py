@@ -138,8 +138,10 @@ class OnTheFlyDataset:
     """The naive baseline: raw text, tokenised again at every access.
 
     Window ``i`` covers the same text as the token cache's window ``i`` (character spans found once
-    from one offset-mapped pass), so both pipelines feed the same batches and their loss curves can
-    be compared; every ``__getitem__`` tokenises its span from scratch, as an untuned loader does.
+    from one offset-mapped pass; a few characters past the span are tokenised too, so a merge across
+    its end comes out as in the whole text), so both pipelines feed the same batches and their loss
+    curves can be compared; every ``__getitem__`` tokenises its span from scratch, as an untuned loader
+    does.
     """
 
     def __init__(self, corpus: Corpus, tokenizer: Any, seq_len: int, n_items: int | None = None) -> None:
@@ -161,8 +163,10 @@ class OnTheFlyDataset:
         import torch
 
         a, b = self.spans[i]
-        ids = self.tokenizer(self.text[a:b], add_special_tokens=False, verbose=False)["input_ids"]
-        ids = (ids + ids[-1:] * (self.seq_len + 1))[
-            : self.seq_len + 1
-        ]  # a boundary merge may shift one token
+        # a few characters past the span, so its last tokens merge as they do in the whole text
+        ids = self.tokenizer(self.text[a : b + _MARGIN], add_special_tokens=False, verbose=False)["input_ids"]
+        ids = (ids + ids[-1:] * (self.seq_len + 1))[: self.seq_len + 1]
         return torch.tensor(ids, dtype=torch.long)
+
+
+_MARGIN = 64  # characters
