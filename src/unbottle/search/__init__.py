@@ -1,1 +1,1 @@
-"""The accuracy-guarded optimisation search: trials, isolation, budgets, resume (issue 5, in progress)."""
+"""The accuracy-guarded optimisation search: trials, isolation, budgets, resume."""

@@ -1,4 +1,4 @@
-"""``unbottle train`` (issue 7, in progress): the data pipeline and the single-process trainer.
-
-Not yet: the CLI verb, DDP/FSDP through torchrun, the batch-size finder, strategy A/B, distillation.
+"""Training-side bottlenecks: the data pipeline (token cache, resumable loader), the trainer (precision,
+fused loss, compile, activation checkpointing, DDP/FSDP, atomic checkpoints), the batch-size finder,
+the strategy A/B, the step-time diagnosis, and knowledge distillation (``unbottle train`` / ``distill``).
 """
