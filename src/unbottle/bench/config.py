@@ -65,6 +65,15 @@ class BenchConfig(Config):
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
 
+    def n_points(self) -> int:
+        """How many scenario points a benchmark runs (the order of ``unbottle.bench._points``): one per
+        prefill length and decode batch size, one generate."""
+        return (
+            len(self.prompt_lengths) * ("prefill" in self.scenarios)
+            + len(self.batch_sizes) * ("decode" in self.scenarios)
+            + ("generate" in self.scenarios)
+        )
+
 
 def check_threads(threads: int) -> None:
     """Threads must be between 1 and the CPUs this process may use."""

@@ -11,7 +11,7 @@ def run_ab_command(
     """Run and store one A/B comparison; print it; return its comparison document."""
     from unbottle.bench import apply_threads
     from unbottle.cli.common import recorded_run
-    from unbottle.cli.progress import BenchProgress
+    from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
     from unbottle.compare.ab import run_ab
     from unbottle.compare.noise import lookup_noise_floor, noise_key
@@ -27,7 +27,7 @@ def run_ab_command(
     store = Store()
     key = noise_key(config.to_dict(), threads["torch_num_threads"])
     floor = None if a_vs_a else lookup_noise_floor(store, key)
-    with BenchProgress(quiet, unit="rounds") as progress:
+    with Progress(quiet) as progress:
         progress.message(f"loading A: {src_a.describe()} …")
         loaded_a = src_a.load()
         loaded_b = loaded_a
@@ -44,7 +44,8 @@ def run_ab_command(
         with recorded_run(
             store, "ab", f"{model_a} vs {model_b}", run_config, manifest(seed=config.seed)
         ) as run_id:
-            rounds = run_ab(loaded_a, loaded_b, config, progress=progress)
+            bar = progress.task(f"A/B {config.scenario}", config.rounds, "rounds")
+            rounds = run_ab(loaded_a, loaded_b, config, progress=lambda _label, done, _s: bar.update(done))
             for m in rounds.to_measurements():
                 store.add_measurement(run_id, m)
             comparisons = compare_rounds(rounds, floor[0] if floor else None)
@@ -89,9 +90,9 @@ def _eval_part(loaded_a, loaded_b, eval_config, comparisons, store, run_id, prog
     from unbottle.report.evals import eval_entry
 
     progress.message("evaluating A …")
-    evals_a = evaluate(loaded_a, eval_config)
+    evals_a = evaluate(loaded_a, eval_config, progress=progress.evaluations("A: "))
     progress.message("evaluating B (with A as the agreement reference) …")
-    evals_b = evaluate(loaded_b, eval_config, loaded_a)
+    evals_b = evaluate(loaded_b, eval_config, loaded_a, progress=progress.evaluations("B: "))
     for side, results in (("A", evals_a), ("B", evals_b)):
         for r in results:
             m = r.to_measurement()

@@ -72,7 +72,7 @@ def bench(
     )
     source = resolve(model, allow_pickle=allow_pickle)
     threads_in_force = apply_threads(config.threads)
-    with BenchProgress(quiet) as progress:
+    with BenchProgress(quiet, points=config.n_points()) as progress:
         progress.message(f"loading {source.describe()} …")
         loaded = source.load()
         progress.message(f"loaded in {loaded.info.load_s:.1f} s; " + "; ".join(loaded.info.notes))

@@ -88,3 +88,11 @@ def print_json(document: Any) -> None:
     """One JSON document on one line: always the last line of stdout."""
     sys.stdout.flush()
     print(json.dumps(document, default=str, allow_nan=False), flush=True)
+
+
+def quiet_saves(quiet: bool) -> None:
+    """With ``--quiet``, silence transformers' own progress bars (e.g. "Writing model shards")."""
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

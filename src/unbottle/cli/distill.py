@@ -15,6 +15,7 @@ from unbottle.cli.common import (
     handle_errors,
     out,
     print_json,
+    quiet_saves,
     recorded_run,
 )
 from unbottle.core.errors import ConfigError
@@ -87,12 +88,18 @@ def distill(
         raise ConfigError(f"{run_dir} is not empty; pass --resume to continue it or choose another -o")
     threads_used = apply_threads(threads)
     say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    quiet_saves(quiet)
     store = Store()
     config = {"teacher": teacher, "data": data, "seq_len": seq_len, "train": cfg.to_dict(),
               "loader": loader.to_dict(), "distill": dataclasses.asdict(settings),
               "output": str(run_dir)}  # fmt: skip
-    with recorded_run(store, "distill", teacher, config, manifest(seed=cfg.seed)) as run_id:
-        result = run_distill(teacher, data, seq_len, cfg, loader, run_dir, settings, resume, say)
+    from unbottle.cli.progress import Progress
+
+    with (
+        Progress(quiet) as progress,
+        recorded_run(store, "distill", teacher, config, manifest(seed=cfg.seed)) as run_id,
+    ):
+        result = run_distill(teacher, data, seq_len, cfg, loader, run_dir, settings, resume, say, progress)
         for m in result.pop("measurements"):
             store.add_measurement(run_id, m)
     store.finish_run(run_id, "complete", result={**result, "threads": threads_used})

@@ -57,14 +57,20 @@ def _as_loaded(model: Any, teacher: Any, label: str) -> Any:
     return Loaded(model.eval(), teacher.tokenizer, info)
 
 
-def _perplexity(loaded: Any, s: DistillSettings) -> Any:
+def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str = "") -> Any:
     import torch
 
     from unbottle.evaluate.perplexity import perplexity
 
+    report = progress.counter(f"perplexity of the {name}", "windows") if progress and name else None
     with torch.no_grad():
         return perplexity(
-            loaded, source=s.eval_text, eval_tokens=s.eval_tokens, window=s.window, stride=s.window
+            loaded,
+            source=s.eval_text,
+            eval_tokens=s.eval_tokens,
+            window=s.window,
+            stride=s.window,
+            progress=report,
         )
 
 
@@ -78,7 +84,9 @@ def run_distill(
     s: DistillSettings,
     resume: bool,
     say: Any,
+    progress: Any = None,
 ) -> dict[str, Any]:
+    """Distil and measure; ``progress`` (a ``cli.progress.Progress``) draws the evaluations and steps."""
     from unbottle.cli.train_run import datasets
     from unbottle.core.errors import ConfigError
     from unbottle.sources import resolve
@@ -93,15 +101,18 @@ def run_distill(
     plain = copy.deepcopy(student) if s.baseline else None
     say("held-out perplexity of the teacher and of the untrained student …")
     evals = {
-        "teacher": _perplexity(teacher, s),
-        "initial student": _perplexity(_as_loaded(student, teacher, "initial"), s),
+        "teacher": _perplexity(teacher, s, progress, "teacher"),
+        "initial student": _perplexity(
+            _as_loaded(student, teacher, "initial"), s, progress, "initial student"
+        ),
     }
     trainers = _trainers(student, plain, teacher, train_ds, cfg, loader, out, s)
     resumed = {name: t.step for name, t in trainers.items() if resume and t.resume()}
-    _train_interleaved(trainers, cfg, say)
-    evals["distilled student"] = _perplexity(_as_loaded(student, teacher, "distilled"), s)
-    if plain is not None:
-        evals["no-distill student"] = _perplexity(_as_loaded(plain, teacher, "no-distill"), s)
+    _train_interleaved(trainers, cfg, progress)
+    for name, model in (("distilled", student), ("no-distill", plain)):
+        if model is not None:
+            label = f"{name} student"
+            evals[label] = _perplexity(_as_loaded(model, teacher, name), s, progress, label)
     saved = _save(trainers, {"distilled": student, "no-distill": plain}, teacher, out)
     return _document(teacher, student, described, evals, trainers, resumed, saved, s)
 
@@ -117,14 +128,21 @@ def _trainers(student, plain, teacher, train_ds, cfg, loader, out, s) -> dict[st
     return trainers
 
 
-def _train_interleaved(trainers: dict[str, Any], cfg: Any, say: Any) -> None:
-    """Alternate chunks of steps, so both runs see the machine alike (their tokens/s compare)."""
+def _train_interleaved(trainers: dict[str, Any], cfg: Any, progress: Any = None) -> None:
+    """Alternate chunks of steps, so both runs see the machine alike (their tokens/s compare).
+
+    With ``progress``, each run has its own bar over ``max_steps``.
+    """
+    from unbottle.cli.train_run import steps_task
+
     chunk = max(1, min(10, cfg.max_steps // 5))
+    on_step = {
+        name: steps_task(progress, f"training {name}", cfg.max_steps, t.step) for name, t in trainers.items()
+    }
     while any(t.step < cfg.max_steps for t in trainers.values()):
         for name, t in trainers.items():
             if t.step < cfg.max_steps:
-                t.train(steps=chunk)
-                say(f"{name}: step {t.step}/{cfg.max_steps}, loss {t.history[-1]['loss']:.3f}")
+                t.train(steps=chunk, on_step=on_step[name])
 
 
 FOLDERS = {"distilled": "student", "no-distill": "no-distill-student"}

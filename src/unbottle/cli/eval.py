@@ -11,7 +11,6 @@ from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
     ThreadsOpt,
-    err,
     handle_errors,
     recorded_run,
 )
@@ -71,16 +70,18 @@ def eval_(
     source = resolve(model, allow_pickle=allow_pickle)
     ref_source = resolve(reference, allow_pickle=allow_pickle) if reference else None
     threads_in_force = apply_threads(threads)
-    say = (lambda text: None) if quiet else (lambda text: err.print(text, highlight=False))
-    say(f"loading {source.describe()} …")
-    loaded = source.load()
-    ref = ref_source.load() if ref_source else None
-    store = Store()
-    with recorded_run(store, "eval", model, config.to_dict(), manifest()) as run_id:
-        say("evaluating …")
-        results = evaluate(loaded, config, ref)
-        for r in results:
-            store.add_measurement(run_id, r.to_measurement())
+    from unbottle.cli.progress import Progress
+
+    with Progress(quiet) as progress:
+        progress.message(f"loading {source.describe()} …")
+        loaded = source.load()
+        ref = ref_source.load() if ref_source else None
+        store = Store()
+        with recorded_run(store, "eval", model, config.to_dict(), manifest()) as run_id:
+            progress.message("evaluating …")
+            results = evaluate(loaded, config, ref, progress=progress.evaluations())
+            for r in results:
+                store.add_measurement(run_id, r.to_measurement())
     summary: dict[str, Any] = {
         "model": loaded.info.to_dict(),
         "threads": threads_in_force,

@@ -96,7 +96,9 @@ def default_output(model: str) -> Path:
     return Path("optimized") / name
 
 
-def log_line(quiet: bool) -> Any:
+def log_line(quiet: bool, budget: Any = None) -> Any:
+    """The search's log: ``[  12 s] line`` on stderr (above the bars on a terminal); each line also
+    moves ``budget``, a clock task of ``cli.progress`` over the time budget, if given."""
     import time
 
     start = time.monotonic()
@@ -104,5 +106,7 @@ def log_line(quiet: bool) -> Any:
     def log(line: str) -> None:
         if not quiet:
             err.print(f"[{time.monotonic() - start:6.0f} s] {line}", highlight=False, markup=False)
+        if budget is not None:
+            budget.tick()
 
     return log

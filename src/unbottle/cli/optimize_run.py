@@ -11,6 +11,7 @@ def run_optimize(
 ) -> dict[str, Any]:
     from unbottle.cli.common import recorded_run
     from unbottle.cli.optimize import log_line
+    from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
     from unbottle.compare.ab import ABConfig, ABRounds
     from unbottle.core.env import manifest
@@ -18,15 +19,17 @@ def run_optimize(
     from unbottle.store import Store
 
     store = Store()
-    search = Search(config, store, output, overwrite, log=log_line(quiet))
-    run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
-    with recorded_run(store, "optimize", config.model, run_config, manifest(seed=config.seed)) as run_id:
-        doc = search.run()
-        if doc.get("rounds"):
-            r = doc["rounds"]
-            rounds = ABRounds(ABConfig(**config.ab_settings("full")), r["a"], r["b"], r["order"])
-            for m in rounds.to_measurements():
-                store.add_measurement(run_id, m)
+    with Progress(quiet) as progress:
+        budget = progress.task("optimize (time budget)", config.time_budget_s, "s", clock=True)
+        search = Search(config, store, output, overwrite, log=log_line(quiet, budget))
+        run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
+        with recorded_run(store, "optimize", config.model, run_config, manifest(seed=config.seed)) as run_id:
+            doc = search.run()
+            if doc.get("rounds"):
+                r = doc["rounds"]
+                rounds = ABRounds(ABConfig(**config.ab_settings("full")), r["a"], r["b"], r["order"])
+                for m in rounds.to_measurements():
+                    store.add_measurement(run_id, m)
     base = doc["baseline"]
     store.finish_run(
         run_id, "complete", result={"optimize": doc, "model": base["model"], "threads": base["threads"]}

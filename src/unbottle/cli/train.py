@@ -15,6 +15,7 @@ from unbottle.cli.common import (
     handle_errors,
     out,
     print_json,
+    quiet_saves,
     recorded_run,
 )
 from unbottle.core.errors import ConfigError
@@ -137,6 +138,7 @@ def train(
     cfg = dataclasses.replace(cfg, device=rank_device(cfg.device))
     settings = apply_threads(threads)
     say = (lambda _m: None) if quiet or rank else (lambda m: err.print(m, highlight=False))
+    quiet_saves(quiet or bool(rank))
     if rank:
         from unbottle.cli.train_run import run_training
 
@@ -157,12 +159,15 @@ def train(
     from unbottle.profile.peaks import cached_peaks
 
     peaks = cached_peaks(store, settings["torch_num_threads"])  # for MFU; measured once per machine
-    with recorded_run(store, "train", model, config, manifest(seed=cfg.seed)) as run_id:
-        from unbottle.cli.train_run import run_training
+    from unbottle.cli.progress import Progress
+    from unbottle.cli.train_run import run_training
 
-        result = run_training(
-            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks, 0, world, batching
-        )
+    with (
+        Progress(quiet) as progress,  # only rank 0 gets here: the other ranks show nothing
+        recorded_run(store, "train", model, config, manifest(seed=cfg.seed)) as run_id,
+    ):
+        result = run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks,
+                              0, world, batching, progress)  # fmt: skip
         for m in result.pop("measurements"):
             store.add_measurement(run_id, m)
     store.finish_run(run_id, "complete", result={**result, "threads": settings})

@@ -46,7 +46,9 @@ def run_training(
     rank: int = 0,
     world: int = 1,
     batching: dict[str, Any] | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
+    """Train, validate and save; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
     from unbottle.bench.tracker import ResourceTracker
     from unbottle.core.errors import ConfigError
     from unbottle.sources import resolve
@@ -67,12 +69,13 @@ def run_training(
     if resume and not resumed_from:
         say(f"no checkpoint in {run_dir}: starting from step 0")
     validation = []
+    steps = steps_task(progress, "training", cfg.max_steps, trainer.step)
     with ResourceTracker() as tracker:
         while trainer.step < cfg.max_steps:
             chunk = cfg.eval_every or cfg.max_steps
-            trainer.train(steps=chunk - trainer.step % chunk)
-            say(f"step {trainer.step}/{cfg.max_steps}: loss {trainer.history[-1]['loss']:.3f}")
+            trainer.train(steps=chunk - trainer.step % chunk, on_step=steps)
             validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
+            say(f"step {trainer.step}/{cfg.max_steps}: validation loss {validation[-1]['val_loss']:.3f}")
     model_dir = run_dir / "model"
     from unbottle.train.checkpoint import full_model_state
 
@@ -93,6 +96,14 @@ def run_training(
         "grad_accum": cfg.grad_accum,
         "batch_finder": found,
     }
+
+
+def steps_task(progress: Any, label: str, max_steps: int, done: int) -> Any:
+    """An ``on_step`` for ``Trainer.train`` that advances a bar over ``max_steps`` (None: no display)."""
+    if progress is None:
+        return None
+    task = progress.task(label, max_steps, "steps", completed=done)
+    return lambda record: task.advance(note=f"loss {record['loss']:.3f}")
 
 
 def _result(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ def multiple_choice(
     length_normalize: bool = False,
     batch_size: int = 8,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Accuracy of a causal LM on a multiple-choice task, with each item's 0/1 correctness kept.
 
@@ -39,6 +41,8 @@ def multiple_choice(
         length_normalize: divide each option's log-probability by its token count.
         batch_size: (prompt, option) sequences per forward pass.
         seed: seeds the subset choice.
+        progress: called as ``progress(options_done, options_total)`` over the (prompt, option)
+            sequences, first with 0, then after every batch.
 
     Returns:
         ``metric="accuracy"``; scores are 1.0/0.0 per item, sample ids the items' indices in the file.
@@ -56,7 +60,7 @@ def multiple_choice(
         task = load_task(task)
     chosen = choose_items(len(task.items), max_items, seed)
     with torch.inference_mode():
-        logprobs = option_logprobs(loaded, task, chosen, length_normalize, batch_size)
+        logprobs = option_logprobs(loaded, task, chosen, length_normalize, batch_size, progress)
     correct = []
     for index, scores in zip(chosen, logprobs, strict=True):
         predicted = max(range(len(scores)), key=scores.__getitem__)  # first of equal maxima
@@ -100,7 +104,12 @@ def choose_items(n_total: int, max_items: int | None, seed: int) -> list[int]:
 
 
 def option_logprobs(
-    loaded: Loaded, task: Task, indices: list[int], length_normalize: bool, batch_size: int
+    loaded: Loaded,
+    task: Task,
+    indices: list[int],
+    length_normalize: bool,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[list[float]]:
     """Log-probability of every option of the chosen items given its prompt, per item in option order.
 
@@ -115,11 +124,15 @@ def option_logprobs(
             owners.append((k, o))
     order = sorted(range(len(sequences)), key=lambda s: -len(sequences[s][0]))
     sums: list[float] = [0.0] * len(sequences)
+    if progress is not None:
+        progress(0, len(order))
     for b in range(0, len(order), batch_size):
         batch = order[b : b + batch_size]
         for s, value in zip(batch, _score_batch(loaded, [sequences[s] for s in batch]), strict=True):
             n_option = len(sequences[s][0]) - sequences[s][1]
             sums[s] = value / n_option if length_normalize else value
+        if progress is not None:
+            progress(min(b + batch_size, len(order)), len(order))
     result: list[list[float]] = [[0.0] * len(task.items[i].options) for i in indices]
     for (k, o), value in zip(owners, sums, strict=True):
         result[k][o] = value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def perplexity(
     window: int = 512,
     stride: int = 512,
     batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Perplexity of a causal LM on a text, with the mean NLL of every window kept as a sample.
 
@@ -49,6 +51,8 @@ def perplexity(
         window: tokens per model input.
         stride: tokens between window starts (at most ``window``; see ``plan_windows``).
         batch_size: windows per forward pass.
+        progress: called as ``progress(windows_done, windows_total)``, first with 0, then after
+            every batch.
 
     Returns:
         ``metric="perplexity"``; scores are per-window mean NLL in nats/token, weights the number of
@@ -69,7 +73,7 @@ def perplexity(
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
     windows = plan_windows(len(stream.ids), window, stride)
     with torch.inference_mode():
-        sums = window_nll(loaded.model, stream.ids, windows, batch_size)
+        sums = window_nll(loaded.model, stream.ids, windows, batch_size, progress)
     counts = [w.n_scored for w in windows]
     total_nll, total_tokens = math.fsum(sums), sum(counts)
     return EvalResult(
@@ -100,7 +104,13 @@ def perplexity(
     )
 
 
-def window_nll(model: Any, ids: Any, windows: list[Window], batch_size: int) -> list[float]:
+def window_nll(
+    model: Any,
+    ids: Any,
+    windows: list[Window],
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
     """Summed NLL (nats, float32 logits) of each window's scored tokens, in window order.
 
     Args:
@@ -108,12 +118,15 @@ def window_nll(model: Any, ids: Any, windows: list[Window], batch_size: int) -> 
         ids: the token stream, shape ``(N,)``.
         windows: from ``plan_windows``.
         batch_size: windows per forward; only windows of equal length share a batch.
+        progress: called as ``progress(windows_done, windows_total)``, first with 0.
     """
     import torch
     import torch.nn.functional as F
 
     device = device_of(model)
     sums: list[float] = []
+    if progress is not None:
+        progress(0, len(windows))
     for batch in batches_of_equal_length(windows, batch_size):
         x = torch.stack([ids[w.begin : w.end] for w in batch]).to(device)  # (B, T)
         logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
@@ -125,6 +138,8 @@ def window_nll(model: Any, ids: Any, windows: list[Window], batch_size: int) -> 
         first = torch.tensor([w.first_target - w.begin for w in batch], device=device)  # (B,)
         scored = position[None, :] >= first[:, None]  # (B, T-1)
         sums.extend(torch.where(scored, nll, 0.0).double().sum(dim=1).tolist())
+        if progress is not None:
+            progress(len(sums), len(windows))
     return sums
 
 

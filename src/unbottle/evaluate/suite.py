@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from unbottle.evaluate.agreement import agreement
 from unbottle.evaluate.base import EvalResult
 from unbottle.evaluate.config import EvalConfig
@@ -11,13 +13,20 @@ from unbottle.evaluate.perplexity import perplexity
 from unbottle.sources.base import Loaded
 
 
-def evaluate(loaded: Loaded, config: EvalConfig, reference_loaded: Loaded | None = None) -> list[EvalResult]:
+def evaluate(
+    loaded: Loaded,
+    config: EvalConfig,
+    reference_loaded: Loaded | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[EvalResult]:
     """Perplexity always; multiple-choice accuracy if ``config.task``; agreement if there is a reference.
 
     Args:
         loaded: the model to evaluate.
         config: what to evaluate.
         reference_loaded: the reference model; if None and ``config.reference`` is set, it is loaded.
+        progress: called as ``progress(evaluator, done, total)``: ``"perplexity"`` counts windows,
+            ``"multiple-choice"`` (prompt, option) sequences.
 
     Returns:
         perplexity, then accuracy (with a task), then KL, top-1 and greedy match (with a reference).
@@ -32,6 +41,7 @@ def evaluate(loaded: Loaded, config: EvalConfig, reference_loaded: Loaded | None
             window=config.window,
             stride=config.stride,
             batch_size=config.batch_size,
+            progress=_for(progress, "perplexity"),
         )
     ]
     if config.task:
@@ -42,6 +52,7 @@ def evaluate(loaded: Loaded, config: EvalConfig, reference_loaded: Loaded | None
                 max_items=config.max_items,
                 length_normalize=config.length_normalize,
                 batch_size=config.batch_size,
+                progress=_for(progress, "multiple-choice"),
             )
         )
     if reference_loaded is None and config.reference:
@@ -61,3 +72,11 @@ def evaluate(loaded: Loaded, config: EvalConfig, reference_loaded: Loaded | None
             )
         )
     return results
+
+
+def _for(
+    progress: Callable[[str, int, int], None] | None, evaluator: str
+) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(evaluator, done, total)

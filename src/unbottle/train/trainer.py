@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,14 +186,21 @@ class Trainer:
                 yield batch
             self.epoch, self.position = self.epoch + 1, 0
 
-    def train(self, steps: int | None = None) -> list[dict[str, Any]]:
-        """Run until ``max_steps`` (or ``steps`` more); return the per-step records of this call."""
+    def train(
+        self, steps: int | None = None, on_step: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run until ``max_steps`` (or ``steps`` more); return the per-step records of this call.
+
+        ``on_step`` is called with each step's record as it ends (e.g. to draw progress).
+        """
         self.model.train()
         batches = self._batches()
         stop = min(self.cfg.max_steps, self.step + (steps if steps is not None else self.cfg.max_steps))
         records = []
         while self.step < stop:
             records.append(self._one_step(batches))
+            if on_step is not None:
+                on_step(records[-1])
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                 self.save()
         return records
