@@ -87,15 +87,10 @@ def run_distill(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Distil and measure; ``progress`` (a ``cli.progress.Progress``) draws the evaluations and steps."""
-    from unbottle.cli.train_run import datasets
-    from unbottle.core.errors import ConfigError
-    from unbottle.sources import resolve
-    from unbottle.sources.base import require_causal_lm
+    from unbottle.cli.train_run import datasets, load_trainable
 
     say(f"loading teacher {teacher_spec} …")
-    teacher = require_causal_lm(resolve(teacher_spec).load(), teacher_spec, PURPOSE)
-    if teacher.tokenizer is None:
-        raise ConfigError(f"{teacher_spec!r} has no tokenizer; give a model folder with tokenizer files")
+    teacher = load_trainable(teacher_spec, PURPOSE)
     student, described = make_student(teacher, s.student)
     train_ds, _ = datasets(data, seq_len, "cache", teacher.tokenizer)
     plain = copy.deepcopy(student) if s.baseline else None

@@ -32,6 +32,18 @@ def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> 
     return train, val
 
 
+def load_trainable(spec: str, purpose: str) -> Any:
+    """A causal LM with its tokenizer, or a clear error."""
+    from unbottle.core.errors import ConfigError
+    from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
+
+    loaded = require_causal_lm(resolve(spec).load(), spec, purpose)
+    if loaded.tokenizer is None:
+        raise ConfigError(f"{spec!r} has no tokenizer; give a model folder with tokenizer files")
+    return loaded
+
+
 def run_training(
     model: str,
     data: str | None,
@@ -50,15 +62,10 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, validate and save; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
     from unbottle.bench.tracker import ResourceTracker
-    from unbottle.core.errors import ConfigError
-    from unbottle.sources import resolve
-    from unbottle.sources.base import require_causal_lm
     from unbottle.train.trainer import Trainer
 
     say(f"loading {model} …")
-    loaded = require_causal_lm(resolve(model).load(), model, TRAIN_PURPOSE)
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{model!r} has no tokenizer; give a model folder with tokenizer files")
+    loaded = load_trainable(model, TRAIN_PURPOSE)
     say("preparing data (tokenised once, then cached) …")
     train_ds, val_ds = datasets(data, seq_len, data_mode, loaded.tokenizer)
     cfg, loader, found = _batching(
