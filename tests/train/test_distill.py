@@ -128,3 +128,21 @@ def test_a_student_with_another_tokenizer_is_refused(tmp_path, tiny_llama):
     result = runner.invoke(app, ["distill", "tiny-llama", "--student", str(tmp_path / "student"),
                                  "-o", str(tmp_path / "o"), "-q"])  # fmt: skip
     assert result.exit_code == 2 and "has another tokenizer than teacher" in result.output
+
+
+def test_an_interrupted_distillation_resumes_both_runs_to_the_same_result(tmp_path):
+    args = ["distill", "tiny-llama", "--data", _data(tmp_path), "--seq-len", "32", "--batch-size", "4",
+            "--max-steps", "4", "--checkpoint-every", "2", "--eval-tokens", "512", "--window", "64",
+            "--threads", "1", "-o", str(tmp_path / "run"), "--json", "-q"]  # fmt: skip
+    whole = json.loads(runner.invoke(app, args).output.strip().splitlines()[-1])
+    for run in ("distilled", "no-distill"):  # as if killed after the step-2 checkpoints
+        (tmp_path / "run" / run / "latest").write_text("step-0000002", encoding="utf-8")
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads(result.output.strip().splitlines()[-1])
+    for run in ("distilled", "no-distill"):
+        assert resumed["runs"][run]["resumed_from"] == 2
+        losses = [h["loss"] for h in resumed["runs"][run]["history"]]
+        assert losses == pytest.approx([h["loss"] for h in whole["runs"][run]["history"]], rel=1e-5)
+    got, want = (d["models"]["distilled student"]["perplexity"] for d in (resumed, whole))
+    assert got == pytest.approx(want, rel=1e-5)
