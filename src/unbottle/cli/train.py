@@ -260,8 +260,10 @@ def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, th
         "rounds": rounds,
         "segment_steps": steps,
     }
-    with recorded_run(store, "train", model, config, manifest()) as run_id:
-        result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say)
+    from unbottle.cli.progress import Progress
+
+    with recorded_run(store, "train", model, config, manifest()) as run_id, Progress(quiet) as progress:
+        result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say, progress)
     store.finish_run(run_id, "complete", result={**result, "threads": settings})
     out.print(compare_table(result["compare"]))
     if json_:

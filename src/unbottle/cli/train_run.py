@@ -177,6 +177,7 @@ def run_compare(
     rounds: int,
     steps: int,
     say: Any,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
     from unbottle.sources import resolve
@@ -188,9 +189,14 @@ def run_compare(
     cached, _ = datasets(data, seq_len, "cache", loaded.tokenizer)
     naive, _ = datasets(data, seq_len, "on-the-fly", loaded.tokenizer)
     say(f"comparing {', '.join(names)}: {rounds} rounds of {steps} steps each …")
+    on_segment = None
+    if progress is not None:
+        task = progress.task("strategy A/B", rounds * len(names), "segments")
+        on_segment = lambda name: task.advance(note=name)  # noqa: E731
     doc = compare_strategies(
-        loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps
-    )
+        loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps,
+        on_segment,
+    )  # fmt: skip
     return {"compare": doc, "model": loaded.info.to_dict()}
 
 

@@ -71,8 +71,10 @@ def compare_strategies(
     out: Any,
     rounds: int,
     steps: int,
+    on_segment: Any = None,
 ) -> dict[str, Any]:
-    """Run ``rounds`` rounds of ``steps``-step segments per strategy; return the comparison document."""
+    """Run ``rounds`` rounds of ``steps``-step segments per strategy; return the comparison document.
+    ``on_segment(name)`` is called after each measured segment (progress display)."""
     from unbottle.compare.speed import compare_samples
 
     trainers = {n: _trainer(n, model, datasets, cfg, loader, out) for n in names}
@@ -86,6 +88,8 @@ def compare_strategies(
         for n in turn:
             records = trainers[n].train(steps=steps)
             speed[n].append(sum(x["tokens"] for x in records) / sum(x["wall_s"] for x in records))
+            if on_segment is not None:
+                on_segment(n)
     ref = names[0]
     doc: dict[str, Any] = {"reference": ref, "order": order, "warmup_steps": WARMUP_STEPS, "strategies": {}}
     for n in names:
