@@ -96,3 +96,10 @@ def quiet_saves(quiet: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def stderr_say(quiet: bool) -> Callable[[str], None]:
+    """A one-line status printer on stderr, or a no-op with ``--quiet``."""
+    if quiet:
+        return lambda _m: None
+    return lambda m: err.print(m, highlight=False)

@@ -11,12 +11,12 @@ from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
     ThreadsOpt,
-    err,
     handle_errors,
     out,
     print_json,
     quiet_saves,
     recorded_run,
+    stderr_say,
 )
 from unbottle.core.errors import ConfigError
 
@@ -90,7 +90,7 @@ def distill(
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"{run_dir} is not empty; pass --resume to continue it or choose another -o")
     threads_used = apply_threads(threads)
-    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    say = stderr_say(quiet)
     quiet_saves(quiet)
     store = Store()
     config = {"teacher": teacher, "data": data, "seq_len": seq_len, "train": cfg.to_dict(),

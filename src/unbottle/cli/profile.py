@@ -10,10 +10,10 @@ from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
     ThreadsOpt,
-    err,
     handle_errors,
     out,
     recorded_run,
+    stderr_say,
 )
 
 EXAMPLES = """
@@ -64,7 +64,7 @@ def profile(
     trace_paths(trace_dir, "probe")  # an unwritable trace folder fails before anything loads
     source = resolve(model)
     settings = apply_threads(threads)
-    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    say = stderr_say(quiet)
     say(f"loading {source.describe()} …")
     loaded = source.load()
     require_causal_lm(loaded, model, "unbottle profile profiles causal language models")

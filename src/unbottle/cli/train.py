@@ -11,12 +11,12 @@ from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
     ThreadsOpt,
-    err,
     handle_errors,
     out,
     print_json,
     quiet_saves,
     recorded_run,
+    stderr_say,
 )
 from unbottle.core.errors import ConfigError
 
@@ -137,7 +137,7 @@ def train(
     rank, world = init_from_env(cfg.device)
     cfg = dataclasses.replace(cfg, device=rank_device(cfg.device))
     settings = apply_threads(threads)
-    say = (lambda _m: None) if quiet or rank else (lambda m: err.print(m, highlight=False))
+    say = stderr_say(quiet or bool(rank))
     quiet_saves(quiet or bool(rank))
     if rank:
         from unbottle.cli.train_run import run_training
@@ -250,7 +250,7 @@ def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, th
         )
     cfg = dataclasses.replace(cfg, max_steps=10**9, warmup_steps=max(1, steps))
     settings = apply_threads(threads)
-    say = (lambda _m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    say = stderr_say(quiet)
     store = Store()
     config = {
         "model": model,

@@ -133,12 +133,12 @@ class Trainer:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.step, self.epoch, self.position = 0, 0, 0
         self.history: list[dict[str, Any]] = []
-        self.master, self.master_names = self._masters()
+        self.master, self.master_names, self.live = self._masters()
         self.objective = (
             objective if objective is not None else LossModel(model, config.loss, config.autocast_dtype())
         )
         self.model = self._wrap(self.objective)
-        params = self.master if self.master is not None else [p for p in self.model.parameters()]
+        params = self.master if self.master is not None else list(self.model.parameters())
         try:
             self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         except (RuntimeError, TypeError):
@@ -149,16 +149,18 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         torch.manual_seed(config.seed)
 
-    def _masters(self) -> tuple[list[Any] | None, list[str]]:
-        """For bf16-pure: bf16 weights for compute, fp32 master copies for the optimiser."""
+    def _masters(self) -> tuple[list[Any] | None, list[str], list[Any]]:
+        """(fp32 masters or None, trained parameter names, the trained parameters). For bf16-pure:
+        bf16 weights for compute, fp32 master copies for the optimiser."""
         import torch
 
         named = [(n, p) for n, p in self.base.named_parameters() if p.requires_grad]
+        names, live = [n for n, _ in named], [p for _, p in named]
         if self.cfg.precision != "bf16-pure":
-            return None, [n for n, _ in named]
-        master = [torch.nn.Parameter(p.detach().float().clone()) for _, p in named]
-        self.base.to(torch.bfloat16)
-        return master, [n for n, _ in named]
+            return None, names, live
+        master = [torch.nn.Parameter(p.detach().float().clone()) for p in live]
+        self.base.to(torch.bfloat16)  # in place: ``live`` now holds the bf16 weights
+        return master, names, live
 
     def _wrap(self, loss_model: Any) -> Any:
         from unbottle.train import distributed
@@ -254,8 +256,7 @@ class Trainer:
         import torch
 
         if self.master is not None:
-            live = [p for p in self.base.parameters() if p.requires_grad]
-            for p, m in zip(live, self.master, strict=True):
+            for p, m in zip(self.live, self.master, strict=True):
                 m.grad = None if p.grad is None else p.grad.float()
                 p.grad = None
         if self.scaler is not None:
@@ -271,7 +272,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.master is not None:
             with torch.no_grad():
-                for p, m in zip(live, self.master, strict=True):
+                for p, m in zip(self.live, self.master, strict=True):
                     p.copy_(m)
         self.sched.step()
         return norm
