@@ -3,6 +3,7 @@
 Perplexity can stay flat while the next-token distribution drifts; KL divergence and top-1
 agreement on the perplexity windows see that drift directly, and greedy match length shows when it
 starts to change generated text. All three keep per-window or per-prompt samples for paired stats.
+Windows and prompts follow the reference's BOS convention, exactly as perplexity's windows do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from unbottle.evaluate.common import (
     model_vocab_size,
     plan_windows,
     require_causal_lm,
+    window_inputs,
 )
 from unbottle.evaluate.corpus import resolve_text, token_stream
 from unbottle.sources.base import Loaded
@@ -48,10 +50,10 @@ def agreement(
         candidate: the model being checked.
         reference: the model it should agree with; must share the candidate's vocabulary.
         text: the text whose windows are scored; default: the packaged Persuasion corpus.
-        eval_tokens: tokens of the text evaluated (BOS included), as for perplexity.
-        window: tokens per model input.
+        eval_tokens: tokens of the stream evaluated (the prefix counted once), as for perplexity.
+        window: tokens per model input, a per-window prefix included.
         n_prompts: greedy-generation prompts, taken at evenly spaced offsets of the token stream.
-        prompt_length: tokens per prompt.
+        prompt_length: tokens per prompt, a per-window prefix included.
         new_tokens: tokens each model generates greedily per prompt.
         batch_size: windows or prompts per forward pass.
         stride: tokens between window starts; default ``window`` (the perplexity default), so the
@@ -78,12 +80,14 @@ def agreement(
         check_positions(loaded, prompt_length + new_tokens, "prompt_length + new_tokens", "shorten either")
     text, description = resolve_text(text, None)
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
-    if len(stream.ids) < prompt_length:
+    lowest, highest = stream.window_prefix + 1, len(stream.ids)
+    if not lowest <= prompt_length <= highest:
         raise EvalError(
-            f"{len(stream.ids)} tokens to evaluate, fewer than prompt_length={prompt_length}; "
-            "lower prompt_length or raise --eval-tokens"
+            f"prompt_length={prompt_length} given; with {highest} tokens to evaluate and "
+            f"{stream.window_prefix} prefix token(s) per prompt it must lie between {lowest} and {highest}; "
+            "change prompt_length or raise --eval-tokens"
         )
-    windows = plan_windows(len(stream.ids), window, stride)
+    windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
     details = {
         "candidate": candidate.info.spec,
         "reference": reference.info.spec,
@@ -94,14 +98,21 @@ def agreement(
         "stride": stride,
         "n_windows": len(windows),
         "scored_tokens": sum(w.n_scored for w in windows),
-        "bos_prepended": stream.bos_prepended,
+        **stream.convention.details(),
         "batch_size": batch_size,
     }
     with torch.inference_mode():
         kl, top1 = _window_agreement(candidate.model, reference.model, stream.ids, windows, batch_size)
         seconds = time.perf_counter() - start
         greedy = _greedy_result(
-            candidate, reference, stream.ids, n_prompts, prompt_length, new_tokens, batch_size
+            candidate,
+            reference,
+            stream.ids,
+            stream.window_prefix,
+            n_prompts,
+            prompt_length,
+            new_tokens,
+            batch_size,
         )
     greedy.details = {**details, **greedy.details}
     return [
@@ -161,12 +172,12 @@ def _window_agreement(
     kl_sums: list[float] = []
     agree_sums: list[float] = []
     for batch in batches_of_equal_length(windows, batch_size):
-        x = torch.stack([ids[w.begin : w.end] for w in batch])  # (B, T)
+        x = window_inputs(ids, batch)  # (B, T)
         ref_logits = reference(input_ids=x.to(device_of(reference)), use_cache=False).logits  # (B, T, V)
         cand_logits = candidate(input_ids=x.to(device_of(candidate)), use_cache=False).logits
         for r, w in enumerate(batch):
             # Row r, positions predicting the window's scored tokens: (S, V) with S = w.n_scored.
-            rows = slice(w.first_target - w.begin - 1, w.length - 1)
+            rows = slice(w.first_position - 1, w.length - 1)
             ref_logp = torch.log_softmax(ref_logits[r, rows].float(), dim=-1)
             cand_logp = torch.log_softmax(cand_logits[r, rows].float().to(ref_logp.device), dim=-1)
             kl = (ref_logp.exp() * (ref_logp - cand_logp)).sum(dim=-1)  # (S,)
@@ -179,17 +190,24 @@ def _greedy_result(
     candidate: Loaded,
     reference: Loaded,
     ids: Any,
+    prefix: int,
     n_prompts: int,
     prompt_length: int,
     new_tokens: int,
     batch_size: int,
 ) -> EvalResult:
-    """Greedy match length on ``n_prompts`` prompts at evenly spaced offsets of the token stream."""
+    """Greedy match length on ``n_prompts`` prompts at evenly spaced offsets of the token stream.
+
+    With a per-window prefix (``prefix > 0``) each prompt is the prefix then ``prompt_length -
+    prefix`` stream tokens taken after the stream's own prefix.
+    """
     import torch
 
     start = time.perf_counter()
-    starts = torch.linspace(0, len(ids) - prompt_length, n_prompts).round().long().tolist()
-    prompts = torch.stack([ids[s : s + prompt_length] for s in starts])  # (P, L)
+    span = prompt_length - prefix
+    starts = torch.linspace(prefix, len(ids) - span, n_prompts).round().long().tolist()
+    spans = [Window(s, s + span, s + span, prefix) for s in starts]
+    prompts = window_inputs(ids, spans)  # (P, L)
     matches = _greedy_matches(candidate.model, reference.model, prompts, new_tokens, batch_size)
     return EvalResult(
         evaluator="agreement",
@@ -199,7 +217,7 @@ def _greedy_result(
         score_name="match_length",
         score_unit="tokens",
         scores=[float(m) for m in matches],
-        sample_ids=[f"prompt{k}:tokens[{s}:{s + prompt_length}]" for k, s in enumerate(starts)],
+        sample_ids=[f"prompt{k}:{w.sample_id}" for k, w in enumerate(spans)],
         seconds=time.perf_counter() - start,
         details={"n_prompts": n_prompts, "prompt_length": prompt_length, "new_tokens": new_tokens},
     )

@@ -15,29 +15,39 @@ from unbottle.sources.base import Loaded
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """One model input ``ids[begin:end]`` that scores the tokens at ``first_target .. end - 1``.
+    """One model input, ``ids[:prefix] + ids[begin:end]``, that scores the tokens ``first_target .. end - 1``.
 
-    Each scored token is predicted from the tokens before it inside the window.
+    Each scored token is predicted from the tokens before it inside the window. ``prefix`` is the
+    number of stream-start tokens (the BOS) repeated before the span: 0 unless the model's convention
+    is ``every-window``. Positions are those of the token stream (``TokenStream.ids``).
     """
 
     begin: int
     end: int
     first_target: int
+    prefix: int = 0
 
     @property
     def length(self) -> int:
-        return self.end - self.begin
+        """Tokens of the model input, prefix included."""
+        return self.end - self.begin + self.prefix
 
     @property
     def n_scored(self) -> int:
         return self.end - self.first_target
 
     @property
+    def first_position(self) -> int:
+        """Input position of the first scored token."""
+        return self.first_target - self.begin + self.prefix
+
+    @property
     def sample_id(self) -> str:
-        return f"tokens[{self.begin}:{self.end}]"
+        span = f"tokens[{self.begin}:{self.end}]"
+        return f"prefix+{span}" if self.prefix else span
 
 
-def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
+def plan_windows(n_tokens: int, window: int, stride: int, prefix: int = 0) -> list[Window]:
     """Strided windows over ``n_tokens`` tokens that score every token but the first exactly once.
 
     This is the strided scheme of Hugging Face's perplexity guide (``for begin in range(0, N,
@@ -46,18 +56,33 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
     With ``stride == window`` the guide's scheme never scores the first token of each window, since
     nothing in the window precedes it; here that token is the last input of the previous window's
     span and is scored by the next one, so ``sum(n_scored) == n_tokens - 1``.
+
+    With ``prefix > 0`` (the ``every-window`` convention) the stream's first ``prefix`` tokens are
+    that prefix, and every window is the prefix followed by ``window - prefix`` stream tokens from
+    ``prefix`` on (step ``min(stride, window - prefix - 1)``, the same one-token overlap); the
+    prefix is never scored and every token after it is, exactly once: ``sum(n_scored) == n_tokens -
+    prefix``. Every model input still holds at most ``window`` tokens.
     """
-    assert window >= 2 and stride >= 1 and n_tokens >= window, (n_tokens, window, stride)
-    step = min(stride, window - 1)
+    span = window - prefix
+    assert span >= 2 and stride >= 1 and n_tokens >= window and prefix >= 0, (n_tokens, window, stride)
+    step = min(stride, span - 1)
     windows: list[Window] = []
-    prev_end = 0
-    for begin in range(0, n_tokens, step):
-        end = min(begin + window, n_tokens)
-        windows.append(Window(begin, end, max(prev_end, begin + 1)))
+    prev_end = prefix
+    for begin in range(prefix, n_tokens, step):
+        end = min(begin + span, n_tokens)
+        # Without a prefix a window's first token has nothing before it; with one it has the prefix.
+        windows.append(Window(begin, end, max(prev_end, begin + (prefix == 0)), prefix))
         prev_end = end
         if end == n_tokens:
             break
     return windows
+
+
+def window_inputs(ids: Any, batch: list[Window]) -> Any:
+    """The model inputs of windows of one length, ``(B, T)``: each one's prefix, then its span."""
+    import torch
+
+    return torch.stack([torch.cat([ids[: w.prefix], ids[w.begin : w.end]]) for w in batch])  # (B, T)
 
 
 def batches_of_equal_length(windows: list[Window], batch_size: int) -> list[list[Window]]:

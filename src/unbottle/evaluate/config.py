@@ -14,8 +14,9 @@ class EvalConfig(Config):
 
     Attributes:
         eval_text: a UTF-8 file or folder of ``.txt`` files for perplexity; None: packaged Persuasion.
-        eval_tokens: tokens of the text evaluated (BOS included).
-        window: tokens per model input.
+        eval_tokens: tokens of the text evaluated, the model's BOS counted once even when every
+            window starts with it (its convention: ``convention.py``).
+        window: tokens per model input, a per-window BOS included.
         stride: tokens between window starts (at most ``window``).
         task: a packaged BIG-bench task name or a task.json path; None: no multiple-choice eval.
         max_items: items evaluated from the task (a seeded subset); None: all.

@@ -1,7 +1,8 @@
 """Evaluation text and its token stream, shared by perplexity and agreement.
 
 Both evaluators must see the same tokens in the same windows, or their per-window scores would not
-pair up; so the text is read, tokenised, given its BOS and truncated in exactly one place.
+pair up; so the text is read, tokenised, given the model's BOS convention (``convention.py``) and
+truncated in exactly one place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import EvalError
+from unbottle.evaluate.convention import BosConvention, detect_convention
 
 CORPUS_PACKAGE = "unbottle.data.corpora"
 CORPUS = "persuasion.txt"
@@ -91,33 +93,54 @@ def _read_utf8(path: Path) -> str:
 
 @dataclasses.dataclass
 class TokenStream:
-    """The evaluated tokens: BOS (if any) then the text's tokens, cut to the requested budget.
+    """The evaluated tokens: the convention's prefix (if any) then the text's tokens, cut to the budget.
+
+    The prefix is stored once, at the start, in every mode; in ``every-window`` mode every window
+    puts ``ids[:len(prefix)]`` before its span of the text (see ``plan_windows``).
 
     Attributes:
-        ids: token ids, shape ``(N,)``.
-        bos_prepended: whether ``ids[0]`` is the tokenizer's BOS.
-        available: tokens the whole text gave (BOS included) before truncation.
+        ids: token ids, shape ``(N,)``: ``prefix + text ids``, ``N <= requested``.
+        convention: the model's BOS convention (``detect_convention``).
+        available: tokens the whole text gave (prefix included) before truncation.
         requested: the token budget asked for.
     """
 
     ids: Any
-    bos_prepended: bool
+    convention: BosConvention
     available: int
     requested: int
 
+    @property
+    def bos_prepended(self) -> bool:
+        """Whether a prefix (the BOS) starts the stream: the key older results carry."""
+        return bool(self.convention.prefix)
+
+    @property
+    def window_prefix(self) -> int:
+        """Prefix tokens put before every window: ``len(prefix)`` in ``every-window`` mode, else 0."""
+        return len(self.convention.window_prefix)
+
 
 def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, description: str) -> TokenStream:
-    """Tokenise ``text`` once (no special tokens), prepend BOS, keep the first ``eval_tokens`` tokens.
+    """Tokenise ``text`` once (no special tokens), put the convention's prefix first, keep ``eval_tokens``.
+
+    ``eval_tokens`` counts the prefix once, as it always counted the stream's BOS: the text gives
+    ``eval_tokens - len(prefix)`` tokens, and every one of them is scored, in every mode.
 
     Raises:
-        EvalError: fewer tokens than one window remain.
+        EvalError: fewer tokens than one window remain, or (``every-window``) the window is too
+            short to hold the prefix and two text tokens.
     """
     import torch
 
-    ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is not None:
-        ids.insert(0, bos)
+    convention = detect_convention(tokenizer)
+    prefix = list(convention.prefix)
+    if convention.mode == "every-window" and window < len(prefix) + 2:
+        raise EvalError(
+            f"window={window} given, but this tokenizer starts every window with {len(prefix)} prefix "
+            f"token(s) {prefix}, leaving fewer than 2 text tokens; set --window to {len(prefix) + 2} or more"
+        )
+    ids = prefix + list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
     n = min(len(ids), eval_tokens)
     if n < window:
         if eval_tokens < window:
@@ -130,7 +153,7 @@ def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, descr
         )
     return TokenStream(
         ids=torch.tensor(ids[:n], dtype=torch.long),
-        bos_prepended=bos is not None,
+        convention=convention,
         available=len(ids),
         requested=eval_tokens,
     )

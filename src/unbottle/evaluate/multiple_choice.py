@@ -3,6 +3,9 @@
 Each option is scored by the log-probability the model gives its tokens after the prompt; the
 highest-scoring option is the model's answer. Per-item 0/1 correctness is kept so a change in
 accuracy can be tested on the items both models answered (paired), not just as two means.
+Each (prompt, option) sequence starts with the model's own prefix (``convention.py``): the tokens
+its tokenizer adds to every sequence, or, where it adds none, its BOS (each item is a stream of
+its own, as perplexity starts its stream with BOS).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from unbottle.core.errors import EvalError
 from unbottle.evaluate.base import EvalResult
 from unbottle.evaluate.common import check_positions, check_sizes, device_of, require_causal_lm
+from unbottle.evaluate.convention import detect_convention
 from unbottle.evaluate.tasks import TASKS, Item, Task, load_task
 from unbottle.sources.base import Loaded
 
@@ -88,7 +92,7 @@ def multiple_choice(
             "subset_seed": seed,
             "length_normalize": length_normalize,
             "chance_accuracy": sum(len(it.correct) / len(it.options) for it in items) / len(items),
-            "bos_prepended": getattr(tokenizer, "bos_token_id", None) is not None,
+            **detect_convention(tokenizer).details(),
             "batch_size": batch_size,
         },
     )
@@ -113,13 +117,15 @@ def option_logprobs(
 ) -> list[list[float]]:
     """Log-probability of every option of the chosen items given its prompt, per item in option order.
 
-    Sequences are ``[BOS] + prompt + option`` token ids, batched longest-first with right padding
-    and an attention mask; padding never changes the scores (it comes after every scored token).
+    Sequences are ``prefix + prompt + option`` token ids (the prefix of ``detect_convention``),
+    batched longest-first with right padding and an attention mask; padding never changes the
+    scores (it comes after every scored token).
     """
+    head = list(detect_convention(loaded.tokenizer).prefix)
     sequences: list[tuple[list[int], int]] = []  # (token ids, tokens of context before the option)
     owners: list[tuple[int, int]] = []  # (position in indices, option index)
     for k, index in enumerate(indices):
-        for o, (ids, n_context) in enumerate(encode_item(loaded, task, index)):
+        for o, (ids, n_context) in enumerate(encode_item(loaded, task, index, head)):
             sequences.append((ids, n_context))
             owners.append((k, o))
     order = sorted(range(len(sequences)), key=lambda s: -len(sequences[s][0]))
@@ -139,12 +145,17 @@ def option_logprobs(
     return result
 
 
-def encode_item(loaded: Loaded, task: Task, index: int) -> list[tuple[list[int], int]]:
-    """For each option of item ``index``: (``[BOS] + prompt + option`` ids, context length)."""
+def encode_item(
+    loaded: Loaded, task: Task, index: int, head: list[int] | None = None
+) -> list[tuple[list[int], int]]:
+    """For each option of item ``index``: (``head + prompt + option`` ids, context length).
+
+    ``head`` defaults to the model's prefix (``detect_convention``): its tokenizer's per-sequence
+    prefix, else its BOS, else nothing.
+    """
     tokenizer = loaded.tokenizer
     item: Item = task.items[index]
-    bos = getattr(tokenizer, "bos_token_id", None)
-    head = [] if bos is None else [bos]
+    head = list(detect_convention(tokenizer).prefix) if head is None else head
     out = []
     for option in item.options:
         prompt_ids, option_ids = split_encode(tokenizer, task.prompt(item), task.continuation(option))

@@ -2,7 +2,9 @@
 
 A single perplexity number cannot tell a real regression from noise; the per-window mean NLLs can
 (paired bootstrap over the same windows). The corpus value is exp(total NLL / total scored tokens),
-the usual token-weighted perplexity, and each window's weight is its scored-token count.
+the usual token-weighted perplexity, and each window's weight is its scored-token count. Windows
+follow the model's own BOS convention (``convention.py``): a model whose tokenizer starts every
+sequence with BOS gets it at the start of every window, never scored.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from unbottle.evaluate.common import (
     device_of,
     plan_windows,
     require_causal_lm,
+    window_inputs,
 )
 from unbottle.evaluate.corpus import load_text, resolve_text, token_stream
 from unbottle.sources.base import Loaded
@@ -47,8 +50,10 @@ def perplexity(
         text: the text to evaluate; default: the packaged Persuasion corpus.
         source: with ``text``, a label recorded as the corpus description; without it, a UTF-8 file
             or a folder of ``.txt`` files to read (see ``load_text``).
-        eval_tokens: tokens evaluated, BOS included (the text's first ``eval_tokens`` tokens).
-        window: tokens per model input.
+        eval_tokens: tokens of the stream evaluated: the prefix (BOS) once plus the text's first
+            ``eval_tokens - len(prefix)`` tokens, each of which is scored. A per-window prefix
+            (``every-window``) is repeated in each model input but not counted again.
+        window: tokens per model input, a per-window prefix included.
         stride: tokens between window starts (at most ``window``; see ``plan_windows``).
         batch_size: windows per forward pass.
         progress: called as ``progress(windows_done, windows_total)``, first with 0, then after
@@ -71,7 +76,7 @@ def perplexity(
     check_positions(loaded, window, f"window={window}", f"set --window to {_limit(loaded)} or less")
     text, description = resolve_text(text, None if source is None else str(source))
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
-    windows = plan_windows(len(stream.ids), window, stride)
+    windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
     with torch.inference_mode():
         sums = window_nll(loaded.model, stream.ids, windows, batch_size, progress)
     counts = [w.n_scored for w in windows]
@@ -94,11 +99,11 @@ def perplexity(
             "text_tokens": stream.available,
             "window": window,
             "stride": stride,
-            "step": windows[1].begin if len(windows) > 1 else 0,
+            "step": windows[1].begin - windows[0].begin if len(windows) > 1 else 0,
             "n_windows": len(windows),
             "scored_tokens": total_tokens,
             "total_nll_nats": total_nll,
-            "bos_prepended": stream.bos_prepended,
+            **stream.convention.details(),
             "batch_size": batch_size,
         },
     )
@@ -115,7 +120,7 @@ def window_nll(
 
     Args:
         model: a causal LM returning ``.logits``.
-        ids: the token stream, shape ``(N,)``.
+        ids: the token stream, shape ``(N,)``; a window's prefix is ``ids[:prefix]``.
         windows: from ``plan_windows``.
         batch_size: windows per forward; only windows of equal length share a batch.
         progress: called as ``progress(windows_done, windows_total)``, first with 0.
@@ -128,14 +133,14 @@ def window_nll(
     if progress is not None:
         progress(0, len(windows))
     for batch in batches_of_equal_length(windows, batch_size):
-        x = torch.stack([ids[w.begin : w.end] for w in batch]).to(device)  # (B, T)
+        x = window_inputs(ids, batch).to(device)  # (B, T)
         logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
         B, T, V = logits.shape
         nll = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, V), x[:, 1:].reshape(-1), reduction="none"
         ).view(B, T - 1)  # (B, T-1): nll[:, j] is the NLL of the token at in-window position j + 1
         position = torch.arange(1, T, device=device)  # (T-1,)
-        first = torch.tensor([w.first_target - w.begin for w in batch], device=device)  # (B,)
+        first = torch.tensor([w.first_position for w in batch], device=device)  # (B,)
         scored = position[None, :] >= first[:, None]  # (B, T-1)
         sums.extend(torch.where(scored, nll, 0.0).double().sum(dim=1).tolist())
         if progress is not None:
