@@ -134,3 +134,78 @@ def test_git_commit_is_none_when_git_times_out(monkeypatch):
 def test_logical_cpus_respects_affinity_and_physical_cores_is_positive():
     assert 1 <= env.logical_cpus() <= (env.psutil.cpu_count() or 1)
     assert env.physical_cores() >= 1
+
+
+def _write_cache(root, cpu: int, index: int, level: int, kind: str, size: str, shared: str) -> None:
+    folder = root / f"cpu{cpu}" / "cache" / f"index{index}"
+    folder.mkdir(parents=True)
+    for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+        (folder / name).write_text(f"{value}\n")
+
+
+def test_last_level_cache_counts_one_instance_per_socket_from_sysfs(tmp_path, monkeypatch):
+    # Two sockets of two CPUs, each socket with a 300 MiB L3 (an AMX Xeon): cpu0 sees one instance.
+    for cpu in range(4):
+        shared = "0-1" if cpu < 2 else "2-3"
+        _write_cache(tmp_path, cpu, 0, 1, "Data", "48K", str(cpu))
+        _write_cache(tmp_path, cpu, 1, 1, "Instruction", "32K", str(cpu))
+        _write_cache(tmp_path, cpu, 2, 2, "Unified", "2048K", str(cpu))
+        _write_cache(tmp_path, cpu, 3, 3, "Unified", "307200K", shared)
+    monkeypatch.setattr(env, "_SYSFS_CPU", tmp_path)
+    llc = env.last_level_cache()
+    assert llc == {
+        "level": 3,
+        "bytes": 300 * 2**20,
+        "instances": 2,
+        "total_bytes": 600 * 2**20,
+        "source": "sysfs",
+    }
+
+
+def test_last_level_cache_is_none_when_neither_sysfs_nor_lscpu_tells(tmp_path, monkeypatch):
+    def no_lscpu(*args, **kwargs):
+        raise FileNotFoundError("lscpu")
+
+    monkeypatch.setattr(env, "_SYSFS_CPU", tmp_path / "missing")
+    monkeypatch.setattr(env.subprocess, "run", no_lscpu)
+    assert env.last_level_cache() is None
+    assert env.cpu_info()["llc"] is None
+
+
+def test_parse_lscpu_caches_reads_bytes_and_instances():
+    caches = [
+        {"name": "L1d", "one-size": "49152", "all-size": "98304", "type": "Data", "level": 1},
+        {"name": "L1i", "one-size": "32768", "all-size": "65536", "type": "Instruction", "level": 1},
+        {"name": "L3", "one-size": "33554432", "all-size": "100663296", "type": "Unified", "level": 3},
+    ]
+    llc = env.parse_lscpu_caches(caches)
+    assert (llc["level"], llc["bytes"], llc["instances"]) == (3, 32 * 2**20, 3)
+    assert llc["total_bytes"] == 96 * 2**20 and llc["source"] == "lscpu"
+    assert env.parse_lscpu_caches([{"type": "Instruction", "level": 1, "one-size": "32768"}]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("32768K", 32 * 2**20), ("1M", 2**20), ("33554432", 32 * 2**20), ("2 MiB", 2 * 2**20), ("?", None)],
+)
+def test_parse_cache_size_reads_sysfs_and_lscpu_sizes(text, expected):
+    assert env.parse_cache_size(text) == expected
+
+
+def test_manifest_last_level_cache_equals_sysfs():
+    root = env._SYSFS_CPU / "cpu0" / "cache"
+    if not root.is_dir():
+        pytest.skip(f"{root} is not there: this OS does not describe its caches in sysfs")
+    sizes = {}
+    for index in root.glob("index*"):
+        if (index / "type").read_text().strip() in ("Data", "Unified"):
+            size = (index / "size").read_text().strip()
+            sizes[int((index / "level").read_text())] = int(size.rstrip("KMG")) * {
+                "K": 2**10,
+                "M": 2**20,
+                "G": 2**30,
+            }.get(size[-1], 1)
+    llc = env.manifest()["cpu"]["llc"]
+    assert llc["level"] == max(sizes), llc
+    assert llc["bytes"] == sizes[max(sizes)], (llc, sizes)
+    assert llc["total_bytes"] is None or llc["total_bytes"] >= llc["bytes"]

@@ -6,7 +6,28 @@ import pytest
 
 from unbottle.core.errors import ConfigError
 from unbottle.optimize import candidates as cm
-from unbottle.optimize.candidates import Candidate, compositions, fallbacks, first_round, parse_candidate
+from unbottle.optimize.candidates import (
+    Candidate,
+    compositions,
+    fallbacks,
+    first_round,
+    host_order,
+    parse_candidate,
+)
+from unbottle.profile.peaks import Peaks
+
+MIB = 2**20
+
+
+def _peaks(bandwidth: float, cache: float | None = None, **flops: float) -> Peaks:
+    """Made-up peaks (GB/s, GFLOP/s): the order must follow them, not this host's."""
+    return Peaks(
+        threads=1,
+        bandwidth_gbps=bandwidth,
+        matmul_gflops={"float32": 100.0, **flops},
+        cache_bandwidth_gbps=cache,
+        llc_bytes=32 * MIB if cache else None,
+    )
 
 
 def test_a_candidate_reads_like_the_command_line():
@@ -88,3 +109,40 @@ def test_a_profile_moves_its_recommendations_to_the_front_of_the_built_in_order(
     assert "precision" in keys[:primary]
     user, _, _ = first_round(("wo-int8", "precision"), "prefill", preferred=["precision"])
     assert [c.key for c in user] == ["wo-int8", "precision"]  # the user's own list is kept as given
+
+
+def test_host_order_keeps_the_built_in_order_and_says_so_without_stored_peaks():
+    order, why = host_order(None, "decode")
+    assert order is None and "no stored machine peaks" in why and "built-in" in why
+    assert host_order(_peaks(20.0), "size") == (None, "")  # size has no phase to time
+
+
+def test_host_order_puts_weight_formats_first_by_expected_gain_when_decode_is_memory_bound():
+    order, why = host_order(_peaks(20.0, bfloat16=200.0, int8=400.0), "decode")
+    # 0.5 FLOP/byte below the ridge at 100 / 20 = 5: the bytes ratios rule, int4 (6.4x) before int8 (3.6x)
+    assert order == ["wo-int4:group_size=32", "onnx:quantize=int8-block", "wo-int8"]
+    assert "memory-bound" in why and "≤6.4x" in why and "≤3.6x" in why
+    chosen, _, primary = first_round((), "decode", preferred=order)
+    keys = [c.key for c in chosen]
+    assert keys[:3] == order
+    built_in, _, built_in_primary = first_round((), "decode")
+    assert set(keys[:primary]) == {c.key for c in built_in[:built_in_primary]}  # same primary tier
+
+
+def test_host_order_ranks_by_the_compute_a_cache_resident_format_needs():
+    # fp32 weights (80 MB) from DRAM, int8 ones (22.5 MB) from the 32 MiB cache at 200 GB/s: wo-int8's
+    # fp32 multiplies (100 GFLOP/s) now cap it, ONNX Runtime's int8 ones (400 GOP/s) do not.
+    peaks = _peaks(20.0, cache=200.0, bfloat16=200.0, int8=400.0)
+    order, why = host_order(peaks, "decode", weight_bytes=80e6)
+    assert order.index("onnx:quantize=int8-block") < order.index("wo-int8")
+    assert "≤10.0x" in why  # wo-int8: (4 B / 20 GB/s) / (2 FLOP / 100 GFLOP/s), not the 3.6x bytes ratio
+
+
+def test_host_order_puts_faster_matmul_dtypes_first_when_the_phase_is_compute_bound():
+    fast_memory = _peaks(400.0, bfloat16=400.0, int8=150.0)  # ridge 0.25 < 0.5: decode compute-bound
+    order, why = host_order(fast_memory, "decode")
+    assert order == ["precision", "static-int8"] and "compute-bound" in why
+    order, _ = host_order(_peaks(20.0, bfloat16=300.0, int8=500.0), "prefill")
+    assert order == ["static-int8", "precision"]  # 5x before 3x
+    order, why = host_order(_peaks(20.0, bfloat16=90.0), "ttft")
+    assert order is None and "no faster matmul dtype" in why

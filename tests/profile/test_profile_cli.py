@@ -35,6 +35,14 @@ def test_profile_reports_peaks_phases_roofline_and_diagnosis(tmp_path):
             "overhead-bound",
         )
     assert doc["diagnosis"]["findings"][0]["cost_s"] >= doc["diagnosis"]["findings"][-1]["cost_s"]
+    # tiny-llama's weights and KV cache fit in any last-level cache: judged against cache bandwidth
+    llc = doc["peaks"]["llc_bytes"]
+    assert doc["peaks"]["dram_working_set_bytes"] >= 4 * (llc or 0)
+    for phase, row in doc["roofline"].items():
+        assert row["cache_resident"] is (None if llc is None else True), (phase, row)
+        assert row["bandwidth"] == ("dram" if llc is None else "cache")
+        assert row["step_bytes"] <= (llc or float("inf"))
+    assert set(doc["decode_ceiling_bandwidths"]) == set(doc["decode_ceilings"])
     assert all(os.path.getsize(p) > 0 for p in doc["traces"])
     assert Store().get_run("last").kind == "profile"
     shown = runner.invoke(app, ["runs", "show", "last"])

@@ -1,10 +1,18 @@
-"""Classification on models built to be overhead-, compute- and memory-bound, against measured peaks."""
+"""Classification on models built to be overhead-, compute- and memory-bound, against measured peaks.
+
+Sizes that decide cache residency come from the host's last-level cache, never a fixed number: 268 MB
+of weights stream from DRAM on a 32 MiB L3 and sit in cache on a 300 MiB one.
+"""
 
 from __future__ import annotations
 
+import math
+
+import psutil
 import pytest
 import torch
 
+from unbottle.core.env import last_level_cache
 from unbottle.profile import measure_peaks
 from unbottle.profile.hotspots import profile_phase
 from unbottle.profile.roofline import roofline
@@ -49,17 +57,44 @@ def test_large_matmuls_are_compute_bound(peaks):
     assert 0.2 < row["mfu"] <= 1.2  # a real fraction of the measured peak, not a made-up number
 
 
+MAX_WEIGHT_BYTES = 3 * 2**30  # the memory-bound test's weights stay under this, or it skips
+
+
 def test_matrix_vector_products_over_large_weights_are_memory_bound(peaks):
-    model = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096) for _ in range(4)])
+    # Weights at least as large as the working set DRAM bandwidth was measured on (≥ 4× all last-level
+    # cache), so both stream from DRAM whatever the cache: MBU compares like with like.
+    if last_level_cache() is None:
+        pytest.skip("the OS does not report the last-level cache size: cannot size weights to exceed it")
+    layer_bytes = 4096 * 4097 * 4
+    layers = max(4, math.ceil(peaks.dram_working_set_bytes / layer_bytes))
+    needed = layers * layer_bytes
+    if needed > min(MAX_WEIGHT_BYTES, psutil.virtual_memory().available // 4):
+        pytest.skip(f"{needed / 2**30:.1f} GiB of weights would be needed to exceed this host's cache")
+    model = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096) for _ in range(layers)])
     row, _ = _classify(model, torch.randn(1, 4096), peaks)
     assert row["bound"] == "memory-bound", row
+    assert row["bandwidth"] == "dram" and row["cache_resident"] is False, row
     assert 0.1 < row["mbu"] <= 1.2
 
 
+def test_matrix_vector_products_over_cache_resident_weights_are_judged_against_cache(peaks):
+    if peaks.llc_bytes is None:
+        pytest.skip("the OS does not report the last-level cache size")
+    width = 1024
+    layers = max(1, peaks.llc_bytes // 4 // (width * (width + 1) * 4))  # a quarter of the cache
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
+    row, _ = _classify(model, torch.randn(1, width), peaks)
+    assert row["cache_resident"] is True and row["bandwidth"] == "cache", row
+    assert row["bandwidth_gbps"] == peaks.cache_bandwidth_gbps
+    assert row["mbu"] == pytest.approx(row["achieved_gbps"] / peaks.cache_bandwidth_gbps)
+
+
 def test_peaks_are_positive_and_ordered_sensibly(peaks):
-    assert peaks.bandwidth_gbps > 1
-    assert peaks.matmul_gflops["float32"] > 1
+    assert peaks.bandwidth_gbps > 0 and peaks.matmul_gflops["float32"] > 0
     assert peaks.ridge() == pytest.approx(peaks.matmul_gflops["float32"] / peaks.bandwidth_gbps)
+    if peaks.cache_bandwidth_gbps is not None:
+        ridge = peaks.ridge("float32", peaks.cache_bandwidth_gbps)
+        assert ridge == pytest.approx(peaks.matmul_gflops["float32"] / peaks.cache_bandwidth_gbps)
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ missing tool or library, and returns plain JSON-ready values.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -40,6 +41,9 @@ LIBRARIES = (
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 _CPUINFO = Path("/proc/cpuinfo")
+_SYSFS_CPU = Path("/sys/devices/system/cpu")
+_LSCPU_TIMEOUT_S = 2.0
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 _NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
 _GIT_TIMEOUT_S = 2.0
 
@@ -72,19 +76,98 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    """Describe the CPU: model, vendor, SIMD/AMX flags and torch's dispatch capability.
+    """Describe the CPU: model, vendor, SIMD/AMX flags, last-level cache and torch's dispatch capability.
 
     Returns:
         ``parse_cpuinfo`` fields plus ``"torch_capability"`` (e.g. ``"AVX512"``, or None without
-        torch). Off Linux, ``model`` comes from ``platform.processor()`` and ``flags`` is empty
-        (unknown, not absent).
+        torch) and ``"llc"`` (``last_level_cache()``: None when unknown). Off Linux, ``model`` comes
+        from ``platform.processor()`` and ``flags`` is empty (unknown, not absent).
     """
     try:
         info = parse_cpuinfo(_CPUINFO.read_text(errors="replace"))
     except OSError:
         info = {"model": platform.processor() or None, "vendor": None, "flags": {}}
     info["torch_capability"] = _torch_cpu_capability()
+    info["llc"] = last_level_cache()
     return info
+
+
+def last_level_cache() -> dict[str, Any] | None:
+    """The CPU's last-level cache (the highest-level data or unified cache), as the OS reports it.
+
+    Whether a working set is served from cache or from DRAM decides which bandwidth a roofline must
+    use: a 268 MB model is DRAM-bound on a 32 MiB L3 and cache-resident on a 300 MiB one.
+
+    Returns:
+        ``{"level", "bytes" (one instance, as one core sees it), "instances" (None when the OS does
+        not say), "total_bytes" (all instances; None with ``instances``), "source"}`` read from sysfs,
+        else from ``lscpu -B -C --json``; None when neither tells (never a guess).
+    """
+    return _llc_from_sysfs(_SYSFS_CPU) or _llc_from_lscpu()
+
+
+def parse_cache_size(text: str) -> int | None:
+    """Bytes of a sysfs or lscpu cache size (``"32768K"``, ``"1M"``, ``"33554432"``); None if unreadable."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()] if match else None
+
+
+def _llc_from_sysfs(root: Path) -> dict[str, Any] | None:
+    caches = []  # (level, index folder name, bytes) of cpu0's data and unified caches
+    for index in sorted((root / "cpu0" / "cache").glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = parse_cache_size((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified") and size:
+            caches.append((level, index.name, size))
+    if not caches:
+        return None
+    level, name, size = max(caches)
+    # One instance per distinct set of CPUs sharing it (two sockets, or one L3 per AMD CCD).
+    shared = set()
+    for cpu_cache in root.glob(f"cpu[0-9]*/cache/{name}"):
+        try:
+            shared.add((cpu_cache / "shared_cpu_list").read_text().strip())
+        except OSError:
+            shared = set()
+            break
+    instances = len(shared) or None
+    total = size * instances if instances else None
+    return {"level": level, "bytes": size, "instances": instances, "total_bytes": total, "source": "sysfs"}
+
+
+def _llc_from_lscpu() -> dict[str, Any] | None:
+    try:
+        result = subprocess.run(
+            ["lscpu", "-B", "-C", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=_LSCPU_TIMEOUT_S,
+            check=False,
+        )
+        caches = json.loads(result.stdout)["caches"] if result.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return None
+    return parse_lscpu_caches(caches)
+
+
+def parse_lscpu_caches(caches: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last-level cache from ``lscpu -B -C --json``'s ``caches`` list (see ``last_level_cache``)."""
+    found = []
+    for cache in caches:
+        one = parse_cache_size(str(cache.get("one-size", "")))
+        every = parse_cache_size(str(cache.get("all-size", "")))
+        if cache.get("type") in ("Data", "Unified") and one and isinstance(cache.get("level"), int):
+            found.append((cache["level"], one, every))
+    if not found:
+        return None
+    level, size, every = max(found)
+    instances = every // size if every and every % size == 0 else None
+    total = size * instances if instances else None
+    return {"level": level, "bytes": size, "instances": instances, "total_bytes": total, "source": "lscpu"}
 
 
 def _torch_cpu_capability() -> str | None:

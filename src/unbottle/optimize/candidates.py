@@ -3,7 +3,10 @@
 A candidate is an ordered list of pass configs; its key is the passes' labels joined by `` + ``
 (``onnx:quantize=int8-block``, ``prune-structured + wo-int8``), which is also how a user writes one
 on the command line. The built-in first round is ordered by what batch-1 decoding on a CPU is bound
-by: the bytes of weights read per token, so formats that shrink those bytes come first.
+by: the bytes of weights read per token, so formats that shrink those bytes come first. Without a
+stored profile, ``host_order`` reorders the front from this host's measured peaks (the weight formats
+by the decode gain the bandwidth and matmul peaks allow, or the faster matmul dtypes when a phase is
+compute-bound); without stored peaks the built-in order stands.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 from unbottle.core.errors import ConfigError
 from unbottle.passes import check_composition, parse_pass, unavailable
 from unbottle.passes.base import PassConfig
+from unbottle.profile.diagnose import WEIGHT_FORMAT_CANDIDATES, compute_recommendations
+from unbottle.profile.roofline import format_decode_gain
 
 # First round, in order of expected decode gain on a CPU (memory-bound batch-1 decoding: fewer
 # weight bytes per token first; ONNX Runtime's fused kernels ahead of eager torch; see
@@ -64,6 +69,18 @@ FAMILIES = {
 }
 
 FAMILY_ORDER = ("structure", "format", "compile", "export")
+
+# The dtype each weight-format candidate's decode kernel multiplies in: ONNX Runtime's MatMulNBits at
+# accuracy level 4 quantizes activations to int8; torch's int4 kernel takes bf16 activations.
+DECODE_COMPUTE = {
+    "onnx:quantize=int8-block": "int8",
+    "wo-int8": "float32",
+    "wo-int4:group_size=32": "bfloat16",
+}
+# The phase each speed objective measures (size and memory have none).
+OBJECTIVE_PHASE = {"decode": "decode", "throughput": "decode", "prefill": "prefill", "ttft": "prefill"}
+# FLOPs per byte of batch-1 decoding with fp32 weights: one multiply-add (2 FLOPs) per 4-byte weight.
+DECODE_INTENSITY = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +153,53 @@ def first_round(
         else sum(1 for t in texts[:PRIMARY] if parse_candidate(t).key not in skipped)
     )
     return chosen, skipped, primary
+
+
+def host_order(
+    peaks: Any | None, objective: str, weight_bytes: float | None = None
+) -> tuple[list[str] | None, str]:
+    """The built-in candidates this host's measured peaks put first for the objective's phase.
+
+    Batch-1 decoding reads every weight for 2 FLOPs: below the fp32 ridge (at the bandwidth the
+    weights meet) it is memory-bound and the weight formats go first, by ``format_decode_gain``
+    (ties keep the built-in order); otherwise, and for prefill (each weight reused across the
+    prompt), the matmul dtypes measured faster than fp32 go first, by their measured ratio.
+
+    Args:
+        peaks: stored ``Peaks`` for this host and thread count (``profile.peaks.stored_peaks``); None
+            when there are none (nothing is measured here: this runs in the search's hot path).
+        objective: the search objective.
+        weight_bytes: the model's fp32 weight bytes, to tell cache-resident formats (None: DRAM).
+
+    Returns:
+        ``(order, why)``: the candidates for ``first_round``'s ``preferred`` (None: keep the built-in
+        order) and one line for the search log saying where the order came from.
+    """
+    phase = OBJECTIVE_PHASE.get(objective)
+    if phase is None:
+        return None, ""
+    if peaks is None:
+        return None, "no stored machine peaks for this host and thread count: built-in candidate order"
+    which, gbps = peaks.bandwidth_for(weight_bytes) if weight_bytes else ("dram", peaks.bandwidth_gbps)
+    ridge = peaks.ridge("float32", gbps)
+    if phase == "decode" and ridge > DECODE_INTENSITY:
+        gains = {
+            cand: format_decode_gain(peaks, fmt, DECODE_COMPUTE[cand], weight_bytes)
+            for cand, fmt in WEIGHT_FORMAT_CANDIDATES.items()
+        }
+        order = sorted(gains, key=lambda c: -gains[c])
+        listed = ", ".join(f"{c} ≤{gains[c]:.1f}x" for c in order)
+        return order, (
+            f"candidate order from this host's peaks: batch-1 decode is memory-bound "
+            f"({DECODE_INTENSITY} FLOP/byte below the fp32 ridge at {ridge:.1f}, {which} bandwidth "
+            f"{gbps:.1f} GB/s): {listed} first"
+        )
+    recs = sorted(compute_recommendations(peaks), key=lambda r: -r["gain"])
+    if not recs:
+        return None, f"this host's peaks favour no faster matmul dtype for {phase}: built-in candidate order"
+    listed = ", ".join(f"{r['candidate']} ≤{r['gain']:.1f}x" for r in recs)
+    why = f"candidate order from this host's peaks: {phase} is compute-bound: {listed} first"
+    return [r["candidate"] for r in recs], why
 
 
 def compositions(good: list[tuple[Candidate, float]], limit: int = 3) -> list[Candidate]:

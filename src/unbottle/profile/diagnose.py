@@ -13,6 +13,14 @@ from typing import Any
 
 from unbottle.profile.roofline import BYTES_PER_PARAM
 
+# What attacks a memory-bound phase: candidate → the weight format it stores.
+WEIGHT_FORMAT_CANDIDATES = {
+    "onnx:quantize=int8-block": "int8",
+    "wo-int8": "int8",
+    "wo-int4:group_size=32": "int4",
+}
+MIN_PEAK_RATIO = 1.3  # a lower-precision matmul must measure this much faster than fp32 to be recommended
+
 
 def diagnose(
     rows: dict[str, dict[str, Any]],
@@ -20,6 +28,7 @@ def diagnose(
     peaks: Any,
     ceilings: dict[str, float],
     request: dict[str, int],
+    ceiling_bandwidths: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Ranked findings and the candidate order they imply.
 
@@ -29,6 +38,8 @@ def diagnose(
         peaks: the ``Peaks`` in force.
         ceilings: decode tokens/s ceilings per weight format.
         request: ``{"prompt_tokens": ..., "new_tokens": ...}`` the costs are scaled to.
+        ceiling_bandwidths: ``decode_ceiling_bandwidths``, so the text names the formats whose
+            ceiling assumes cache bandwidth (None: not said).
     """
     findings = []
     for phase, row in rows.items():
@@ -40,7 +51,7 @@ def diagnose(
                 "phase": phase,
                 "bound": row["bound"],
                 "cost_s": cost,
-                "text": _text(phase, row, ceilings),
+                "text": _text(phase, row, ceilings, ceiling_bandwidths or {}),
                 "recommendations": recs,
             }
         )
@@ -54,20 +65,33 @@ def diagnose(
     }
 
 
-def _text(phase: str, row: dict[str, Any], ceilings: dict[str, float]) -> str:
+def _text(
+    phase: str, row: dict[str, Any], ceilings: dict[str, float], bandwidths: dict[str, dict[str, Any]]
+) -> str:
     share = f"{row['overhead_fraction']:.0%} of wall time outside kernels"
     if row["bound"] == "overhead-bound":
         return f"{phase} is overhead-bound: {share} (dispatch, Python, small un-fused ops)"
     if row["bound"] == "memory-bound":
+        which = {"cache": "cache ", "dram": "DRAM "}.get(row.get("bandwidth", ""), "")
         text = (
-            f"{phase} is memory-bound: {row['mbu']:.0%} of measured bandwidth used (MBU), "
+            f"{phase} is memory-bound: {row['mbu']:.0%} of measured {which}bandwidth used (MBU), "
             f"{row['intensity']:.1f} FLOP/byte below the ridge at {row['ridge']:.1f}"
         )
-        if phase == "decode":
+        if row.get("bandwidth") == "cache":
             text += (
-                f"; ceiling {ceilings['float32']:.0f} tok/s at fp32, {ceilings['int8']:.0f} at int8, "
-                f"{ceilings['int4']:.0f} at int4"
+                f"; its {row['step_bytes'] / 2**20:.0f} MiB read per step fit in the last-level cache, "
+                "so it is judged against cache bandwidth, not DRAM"
             )
+        if phase == "decode":
+            text += f"; ceiling {ceilings['float32']:.0f} tok/s at fp32, {ceilings['int8']:.0f} at int8, "
+            text += f"{ceilings['int4']:.0f} at int4"
+            cached = [
+                f for f in ("float32", "int8", "int4") if bandwidths.get(f, {}).get("bandwidth") == "cache"
+            ]
+            if cached:
+                text += (
+                    f" ({', '.join(cached)} at cache bandwidth: those weights fit in the last-level cache)"
+                )
         return text
     return (
         f"{phase} is compute-bound: {row['mfu']:.0%} of measured matmul peak (MFU), "
@@ -95,11 +119,7 @@ def _recommend(
     if row["bound"] == "memory-bound":
         current = row["tokens_per_s"]
         out = []
-        for cand, fmt in (
-            ("onnx:quantize=int8-block", "int8"),
-            ("wo-int8", "int8"),
-            ("wo-int4:group_size=32", "int4"),
-        ):
+        for cand, fmt in WEIGHT_FORMAT_CANDIDATES.items():
             bytes_gain = BYTES_PER_PARAM["float32"] / BYTES_PER_PARAM[fmt]
             cap = ceilings[fmt] / current if phase == "decode" else bytes_gain
             out.append(
@@ -110,9 +130,14 @@ def _recommend(
                 }
             )
         return out
+    return compute_recommendations(peaks)
+
+
+def compute_recommendations(peaks: Any) -> list[dict[str, Any]]:
+    """What attacks a compute-bound phase: lower-precision matmuls that measured ≥ 1.3× fp32 here."""
     flops = peaks.matmul_gflops
     out = []
-    if flops.get("bfloat16", 0) > 1.3 * flops["float32"]:
+    if flops.get("bfloat16", 0) > MIN_PEAK_RATIO * flops["float32"]:
         out.append(
             {
                 "candidate": "precision",
@@ -120,7 +145,7 @@ def _recommend(
                 "gain": flops["bfloat16"] / flops["float32"],
             }
         )
-    if flops.get("int8", 0) > 1.3 * flops["float32"]:
+    if flops.get("int8", 0) > MIN_PEAK_RATIO * flops["float32"]:
         out.append(
             {
                 "candidate": "static-int8",

@@ -18,6 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 GROUP_PREFIX = "group::"
+# A window shorter than this is profiled up to PROFILED_RUNS times and the fastest run kept: on a loaded
+# machine one preemption inside an operator would otherwise read as kernel time.
+SHORT_WINDOW_S = 0.1
+PROFILED_RUNS = 5
+STALL_FACTOR = 20  # a call this many times slower than its op's median at the same shapes was stalled
 # Module names (last component) and class-name fragments that identify each group.
 BY_NAME = {
     "embed_tokens": "embedding",
@@ -122,9 +127,7 @@ def profile_phase(
         step()
     handles = install_group_ranges(model)
     try:
-        prep()
-        with torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True) as prof:
-            profiled = _timed(step, sync)
+        profiled, prof = _least_disturbed(step, prep, sync, activities)
     finally:
         for h in handles:
             h.remove()
@@ -132,6 +135,31 @@ def profile_phase(
         prof.export_chrome_trace(trace)
     seen = {"events": prof.events(), "averages": prof.key_averages(group_by_input_shape=True)}
     return _summarise(phase, min(walls), profiled, seen["events"], seen["averages"], trace, cuda)
+
+
+def _least_disturbed(
+    step: Callable[[], None], prep: Callable[[], None], sync: Callable[[], None], activities: list[Any]
+) -> tuple[float, Any]:
+    """Profile ``step`` once, or, for a short window, a few times and keep the fastest run.
+
+    One preemption of a few milliseconds inside an operator would count as kernel time and swamp a
+    window of a few milliseconds on a loaded machine; a long window averages such noise out.
+    """
+    import torch
+
+    best: tuple[float, Any] | None = None
+    spent = 0.0
+    for _ in range(PROFILED_RUNS):
+        prep()
+        with torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True) as prof:
+            profiled = _timed(step, sync)
+        spent += profiled
+        if best is None or profiled < best[0]:
+            best = (profiled, prof)
+        if spent >= SHORT_WINDOW_S:
+            break
+    assert best is not None
+    return best
 
 
 def _timed(step: Callable[[], None], sync: Callable[[], None] = lambda: None) -> float:
@@ -155,30 +183,50 @@ def _summarise(
     if cuda:  # on a GPU the work is the device kernels; CPU-side op time is launch overhead
         device_us = sum(e.self_device_time_total for e in events if _on_device(e))
     groups: dict[str, float] = {}
-    kernel_us = 0.0
     flops = 0.0
     for e in events:
         if e.name.startswith(GROUP_PREFIX):
             key = e.name.removeprefix(GROUP_PREFIX)
             groups[key] = groups.get(key, 0.0) + e.cpu_time_total / 1e6
-        elif e.name.startswith("aten::"):
-            # self times never overlap (no double counting); each op's fixed cost is overhead
-            kernel_us += max(0.0, e.self_cpu_time_total - floor_us)
         flops += getattr(e, "flops", 0) or 0
+    kernel_us, stalled_us = _kernel_us([e for e in events if e.name.startswith("aten::")], floor_us)
     if cuda:
-        kernel_us = device_us
+        kernel_us, stalled_us = device_us, 0.0
     groups["other"] = max(0.0, profiled - sum(groups.values()))
     scale = wall / max(profiled, sum(groups.values()))  # shares of the profiled window, in real seconds
+    # The kernel share is taken of the window less the stalls, which were neither work nor overhead.
+    undisturbed = max(profiled - stalled_us / 1e6, 1e-9)
     return PhaseProfile(
         phase=phase,
         wall_s=wall,
         profiled_wall_s=profiled,
-        kernel_s=min(kernel_us / 1e6, profiled) * scale,
+        kernel_s=min(kernel_us / 1e6, undisturbed) * wall / undisturbed,
         groups={k: v * scale for k, v in groups.items()},
         ops=_top_ops(averages),
         profiler_flops=float(flops),
         trace=trace,
     )
+
+
+def _kernel_us(events: list[Any], floor_us: float) -> tuple[float, float]:
+    """Kernel microseconds of aten events, and the stalls left out of them.
+
+    Self times never overlap (no double counting); each call's fixed cost (``floor_us``) is overhead.
+    A call far slower than the median of its op at the same input shapes (``STALL_FACTOR``×, when there
+    are at least 3 such calls) was preempted or stalled: the excess is neither work nor overhead.
+    """
+    import statistics
+
+    by_kind: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        by_kind.setdefault((e.name, str(getattr(e, "input_shapes", ""))), []).append(e.self_cpu_time_total)
+    kernel = stalled = 0.0
+    for times in by_kind.values():
+        cap = STALL_FACTOR * statistics.median(times) + floor_us if len(times) >= 3 else float("inf")
+        for t in times:
+            kernel += max(0.0, min(t, cap) - floor_us)
+            stalled += max(0.0, t - cap)
+    return kernel, stalled
 
 
 def _on_device(event: Any) -> bool:

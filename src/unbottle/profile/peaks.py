@@ -1,7 +1,11 @@
 """Machine peaks, measured: the rooflines every profile is judged against.
 
-Memory read bandwidth is a STREAM-like reduction over a 256 MiB float32 tensor (far larger than any
-cache): bytes read / best time of a sum or a max. Matmul throughput is the best of several square products per
+Memory read bandwidth is a STREAM-like reduction over a float32 tensor: bytes read / best time of a
+sum or a max. It is measured twice, because which one a phase meets depends on whether its bytes fit
+in the last-level cache: **DRAM** over a working set of at least 4× all of the CPU's last-level cache
+(at least 256 MiB, at most a quarter of the available memory), so no host's cache can hold it (a 256
+MiB buffer is cache-resident on a 300 MiB L3), and **cache** over half of one last-level cache
+instance (only when the OS reports its size). Matmul throughput is the best of several square products per
 dtype (fp32, bf16, int8 through ``torch._int_mm`` where the CPU build has it; fp16 on GPU). Both are
 measured per thread count, since a 1-thread roofline judges a 1-thread run. Results are cached in the
 store as a ``peaks`` run per host, torch version and thread count; ``refresh`` re-measures.
@@ -14,15 +18,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-BANDWIDTH_BYTES = 256 * 2**20
+BANDWIDTH_BYTES = 256 * 2**20  # the least DRAM working set, whatever the cache
+DRAM_LLC_MULTIPLE = 4  # the DRAM working set is at least this many times all last-level cache
+MEMORY_SHARE = 0.25  # ... and at most this share of the available memory
 MATMUL_N = 1024
 REPEATS = 7
-METHOD = 2  # bump when the measurement changes, so cached peaks measured the old way are not reused
+TIME_BUDGET_S = 2.5  # per reduction over the DRAM working set: fewer repeats of a large buffer
+METHOD = 3  # bump when the measurement changes, so cached peaks measured the old way are not reused
 
 
 @dataclasses.dataclass
 class Peaks:
-    """Measured peaks at one thread count (GB/s and GFLOP/s; int8 in GOP/s)."""
+    """Measured peaks at one thread count (GB/s and GFLOP/s; int8 in GOP/s).
+
+    ``bandwidth_gbps`` is DRAM read bandwidth over ``dram_working_set_bytes``; ``cache_bandwidth_gbps``
+    is read bandwidth over ``cache_working_set_bytes`` (half of one ``llc_bytes`` instance), None when
+    the last-level cache size is unknown.
+    """
 
     threads: int
     bandwidth_gbps: float
@@ -33,17 +45,57 @@ class Peaks:
     measured_at: str = ""
     run_id: int | None = None
     method: int = METHOD
+    dram_working_set_bytes: int = BANDWIDTH_BYTES
+    cache_bandwidth_gbps: float | None = None
+    cache_working_set_bytes: int | None = None
+    llc_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def ridge(self, dtype: str = "float32") -> float:
-        """FLOPs per byte where the roofline turns from memory- to compute-bound."""
-        return self.matmul_gflops.get(dtype, next(iter(self.matmul_gflops.values()))) / self.bandwidth_gbps
+    def ridge(self, dtype: str = "float32", bandwidth_gbps: float | None = None) -> float:
+        """FLOPs per byte where the roofline turns from memory- to compute-bound (DRAM by default)."""
+        peak = self.matmul_gflops.get(dtype, next(iter(self.matmul_gflops.values())))
+        return peak / (bandwidth_gbps or self.bandwidth_gbps)
+
+    def bandwidth_for(self, nbytes: float) -> tuple[str, float]:
+        """Which bandwidth a working set of ``nbytes`` read per step meets: ``("cache", GB/s)`` when it
+        fits in one last-level cache instance and the cache bandwidth was measured, else
+        ``("dram", GB/s)``."""
+        if self.cache_resident(nbytes) and self.cache_bandwidth_gbps:
+            return "cache", self.cache_bandwidth_gbps
+        return "dram", self.bandwidth_gbps
+
+    def cache_resident(self, nbytes: float) -> bool | None:
+        """Whether ``nbytes`` fit in one last-level cache instance; None when its size is unknown."""
+        return None if not self.llc_bytes else nbytes <= self.llc_bytes
 
 
-def _best(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
+def bandwidth_working_sets(llc: dict[str, Any] | None, available_bytes: int) -> dict[str, int | None]:
+    """Bytes to read for the DRAM and the cache bandwidth.
+
+    Args:
+        llc: ``unbottle.core.env.last_level_cache()`` (None: unknown).
+        available_bytes: memory free for the buffer (``psutil.virtual_memory().available``).
+
+    Returns:
+        ``{"dram": ≥ 4× all last-level cache and ≥ 256 MiB, capped at a quarter of available_bytes;
+        "cache": half of one last-level cache instance, or None when its size is unknown}``, both
+        whole float32 elements.
+    """
+    llc_all = (llc or {}).get("total_bytes") or (llc or {}).get("bytes") or 0
+    dram = max(BANDWIDTH_BYTES, DRAM_LLC_MULTIPLE * llc_all)
+    dram = min(dram, max(int(MEMORY_SHARE * available_bytes), 2**20))
+    cache = (llc or {}).get("bytes")
+    return {"dram": dram // 4 * 4, "cache": cache // 2 // 4 * 4 if cache else None}
+
+
+def _best(fn: Callable[[], Any], repeats: int = REPEATS, budget_s: float | None = None) -> float:
+    """Best time of ``repeats`` calls after a warm-up; with ``budget_s``, as many as fit in it (≥ 2)."""
+    start = time.perf_counter()
     fn()
+    if budget_s is not None:
+        repeats = max(2, min(repeats, int(budget_s / max(time.perf_counter() - start, 1e-9))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -52,13 +104,42 @@ def _best(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
     return min(times)
 
 
-def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES) -> float:
-    """GB/s of reading a float32 tensor of ``nbytes`` with torch at the current thread count."""
+def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES, budget_s: float | None = None) -> float:
+    """GB/s of reading a float32 tensor of ``nbytes`` with torch at the current thread count.
+
+    Args:
+        nbytes: the working set.
+        budget_s: seconds each of the two reductions may take in all (None: ``REPEATS`` repeats).
+    """
     import torch
 
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     # two reductions, the faster counts: at 1 thread torch's sum is partly compute-limited
-    return x.numel() * 4 / min(_best(lambda: x.sum()), _best(lambda: x.amax())) / 1e9
+    best = min(_best(lambda: x.sum(), budget_s=budget_s), _best(lambda: x.amax(), budget_s=budget_s))
+    return x.numel() * 4 / best / 1e9
+
+
+def measure_bandwidths() -> dict[str, Any]:
+    """DRAM and cache-resident read bandwidth at the current thread count, with their working sets.
+
+    Returns:
+        ``Peaks`` fields: ``bandwidth_gbps``, ``dram_working_set_bytes``, ``cache_bandwidth_gbps``,
+        ``cache_working_set_bytes`` (both None without a known last-level cache) and ``llc_bytes``.
+    """
+    import psutil
+
+    from unbottle.core.env import last_level_cache
+
+    llc = last_level_cache()
+    sizes = bandwidth_working_sets(llc, psutil.virtual_memory().available)
+    cache = measure_bandwidth(sizes["cache"], budget_s=0.5) if sizes["cache"] else None
+    return {
+        "bandwidth_gbps": measure_bandwidth(sizes["dram"], budget_s=TIME_BUDGET_S),
+        "dram_working_set_bytes": sizes["dram"],
+        "cache_bandwidth_gbps": cache,
+        "cache_working_set_bytes": sizes["cache"],
+        "llc_bytes": (llc or {}).get("bytes"),
+    }
 
 
 def measure_matmul(dtype: str, n: int = MATMUL_N) -> float | None:
@@ -101,7 +182,7 @@ def measure_cuda_peaks(device: str = "cuda") -> Peaks:
         return best
 
     x = torch.ones(2**28, dtype=torch.float32, device=device)
-    bandwidth = x.numel() * 4 / timed(x.sum) / 1e9
+    bandwidth = x.numel() * 4 / timed(x.sum) / 1e9  # 1 GiB: far above any GPU's L2
     x = None  # free the GiB before the matmuls
     n = 4096
     flops = {}
@@ -121,11 +202,15 @@ def measure_cuda_peaks(device: str = "cuda") -> Peaks:
         host=platform.node(),
         torch_version=torch.__version__,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        dram_working_set_bytes=2**30,
     )
 
 
 def measure_peaks(threads: int) -> Peaks:
-    """Measure every peak at ``threads`` torch threads (restores the previous setting)."""
+    """Measure every peak at ``threads`` torch threads (restores the previous setting).
+
+    Takes a few seconds: the DRAM working set is read for at most ``TIME_BUDGET_S`` per reduction.
+    """
     import platform
 
     import torch
@@ -133,13 +218,13 @@ def measure_peaks(threads: int) -> Peaks:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        bandwidth = measure_bandwidth()
+        bandwidths = measure_bandwidths()
         flops = {d: v for d in ("float32", "bfloat16", "int8") if (v := measure_matmul(d)) is not None}
     finally:
         torch.set_num_threads(previous)
     return Peaks(
         threads=threads,
-        bandwidth_gbps=bandwidth,
+        **bandwidths,
         matmul_gflops=flops,
         host=platform.node(),
         torch_version=torch.__version__,
@@ -147,26 +232,35 @@ def measure_peaks(threads: int) -> Peaks:
     )
 
 
-def cached_peaks(store: Any, threads: int, refresh: bool = False, device: str = "cpu") -> Peaks:
-    """The latest stored peaks for this host, torch and thread count (or GPU); measured if none."""
+def stored_peaks(store: Any, threads: int, device: str = "cpu") -> Peaks | None:
+    """The latest stored peaks for this host, torch, method and thread count (or GPU); None if none.
+
+    Cheap (a store query): for callers that must not wait for a measurement.
+    """
     import platform
 
     import torch
 
+    for run in store.list_runs(limit=200, kind="peaks"):
+        r = run.result or {}
+        if (
+            run.effective_status == "complete"
+            and r.get("threads") == threads
+            and r.get("host") == platform.node()
+            and r.get("torch_version") == torch.__version__
+            and r.get("method") == METHOD
+            and (r.get("device") == "cpu") == (device == "cpu")
+        ):
+            return Peaks(**{**r, "run_id": run.id})
+    return None
+
+
+def cached_peaks(store: Any, threads: int, refresh: bool = False, device: str = "cpu") -> Peaks:
+    """The latest stored peaks for this host, torch and thread count (or GPU); measured if none."""
     from unbottle.core.env import manifest
 
-    if not refresh:
-        for run in store.list_runs(limit=200, kind="peaks"):
-            r = run.result or {}
-            if (
-                run.effective_status == "complete"
-                and r.get("threads") == threads
-                and r.get("host") == platform.node()
-                and r.get("torch_version") == torch.__version__
-                and r.get("method") == METHOD
-                and (r.get("device") == "cpu") == (device == "cpu")
-            ):
-                return Peaks(**{**r, "run_id": run.id})
+    if not refresh and (found := stored_peaks(store, threads, device)) is not None:
+        return found
     peaks = measure_peaks(threads) if device == "cpu" else measure_cuda_peaks(device)
     if device != "cpu":
         peaks.threads = threads  # the cache key: the CPU threads in force when it was measured

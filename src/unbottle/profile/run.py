@@ -81,7 +81,7 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
     from unbottle.passes.sizes import model_size
     from unbottle.profile.diagnose import diagnose
     from unbottle.profile.hotspots import profile_phase
-    from unbottle.profile.roofline import decode_ceilings, phase_work, roofline
+    from unbottle.profile.roofline import decode_ceiling_bandwidths, decode_ceilings, phase_work, roofline
 
     model = loaded.model.to(config.device)
     traces = trace_paths(config.trace_dir, label)
@@ -98,6 +98,7 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
         rows["decode"]["gbytes"] * 1e9 - weight_bytes * config.decode_tokens
     ) / config.decode_tokens
     ceilings = decode_ceilings(params, kv_per_token, peaks)
+    bandwidths = decode_ceiling_bandwidths(params, kv_per_token, peaks)
     request = {"prompt_tokens": config.prompt_length, "new_tokens": 64}
     groups = {p: phases[p]["groups"] for p in phases}
     return {
@@ -105,8 +106,9 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
         "phases": phases,
         "roofline": rows,
         "decode_ceilings": ceilings,
+        "decode_ceiling_bandwidths": bandwidths,
         "weights": {"params": params, "bytes": weight_bytes, "dtype": dtype},
-        "diagnosis": diagnose(rows, groups, peaks, ceilings, request),
+        "diagnosis": diagnose(rows, groups, peaks, ceilings, request, bandwidths),
         "request": request,
         "traces": [t for t in traces.values() if t],
     }
