@@ -18,6 +18,7 @@ import pytest
 from unbottle.core.errors import BenchError, ConfigError
 from unbottle.evaluate import EvalConfig, evaluate
 from unbottle.optimize import candidates as cm
+from unbottle.optimize import search as search_module
 from unbottle.optimize.config import OptimizeConfig
 from unbottle.optimize.search import Search
 from unbottle.optimize.trial import FAULT_ENV
@@ -62,7 +63,7 @@ def test_no_applicable_pass_still_reports_the_baseline(tmp_path, monkeypatch):
     monkeypatch.setattr(cm, "unavailable", lambda c: ["needs a CUDA GPU; none is visible"])
     doc = _search(tmp_path, candidates=("wo-int8",)).run()
     assert doc["winner"] is None and doc["output"] is None
-    assert "no candidate could be tried" in doc["verdict"]
+    assert "no candidate applies on this machine" in doc["verdict"] and doc["plan"] is None
     assert "CUDA" in doc["skipped"]["wo-int8"]
     assert doc["baseline"]["evals"]["perplexity"] > 1
 
@@ -131,13 +132,16 @@ def test_sigkill_mid_search_then_rerun_resumes_without_repeating_trials(tmp_path
     assert doc["winner"] is not None and (tmp_path / "out" / "unbottle-recipe.json").exists()
 
 
-def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path):
-    """On tiny-llama decoding is overhead-bound, so int8 weights only add (de)quantize work."""
+def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path, monkeypatch):
+    """The candidate is made slower on purpose (``slow:`` sleeps before each of its forward calls, many
+    times a tiny-llama decode step), so the outcome holds on any host under any load."""
+    monkeypatch.setenv(FAULT_ENV, "slow:wo-int8")
+    monkeypatch.setattr(search_module, "REMEASURE_PAUSE_S", 0.0)  # a busy host re-measures at once
     search = _search(tmp_path, objective="decode", candidates=("wo-int8",), screen_rounds=3)
     doc = search.run()
     row = next(r for r in doc["trials"] if r["key"] == "screen:wo-int8")
-    assert row["gain"][0] < 1.0
-    assert any("per-op overhead" in why for why in row["explanation"])
+    assert row["gain"][2] < 0.8, row["gain"]  # the whole 95% CI well below 1
+    assert row["explanation"] and all(isinstance(why, str) and why for why in row["explanation"])
     assert doc["winner"] is None and "no candidate improved" in doc["verdict"]
     assert not (tmp_path / "out").exists()
 

@@ -37,8 +37,14 @@ def optimize(
         list[str] | None,
         typer.Option(help="Passes to try, e.g. 'wo-int8 + compile'; repeat. [default: built-in]"),
     ] = None,
-    time_budget: Annotated[str, typer.Option(help="Wall time for everything: 900, 900s, 15m, 1h.")] = "13m",
-    max_trials: Annotated[int | None, typer.Option(help="Candidate trials at most.")] = None,
+    time_budget: Annotated[
+        str,
+        typer.Option(
+            help="Wall time for the search, verification included: 900, 900s, 15m, 1h. "
+            "Too little for one candidate and the verification is refused with the budget that fits."
+        ),
+    ] = "13m",
+    max_trials: Annotated[int | None, typer.Option(help="Candidate trials at most (1 or more).")] = None,
     task: Annotated[str | None, typer.Option(help="Multiple-choice task added to the guard.")] = None,
     eval_tokens: Annotated[
         int, typer.Option(help="Perplexity tokens for finalists and verification.")

@@ -1,4 +1,8 @@
-"""The work behind ``unbottle optimize``: run the search inside a stored run, print, save."""
+"""The work behind ``unbottle optimize``: run the search inside a stored run, print, save.
+
+The time-budget bar starts with the search's clock, after the model caches are filled (which the
+budget does not count; see ``unbottle.optimize.prepare``).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,18 @@ def run_optimize(
 
     store = Store()
     with Progress(quiet) as progress:
-        budget = progress.task("optimize (time budget)", config.time_budget_s, "s", clock=True)
-        search = Search(config, store, output, overwrite, log=log_line(quiet, budget))
+        clock: list[Any] = []  # the time-budget bar, from when the search's clock starts
+        log = log_line(quiet)
+
+        def search_log(line: str) -> None:
+            log(line)
+            for budget in clock:
+                budget.tick()
+
+        search = Search(config, store, output, overwrite, log=search_log)
+        search.on_clock_start = lambda: clock.append(
+            progress.task("optimize (time budget)", config.time_budget_s, "s", clock=True)
+        )
         run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
         with recorded_run(store, "optimize", config.model, run_config, manifest(seed=config.seed)) as run_id:
             doc = search.run()

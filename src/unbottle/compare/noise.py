@@ -37,3 +37,21 @@ def lookup_noise_floor(store: Any, key: dict[str, Any]) -> tuple[dict[str, float
         ):
             return result["noise_floor_pct"], run.id
     return None
+
+
+# An A-vs-A spread this many times the stored floor (and this many points above it) is not noise; with
+# no floor stored, one above the absolute bound is not. The bound is loose on purpose: 3 decode rounds
+# on a shared 2-core machine strayed 10-22% (tiny-llama, 1 thread) and 9-60% (smollm2-135m, 2 threads
+# with a core taken), so the spread only catches gross disturbance; the CPU time other processes used
+# (``unbottle.optimize.host``) catches the rest.
+DISTURBED_FACTOR = 3.0
+DISTURBED_MARGIN_PCT = 10.0
+DISTURBED_NO_FLOOR_PCT = 25.0
+
+
+def disturbed_above(floor_pct: float | None) -> float:
+    """The A-vs-A spread (largest |%| inside its CI, as ``noise_floor_from``) above which the machine
+    was disturbed rather than noisy, given this host's stored floor for the metric (or None)."""
+    if floor_pct is None:
+        return DISTURBED_NO_FLOOR_PCT
+    return max(DISTURBED_FACTOR * floor_pct, floor_pct + DISTURBED_MARGIN_PCT)

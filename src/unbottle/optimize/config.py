@@ -40,8 +40,10 @@ class OptimizeConfig(Config):
         goals: accuracy guard as ``METRIC:KIND=VALUE`` texts; empty → perplexity ≤ +1% (and accuracy
             ≤ −1 point when ``task`` is set), each on the CI bound.
         candidates: pass lists to try, each ``"name:k=v + name2"``; empty → the built-in candidates.
-        time_budget_s: wall seconds for the whole search, verification included.
-        max_trials: candidate trials at most (baseline and verification not counted); None: no limit.
+        time_budget_s: wall seconds for the whole search, verification included (filling the model
+            caches before it starts is not counted); the baseline's rates decide what fits.
+        max_trials: candidate trials at most, 1 or more (baseline and verification not counted); None:
+            no limit.
         threads: torch threads for every measurement; None: the physical cores.
         batch_size / prompt_length / new_tokens: the benchmark scenario.
         screen_rounds / screen_new_tokens / screen_tokens: the cheap first look at each candidate.
@@ -93,8 +95,12 @@ class OptimizeConfig(Config):
         ]:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
-        if self.max_trials is not None and self.max_trials < 0:
-            raise ConfigError(f"--max-trials {self.max_trials} given; allowed: 0 or more")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ConfigError(
+                f"--max-trials {self.max_trials} given; allowed: 1 or more (a search that tries no "
+                "candidate has nothing to verify; `unbottle bench` and `unbottle eval` measure the "
+                "model alone)"
+            )
         if not self.time_budget_s > 0:
             raise ConfigError(f"--time-budget {self.time_budget_s!r} given; allowed: seconds > 0")
         if self.threads is not None:

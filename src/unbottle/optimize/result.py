@@ -48,9 +48,12 @@ def result_document(
         "output": None,
         "elapsed_s": cfg.time_budget_s - search.remaining(),
         "time_budget_s": cfg.time_budget_s,
+        "preparation": search.preparation,
+        "plan": search.plan.to_dict() if search.plan is not None else None,
+        "host_busy": search.host_busy,
     }
     if winner is None:
-        doc["verdict"] = _no_winner_verdict(screened, ranked, verified)
+        doc["verdict"] = _busy_warning(search.host_busy) + _no_winner_verdict(screened, ranked, verified)
         return doc
     comparisons = {
         k: MetricComparison.from_dict(v) for k, v in winner["trial"]["result"]["comparisons"].items()
@@ -69,7 +72,7 @@ def result_document(
         verification=verification,
         output=str(output),
         rounds=winner["trial"]["result"]["rounds"],
-        verdict=_verdict(cfg, winner, verification),
+        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification),
     )
     return doc
 
@@ -134,8 +137,15 @@ def _no_winner_verdict(screened, ranked, verified) -> str:
     if verified:
         return "the verification of every candidate failed; see the trials table"
     if not screened:
-        return "no candidate could be tried (none applicable, or no time left); baseline reported"
+        return "no candidate applies on this machine (see the skipped ones); baseline reported"
     return "no candidate improved the objective while keeping the accuracy guard; nothing saved"
+
+
+def _busy_warning(busy: dict[str, Any] | None) -> str:
+    """The verdict's opening when the baseline was measured on a busy machine (twice)."""
+    if not busy:
+        return ""
+    return f"WARNING: measured on a busy host ({'; '.join(busy['reasons'])}); {busy['advice']}. "
 
 
 def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
@@ -147,12 +157,15 @@ def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": base["peak_rss_mib"],
         "threads": base["threads"],
         "screen_noise_pct": base["screen_noise_pct"],
+        "host": base.get("host"),
         "model": base["model"],
     }
 
 
 def _row(search: Any, t: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     row = {k: t.get(k) for k in ("key", "stage", "status", "reason", "seconds", "peak_rss_mib")}
+    if t.get("host_busy"):
+        row["host_busy"] = t["host_busy"]  # a disturbed baseline, recorded but never reused
     row["candidate"] = (t.get("candidate") or {}).get("key")
     row["origin"] = (t.get("candidate") or {}).get("origin")
     if t["status"] != "ok" or t["stage"] not in ("screen", "final", "verify"):

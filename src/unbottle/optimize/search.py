@@ -1,20 +1,29 @@
-"""The search: baseline → screen each candidate → fallbacks → compositions → finalists → verify.
+"""The search: caches → baseline → plan → screen each candidate → fallbacks → compositions →
+finalists → verify.
 
 Every trial runs in its own worker (``unbottle.search.isolate``) and is written to the store's
 trials table the moment it ends, keyed by the search (``OptimizeConfig.search_key``) and the trial;
 running the same command again reuses what is recorded and goes on. A trial cut short by the time
-budget is not recorded, so a later run with more time tries it again.
+budget is not recorded, so a later run with more time tries it again. The model caches are filled
+before the budget's clock starts (``unbottle.optimize.prepare``); the baseline is checked for a busy
+machine before it is believed or kept (``unbottle.optimize.host``); its measured rates price every
+later trial, and the sizes shrink, or the search is refused, when the budget can't hold one candidate
+and the verification (``unbottle.optimize.plan``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unbottle.core.errors import BenchError, ConfigError
-from unbottle.optimize import judge
+from unbottle.core.errors import BenchError, ConfigError, UnbottleError
+from unbottle.optimize import host, judge
+from unbottle.optimize import plan as planning
+from unbottle.optimize import prepare as caches
 from unbottle.optimize.candidates import Candidate, compositions, fallbacks, first_round, short_key
 from unbottle.optimize.config import OptimizeConfig
 from unbottle.optimize.result import result_document, staging_folder
@@ -22,6 +31,10 @@ from unbottle.optimize.result import result_document, staging_folder
 TRIAL = "unbottle.optimize.trial:"
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
+REMEASURE_PAUSE_S = 10.0  # between a disturbed baseline and its second measurement
+PLAN_SLACK_S = 2.0  # the parent's own work between trials
+PREPARE_TIMEOUT_S = 1800.0
+OUT_OF_TIME = "the time budget ran out"
 
 
 class Search:
@@ -57,8 +70,15 @@ class Search:
         self.candidate_trials = 0
         self.not_tried: dict[str, str] = {}
         self.sensitivity: dict[str, dict[str, float]] = {}
-        self.reserve = 0.0
         self.profile_run: int | None = None
+        self.run_cfg = config  # the config the workers get: the plan's sizes once it is made
+        self.plan: planning.Plan | None = None
+        self.rates: planning.Rates | None = None
+        self.host_busy: dict[str, Any] | None = None
+        self.base_trial: dict[str, Any] | None = None  # the baseline trial the search goes on with
+        self.preparation: dict[str, Any] | None = None
+        self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
+        self._round: tuple[list[Candidate], dict[str, str], int] | None = None
         _check_output(output, overwrite, self.key)
         if config.time_budget_s < MIN_BUDGET_S:
             raise ConfigError(
@@ -72,9 +92,19 @@ class Search:
 
     # ---- running one trial -------------------------------------------------------------------
     def trial(
-        self, key: str, function: str, payload: dict[str, Any], reserve: float = 0.0
+        self,
+        key: str,
+        function: str,
+        payload: dict[str, Any],
+        reserve: float = 0.0,
+        expected: float = 0.0,
+        record: bool = True,
     ) -> dict[str, Any] | None:
-        """Run (or read back) one trial; None when the budget can't fit it."""
+        """Run (or read back) one trial; None when the budget can't fit it.
+
+        A trial is not started when less than ``expected`` seconds (its planned cost) are left beside
+        ``reserve``; with ``record=False`` its outcome is returned without being stored.
+        """
         from unbottle.search.isolate import run_isolated
 
         if key in self.recorded:
@@ -83,11 +113,11 @@ class Search:
             self.log(f"{short_key(key)}: recorded earlier ({self.recorded[key]['status']}); not repeated")
             return self.recorded[key]
         budget = self.remaining() - reserve
-        if budget < 5:
+        if budget < max(5.0, expected):
             return None
         timeout = min(self.cfg.trial_timeout_s, budget)
         self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
-        full = {"config": self.cfg.to_dict(), "search": self.key, **payload}
+        full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
         outcome = run_isolated(TRIAL + function, full, timeout, self._memory_limit())
         cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
         data = {
@@ -103,13 +133,17 @@ class Search:
                 f"{short_key(key)}: stopped by the time budget after {outcome.seconds:.0f} s (not recorded)"
             )
             return None
-        self.store.record_trial(self.key, key, data)
-        self.trials[key] = data
         self.log(
             f"{short_key(key)}: {data['status']} in {outcome.seconds:.0f} s"
             + (f" — {data['reason']}" if data["reason"] else "")
         )
+        if record:
+            self._record(key, data)
         return data
+
+    def _record(self, key: str, data: dict[str, Any]) -> None:
+        self.store.record_trial(self.key, key, data)
+        self.trials[key] = data
 
     def _memory_limit(self) -> float:
         if self.cfg.memory_limit_mib is not None:
@@ -122,26 +156,80 @@ class Search:
     def run(self) -> dict[str, Any]:
         """Run the search to the end (or the budget) and return its result document.
 
-        Order: the primary candidates; per-layer fallbacks for those that were faster but broke the
-        guard; compositions of what helped; the remaining candidates with the time left; the
-        finalists; the verification. Time for the last two is kept back from the start.
+        Order: the model caches (outside the budget); the baseline and the plan; the primary
+        candidates; per-layer fallbacks for those that were faster but broke the guard; compositions
+        of what helped; the remaining candidates with the time left; the finalists; the verification.
+        Time for the last two is kept back from the start.
+
+        Raises:
+            ConfigError: the budget can't hold one candidate and the verification (the message gives
+                the budget that would), or it ran out before any candidate was screened.
         """
+        self.prepare()
+        candidates, skipped, primary = self.first_round()
         base = self.baseline()
-        self.reserve = self.verify_estimate(base)
-        reserve = self.reserve * (1 + 0.7 * self.cfg.finalists)  # finals cost ~0.7 of a verification
-        candidates, skipped, primary = first_round(
-            self.cfg.candidates, self.cfg.objective, self.profile_order()
-        )
         if not candidates:
             self.log("no applicable pass: reporting the baseline only")
+            return result_document(self, base, [], [], [], skipped)
+        self.plan = self.make_plan()
+        reserve = self.plan.reserve_s
         screened = self.screen_all(candidates[:primary], base, reserve)
         screened += self.try_fallbacks(screened, base, reserve)
         screened += self.screen_all(self.combos(screened), base, reserve)
         screened += self.screen_all(candidates[primary:], base, reserve)
+        if not screened:
+            raise ConfigError(self._nothing_screened())
         good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
-        ranked = self.finals(good, base, self.reserve) or self.closest(screened)
+        ranked = self.finals(good, base) or self.closest(screened)
         verified = self.verify_best(ranked, base)
         return result_document(self, base, screened, ranked, verified, skipped)
+
+    def first_round(self) -> tuple[list[Candidate], dict[str, str], int]:
+        """``candidates.first_round`` for this search (worked out once)."""
+        if self._round is None:
+            self._round = first_round(self.cfg.candidates, self.cfg.objective, self.profile_order())
+        return self._round
+
+    def prepare(self) -> None:
+        """Fill the model caches the trials read, then start the budget's clock (once)."""
+        if self.preparation is not None:
+            return
+        start = time.monotonic()
+        exports = caches.onnx_exports(self.first_round()[0])
+        try:
+            gguf = caches.gguf_pending(self.cfg.model)
+        except UnbottleError:
+            gguf = False  # an unloadable model: the baseline says why
+        self.preparation = {"worker": False, "gguf_converted": False, "onnx_exports": []}
+        if gguf or not caches.exports_ready(self.recorded.get(caches.RECORD_KEY), exports):
+            self._fill_caches(gguf, exports)
+        self.preparation["seconds"] = time.monotonic() - start
+        self.log(f"prepared in {self.preparation['seconds']:.1f} s; the time budget starts now")
+        self.start = time.monotonic()
+        if self.on_clock_start is not None:
+            self.on_clock_start()
+
+    def _fill_caches(self, gguf: bool, exports: list[dict[str, Any]]) -> None:
+        from unbottle.search.isolate import run_isolated
+
+        what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
+        self.log(f"preparing outside the time budget: {' and '.join(what)} …")
+        payload = {"model": self.cfg.model, "onnx": exports}
+        limit = max(PREPARE_TIMEOUT_S, self.cfg.trial_timeout_s)
+        outcome = run_isolated(caches.FILL, payload, limit, self._memory_limit())
+        assert self.preparation is not None
+        self.preparation["worker"] = True
+        if outcome.status != "ok":
+            self.log(f"preparation {outcome.status}: {outcome.reason}; the trials will meet it again")
+            self.preparation["failed"] = outcome.reason
+            return
+        self.log(caches.describe(outcome.result, outcome.seconds))
+        if caches.RECORD_KEY not in self.recorded:  # recorded once; later runs check its folders
+            data = {"key": caches.RECORD_KEY, "stage": "prepare", **outcome.to_dict()}
+            self.store.record_trial(self.key, caches.RECORD_KEY, data)
+        self.preparation.update(
+            gguf_converted=outcome.result["converted"], onnx_exports=outcome.result["exports"]
+        )
 
     def profile_order(self) -> list[str] | None:
         """The latest stored profile of this model at these threads: its recommendations for the
@@ -161,7 +249,14 @@ class Search:
                     self.log(f"candidate order from profile run {run.id}: {', '.join(order)} first")
                     self.profile_run = run.id
                     return order
-        return None
+        if self.cfg.candidates:
+            return None
+        from unbottle.optimize.candidates import host_order
+        from unbottle.profile.peaks import stored_peaks
+
+        order, why = host_order(stored_peaks(self.store, threads), self.cfg.objective)
+        self.log(why)
+        return order
 
     def screen_all(
         self, cands: list[Candidate], base: dict[str, Any], reserve: float
@@ -173,8 +268,40 @@ class Search:
         done = {s["cand"].key for s in screened}
         return [c for c in compositions(good) if c.key not in done]
 
+    # ---- the baseline: measured, checked for a busy host, kept only when quiet ------------------
     def baseline(self) -> dict[str, Any]:
-        data = self.trial("baseline", "baseline", {})
+        """The baseline's result: read back when an earlier run kept it, else measured (twice when
+        the first measurement looks disturbed; see ``unbottle.optimize.host``)."""
+        if "baseline" in self.recorded:  # only a quiet baseline is ever recorded under this key
+            self.base_trial = self.trial("baseline", "baseline", {})
+            return self.base_trial["result"]
+        for attempt in (1, 2):
+            data = self._checked(self.trial("baseline", "baseline", {}, record=False))
+            busy = self.disturbance(data["result"])
+            if busy is None:
+                self._record("baseline", data)
+                break
+            n = 1 + sum(k.startswith("baseline:disturbed") for k in {*self.recorded, *self.trials})
+            self._record(
+                f"baseline:disturbed-{n}", {**data, "key": f"baseline:disturbed-{n}", "host_busy": busy}
+            )
+            why = "; ".join(busy["reasons"])
+            if attempt == 1:
+                self.log(
+                    f"the baseline looks disturbed ({why}); measuring it again in {REMEASURE_PAUSE_S:g} s"
+                )
+                time.sleep(REMEASURE_PAUSE_S)
+            else:
+                self.host_busy = {**busy, "advice": host.advice(busy, self.cfg.threads is not None)}
+                self.log(
+                    f"WARNING: the host is busy ({why}), in both baseline measurements; going on, but "
+                    f"speeds measured now are unreliable and this baseline is not kept for later runs; "
+                    f"{self.host_busy['advice']}"
+                )
+        self.base_trial = data
+        return data["result"]
+
+    def _checked(self, data: dict[str, Any] | None) -> dict[str, Any]:
         if data is None or data["status"] == "timeout":
             raise ConfigError(
                 f"the time budget ({self.cfg.time_budget_s:g} s) ran out while measuring the baseline; "
@@ -182,28 +309,69 @@ class Search:
             )
         if data["status"] != "ok":
             raise BenchError(f"measuring the baseline failed: {data['reason']}")
-        return data["result"]
+        return data
 
-    def verify_estimate(self, base: dict[str, Any]) -> float:
-        """Seconds to keep for verifying the winner, from the baseline's measured rates."""
-        cfg = self.cfg
-        overhead = self.trials["baseline"]["seconds"] - sum(base["eval_s"].values()) - base["screen_ab_s"]
-        scale = (cfg.full_rounds * cfg.new_tokens) / (cfg.screen_rounds * cfg.screen_new_tokens)
-        ab = base["screen_ab_s"] * scale  # the verification runs the A/B whatever the objective
-        estimate = max(overhead, 5.0) + ab + base["eval_s"]["full"] + 30.0
-        self.log(f"baseline measured; keeping {estimate:.0f} s of the budget for verification")
-        return estimate
+    def disturbance(self, base: dict[str, Any]) -> dict[str, Any] | None:
+        """``host.disturbance`` of a baseline, against this host's stored noise floor (speed
+        objectives only: size and memory don't depend on a quiet machine)."""
+        from unbottle.compare.ab import ABConfig
+        from unbottle.compare.noise import lookup_noise_floor, noise_key
+
+        scenario = self.cfg.objective_spec()[0]
+        if scenario is None:
+            return None
+        threads = base["threads"]["torch_num_threads"]
+        metric = f"{scenario}.tokens_per_s"
+        found = lookup_noise_floor(
+            self.store, noise_key(ABConfig(**self.cfg.ab_settings("screen")).to_dict(), threads)
+        )
+        floor = found[0].get(metric) if found else None
+        return host.disturbance(base, metric, threads, floor)
+
+    def make_plan(self) -> planning.Plan:
+        """Price the trials with the baseline's rates and fit the sizes to the time left."""
+        assert self.base_trial is not None
+        self.rates = planning.Rates.from_baseline(
+            self.base_trial["seconds"], self.base_trial["result"], self.cfg
+        )
+        # a resumed search plans as the first run did: from the budget less the recorded baseline
+        available = min(self.remaining(), self.cfg.time_budget_s - self.rates.baseline_s) - PLAN_SLACK_S
+        try:
+            plan = planning.make_plan(self.cfg, self.rates, available)
+        except ConfigError as exc:
+            if self.host_busy is None:
+                raise
+            raise ConfigError(
+                f"{exc}; the host was busy while the baseline ran, which inflates this: "
+                f"{self.host_busy['advice']}"
+            ) from None
+        self.run_cfg = dataclasses.replace(self.cfg, **plan.sizes.to_dict())
+        self.log(planning.describe(plan))
+        return plan
+
+    def _nothing_screened(self) -> str:
+        assert self.plan is not None and self.rates is not None
+        minutes = math.ceil((self.rates.baseline_s + 2 * self.plan.screen_s + self.plan.verify_s) / 60) + 1
+        return (
+            f"the time budget ({self.cfg.time_budget_s:g} s) ran out before any candidate finished "
+            f"screening (one was planned at {self.plan.screen_s:.0f} s); give --time-budget {minutes}m"
+        )
 
     def screen(self, cand: Candidate, base: dict[str, Any], reserve: float) -> dict[str, Any] | None:
         if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
             self.not_tried[cand.key] = f"--max-trials {self.cfg.max_trials} reached"
             return None
-        data = self.trial(f"screen:{cand.key}", "measure", self._payload(cand, base, "screen"), reserve)
+        payload = self._payload(cand, base, "screen")
+        data = self.trial(f"screen:{cand.key}", "measure", payload, reserve, self._cost("screen_s"))
         if data is None:
-            self.not_tried[cand.key] = "the time budget ran out"
+            self.not_tried[cand.key] = OUT_OF_TIME
             return None
         self.candidate_trials += 1
         return self._summary(cand, data)
+
+    def _cost(self, kind: str) -> float:
+        """The plan's expected seconds of one trial of ``kind`` (0 before there is a plan)."""
+        return getattr(self.plan, kind) if self.plan is not None else 0.0
 
     def _payload(self, cand: Candidate, base: dict[str, Any], stage: str) -> dict[str, Any]:
         return {
@@ -237,7 +405,11 @@ class Search:
                 continue
             cand = s["cand"]
             data = self.trial(
-                f"sensitivity:{cand.key}", "sensitivity", {"passes": cand.to_payload()}, reserve
+                f"sensitivity:{cand.key}",
+                "sensitivity",
+                {"passes": cand.to_payload()},
+                reserve,
+                self._cost("screen_s"),
             )
             if data is None or data["status"] != "ok" or not data["result"]["scores"]:
                 continue
@@ -267,19 +439,15 @@ class Search:
         )
         return [best]
 
-    def finals(
-        self, good: list[dict[str, Any]], base: dict[str, Any], reserve: float
-    ) -> list[dict[str, Any]]:
+    def finals(self, good: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
         """Measure the top screened candidates fully; rank guard-passing finalists first."""
         done = []
+        reserve = self._cost("verify_s")
         for s in good[: self.cfg.finalists]:
             if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
                 break
-            if self.remaining() - reserve < reserve * 0.8:
-                break  # a finalist costs about as much as the verification
-            data = self.trial(
-                f"final:{s['cand'].key}", "measure", self._payload(s["cand"], base, "final"), reserve
-            )
+            payload = self._payload(s["cand"], base, "final")
+            data = self.trial(f"final:{s['cand'].key}", "measure", payload, reserve, self._cost("final_s"))
             if data is None:
                 break
             self.candidate_trials += 1
@@ -296,7 +464,7 @@ class Search:
         """Verify the best; if its guard fails on the CI bound, the next one while time allows."""
         verified = []
         for i, s in enumerate(ranked[:2]):
-            if i > 0 and self.remaining() < 0.8 * self.reserve:
+            if i > 0 and self.remaining() < 0.8 * self._cost("verify_s"):
                 break
             payload = {
                 "key": s["cand"].key,

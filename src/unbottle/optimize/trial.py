@@ -8,6 +8,7 @@ same windows and items the baseline was scored on, so every comparison is paired
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -19,34 +20,52 @@ FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
 
 
 def baseline(payload: dict[str, Any]) -> dict[str, Any]:
-    """Measure the baseline: accuracy at both stages, its own memory and size, an A-vs-A screen."""
+    """Measure the baseline: accuracy at both stages, its own memory and size, an A-vs-A screen of two
+    copies, and the cores other processes kept busy meanwhile (``host``; ``unbottle.optimize.host``).
+
+    Each part is timed (``load_s`` the first load, imports included; ``reload_s`` a second one;
+    ``eval_s``; ``screen_ab_s``) so the search can price its later trials (``unbottle.optimize.plan``).
+    """
     from unbottle.bench import apply_threads
     from unbottle.compare.ab import ABConfig, run_ab
+    from unbottle.compare.noise import noise_floor_from
     from unbottle.compare.speed import compare_rounds
+    from unbottle.optimize.host import HostLoad
 
     cfg = OptimizeConfig.from_dict(payload["config"])
     threads = apply_threads(cfg.threads)
-    start = time.perf_counter()
-    loaded = load_causal_lm(cfg.model)
-    load_s = time.perf_counter() - start
-    own = own_resources(loaded, cfg, [])
-    evals, eval_s = {}, {}
-    for stage in ("screen", "full"):
+    with HostLoad() as load:
+        start = time.perf_counter()
+        loaded = load_causal_lm(cfg.model)
+        load_s = time.perf_counter() - start
+        own = own_resources(loaded, cfg, [])
+        evals, eval_s = {}, {}
+        for stage in ("screen", "full"):
+            t = time.perf_counter()
+            evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
+            eval_s[stage] = time.perf_counter() - t
         t = time.perf_counter()
-        evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
-        eval_s[stage] = time.perf_counter() - t
-    t = time.perf_counter()
-    rounds = run_ab(loaded, loaded, ABConfig(**cfg.ab_settings("screen")))
-    noise = {k: abs(v.pct.ci_high - v.pct.ci_low) / 2 for k, v in compare_rounds(rounds).items()}
+        again = load_causal_lm(cfg.model)  # a second copy, as every trial's A/B loads one
+        reload_s = time.perf_counter() - t
+        t = time.perf_counter()
+        rounds = run_ab(loaded, again, ABConfig(**cfg.ab_settings("screen")))
+        ab_s = time.perf_counter() - t
+    cmps = compare_rounds(rounds)
+    host = load.result
+    if injected("busy", "baseline"):  # testing: as if other processes held every core
+        host = {**host, "others_cores": float(host["cpus"]), "injected": "busy"}
     return {
         "model": loaded.info.to_dict(),
         "threads": threads,
         "load_s": load_s,
+        "reload_s": reload_s,
         "evals": evals,
         "eval_s": eval_s,
-        "screen_ab_s": time.perf_counter() - t,
+        "screen_ab_s": ab_s,
         "rates": {k: sorted(v)[len(v) // 2] for k, v in rounds.a.items()},
-        "screen_noise_pct": noise,
+        "screen_noise_pct": {k: abs(v.pct.ci_high - v.pct.ci_low) / 2 for k, v in cmps.items()},
+        "screen_noise_floor_pct": noise_floor_from(cmps),
+        "host": host,
         **own,
     }
 
@@ -60,11 +79,13 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     stage = payload["stage"]
     inject_fault(payload["key"])
     cand, reports, apply_s = _applied(cfg, payload["passes"])
+    if injected("slow", payload["key"]):
+        _slow_down(cand)
     own = own_resources(cand, cfg, reports)
     speed, order = _speed(cfg, cand, stage)
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
     cand_evals = _evaluate(cand, cfg, stage)
-    comparisons = {**speed, **compare_evals(base_evals, cand_evals)}
+    comparisons = {**speed, **compare_evals(*paired_samples(base_evals, cand_evals))}
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
         "stage": stage,
@@ -102,7 +123,7 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     rounds = run_ab(base, saved, ABConfig(**cfg.ab_settings("full")))
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
     saved_evals = _evaluate(saved, cfg, "full")
-    comparisons = {**compare_rounds(rounds), **compare_evals(base_evals, saved_evals)}
+    comparisons = {**compare_rounds(rounds), **compare_evals(*paired_samples(base_evals, saved_evals))}
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
         **own,
@@ -190,6 +211,37 @@ def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], 
     return compare_rounds(rounds), rounds.order
 
 
+def paired_samples(base: list[Any], cand: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Both sides restricted to the samples both scored.
+
+    The baseline is evaluated at the configured sizes; a plan that shrank the evaluation scores the
+    candidate on fewer tokens of the same text, whose windows are the baseline's first ones (the last,
+    shorter window aside), so the comparison stays paired window by window.
+    """
+    by_metric = {r.metric: r for r in cand}
+    out_a, out_b = [], []
+    for a in base:
+        b = by_metric.get(a.metric)
+        if b is None or a.sample_ids == b.sample_ids:
+            out_a.append(a)
+            out_b.extend([b] if b is not None else [])
+            continue
+        common = set(a.sample_ids) & set(b.sample_ids)
+        out_a.append(_subset(a, common))
+        out_b.append(_subset(b, common))
+    return out_a, out_b
+
+
+def _subset(r: Any, ids: set[str]) -> Any:
+    keep = [i for i, s in enumerate(r.sample_ids) if s in ids]
+    return dataclasses.replace(
+        r,
+        scores=[r.scores[i] for i in keep],
+        sample_ids=[r.sample_ids[i] for i in keep],
+        weights=None if r.weights is None else [r.weights[i] for i in keep],
+    )
+
+
 def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
     from unbottle.evaluate import EvalConfig, evaluate
 
@@ -226,12 +278,32 @@ def _threads(cfg: OptimizeConfig) -> None:
 
 def inject_fault(key: str) -> None:
     """Testing hook: ``UNBOTTLE_INJECT_FAULT="segfault:wo-int8;oom:precision"`` makes the trial of
-    any candidate whose key contains the text crash that way (segfault, oom, hang, raise)."""
+    any candidate whose key contains the text crash that way (segfault, oom, hang, raise).
+
+    Two more kinds change a measurement instead: ``slow:KEY`` makes that candidate sleep
+    ``SLOW_S`` before every forward call, ``busy:baseline`` makes the baseline report every core
+    held by other processes (``injected``).
+    """
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(";")):
         kind, _, text = item.partition(":")
         if text and text in key:
             _fault(kind)
+
+
+def injected(kind: str, key: str) -> bool:
+    """Whether ``UNBOTTLE_INJECT_FAULT`` asks for ``kind`` on the trial ``key``."""
+    items = (item.partition(":") for item in os.environ.get(FAULT_ENV, "").split(";"))
+    return any(k == kind and text and text in key for k, _, text in items)
+
+
+SLOW_S = 0.02
+
+
+def _slow_down(loaded: Any) -> None:
+    """Testing: every forward call of a torch model sleeps ``SLOW_S`` first (many times a tiny model's
+    decode step, so the candidate is far slower on any host under any load)."""
+    loaded.model.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
 
 
 def _fault(kind: str) -> None:
