@@ -15,7 +15,7 @@ import transformers
 
 from unbottle.bench.scenarios import decode_once
 from unbottle.bench.timing import CpuTimer
-from unbottle.core.errors import ConfigError
+from unbottle.core.errors import ConfigError, PassError
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.prune_structured import StructuredPruneConfig
 from unbottle.sources import Loaded, ModelInfo, load
@@ -235,11 +235,10 @@ def test_activation_importance_without_calibration_reads_the_packaged_corpus(tin
     assert new.model.config.num_key_value_heads == 1
 
 
-def test_unsupported_architecture_and_single_kv_group_are_skipped_with_a_reason():
+def test_unsupported_architecture_is_refused_up_front_and_single_kv_group_is_skipped_with_a_reason():
     bert = load("tiny-bert")
-    new, [report] = apply_(bert, StructuredPruneConfig(target="mlp", amount=0.5))
-    assert report.touched == [] and report.params_after == report.params_before
-    assert "architecture 'bert' is not supported" in report.skipped["BertForMaskedLM"]
+    with pytest.raises(PassError, match=r"can't handle this bert model: .* 'bert' is not one of them"):
+        apply_(bert, StructuredPruneConfig(target="mlp", amount=0.5))
     mqa = tiny(num_attention_heads=4, num_key_value_heads=1)
     new, [report] = apply_(mqa, StructuredPruneConfig(target="heads", amount=0.5))
     assert "single KV head group" in report.skipped["model.layers"]

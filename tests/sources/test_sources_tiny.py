@@ -85,3 +85,68 @@ def test_byte_tokenizer_has_260_tokens_and_named_specials(tiny_llama: Loaded) ->
     assert len(tok) == 260
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2, 3)
     assert tok.convert_ids_to_tokens([0, 1, 2, 3]) == list(SPECIALS)
+
+
+# tiny model → (model_type, layer kinds its cache is built from)
+FAMILIES = {
+    "tiny-mistral": ("mistral", ["DynamicSlidingWindowLayer"] * 2),
+    "tiny-qwen2": ("qwen2", ["DynamicLayer"] * 2),
+    "tiny-qwen3": ("qwen3", ["DynamicLayer"] * 2),
+    "tiny-gemma2": ("gemma2", ["DynamicSlidingWindowLayer", "DynamicLayer"]),
+    "tiny-gemma3": ("gemma3_text", ["DynamicSlidingWindowLayer"] * 2 + ["DynamicLayer"]),
+    "tiny-phi3": ("phi3", ["DynamicLayer"] * 2),
+    "tiny-gpt2": ("gpt2", ["DynamicLayer"] * 2),
+    "tiny-gpt-neox": ("gpt_neox", ["DynamicLayer"] * 2),
+    "tiny-opt": ("opt", ["DynamicLayer"] * 2),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(FAMILIES))
+def test_load_tiny_family_is_a_seeded_causal_lm_with_its_own_cache_layout(spec: str, logits_of) -> None:
+    from transformers import DynamicCache
+
+    first, again = load(spec), TinySource(spec).load()
+    model_type, layer_kinds = FAMILIES[spec]
+    assert (first.info.task, first.info.architecture, first.info.source_kind) == (
+        "causal-lm",
+        model_type,
+        "tiny",
+    )
+    config = first.model.config
+    assert (config.vocab_size, config.hidden_size) == (512, 64)
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 3)
+    assert [type(layer).__name__ for layer in DynamicCache(config=config).layers] == layer_kinds
+    ref, got = logits_of(first.model), logits_of(again.model)
+    assert tuple(ref.shape) == (1, 8, 512) and bool(ref.isfinite().all())
+    assert torch.equal(ref, got), f"two loads of {spec} give different logits"
+
+
+@pytest.mark.parametrize("spec", ["tiny-mistral", "tiny-gemma2", "tiny-gemma3"])
+def test_sliding_window_of_8_changes_logits_only_past_the_window(spec: str) -> None:
+    import copy
+
+    model = load(spec).model
+    assert model.config.sliding_window == 8
+    wide = copy.deepcopy(model)
+    wide.config.sliding_window = 4096
+    ids = torch.randint(4, 260, (1, 24), generator=torch.Generator().manual_seed(0))  # (B, T)
+    with torch.no_grad():
+        windowed, full = model(input_ids=ids).logits, wide(input_ids=ids).logits  # (1, 24, 512)
+    inside = float((windowed[:, :8] - full[:, :8]).abs().max())
+    past = float((windowed[:, 8:] - full[:, 8:]).abs().amax(dim=-1).min())
+    assert inside < 1e-6, f"{spec}: logits within the window differ by {inside:.2e}"
+    assert past > 1e-4, f"{spec}: the window changes no position past it (smallest change {past:.2e})"
+
+
+def test_tiny_gemma2_softcap_bends_its_logits() -> None:
+    import copy
+
+    model = load("tiny-gemma2").model
+    uncapped = copy.deepcopy(model)
+    uncapped.config.final_logit_softcapping = None
+    ids = torch.randint(4, 260, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, raw = model(input_ids=ids).logits, uncapped(input_ids=ids).logits
+    cap = model.config.final_logit_softcapping
+    assert cap == 0.5 and float(raw.abs().max()) > cap, "the cap must bend these random logits"
+    torch.testing.assert_close(logits, cap * torch.tanh(raw / cap))

@@ -4,7 +4,7 @@
 model and a report per pass; ``PASSES`` lists every pass; ``save``/``load`` keep the recipe.
 """
 
-from unbottle.passes.apply import apply_, check_composition, unavailable
+from unbottle.passes.apply import apply_, check_composition, check_supported, unavailable
 from unbottle.passes.base import Applied, PassConfig, PassContext, PassReport, Requirements, handler
 from unbottle.passes.registry import PASSES, config_class, describe_params, parse_pass
 
@@ -17,6 +17,7 @@ __all__ = [
     "Requirements",
     "apply_",
     "check_composition",
+    "check_supported",
     "config_class",
     "describe_params",
     "handler",

@@ -1,44 +1,130 @@
-"""Cutting a Llama-style decoder down to size: rebuild smaller Linear layers and keep the config true.
+"""Cutting a decoder down to size: rebuild smaller Linear layers, drop layers, keep the config true.
 
-Llama, Mistral and Qwen2 share one layout: ``model.model.layers[i]`` holds ``self_attn`` with
-``q/k/v/o_proj`` (grouped-query attention) and ``mlp`` with ``gate/up/down_proj`` (a gated MLP).
-Every function here edits a model in place and updates ``model.config`` so the result saves with
-``save_pretrained`` and loads back with ``from_pretrained``.
+Llama, Mistral, Qwen2/3 and Gemma 2/3 share one layout: ``model.model.layers[i]`` holds
+``self_attn`` with ``q/k/v/o_proj`` (grouped-query attention) and ``mlp`` with ``gate/up/down_proj``
+(a gated MLP), so their MLP channels and KV head groups can be cut. Phi-3, GPT-2, GPT-NeoX and OPT
+fuse or name these differently; for them only whole layers are dropped (``LAYOUTS`` says where each
+family keeps its layers). Every function here edits a model in place and updates ``model.config`` so
+the result saves with ``save_pretrained`` and loads back with ``from_pretrained``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-SUPPORTED = ("llama", "mistral", "qwen2")
+from unbottle.passes.base import model_type
+
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
 
-def decoder_layers(model: Any) -> tuple[Any, str | None]:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a family keeps its decoder layers, and what each layer writes into the residual stream.
+
+    Attributes:
+        layers: path of the ``nn.ModuleList`` of decoder layers.
+        writers: modules of a layer whose outputs are added to the residual stream.
+        mlp / heads: None where the family has the Llama layout this target needs (``mlp.gate/up/
+            down_proj``; ``self_attn.q/k/v/o_proj``), else what it has instead.
+    """
+
+    layers: str
+    writers: tuple[str, ...]
+    mlp: str | None = None
+    heads: str | None = None
+
+
+_LLAMA = Layout("model.layers", ("self_attn.o_proj", "mlp.down_proj"))
+LAYOUTS: dict[str, Layout] = {
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen3": _LLAMA,
+    "gemma2": _LLAMA,
+    "gemma3_text": _LLAMA,
+    "phi3": Layout(
+        "model.layers",
+        ("self_attn.o_proj", "mlp.down_proj"),
+        mlp="a fused gate/up projection (gate_up_proj)",
+        heads="a fused q/k/v projection (qkv_proj)",
+    ),
+    "gpt2": Layout(
+        "transformer.h",
+        ("attn.c_proj", "mlp.c_proj"),
+        mlp="an ungated MLP (c_fc, c_proj)",
+        heads="a fused q/k/v projection (c_attn)",
+    ),
+    "gpt_neox": Layout(
+        "gpt_neox.layers",
+        ("attention.dense", "mlp.dense_4h_to_h"),
+        mlp="an ungated MLP (dense_h_to_4h, dense_4h_to_h)",
+        heads="a fused q/k/v projection (query_key_value)",
+    ),
+    "opt": Layout(
+        "model.decoder.layers",
+        ("self_attn.out_proj", "fc2"),
+        mlp="an ungated MLP (fc1, fc2)",
+        heads="an attention output named out_proj, not o_proj",
+    ),
+}
+
+
+def unsupported(model: Any, target: str) -> str | None:
+    """Why ``target`` (mlp, heads or layers) can't be cut from this model's family; None when it can."""
+    kind = model_type(model)
+    layout = LAYOUTS.get(kind)
+    if layout is None:
+        return f"prune-structured knows the layouts of {', '.join(LAYOUTS)}; {kind!r} is not one of them"
+    blocker = {"mlp": layout.mlp, "heads": layout.heads}.get(target)
+    if blocker is not None:
+        wants = "gate/up/down_proj (a gated MLP)" if target == "mlp" else "separate q/k/v/o_proj"
+        return f"target={target} needs the Llama layout's {wants}; {kind} has {blocker}. target=layers works"
+    return None
+
+
+def decoder_layers(model: Any, target: str) -> tuple[Any, str | None]:
     """The decoder's ``nn.ModuleList`` of layers, or None and the reason this model can't be cut."""
     import torch
 
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind not in SUPPORTED:
-        return None, (
-            f"architecture {kind!r} is not supported; prune-structured knows the Llama layout "
-            f"({', '.join(SUPPORTED)}: gated MLP and grouped-query attention)"
-        )
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    if (reason := unsupported(model, target)) is not None:
+        return None, reason
+    layout = LAYOUTS[model_type(model)]
+    try:
+        layers = model.get_submodule(layout.layers)
+    except AttributeError:
+        layers = None
     if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
-        return None, f"{type(model).__name__} has no model.layers list of decoder layers"
+        return None, f"{type(model).__name__} has no {layout.layers} list of decoder layers"
+    names = layout.writers if target == "layers" else [f"{a}.{n}" for a, ns in _SPLIT for n in ns]
     for i, layer in enumerate(layers):
-        for parent, names in (("self_attn", ATTENTION), ("mlp", MLP)):
-            for name in names:
-                module = getattr(getattr(layer, parent, None), name, None)
-                weight = getattr(module, "weight", None)
-                if type(module) is not torch.nn.Linear or type(weight.data) is not torch.Tensor:
-                    return None, (
-                        f"model.layers.{i}.{parent}.{name} is a {type(module).__name__}, not a plain "
-                        "nn.Linear (rewritten by an earlier pass?); run prune-structured first"
-                    )
+        for name in names:
+            module = _submodule(layer, name)
+            weight = getattr(module, "weight", None)
+            if weight is None or type(weight.data) is not torch.Tensor or not weight.is_floating_point():
+                return None, (
+                    f"{layout.layers}.{i}.{name} is a {type(module).__name__} without a plain float weight "
+                    "(rewritten by an earlier pass?); run prune-structured first"
+                )
+            if target != "layers" and type(module) is not torch.nn.Linear:
+                return None, f"{layout.layers}.{i}.{name} is a {type(module).__name__}, not a plain nn.Linear"
     return layers, None
+
+
+_SPLIT = (("self_attn", ATTENTION), ("mlp", MLP))
+
+
+def _submodule(layer: Any, name: str) -> Any:
+    try:
+        return layer.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def writer_weights(model: Any, layer: Any) -> list[Any]:
+    """The weights through which ``layer`` writes into the residual stream."""
+    return [layer.get_submodule(name).weight for name in LAYOUTS[model_type(model)].writers]
 
 
 def sliced_linear(linear: Any, rows: Any = None, cols: Any = None) -> Any:
@@ -105,11 +191,14 @@ def drop_layers(model: Any, remove: set[int]) -> list[int]:
     """
     import torch
 
-    decoder = model.model
-    old = len(decoder.layers)
+    path = LAYOUTS[model_type(model)].layers
+    parent, _, attr = path.rpartition(".")
+    layers = model.get_submodule(path)
+    old = len(layers)
     kept = [i for i in range(old) if i not in remove]
-    decoder.layers = torch.nn.ModuleList([decoder.layers[i] for i in kept])
-    for new_idx, layer in enumerate(decoder.layers):
+    layers = torch.nn.ModuleList([layers[i] for i in kept])
+    setattr(model.get_submodule(parent), attr, layers)
+    for new_idx, layer in enumerate(layers):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_idx

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unbottle.passes.base import linear_layers, matches
+from unbottle.passes.base import conv1d_layers, linear_layers, matches
 
 
 def split_patterns(value: Any) -> Any:
@@ -23,19 +23,21 @@ def split_patterns(value: Any) -> Any:
 
 
 def editable_linears(model: Any, exclude: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Split the model's Linear layers into those a pass may rewrite and those it must skip.
+    """Split the model's Linear (and GPT-2 ``Conv1D``) layers into those a pass may rewrite and the rest.
 
     Returns:
         ``(layers, skipped)``: name → module for the editable layers, name → reason for the others.
     """
     import torch
 
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     owners: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(param), []).append(name)
     layers: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for name, module in linear_layers(model).items():
+    linears = {**linear_layers(model), **conv1d_layers(model)}
+    for name, module in sorted(linears.items(), key=lambda item: order[item[0]]):
         weight = module.weight
         shared = [n for n in owners.get(id(weight), []) if n != f"{name}.weight"]
         if exclude and matches(name, exclude):

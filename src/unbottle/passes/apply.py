@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError, PassError
@@ -36,9 +38,28 @@ def check_composition(configs: list[PassConfig]) -> None:
             raise ConfigError(f"at most one {stage} pass per recipe; got {[c.name for c in configs]}")
 
 
+def check_supported(model: Any, configs: list[PassConfig]) -> None:
+    """Refuse, before any pass runs, a pass that can't handle the model's architecture.
+
+    Raises:
+        PassError: naming the pass, the architecture and the reason.
+    """
+    from unbottle.passes.base import model_type
+
+    for c in configs:
+        if (reason := c.unsupported(model)) is not None:
+            raise PassError(f"pass {c.label()!r} can't handle this {model_type(model)} model: {reason}")
+
+
 def unavailable(config: PassConfig) -> list[str]:
     """Why this machine can't run the pass (empty when it can)."""
     return config.missing()
+
+
+def gguf_source(info: Any) -> Path | None:
+    """The .gguf file a model was loaded from (its ``ModelInfo.path``), or None."""
+    path = getattr(info, "path", None)
+    return Path(path) if path and str(path).endswith(".gguf") and Path(path).is_file() else None
 
 
 def apply_(
@@ -69,7 +90,10 @@ def apply_(
     for c in configs:
         if reasons := unavailable(c):
             raise PassError(f"pass {c.name!r} can't run on this machine: {'; '.join(reasons)}")
+    check_supported(loaded.model, configs)
     context = context or PassContext(tokenizer=loaded.tokenizer)
+    if context.source is None and (source := gguf_source(loaded.info)) is not None:
+        context = dataclasses.replace(context, source=source)
     model = copy.deepcopy(loaded.model) if copy_model else loaded.model
     reports = []
     for c in configs:

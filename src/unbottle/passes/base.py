@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from unbottle.core.config import Config
@@ -63,7 +64,13 @@ class Requirements:
         return ", ".join(parts) or "-"
 
 
-_PIP = {"torchao": "torchao", "onnxruntime": "onnxruntime", "onnx": "onnx", "onnxscript": "onnxscript"}
+_PIP = {
+    "torchao": "torchao",
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
+    "onnxruntime_genai": "onnxruntime-genai",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +91,15 @@ class PassConfig(Config):
     def missing(self) -> list[str]:
         """What this machine lacks for this config (override when it depends on field values)."""
         return type(self).requires.missing()
+
+    def unsupported(self, model: Any) -> str | None:
+        """Why this pass can't handle ``model``'s architecture, or None when it can.
+
+        Checked for every pass of a recipe before any runs (override where a family is refused), so
+        a refusal costs no export, calibration or earlier pass. Layers a pass can't handle inside a
+        model it supports are skipped and reported by its handler instead.
+        """
+        return None
 
     def label(self) -> str:
         """``name:key=value,...`` with only the fields that differ from their defaults."""
@@ -125,11 +141,13 @@ class PassReport:
 
 @dataclasses.dataclass
 class PassContext:
-    """What a handler may use besides the model: tokenizer, calibration batches, a seed."""
+    """What a handler may use besides the model: tokenizer, calibration batches, a seed, and the file
+    the model was loaded from (``source``: a .gguf file's path, for passes that read its blocks)."""
 
     tokenizer: Any = None
     calibration: Callable[[], list[Any]] | None = None
     seed: int = 0
+    source: Path | None = None
 
 
 @dataclasses.dataclass
@@ -173,3 +191,47 @@ def linear_layers(model: Any) -> dict[str, Any]:
     import torch
 
     return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def model_type(model: Any) -> str:
+    """The transformers ``model_type`` of ``model`` (``gemma3_text``, ``gpt2``, ...), or its class name."""
+    return str(getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__)
+
+
+def conv1d_layers(model: Any) -> dict[str, Any]:
+    """transformers' ``Conv1D`` modules by name: GPT-2's linear layers, weight stored ``(in, out)``."""
+    from transformers.pytorch_utils import Conv1D
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, Conv1D)}
+
+
+def conv1d_to_linear(model: Any) -> list[str]:
+    """Replace every ``Conv1D`` by the ``nn.Linear`` computing the same, in place; return their names.
+
+    The passes that rewrite ``nn.Linear`` (quantizers, low rank) then handle GPT-2 like any other
+    model. The result no longer matches GPT-2's checkpoint layout, so only passes re-applied on load
+    (not saved as weights) call this.
+    """
+    import torch
+
+    names = list(conv1d_layers(model))
+    for name in names:
+        conv = model.get_submodule(name)
+        weight = conv.weight  # (in, out)
+        linear = torch.nn.utils.skip_init(
+            torch.nn.Linear, weight.shape[0], weight.shape[1], device=weight.device, dtype=weight.dtype
+        )
+        with torch.no_grad():
+            linear.weight.copy_(weight.t())  # (out, in)
+            linear.bias.copy_(conv.bias)
+        linear.requires_grad_(weight.requires_grad)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, linear)
+    return names
+
+
+def conv1d_note(names: list[str]) -> list[str]:
+    """The report note for ``conv1d_to_linear``'s result (empty when nothing was converted)."""
+    if not names:
+        return []
+    return [f"{len(names)} Conv1D layers (GPT-2 style, weight stored in×out) rebuilt as equivalent nn.Linear"]

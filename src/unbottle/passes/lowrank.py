@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from unbottle.core.errors import ConfigError
 from unbottle.passes._select import editable_linears, split_patterns
-from unbottle.passes.base import Applied, PassConfig, PassContext, handler
+from unbottle.passes.base import Applied, PassConfig, PassContext, conv1d_note, conv1d_to_linear, handler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,7 @@ def _is_number(value: Any) -> bool:
 
 @handler(LowRankConfig)
 def apply_lowrank(model: Any, config: LowRankConfig, context: PassContext) -> Applied:
+    converted = conv1d_to_linear(model)
     layers, skipped = editable_linears(model, config.exclude)
     touched: list[str] = []
     ranks: list[int] = []
@@ -85,7 +86,10 @@ def apply_lowrank(model: Any, config: LowRankConfig, context: PassContext) -> Ap
         if config.param_budget is not None
         else f"energy={config.energy}"
     )
-    notes = [f"factorised {len(touched)} of {len(touched) + len(skipped)} Linear layers ({rule})"]
+    notes = [
+        *conv1d_note(converted),
+        f"factorised {len(touched)} of {len(touched) + len(skipped)} Linear layers ({rule})",
+    ]
     if touched:
         notes.append(
             f"ranks {min(ranks)}–{max(ranks)}; those layers' multiply-adds per token "

@@ -88,6 +88,11 @@ class OnnxExportConfig(PassConfig):
         if not 18 <= self.opset <= 23:
             raise ConfigError(f"onnx opset={self.opset} given; allowed: 18..23")
 
+    def unsupported(self, model: Any) -> str | None:
+        from unbottle.passes.onnx_export import unsupported
+
+        return unsupported(model, self.attention)
+
     def file_key(self) -> dict[str, Any]:
         """The settings that decide the graph file's content."""
         ignored = _RUN_ONLY + (_QUANTIZER_ONLY if self.quantize == "none" else ())
@@ -105,7 +110,7 @@ def apply_onnx(model: Any, config: OnnxExportConfig, context: PassContext) -> Ap
     from unbottle.runtime import OrtCausalLM
     from unbottle.sources.base import count_parameters
 
-    check_exportable(model)
+    check_exportable(model, config.attention)
     digest = weights_digest(model)
     key = export_key(model, config, digest)
     folder = Path(config.output) if config.output else default_folder(key)

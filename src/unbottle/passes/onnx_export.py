@@ -6,6 +6,11 @@ inside ``forward`` and returns the present key/values flat again. One graph serv
 of length 0) and every decode step, and a ``logits_index`` input picks the positions that get
 logits, so decode pays for one row of the vocabulary projection and evaluators get them all.
 
+Every layer keeps all its past positions, sliding-window ones included (Mistral, Gemma 2/3): the
+model's own mask functions cut each sliding layer's window from the query and key indices, as they
+do in torch for a plain cache, so such a layer costs the cache memory of a full one, never accuracy.
+``OrtCausalLM`` gives every layer a full cache layer to match.
+
 Graph inputs: ``input_ids (B, T)``, ``attention_mask (B, P + T)``, ``position_ids (B, T)``,
 ``logits_index (K,)`` and ``past.{i}.key`` / ``past.{i}.value`` ``(B, kv_heads, P, head_dim)``.
 Outputs: ``logits (B, K, V)`` and ``present.{i}.key`` / ``present.{i}.value`` ``(B, kv_heads, P + T,
@@ -23,7 +28,7 @@ from typing import Any
 
 INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_index")
 # Part of every cached export's key: bump it when a change here changes the graph written.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 # Example sizes for tracing: none is 0 or 1, which torch.export would specialise.
 _BATCH, _PAST, _NEW = 2, 5, 3
 # Where the exporter records each node's module path (``['', 'model', 'model.model.layers.0', ...]``).
@@ -48,26 +53,46 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def check_exportable(model: Any) -> None:
-    """Refuse, with the reason, what this exporter can't trace: non-float32 weights, sliding-window caches.
+def unsupported(model: Any, attention: str = "eager") -> str | None:
+    """Why this exporter can't trace ``model``'s architecture (None when it can), judged from its config.
+
+    Every layer keeps a full cache in the graph; sliding-window layers (Mistral, Gemma 2/3) get their
+    window from the model's own mask functions, which place keys by position, so only full and
+    sliding attention are known here. Chunked, linear-attention or shared-KV layers are not.
+    """
+    can_generate = getattr(model, "can_generate", None)
+    if not callable(can_generate) or not can_generate():
+        return f"the onnx export takes a causal LM with a KV cache; {type(model).__name__} is not one"
+    text = model.config.get_text_config(decoder=True)
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if other := sorted(kinds - {"full_attention", "sliding_attention"}):
+        return (
+            f"its layers include {other}; the onnx export handles full_attention and sliding_attention "
+            "layers only"
+        )
+    if getattr(text, "kv_sharing_modes", None) is not None:
+        return "its layers share KV caches; the onnx export gives every layer its own"
+    if attention == "sdpa" and not getattr(type(model), "_supports_sdpa", True):
+        return f"transformers has no sdpa attention for {type(model).__name__}; use attention=eager"
+    return None
+
+
+def check_exportable(model: Any, attention: str = "eager") -> None:
+    """Refuse, with the reason, what this exporter can't trace: an unknown architecture, non-float32 weights.
 
     Raises:
         ValueError: naming what was found and what to do instead.
     """
     import torch
 
+    if (reason := unsupported(model, attention)) is not None:
+        raise ValueError(reason)
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
         raise ValueError(
             f"the onnx export needs a float32 model; its parameters are {found}. Put the onnx pass before "
             "precision/quantize passes, or use onnx:quantize=int8-block|int4-block for ONNX Runtime's own"
-        )
-    text = model.config.get_text_config(decoder=True)
-    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
-    if kinds != {"full_attention"}:
-        raise ValueError(
-            f"the onnx export handles full-attention caches only; this model's layers are {sorted(kinds)}"
         )
 
 
@@ -85,7 +110,7 @@ def make_wrapper(model: Any) -> Any:
             self.model = model
 
         def forward(self, input_ids, attention_mask, position_ids, logits_index, *past):  # noqa: ANN001
-            cache = DynamicCache(config=self.model.config)
+            cache = DynamicCache()  # full layers everywhere: windows come from the masks
             for i in range(n_layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.model(
@@ -110,7 +135,7 @@ def example_inputs(model: Any) -> tuple[Any, ...]:
     vocab = int(model.config.get_text_config(decoder=True).vocab_size)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (_BATCH, _PAST), generator=g)
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache()
     with torch.no_grad():
         model(input_ids=prompt, use_cache=True, **{cache_keyword(model): cache})
     past = [t.contiguous() for layer in cache.layers for t in (layer.keys, layer.values)]
@@ -131,7 +156,7 @@ def export_graph(model: Any, opset: int, attention: str) -> Any:
     import torch
     from torch.export import Dim
 
-    check_exportable(model)
+    check_exportable(model, attention)
     n_layers = cache_layers(model)
     args = example_inputs(model)
     dyn = Dim.DYNAMIC
@@ -160,6 +185,7 @@ def export_graph(model: Any, opset: int, attention: str) -> Any:
     finally:
         model.set_attn_implementation(before)
     graph = program.model
+    split_gemms(graph)
     tag_modules(graph)
     fold_transposed_weights(graph)
     return graph
@@ -179,6 +205,45 @@ def tag_modules(model: Any) -> None:
             continue
         if names:
             node.metadata_props[MODULE_KEY] = names[-1].removeprefix("model.")
+
+
+def split_gemms(model: Any) -> int:
+    """Rewrite each ``Gemm`` with a constant weight as ``MatMul`` (+ ``Add`` of its bias); return how many.
+
+    GPT-2's ``Conv1D`` and OPT's feed-forward layers (2-D inputs) trace as ``Gemm``, which ONNX
+    Runtime's weight quantizers pass over: split, they see every weight, and its graph optimiser
+    fuses the pair back where that is faster.
+    """
+    import numpy as np
+    import onnx_ir as ir
+
+    split = 0
+    for node in list(model.graph):
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or node.outputs[0].is_graph_output():
+            continue
+        a, b, *rest = node.inputs
+        bias = rest[0] if rest else None
+        attrs = node.attributes
+        plain = attrs.get_float("alpha", 1.0) == 1.0 and attrs.get_float("beta", 1.0) == 1.0
+        if not plain or attrs.get_int("transA", 0) or b is None or b.const_value is None:
+            continue
+        weight = b
+        if attrs.get_int("transB", 0):  # nn.Linear's (out, in) weight: store it (in, out)
+            array = np.ascontiguousarray(b.const_value.numpy().T)
+            weight = ir.Value(name=f"{b.name}.transposed", const_value=ir.tensor(array))
+            weight.dtype, weight.shape = ir.DataType.from_numpy(array.dtype), ir.Shape(array.shape)
+            model.graph.register_initializer(weight)
+        props = dict(node.metadata_props)
+        new = [ir.Node("", "MatMul", [a, weight], name=f"{node.name}_matmul", metadata_props=props)]
+        if bias is not None:
+            new.append(ir.Node("", "Add", [new[0].outputs[0], bias], name=f"{node.name}_bias"))
+        out = new[-1].outputs[0]
+        out.dtype, out.shape = node.outputs[0].dtype, node.outputs[0].shape
+        model.graph.insert_before(node, new)
+        ir.convenience.replace_all_uses_with(node.outputs[0], out)
+        model.graph.remove(node, safe=True)
+        split += 1
+    return split
 
 
 def fold_transposed_weights(model: Any) -> int:

@@ -71,16 +71,15 @@ def apply_prune(model: Any, config: MagnitudePruneConfig, context: PassContext) 
     layers, skipped = editable_linears(model, config.exclude)
     if config.pattern == "2:4":
         for name, module in list(layers.items()):
-            if module.in_features % 4:
-                skipped[name] = (
-                    f"in_features={module.in_features} is not a multiple of 4, so 2:4 groups don't fit"
-                )
+            in_features = _out_in(module).shape[1]
+            if in_features % 4:
+                skipped[name] = f"in_features={in_features} is not a multiple of 4, so 2:4 groups don't fit"
                 del layers[name]
     weights = [m.weight for m in layers.values()]
     with torch.no_grad():
         if config.pattern == "2:4":
-            for w in weights:
-                _prune_2_4(w)
+            for m in layers.values():
+                _prune_2_4(_out_in(m))
         elif config.scope == "global":
             _prune_smallest(weights, config.sparsity)
         else:
@@ -127,9 +126,20 @@ def _prune_smallest(weights: list[Any], sparsity: float) -> None:
             still -= ties.numel()
 
 
+def _out_in(module: Any) -> Any:
+    """The weight as an ``(out, in)`` view: an ``nn.Linear``'s own, a GPT-2 ``Conv1D``'s transposed."""
+    import torch
+
+    return module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
+
+
 def _prune_2_4(weight: Any) -> None:
-    """In every group of 4 consecutive input weights of each row, zero the 2 smallest magnitudes."""
+    """In every group of 4 consecutive input weights of each row, zero the 2 smallest magnitudes.
+
+    ``weight`` is ``(out, in)``, possibly a transposed view; it is written in place.
+    """
     out_features, in_features = weight.shape
-    groups = weight.view(out_features, in_features // 4, 4)  # (out, in/4, 4)
+    groups = weight.reshape(out_features, in_features // 4, 4)  # (out, in/4, 4); a copy for a view
     smallest = groups.abs().topk(2, dim=-1, largest=False).indices  # (out, in/4, 2)
     groups.scatter_(-1, smallest, 0)
+    weight.copy_(groups.reshape(out_features, in_features))

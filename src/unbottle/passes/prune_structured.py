@@ -19,13 +19,16 @@ from typing import Any, ClassVar, Literal
 
 from unbottle.core.errors import ConfigError, PassError
 from unbottle.passes._llama_surgery import (
+    LAYOUTS,
     decoder_layers,
     drop_layers,
     head_counts_allowed,
     shrink_attention,
     shrink_mlp,
+    unsupported,
+    writer_weights,
 )
-from unbottle.passes.base import Applied, PassConfig, PassContext, handler
+from unbottle.passes.base import Applied, PassConfig, PassContext, handler, model_type
 
 TARGETS = ("mlp", "heads", "layers")
 IMPORTANCES = ("magnitude", "activation")
@@ -82,10 +85,13 @@ class StructuredPruneConfig(PassConfig):
                 "allowed: an integer ≥ 1"
             )
 
+    def unsupported(self, model: Any) -> str | None:
+        return unsupported(model, self.target)
+
 
 @handler(StructuredPruneConfig)
 def apply_structured_prune(model: Any, config: StructuredPruneConfig, context: PassContext) -> Applied:
-    layers, reason = decoder_layers(model)
+    layers, reason = decoder_layers(model, config.target)
     if reason is not None:
         return Applied(model, skipped={type(model).__name__: reason}, notes=[f"nothing pruned: {reason}"])
     notes: list[str] = []
@@ -93,7 +99,7 @@ def apply_structured_prune(model: Any, config: StructuredPruneConfig, context: P
         scores, note = _activation_scores(model, layers, config, context)
         notes.append(note)
     else:
-        scores = [_magnitude_score(layer, model.config, config.target) for layer in layers]
+        scores = [_magnitude_score(model, layer, config.target) for layer in layers]
         notes.append(
             "weight magnitude does not see activation outliers and can remove the units that matter "
             "most (smollm2-135m, amount=0.1: perplexity 29 → 6783 for mlp and → 4e5 for layers, against "
@@ -179,9 +185,10 @@ def _prune_layers(model: Any, layers: Any, scores: list[Any], config: Structured
     import torch
 
     total = len(layers)
+    path = LAYOUTS[model_type(model)].layers
     if total < 2:
         reason = "the model has a single decoder layer; removing it would leave no model"
-        return Applied(model, skipped={"model.layers": reason}, notes=[f"nothing pruned: {reason}"])
+        return Applied(model, skipped={path: reason}, notes=[f"nothing pruned: {reason}"])
     notes: list[str] = []
     n = _count(config.amount, total, "layers", notes)
     values = torch.stack([torch.as_tensor(s, dtype=torch.float32) for s in scores])  # (L,)
@@ -192,7 +199,7 @@ def _prune_layers(model: Any, layers: Any, scores: list[Any], config: Structured
         0,
         f"removed layers {shown} by {config.importance} importance (num_hidden_layers {total} → {total - n})",
     )
-    return Applied(model, touched=[f"model.layers.{i}" for i in sorted(remove)], notes=notes)
+    return Applied(model, touched=[f"{path}.{i}" for i in sorted(remove)], notes=notes)
 
 
 _PRUNERS = {"mlp": _prune_mlp, "heads": _prune_heads, "layers": _prune_layers}
@@ -205,7 +212,7 @@ def _head_shape(attn: Any, cfg: Any) -> tuple[int, int, int]:
     return kv_heads, attn.q_proj.out_features // head_dim // kv_heads, head_dim
 
 
-def _magnitude_score(layer: Any, cfg: Any, target: str) -> Any:
+def _magnitude_score(model: Any, layer: Any, target: str) -> Any:
     """Per-unit weight importance; a unit whose weights are zero scores 0 (it contributes nothing)."""
     if target == "mlp":
         mlp = layer.mlp
@@ -217,12 +224,12 @@ def _magnitude_score(layer: Any, cfg: Any, target: str) -> Any:
         return gate.norm(dim=1) * up.norm(dim=1) * down.norm(dim=0)  # (I,)
     if target == "heads":
         attn = layer.self_attn
-        kv_heads, _, _ = _head_shape(attn, cfg)
+        kv_heads, _, _ = _head_shape(attn, model.config)
         v = attn.v_proj.weight.float().reshape(kv_heads, -1).norm(dim=1)  # (KV,)
         o = attn.o_proj.weight.float()  # (hidden, H·D), columns grouped by KV group
         return v * o.reshape(o.shape[0], kv_heads, -1).pow(2).sum(dim=(0, 2)).sqrt()  # (KV,)
-    # a layer writes into the residual stream only through o_proj and down_proj
-    return layer.self_attn.o_proj.weight.float().norm() + layer.mlp.down_proj.weight.float().norm()
+    # a layer writes into the residual stream only through its output projections (o_proj, down_proj)
+    return sum(w.float().norm() for w in writer_weights(model, layer))
 
 
 def _activation_scores(

@@ -13,7 +13,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
+from unbottle.passes.base import (
+    Applied,
+    PassConfig,
+    PassContext,
+    Requirements,
+    conv1d_note,
+    conv1d_to_linear,
+    handler,
+)
 from unbottle.passes.quantize_common import (
     ao_quantize,
     as_patterns,
@@ -67,8 +75,9 @@ class DynamicInt8Config(PassConfig):
 @handler(DynamicInt8Config)
 def apply_dynamic_int8(model: Any, config: DynamicInt8Config, context: PassContext) -> Applied:
     check = _float32_only if config.backend == "torch" else None
+    converted = conv1d_to_linear(model)
     selected, skipped = select_linears(model, config.exclude, check)
-    notes = untie(model, list(selected))
+    notes = conv1d_note(converted) + untie(model, list(selected))
     if config.backend == "torch":
         _torch_dynamic(model, selected, config.per_channel)
         notes += [

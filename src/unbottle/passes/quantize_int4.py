@@ -19,7 +19,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
+from unbottle.passes.base import (
+    Applied,
+    PassConfig,
+    PassContext,
+    Requirements,
+    conv1d_note,
+    conv1d_to_linear,
+    handler,
+)
 from unbottle.passes.quantize_common import (
     as_patterns,
     bf16_note,
@@ -85,8 +93,9 @@ def apply_wo_int4(model: Any, config: WeightOnlyInt4Config, context: PassContext
             return f"out_features {module.out_features} is not a multiple of {TILE_N} (the kernel's tile)"
         return None
 
+    converted = conv1d_to_linear(model)
     selected, skipped = select_linears(model, config.exclude, check)
-    notes = untie(model, list(selected))
+    notes = conv1d_note(converted) + untie(model, list(selected))
     for module in selected.values():
         dtype = module.weight.dtype
         weight = int4_weight(module.weight.detach().to(torch.bfloat16), group, config.symmetric)

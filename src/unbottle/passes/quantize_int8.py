@@ -22,7 +22,15 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from unbottle.core.errors import ConfigError
-from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
+from unbottle.passes.base import (
+    Applied,
+    PassConfig,
+    PassContext,
+    Requirements,
+    conv1d_note,
+    conv1d_to_linear,
+    handler,
+)
 from unbottle.passes.quantize_common import (
     ao_quantize,
     as_patterns,
@@ -92,8 +100,9 @@ def apply_wo_int8(model: Any, config: WeightOnlyInt8Config, context: PassContext
             return f"in_features {module.in_features} is not divisible by group_size {group}"
         return None
 
+    converted = conv1d_to_linear(model)
     selected, skipped = select_linears(model, config.exclude, check)
-    notes = untie(model, list(selected))
+    notes = conv1d_note(converted) + untie(model, list(selected))
     if config.backend == "torch":
         for name, module in selected.items():
             _swap(model, name, Int8WeightOnlyLinear.from_linear(module))

@@ -16,7 +16,15 @@ import dataclasses
 from typing import Any, ClassVar
 
 from unbottle.core.errors import ConfigError
-from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
+from unbottle.passes.base import (
+    Applied,
+    PassConfig,
+    PassContext,
+    Requirements,
+    conv1d_note,
+    conv1d_to_linear,
+    handler,
+)
 from unbottle.passes.quantize_common import (
     ao_quantize,
     as_patterns,
@@ -60,12 +68,13 @@ class StaticInt8Config(PassConfig):
 @handler(StaticInt8Config)
 def apply_static_int8(model: Any, config: StaticInt8Config, context: PassContext) -> Applied:
     batches, source = calibration_batches(model, config, context)
+    converted = conv1d_to_linear(model)
     selected, skipped = select_linears(model, config.exclude)
     ranges = observe_ranges(model, selected, batches)
     for name in [n for n in selected if n not in ranges]:
         skipped[name] = "never called on the calibration data, so it has no activation range"
         del selected[name]
-    notes = untie(model, list(selected))
+    notes = conv1d_note(converted) + untie(model, list(selected))
     _quantize(selected, ranges, config.per_channel)
     tokens = sum(b.numel() for b in batches)
     widest = max(ranges, key=lambda n: ranges[n], default=None)

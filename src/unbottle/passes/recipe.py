@@ -149,8 +149,9 @@ def apply_and_save(
     The leading passes that leave a plain transformers model are baked into saved weights; the
     rest are recorded and re-applied on load (an ONNX Runtime model is saved as its graph folder).
     """
-    from unbottle.passes.apply import apply_
+    from unbottle.passes.apply import apply_, check_supported
 
+    check_supported(loaded.model, configs)  # every pass, before the baked ones run
     baked = baked_prefix(configs)
     baked_model, reports = apply_(loaded, configs[:baked])
     recipe = Recipe(

@@ -159,6 +159,8 @@ class OrtCausalLM:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.config)
+        if use_cache:
+            full_layers(cache)
         ids = _int64(input_ids)  # (B, T)
         batch, length = ids.shape
         past_len = cache.get_seq_length() if use_cache else 0
@@ -288,6 +290,31 @@ def _make_session(path: Path, threads: int, optimization: Optimization) -> Any:
     options.graph_optimization_level = levels[optimization]
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def full_layers(cache: Any) -> None:
+    """Make every layer of ``cache`` a plain ``DynamicLayer`` that keeps all its positions, in place.
+
+    The graph takes and returns every past position of every layer and applies sliding windows in its
+    attention masks (``unbottle.passes.onnx_export``). ``DynamicCache(config=...)`` gives each
+    sliding-window layer (Mistral, Gemma 2/3) a ``DynamicSlidingWindowLayer``, which crops its keys to
+    the window and counts positions apart from their length; an empty one is swapped for a full layer
+    here, so callers keep building caches from the config as they do for torch models.
+
+    Raises:
+        ValueError: a layer of another kind that already holds positions (it can't be widened).
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer:
+            continue
+        if layer.is_initialized and layer.get_seq_length() > 0:
+            raise ValueError(
+                f"cache layer {i} is a {type(layer).__name__} holding {layer.get_seq_length()} positions; "
+                "the ONNX Runtime model keeps full layers: start from an empty DynamicCache"
+            )
+        cache.layers[i] = DynamicLayer()
 
 
 def _store(cache: Any, presents: list[Any]) -> None:
