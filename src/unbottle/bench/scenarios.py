@@ -55,7 +55,7 @@ def decode_once(
     cache_kw = cache_keyword(model)
     steps: list[float] = []
     with torch.inference_mode():
-        cache = new_cache(model, prompt.shape[1] + new_tokens)
+        cache = new_cache(model, prompt.shape[1] + new_tokens, batch)
         timer.start()
         kw[cache_kw] = cache  # the cache object is updated in place by every forward
         out = model(input_ids=prompt, use_cache=True, **kw)

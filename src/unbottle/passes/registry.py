@@ -28,6 +28,7 @@ _ENTRIES = {
     "lowrank": "unbottle.passes.lowrank:LowRankConfig",
     "compile": "unbottle.passes.compile:CompileConfig",
     "onnx": "unbottle.passes.onnx:OnnxExportConfig",
+    "genai": "unbottle.passes.genai:GenaiConfig",
 }
 for _name, _target in _ENTRIES.items():
     PASSES.register(_name, _target)

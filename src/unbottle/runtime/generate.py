@@ -19,6 +19,7 @@ def greedy_generate(
     attention_mask: Any = None,
     *,
     generation_config: Any = None,
+    cache_factory: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Greedy-decode after ``input_ids`` ``(B, T)``; return ``(B, T + new)`` token ids.
@@ -31,6 +32,8 @@ def greedy_generate(
         generation_config: overrides ``model.generation_config``; keyword arguments override both
             (``max_new_tokens``, ``min_new_tokens``, ``max_length``, ``eos_token_id``, ``pad_token_id``,
             ``do_sample``, ``num_beams``).
+        cache_factory: called as ``cache_factory(max_length, batch)`` for the KV cache (a runtime's own,
+            e.g. GenAI's preallocated one); default a ``DynamicCache``.
 
     Raises:
         ValueError: sampling, beam search, or an argument this loop doesn't implement.
@@ -59,7 +62,10 @@ def greedy_generate(
     pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
     mask = torch.ones_like(prompt) if attention_mask is None else torch.as_tensor(attention_mask).long()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding starts at 0
-    cache = DynamicCache(config=model.config)
+    if cache_factory is not None:
+        cache = cache_factory(length + max(new, 0), batch)
+    else:
+        cache = DynamicCache(config=model.config)
     done = torch.zeros(batch, dtype=torch.bool)
     tokens = [prompt]
     step_ids, step_positions = prompt, positions

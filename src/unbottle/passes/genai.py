@@ -1,0 +1,348 @@
+"""Runtime: ONNX Runtime GenAI's model builder and its decode loop.
+
+The builder (``onnxruntime_genai.models.builder``, maintained with ONNX Runtime) writes a graph made
+for decoding — fused attention (``GroupQueryAttention``), fused q/k/v, ``MatMulNBits`` weights at 4
+or 8 bits (round-to-nearest or k-quant, optionally mixed by layer group) — and a ``genai_config.json``
+so ``onnxruntime_genai`` can run it with preallocated, shared KV buffers. That loop decodes well
+ahead of ours and of eager torch, and the saved folder runs in ONNX Runtime GenAI without unbottle.
+The builder knows a fixed list of architectures (Llama, Mistral, Qwen2/3, Gemma 1-3, Phi, ...); the
+rest is refused up front and left to the ``onnx`` pass. Builds are cached by weights and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from unbottle.core.errors import ConfigError
+from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, Stage, handler
+
+PRECISIONS = ("int4", "int8", "fp32")
+ALGOS = ("rtn", "k_quant")
+BUILD_FORMAT = 3  # bump when a change here changes the files written
+# transformers architecture → what the builder calls it (it dispatches on config.architectures[0]).
+SUPPORTED = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+    "PhiForCausalLM",
+    "SmolLM3ForCausalLM",
+    "OlmoForCausalLM",
+    "GraniteForCausalLM",
+    "NemotronForCausalLM",
+)
+_RUN_ONLY = ("threads", "output", "verify")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenaiConfig(PassConfig):
+    """Build with ONNX Runtime GenAI's model builder and decode in its loop.
+
+    Attributes:
+        precision: weights of the MatMuls: ``int4`` / ``int8`` (``MatMulNBits``) or ``fp32``.
+        algo: quantizer: ``rtn`` (round to nearest) or ``k_quant`` (llama.cpp-style search of scales).
+        block_size: weights per quantization block (16, 32, 64, 128, 256).
+        accuracy_level: ``MatMulNBits`` compute; 4 quantizes activations to int8 per block (the fast
+            CPU path), 1 keeps them in float32.
+        symmetric: blocks without zero points (the builder's default).
+        weights: ``quantize`` (the builder quantizes the float weights) or ``gguf``: every MatMul and
+            the embedding take the quantized blocks of the .gguf file the model was loaded from,
+            unchanged (precision, algo, block_size, symmetric and mixed then do not apply).
+        mixed: MatMul groups quantized to another type, ``selector:type`` joined by ``|``
+            (selectors ``last_matmul``, ``mixed_layers``; types ``int4``, ``int8``), e.g.
+            ``last_matmul:int8`` keeps the output layer at 8 bits.
+        threads: intra-op threads; None follows ``torch.get_num_threads()``.
+        output: folder for the build; default ``<unbottle cache>/genai/<hash>``.
+        verify: compare logits with the torch model on a short probe after building.
+    """
+
+    name: ClassVar[str] = "genai"
+    stage: ClassVar[Stage] = "export"
+    summary: ClassVar[str] = (
+        "ONNX Runtime GenAI model builder (fused attention, int4/int8) and its decode loop"
+    )
+    requires: ClassVar[Requirements] = Requirements(packages=("onnxruntime_genai", "onnxruntime"))
+    saveable: ClassVar[bool] = False
+    precision: Literal["int4", "int8", "fp32"] = "int4"
+    algo: Literal["rtn", "k_quant"] = "rtn"
+    block_size: int = 32
+    accuracy_level: int = 4
+    symmetric: bool = True
+    mixed: tuple[str, ...] = ()
+    weights: Literal["quantize", "gguf"] = "quantize"
+    threads: int | None = None
+    output: str | None = None
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mixed, str):
+            object.__setattr__(self, "mixed", tuple(p for p in self.mixed.split("|") if p))
+        for field, value, allowed in (("precision", self.precision, PRECISIONS), ("algo", self.algo, ALGOS)):
+            if value not in allowed:
+                raise ConfigError(f"genai {field}={value!r} given; allowed: {', '.join(allowed)}")
+        if self.block_size not in (16, 32, 64, 128, 256):
+            raise ConfigError(f"genai block_size={self.block_size} given; allowed: 16, 32, 64, 128, 256")
+        if self.accuracy_level not in (1, 2, 3, 4):
+            raise ConfigError(
+                f"genai accuracy_level={self.accuracy_level} given; allowed: 1 (fp32), 2 (fp16), 3 (bf16), "
+                "4 (int8 activations, the fast one on CPU)"
+            )
+        for item in self.mixed:
+            selector, _, kind = item.partition(":")
+            if selector not in ("last_matmul", "mixed_layers") or kind not in ("int4", "int8"):
+                raise ConfigError(
+                    f"genai mixed={item!r} given; allowed: last_matmul|mixed_layers, each ':int4' or ':int8' "
+                    "(e.g. mixed=last_matmul:int8)"
+                )
+        if self.weights not in ("quantize", "gguf"):
+            raise ConfigError(f"genai weights={self.weights!r} given; allowed: quantize, gguf")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"genai threads={self.threads} given; allowed: 1 or more, or none")
+
+    @property
+    def quantize(self) -> str:
+        """``none`` for an fp32 build (the probe then demands near-equal logits), else the precision."""
+        if self.weights == "gguf":
+            return "gguf"
+        return "none" if self.precision == "fp32" else self.precision
+
+    def frame(self) -> GenaiConfig:
+        """The settings the builder runs with: for weights=gguf an int4 graph whose weights get replaced."""
+        if self.weights != "gguf":
+            return self
+        frame = {"precision": "int4", "algo": "rtn", "block_size": 32, "symmetric": True, "mixed": ()}
+        return dataclasses.replace(self, **frame)
+
+    def file_key(self) -> dict[str, Any]:
+        """The settings that decide the files written."""
+        return {k: v for k, v in self.to_dict().items() if k not in _RUN_ONLY}
+
+    def builder_options(self) -> list[str]:
+        """``--extra_options`` for the builder."""
+        # Full-length caches on sliding-window layers too: a windowed cache needs a past of at least the
+        # window, so a plain session could not score windows from an empty past.
+        options = ["hf_remote=false", "hf_token=false", "windowed_kv_cache=false"]
+        if self.precision != "fp32":
+            options += [
+                f"accuracy_level={self.accuracy_level}",
+                f"block_size={self.block_size}",
+                f"is_symmetric={str(self.symmetric).lower()}",
+                f"algo_config={self.algo}",
+            ]
+            if self.mixed:
+                options.append(f"matmul_mixed_precision={','.join(self.mixed)}")
+        return options
+
+
+def architecture_of(model: Any) -> str:
+    """The transformers class name the builder dispatches on (``LlamaForCausalLM``, ...)."""
+    names = list(getattr(model.config, "architectures", None) or [])
+    return names[0] if names else type(model).__name__
+
+
+def check_buildable(model: Any) -> None:
+    """Refuse what the builder can't take: other architectures, non-float32 weights.
+
+    Raises:
+        ValueError: naming the architecture or dtype and what to use instead.
+    """
+    import torch
+
+    arch = architecture_of(model)
+    if arch not in SUPPORTED:
+        raise ValueError(
+            f"the GenAI model builder does not build {model.config.model_type} ({arch}); it builds "
+            f"{', '.join(a.removesuffix('ForCausalLM') for a in SUPPORTED)}: use the onnx pass instead"
+        )
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        raise ValueError(
+            f"the genai pass builds from float32 weights; this model's are {found}: put genai before "
+            "precision/quantize passes and choose its precision=int4|int8 instead"
+        )
+
+
+@handler(GenaiConfig)
+def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applied:
+    from unbottle.passes.onnx import verify, weights_digest
+    from unbottle.runtime.genai_model import GenaiCausalLM
+    from unbottle.sources.base import count_parameters
+
+    check_buildable(model)
+    gguf = None
+    if config.weights == "gguf":
+        gguf = context.source
+        if gguf is None or Path(gguf).suffix != ".gguf":
+            raise ValueError(
+                "genai weights=gguf takes the blocks of the .gguf file the model was loaded from; this "
+                f"model came from {gguf or 'no file'}; load a .gguf file, or use genai without weights=gguf"
+            )
+    key = build_key(model, config, weights_digest(model))
+    folder = Path(config.output) if config.output else default_folder(key)
+    meta = _reusable(folder, key)
+    notes = []
+    if meta is None:
+        meta = build(model, context.tokenizer, config, folder, key, gguf)
+    else:
+        notes.append(f"reused the build cached in {folder}")
+    runtime = GenaiCausalLM(
+        folder,
+        model.config,
+        getattr(model, "generation_config", None),
+        threads=config.threads,
+        n_parameters=count_parameters(model),
+        stored_bytes=meta["stored_bytes"],
+    )
+    runtime.save_meta({**meta, "n_parameters": runtime.n_parameters, "runtime": "genai"})
+    notes += meta["notes"]
+    if config.verify:
+        notes.append(verify(model, runtime, config))
+    return Applied(runtime, touched=meta["touched"], notes=notes)
+
+
+def build(
+    model: Any, tokenizer: Any, config: GenaiConfig, folder: Path, key: str, gguf: Path | None = None
+) -> dict[str, Any]:
+    """Save ``model`` as a transformers folder, run the builder on it, and move the result to ``folder``.
+
+    With ``gguf`` (weights=gguf) the built graph's weights are then replaced by that file's blocks.
+
+    Written aside and renamed into place, so an interrupted build never looks finished.
+
+    Raises:
+        ValueError: the builder failed (its last lines of output are in the message).
+    """
+    from unbottle.passes import onnx_quantize as oq
+    from unbottle.sources.hf_folder import quiet_transformers
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        source = staging / "hf"
+        with quiet_transformers():
+            model.save_pretrained(source)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(source)
+        _name_architecture(source / "config.json", architecture_of(model))
+        out = staging / "model"
+        _run_builder(source, out, staging / "cache", config.frame())
+        shutil.rmtree(source)  # the float copy is no longer needed; free its disk before rewriting
+        imported = None
+        if gguf is not None:
+            from unbottle.passes.genai_gguf import import_blocks
+
+            imported = import_blocks(out / "model.onnx", Path(gguf), model, config.accuracy_level)
+        summary = oq.op_summary(out / "model.onnx")
+        ops = summary["ops"]
+        quantized = sum(v for k, v in ops.items() if k.endswith("MatMulNBits"))
+        meta = {
+            "key": key,
+            "graph": "model.onnx",
+            "config": config.to_dict(),
+            "stored_bytes": sum(summary["weight_bytes"].values()),
+            "ops": ops,
+            "touched": [f"{quantized} MatMulNBits"] if quantized else [],
+            "notes": [_describe_build(config, imported), *oq.describe(summary)],
+        }
+        (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        try:
+            os.replace(out, folder)
+        except OSError:  # another process finished the same build first
+            if (done := _reusable(folder, key)) is None:
+                raise
+            return done
+        return meta
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str:
+    if imported is None:
+        return f"built by the ONNX Runtime GenAI model builder ({config.precision})"
+    formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
+    return (
+        f"built by the ONNX Runtime GenAI model builder with the GGUF file's own blocks: MatMuls {formats} "
+        f"({imported['offset_nodes']} with per-block offsets); embedding: {imported['embedding']}"
+    )
+
+
+def _run_builder(source: Path, out: Path, cache: Path, config: GenaiConfig) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "unbottle.passes._genai_builder",
+        *("-i", str(source), "-o", str(out), "-p", config.precision, "-e", "cpu", "-c", str(cache)),
+        "--extra_options",
+        *config.builder_options(),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0 or not (out / "genai_config.json").exists():
+        lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "Error" in ln or "Exception" in ln] or lines[-2:]
+        raise ValueError(f"the GenAI model builder failed (exit {done.returncode}): {errors[-1][:400]}")
+
+
+def _name_architecture(path: Path, architecture: str) -> None:
+    """The builder dispatches on ``architectures[0]``, which a GGUF conversion leaves out."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["architectures"] = [architecture]
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def _reusable(folder: Path, key: str) -> dict[str, Any] | None:
+    """The metadata of a finished build of the same key in ``folder``; None when it must be built.
+
+    Raises:
+        ValueError: ``folder`` exists and holds something other than a build by this pass.
+    """
+    manifest = folder / "export.json"
+    if manifest.exists():
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        return meta if meta.get("key") == key and (folder / meta["graph"]).exists() else None
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(
+            f"genai output folder {folder} exists and is not an unbottle build; give an empty or new folder"
+        )
+    return None
+
+
+def default_folder(key: str) -> Path:
+    from unbottle.sources.gguf_file import cache_root
+
+    return cache_root() / "genai" / key[:16]
+
+
+def build_key(model: Any, config: GenaiConfig, digest: str) -> str:
+    """A hash of the weights' digest, the model config, the settings and the library versions."""
+    import onnxruntime
+    import onnxruntime_genai
+    import torch
+    import transformers
+
+    versions = [
+        torch.__version__,
+        transformers.__version__,
+        onnxruntime.__version__,
+        onnxruntime_genai.__version__,
+    ]
+    h = hashlib.sha256(digest.encode())
+    h.update(json.dumps([config.file_key(), versions, BUILD_FORMAT], sort_keys=True).encode())
+    h.update(model.config.to_json_string(use_diff=False).encode())
+    return h.hexdigest()

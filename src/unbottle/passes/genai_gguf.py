@@ -1,0 +1,355 @@
+"""A GenAI build whose weights are the GGUF file's own quantized blocks, not a re-quantization.
+
+The model builder quantizes float weights itself (round-to-nearest or k-quant), which moves every
+weight of a GGUF model off the grid llama.cpp chose for it. Here its int4 graph is only the frame:
+every ``MatMulNBits`` gets the blocks of the GGUF tensors it stands for (``sources.gguf_blocks``:
+codes and scales moved over unchanged; fused q/k/v rows concatenated, mixed formats widened
+exactly), formats with a minimum (Q4_1, Q5_1, Q4_K) get their per-block offsets added as
+``blocksum(x) @ offsets.T`` (one small MatMul per node, the block sums shared by nodes that read the
+same input), and the tied embedding gathers the same blocks as the output layer
+(``GatherBlockQuantized``). Before anything is written, each node's dequantized weight must equal
+the torch model's (transformers' dequantization of the same file) bit for bit, so a GGUF whose
+layout this code does not know, or weights changed by an earlier pass, is refused instead of
+silently mis-wired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unbottle.sources import gguf_blocks as gb
+
+# builder node path (layers.N/<group>/<proj>) → the GGUF tensors whose rows it holds, in order
+_PARTS = {
+    "attn/q_proj": ("attn_q",),
+    "attn/k_proj": ("attn_k",),
+    "attn/v_proj": ("attn_v",),
+    "attn/qkv_proj": ("attn_q", "attn_k", "attn_v"),
+    "attn/o_proj": ("attn_output",),
+    "mlp/gate_proj": ("ffn_gate",),
+    "mlp/up_proj": ("ffn_up",),
+    "mlp/gate_up_proj": ("ffn_gate", "ffn_up"),
+    "mlp/down_proj": ("ffn_down",),
+}
+# GGUF tensor → the transformers module whose weight transformers dequantized from it
+_MODULES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_LAYER_NODE = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(\w+)/MatMul")
+
+
+def import_blocks(graph_path: Path, gguf_path: Path, model: Any, accuracy_level: int) -> dict[str, Any]:
+    """Rewrite the builder's graph at ``graph_path`` in place with the GGUF file's blocks.
+
+    Returns:
+        A summary: ``formats`` (GGUF type → number of nodes), ``offset_nodes`` and ``embedding``.
+
+    Raises:
+        ValueError: a node the file has no tensors for, an unsupported block type, or a weight whose
+            dequantization differs from the model's (naming the node and what to do).
+    """
+    import onnx
+
+    proto = onnx.load(str(graph_path))
+    tensors = gb.gguf_tensors(gguf_path)
+    expected = _expected_weights(model)
+    text = model.config.get_text_config(decoder=True)
+    heads = {"attn_q": text.num_attention_heads, "attn_k": getattr(text, "num_key_value_heads", None)}
+    editor = _Editor(proto)
+    formats: dict[str, int] = {}
+    offset_nodes = 0
+    for node in [n for n in proto.graph.node if n.op_type == "MatMulNBits"]:
+        names = _gguf_names(node.name, tensors)
+        weight = _checked(node.name, names, tensors, expected, heads)
+        editor.set_matmul(node, weight, accuracy_level, tied=names == ["token_embd.weight"])
+        offset_nodes += weight.offsets is not None
+        formats[weight.qtype] = formats.get(weight.qtype, 0) + 1
+    embedding = editor.set_embedding(_embedding_weight(tensors, expected), expected("token_embd.weight"))
+    editor.prune()
+    _save(proto, graph_path)
+    return {"formats": formats, "offset_nodes": offset_nodes, "embedding": embedding}
+
+
+def _expected_weights(model: Any) -> Callable[[str], np.ndarray]:
+    """GGUF tensor name → the torch model's float32 weight (N, K) for it."""
+    modules = dict(model.named_modules())
+    prefix = next((p for p in ("model.layers.", "model.language_model.layers.") if p + "0" in modules), None)
+
+    def weight(name: str) -> np.ndarray:
+        if name in ("output.weight", "token_embd.weight"):
+            module = (
+                model.get_output_embeddings() if name == "output.weight" else model.get_input_embeddings()
+            )
+        else:
+            _, layer, kind, _ = name.split(".")
+            module = modules.get(f"{prefix}{layer}.{_MODULES[kind]}") if prefix else None
+        if module is None:
+            raise ValueError(f"the model has no module for GGUF tensor {name}")
+        return module.weight.detach().float().numpy()
+
+    return weight
+
+
+def _gguf_names(node: str, tensors: dict[str, gb.GGUFTensor]) -> list[str]:
+    if node.startswith("/lm_head/"):
+        return ["output.weight" if "output.weight" in tensors else "token_embd.weight"]
+    match = _LAYER_NODE.match(node)
+    parts = _PARTS.get(f"{match[2]}/{match[3]}") if match else None
+    if parts is None:
+        raise ValueError(
+            f"the GenAI graph has a MatMul {node!r} this import does not map to GGUF tensors; "
+            "use genai without weights=gguf (it re-quantizes the float weights)"
+        )
+    return [f"blk.{match[1]}.{p}.weight" for p in parts]
+
+
+def _checked(node: str, names: list[str], tensors, expected, heads: dict[str, int | None]) -> gb.NBitsWeight:
+    """The node's weight from the file's blocks, each part equal to the model's weight or refused."""
+    parts = []
+    for name in names:
+        if name not in tensors:
+            raise ValueError(f"{node}: the GGUF file has no tensor {name}")
+        t = tensors[name]
+        if t.qtype not in gb.SUPPORTED_TYPES:
+            raise ValueError(
+                f"{name} is {t.qtype}; weights=gguf carries {', '.join(gb.SUPPORTED_TYPES)} over; "
+                "use genai without weights=gguf for this file"
+            )
+        weight, want = gb.blocks_to_nbits(t.data, t.qtype), expected(name)
+        parts.append(_matching_order(name, weight, want, heads.get(name.split(".")[-2])))
+    return gb.concat_rows(parts)
+
+
+def _matching_order(name: str, weight: gb.NBitsWeight, want: np.ndarray, heads: int | None) -> gb.NBitsWeight:
+    """``weight`` in the model's row order: as stored, or with llama.cpp's rotary interleave undone
+    (its converter interleaves the q/k rows of Llama-layout models; ``heads`` of that projection)."""
+    got = gb.dequantize(weight)
+    if got.shape == want.shape and np.array_equal(got, want):
+        return weight
+    if got.shape == want.shape and heads and want.shape[0] % (2 * heads) == 0:
+        order = gb.llama_rope_row_order(want.shape[0], heads)
+        if np.array_equal(got[order], want):
+            return gb.permute_rows(weight, order)
+    raise ValueError(
+        f"GGUF tensor {name} dequantizes to weights that differ from the model's (shapes {got.shape} vs "
+        f"{want.shape}): was the model changed by an earlier pass? Put genai:weights=gguf first, on the "
+        "model loaded from this .gguf file"
+    )
+
+
+def _embedding_weight(tensors, expected) -> gb.NBitsWeight | None:
+    """token_embd's blocks when they equal the model's embedding; None: gather a float table instead."""
+    t = tensors.get("token_embd.weight")
+    if t is None or t.qtype not in gb.SUPPORTED_TYPES:
+        return None
+    weight = gb.blocks_to_nbits(t.data, t.qtype)
+    want, got = expected("token_embd.weight"), gb.dequantize(weight)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        raise ValueError(
+            "GGUF tensor token_embd.weight dequantizes to weights that differ from the model's embedding: "
+            "was the model changed by an earlier pass? Put genai:weights=gguf first"
+        )
+    return weight
+
+
+class _Editor:
+    """Edits of one ONNX graph: new initializers, extra nodes, and pruning of what nothing reads."""
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+        self.graph = proto.graph
+        self.blocksums: dict[tuple[str, int, int], str] = {}  # (input, K, block) → its block sums
+        self.tied: tuple[str, str] | None = None  # the output layer's (B, scales) when it is token_embd
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def set_matmul(self, node: Any, weight: gb.NBitsWeight, accuracy_level: int, tied: bool = False) -> None:
+        from onnx import helper
+
+        base = node.name.strip("/").replace("/", ".")
+        if tied and weight.offsets is None and weight.zero_points is None:
+            self.tied = (f"{base}.gguf_B", f"{base}.gguf_scales")
+        inputs = [
+            node.input[0],
+            self.add(f"{base}.gguf_B", weight.b),
+            self.add(f"{base}.gguf_scales", weight.scales),
+        ]
+        if weight.zero_points is not None:
+            inputs.append(self.add(f"{base}.gguf_zero_points", weight.zero_points))
+        del node.input[:]
+        node.input.extend(inputs)
+        del node.attribute[:]
+        node.attribute.extend(
+            helper.make_attribute(k, v) for k, v in weight.attributes(accuracy_level).items()
+        )
+        if weight.offsets is not None:
+            self._add_offsets(node, base, weight)
+
+    def _add_offsets(self, node: Any, base: str, weight: gb.NBitsWeight) -> None:
+        """``y = MatMulNBits(x) + blocksum(x) @ offsets.T``, the MatMulNBits output renamed."""
+        from onnx import helper
+
+        sums = self._blocksum(node.input[0], weight.k, weight.block_size)
+        out = node.output[0]
+        node.output[0] = f"{out}/nbits"
+        table = self.add(f"{base}.gguf_offsets", np.ascontiguousarray(weight.offsets.T))  # (K/block, N)
+        self.graph.node.extend(
+            [
+                helper.make_node("MatMul", [sums, table], [f"{out}/offset"], name=f"{node.name}/offset"),
+                helper.make_node("Add", [node.output[0], f"{out}/offset"], [out], name=f"{node.name}/add"),
+            ]
+        )
+
+    def _blocksum(self, x: str, k: int, block: int) -> str:
+        from onnx import helper
+
+        key = (x, k, block)
+        if key not in self.blocksums:
+            name = f"{x}/blocksum{block}"
+            shape = self.add(f"{name}/shape", np.array([0, 0, k // block, block], np.int64))
+            axes = self.add(f"{name}/axes", np.array([-1], np.int64))
+            self.graph.node.extend(
+                [
+                    helper.make_node("Reshape", [x, shape], [f"{name}/blocks"], name=f"{name}/reshape"),
+                    helper.make_node("ReduceSum", [f"{name}/blocks", axes], [name], keepdims=0, name=name),
+                ]
+            )
+            self.blocksums[key] = name
+        return self.blocksums[key]
+
+    def set_embedding(self, weight: gb.NBitsWeight | None, table: np.ndarray) -> str:
+        """Point the embedding at the file's token_embd blocks (or ``table``, exact float32); says which."""
+        from onnx import helper
+
+        gathers = [
+            n
+            for n in self.graph.node
+            if n.op_type in ("GatherBlockQuantized", "Gather") and "input_ids" in n.input
+        ]
+        if len(gathers) != 1:
+            raise ValueError(
+                f"the GenAI graph has {len(gathers)} gathers of input_ids; expected one embedding"
+            )
+        node = gathers[0]
+        out = node.output[0]
+        if weight is None:
+            new = [
+                helper.make_node(
+                    "Gather", [self.add("model.embed_tokens.gguf_table", table), "input_ids"], [out]
+                )
+            ]
+            said = "token_embd as an exact float32 table (its GGUF type has no block gather here)"
+        else:
+            new = self._block_gather(weight, out)
+            said = f"{weight.qtype} blocks of token_embd (GatherBlockQuantized, {weight.bits} bits)"
+        self.graph.node.remove(node)
+        self.graph.node.extend(new)  # placed by the topological sort in prune()
+        return said
+
+    def _block_gather(self, weight: gb.NBitsWeight, out: str) -> list[Any]:
+        """GatherBlockQuantized of the codes, plus the gathered per-block offsets of formats with them."""
+        from onnx import helper
+
+        name = "model.embed_tokens.gguf"
+        nodes = []
+        if self.tied is not None and weight.offsets is None and weight.zero_points is None:
+            # the output layer holds the same blocks: gather from them (as the builder ties its own)
+            shape = self.add(f"{name}_rows", np.array([weight.n, -1], np.int64))
+            nodes.append(helper.make_node("Reshape", [self.tied[0], shape], [f"{name}_data"]))
+            inputs = [f"{name}_data", "input_ids", self.tied[1]]
+        else:
+            inputs = [self.add(f"{name}_data", weight.b.reshape(weight.n, -1)), "input_ids"]
+            inputs.append(self.add(f"{name}_scales", weight.scales))
+        if weight.zero_points is not None:
+            inputs.append(self.add(f"{name}_zero_points", weight.zero_points))
+        attrs = {"bits": weight.bits, "block_size": weight.block_size, "gather_axis": 0, "quantize_axis": 1}
+        rows = out if weight.offsets is None else f"{out}/codes"
+        nodes += [
+            helper.make_node(
+                "GatherBlockQuantized",
+                inputs,
+                [rows],
+                name="/model/embed_tokens/gguf_gather",
+                domain="com.microsoft",
+                **attrs,
+            )
+        ]
+        if weight.offsets is not None:  # rows (B, S, D) + offsets[ids] repeated over each block
+            groups, block = weight.scales.shape[1], weight.block_size
+            split = self.add(f"{name}_split", np.array([0, 0, groups, block], np.int64))
+            joined = self.add(f"{name}_joined", np.array([0, 0, groups * block], np.int64))
+            last = self.add(f"{name}_last", np.array([-1], np.int64))
+            nodes += [
+                helper.make_node(
+                    "Gather", [self.add(f"{name}_offsets", weight.offsets), "input_ids"], [f"{out}/off"]
+                ),
+                helper.make_node("Unsqueeze", [f"{out}/off", last], [f"{out}/off1"]),
+                helper.make_node("Reshape", [rows, split], [f"{out}/blocks"]),
+                helper.make_node("Add", [f"{out}/blocks", f"{out}/off1"], [f"{out}/sum"]),
+                helper.make_node("Reshape", [f"{out}/sum", joined], [out]),
+            ]
+        return nodes
+
+    def prune(self) -> None:
+        """Drop nodes whose outputs nothing reads and initializers no node reads; re-sort the nodes."""
+        graph = self.graph
+        outputs = {o.name for o in graph.output}
+        while True:
+            read = {i for n in graph.node for i in n.input} | outputs
+            dead = [n for n in graph.node if not any(o in read for o in n.output)]
+            if not dead:
+                break
+            for n in dead:
+                graph.node.remove(n)
+        read = {i for n in graph.node for i in n.input}
+        keep = [t for t in graph.initializer if t.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        _topological_sort(graph)
+
+
+def _topological_sort(graph: Any) -> None:
+    """ONNX needs producers before consumers; the added offset nodes were appended at the end."""
+    from onnx import NodeProto
+
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = [NodeProto.FromString(n.SerializeToString()) for n in graph.node], []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("the rewritten graph has a cycle or a missing input; this is a bug in unbottle")
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _save(proto: Any, graph_path: Path) -> None:
+    """Write graph and weights as the builder does (model.onnx + model.onnx.data).
+
+    Every tensor is in memory (loaded with its external data), so the old data file can go first;
+    onnx appends to an existing one.
+    """
+    import onnx
+
+    data = graph_path.with_name(graph_path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(proto, str(graph_path), save_as_external_data=True, location=data.name, size_threshold=1024)
