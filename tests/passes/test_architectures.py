@@ -60,7 +60,14 @@ TORCH_PASSES = {
 }
 ONNX_FLOORS_DB = {"int8-block": 25.0, "int4-block": 8.0, "int8-dynamic": 20.0}
 # What each family can't do, with the feature named in the refusal (pass key → family → feature).
+_NOT_BUILT = "the GenAI model builder does not build"
 REFUSED = {
+    "genai": {
+        "tiny-mistral": "the GenAI model builder's Mistral graph does not reproduce the sliding window",
+        "tiny-gpt2": f"{_NOT_BUILT} GPT2LMHeadModel",
+        "tiny-gpt-neox": f"{_NOT_BUILT} GPTNeoXForCausalLM",
+        "tiny-opt": f"{_NOT_BUILT} OPTForCausalLM",
+    },
     "prune-structured:target=mlp": {
         "tiny-phi3": "a fused gate/up projection (gate_up_proj)",
         "tiny-gpt2": "an ungated MLP (c_fc, c_proj)",
@@ -88,6 +95,7 @@ ROWS = {
     "`lowrank`": "lowrank",
     "`compile` (static KV cache)": "compile",
     "`onnx` (float; int8-block, int4-block, int8-dynamic)": "onnx",
+    "`genai` (ONNX Runtime GenAI builder)": "genai",
 }
 needs_onnx = pytest.mark.skipif(
     OnnxExportConfig().missing() != [], reason="needs onnx, onnxruntime, onnxscript"
@@ -291,6 +299,26 @@ def test_onnx_refuses_sdpa_tracing_of_gemma2_before_exporting():
         apply_(tiny("tiny-gemma2"), [OnnxExportConfig(attention="sdpa")])
 
 
+# --- genai: the GenAI model builder's graph and decode loop ---------------------------------------
+
+
+@pytest.mark.skipif(parse_pass("genai").missing() != [], reason="needs onnxruntime-genai")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_genai_float_build_equals_torch_past_the_window_or_is_refused(family, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNBOTTLE_CACHE", str(tmp_path))
+    config = parse_pass("genai:precision=fp32,verify=false")
+    if (feature := refusal(family, "genai")) is not None:
+        with pytest.raises(PassError, match="can't handle this") as err:
+            apply_(tiny(family), config)
+        assert feature in str(err.value)
+        return
+    built, _ = apply_(tiny(family), config)
+    ref, got = cached_steps(tiny(family).model, PROBE[:1], 10), cached_steps(built.model, PROBE[:1], 10)
+    for step, (r, o) in enumerate(zip(ref, got, strict=True)):
+        err = float((r - o).abs().max() / r.abs().max())
+        assert err < 1e-3, f"{family}: step {step} (position {9 + step}) relative max error {err:.2e}"
+
+
 # --- compile: slow (about 30 s per family here), so one hybrid family in the default run ----------
 
 
@@ -346,7 +374,7 @@ def render_table() -> str:
             if (reason := REFUSED.get(key, {}).get(family)) is None:
                 cells.append("✓")
                 continue
-            notes.append(f"{key.partition(':')[2]}: {family.removeprefix('tiny-')} has {reason}")
+            notes.append(f"`{key}` on {family.removeprefix('tiny-')}: {reason}")
             cells.append(f"refused ({len(notes)})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")

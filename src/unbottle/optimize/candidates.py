@@ -27,6 +27,8 @@ from unbottle.profile.roofline import format_decode_gain
 # weight bytes per token first; ONNX Runtime's fused kernels ahead of eager torch; see
 # benchmarks/README.md for the measurements behind the order).
 DEFAULT_CANDIDATES = (
+    "genai:weights=gguf",
+    "genai:precision=int8",
     "onnx:quantize=int8-block",
     "wo-int8",
     "wo-int4:group_size=32",
@@ -41,9 +43,11 @@ DEFAULT_CANDIDATES = (
 )
 # The first PRIMARY built-in candidates are screened, rescued and combined before the rest are
 # tried with the time left: on CPUs they are the ones that can shrink weight bytes several-fold.
-PRIMARY = 5
+PRIMARY = 6
 # For size and memory objectives fewer bits matter more than kernel speed.
 SIZE_FIRST = (
+    "genai:weights=gguf",
+    "genai:precision=int4,algo=k_quant",
     "onnx:quantize=int4-block",
     "wo-int4:group_size=32",
     "onnx:quantize=int8-block",
@@ -66,13 +70,20 @@ FAMILIES = {
     "lowrank": "structure",
     "compile": "compile",
     "onnx": "export",
+    "genai": "export",
 }
+# Export passes that build from float32 weights: a weight format before them can't compose.
+FLOAT_ONLY = ("genai",)
+# Candidates that need the model to come from a .gguf file (they carry its blocks over).
+NEEDS_GGUF = ("genai:weights=gguf",)
 
 FAMILY_ORDER = ("structure", "format", "compile", "export")
 
 # The dtype each weight-format candidate's decode kernel multiplies in: ONNX Runtime's MatMulNBits at
 # accuracy level 4 quantizes activations to int8; torch's int4 kernel takes bf16 activations.
 DECODE_COMPUTE = {
+    "genai:weights=gguf": "int8",
+    "genai:precision=int8": "int8",
     "onnx:quantize=int8-block": "int8",
     "wo-int8": "float32",
     "wo-int4:group_size=32": "bfloat16",
@@ -125,13 +136,14 @@ def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
 
 
 def first_round(
-    texts: tuple[str, ...], objective: str, preferred: list[str] | None = None
+    texts: tuple[str, ...], objective: str, preferred: list[str] | None = None, gguf: bool = True
 ) -> tuple[list[Candidate], dict[str, str], int]:
     """The candidates to screen, those skipped with the reason (``{key: why}``), and how many of the
     chosen ones form the primary tier (all of them when the user named the candidates).
 
     ``preferred`` (a profile's recommendations, best first) moves those built-in candidates to the
-    front; candidates the user named keep the user's order.
+    front; candidates the user named keep the user's order. ``gguf``: the model comes from a .gguf
+    file (else the candidates that carry its blocks over are skipped).
     """
     user_given = bool(texts)
     if not texts:
@@ -145,6 +157,8 @@ def first_round(
         reasons = [r for c in cand.configs for r in unavailable(c)]
         if reasons:
             skipped[cand.key] = "this machine can't run it: " + "; ".join(reasons)
+        elif not gguf and any(c.label() in NEEDS_GGUF for c in cand.configs):
+            skipped[cand.key] = "the model was not loaded from a .gguf file, whose blocks it carries over"
         elif cand.key not in {c.key for c in chosen}:
             chosen.append(cand)
     primary = (
@@ -230,6 +244,10 @@ def compositions(good: list[tuple[Candidate, float]], limit: int = 3) -> list[Ca
 
 def _families_clash(configs: tuple[PassConfig, ...]) -> bool:
     families = [FAMILIES.get(c.name, c.name) for c in configs]
+    if any(c.label() in NEEDS_GGUF for c in configs):  # the file's blocks are of the unchanged model
+        return True
+    if any(c.name in FLOAT_ONLY for c in configs) and "format" in families:
+        return True
     return len(families) != len(set(families))
 
 

@@ -47,6 +47,19 @@ def gguf_pending(spec: str) -> bool:
     return isinstance(source, GGUFSource) and not (source.cache_dir() / _DONE).exists()
 
 
+def from_gguf(spec: str) -> bool:
+    """True when ``spec`` loads from a ``.gguf`` file (a path, or a packaged model shipped as one)."""
+    from unbottle.core.errors import UnbottleError
+    from unbottle.sources import resolve
+    from unbottle.sources.gguf_file import GGUFSource
+
+    try:
+        source = resolve(spec)
+    except UnbottleError:
+        return False
+    return isinstance(source, GGUFSource) or hasattr(source, "gguf_path")
+
+
 def exports_ready(recorded: dict[str, Any] | None, wanted: list[dict[str, Any]]) -> bool:
     """True when an earlier run of this search exported ``wanted`` and the folders are still there."""
     if not wanted:

@@ -187,7 +187,8 @@ class Search:
     def first_round(self) -> tuple[list[Candidate], dict[str, str], int]:
         """``candidates.first_round`` for this search (worked out once)."""
         if self._round is None:
-            self._round = first_round(self.cfg.candidates, self.cfg.objective, self.profile_order())
+            gguf = caches.from_gguf(self.cfg.model)
+            self._round = first_round(self.cfg.candidates, self.cfg.objective, self.profile_order(), gguf)
         return self._round
 
     def prepare(self) -> None:

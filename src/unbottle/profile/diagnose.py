@@ -15,6 +15,8 @@ from unbottle.profile.roofline import BYTES_PER_PARAM
 
 # What attacks a memory-bound phase: candidate → the weight format it stores.
 WEIGHT_FORMAT_CANDIDATES = {
+    "genai:weights=gguf": "int4",
+    "genai:precision=int8": "int8",
     "onnx:quantize=int8-block": "int8",
     "wo-int8": "int8",
     "wo-int4:group_size=32": "int4",
