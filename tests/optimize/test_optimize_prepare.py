@@ -20,6 +20,26 @@ def test_onnx_exports_lists_one_float_export_per_setting_of_the_candidates_that_
     ]
 
 
+def test_genai_builds_lists_each_single_pass_genai_candidate_once_for_the_worker():
+    texts = ("genai:weights=gguf", "genai:precision=int8", "genai:precision=int8,threads=1", "prune + genai")
+    builds = prepare.genai_builds([parse_candidate(t) for t in texts])
+    # threads only changes how a build runs, and a composition builds from changed weights: not prepared
+    assert [(b["weights"], b["precision"], b["verify"], b["threads"]) for b in builds] == [
+        ("gguf", "int4", False, None),
+        ("quantize", "int8", False, None),
+    ]
+
+
+def test_builds_are_ready_only_while_their_folders_exist(tmp_path):
+    wanted = prepare.genai_builds([parse_candidate("genai:precision=int8")])
+    folder = tmp_path / "build"
+    recorded = {"result": {"builds": [{"settings": wanted[0], "folder": str(folder)}]}}
+    assert not prepare.exports_ready(recorded, wanted, "builds")
+    folder.mkdir()
+    (folder / "export.json").write_text("{}")
+    assert prepare.exports_ready(recorded, wanted, "builds") and not prepare.exports_ready(recorded, wanted)
+
+
 def test_gguf_pending_is_false_for_anything_but_a_gguf_file(tmp_path):
     assert not prepare.gguf_pending("tiny-llama")
     assert not prepare.gguf_pending(str(tmp_path / "missing.gguf"))

@@ -4,7 +4,8 @@ A ``.gguf`` model is converted to a safetensors folder the first time it loads (
 270M on a 2-core machine; ``unbottle.sources.gguf_file``), and the ONNX candidates start from one
 float export per model (``unbottle.passes.onnx.float_graph``). Paid inside a trial, either would be
 charged to the time budget and to that trial's timeout, and would make the baseline look slower than
-it is. The search fills both caches first, in a worker like any trial, and starts its clock after;
+it is. The same goes for the GenAI builds (``genai`` candidates: 20-60 s each, cached by weights and
+settings). The search fills the caches first, in a worker like any trial, and starts its clock after;
 when they exist the check is a file lookup (a worker only runs when something is missing).
 """
 
@@ -47,6 +48,18 @@ def gguf_pending(spec: str) -> bool:
     return isinstance(source, GGUFSource) and not (source.cache_dir() / _DONE).exists()
 
 
+def genai_builds(candidates: list[Any]) -> list[dict[str, Any]]:
+    """The GenAI builds single-pass ``genai`` candidates (into the default cache) load: their configs."""
+    seen: list[dict[str, Any]] = []
+    for cand in candidates:
+        if len(cand.configs) != 1 or cand.configs[0].name != "genai" or cand.configs[0].output is not None:
+            continue
+        item = {**cand.configs[0].to_dict(), "verify": False, "threads": None}  # run-only settings
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
 def from_gguf(spec: str) -> bool:
     """True when ``spec`` loads from a ``.gguf`` file (a path, or a packaged model shipped as one)."""
     from unbottle.core.errors import UnbottleError
@@ -60,11 +73,14 @@ def from_gguf(spec: str) -> bool:
     return isinstance(source, GGUFSource) or hasattr(source, "gguf_path")
 
 
-def exports_ready(recorded: dict[str, Any] | None, wanted: list[dict[str, Any]]) -> bool:
-    """True when an earlier run of this search exported ``wanted`` and the folders are still there."""
+def exports_ready(
+    recorded: dict[str, Any] | None, wanted: list[dict[str, Any]], what: str = "exports"
+) -> bool:
+    """True when an earlier run of this search wrote ``wanted`` (``what``: ``exports`` or ``builds``)
+    and the folders are still there."""
     if not wanted:
         return True
-    exports = ((recorded or {}).get("result") or {}).get("exports") or []
+    exports = ((recorded or {}).get("result") or {}).get(what) or []
     done = [e for e in exports if e.get("folder") and (Path(e["folder"]) / "export.json").exists()]
     return all(any(e["settings"] == w for e in done) for w in wanted)
 
@@ -97,7 +113,23 @@ def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:  # the candidate's trial reports the same failure in its place
             entry = {"settings": settings, "error": f"{type(exc).__name__}: {exc}"}
         out["exports"].append({**entry, "seconds": time.perf_counter() - t})
+    out["builds"] = [_genai_build(loaded, settings) for settings in payload.get("genai", [])]
     return out
+
+
+def _genai_build(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """One GenAI build into its cache (reused when there); a failure is reported, not raised."""
+    from unbottle.passes import apply_
+    from unbottle.passes.genai import GenaiConfig
+
+    t = time.perf_counter()
+    try:
+        built, [report] = apply_(loaded, [GenaiConfig.from_dict(settings)], copy_model=False)
+        reused = any(n.startswith("reused the build") for n in report.notes)
+        entry = {"settings": settings, "folder": str(built.model.folder), "reused": reused}
+    except Exception as exc:  # the candidate's trial reports the same failure in its place
+        entry = {"settings": settings, "error": f"{type(exc).__name__}: {exc}"}
+    return {**entry, "seconds": time.perf_counter() - t}
 
 
 def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Path, bool]:
@@ -119,6 +151,14 @@ def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Pa
     return folder, False
 
 
+def _label(settings: dict[str, Any]) -> str:
+    """``genai:weights=gguf`` for the recorded settings of a build (run-only settings left out)."""
+    from unbottle.passes.genai import GenaiConfig
+
+    config = GenaiConfig.from_dict({**settings, "verify": True})
+    return config.label()
+
+
 def describe(result: dict[str, Any], seconds: float) -> str:
     """One log line about what the preparation did."""
     done = []
@@ -126,6 +166,12 @@ def describe(result: dict[str, Any], seconds: float) -> str:
         done.append("converted the GGUF file to a safetensors cache")
     for e in result.get("exports", []):
         what = f"ONNX float export (opset {e['settings']['opset']}, {e['settings']['attention']})"
+        if "error" in e:
+            done.append(f"{what} failed: {e['error']}")
+        else:
+            done.append(f"{what} {'already cached' if e['reused'] else 'written'} in {e['seconds']:.0f} s")
+    for e in result.get("builds", []):
+        what = "GenAI build " + _label(e["settings"])
         if "error" in e:
             done.append(f"{what} failed: {e['error']}")
         else:

@@ -197,25 +197,29 @@ class Search:
             return
         start = time.monotonic()
         exports = caches.onnx_exports(self.first_round()[0])
+        builds = caches.genai_builds(self.first_round()[0])
         try:
             gguf = caches.gguf_pending(self.cfg.model)
         except UnbottleError:
             gguf = False  # an unloadable model: the baseline says why
         self.preparation = {"worker": False, "gguf_converted": False, "onnx_exports": []}
-        if gguf or not caches.exports_ready(self.recorded.get(caches.RECORD_KEY), exports):
-            self._fill_caches(gguf, exports)
+        recorded = self.recorded.get(caches.RECORD_KEY)
+        ready = caches.exports_ready(recorded, exports) and caches.exports_ready(recorded, builds, "builds")
+        if gguf or not ready:
+            self._fill_caches(gguf, exports, builds)
         self.preparation["seconds"] = time.monotonic() - start
         self.log(f"prepared in {self.preparation['seconds']:.1f} s; the time budget starts now")
         self.start = time.monotonic()
         if self.on_clock_start is not None:
             self.on_clock_start()
 
-    def _fill_caches(self, gguf: bool, exports: list[dict[str, Any]]) -> None:
+    def _fill_caches(self, gguf: bool, exports: list[dict[str, Any]], builds: list[dict[str, Any]]) -> None:
         from unbottle.search.isolate import run_isolated
 
         what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
+        what += ["the GenAI builds"] * bool(builds)
         self.log(f"preparing outside the time budget: {' and '.join(what)} …")
-        payload = {"model": self.cfg.model, "onnx": exports}
+        payload = {"model": self.cfg.model, "onnx": exports, "genai": builds}
         limit = max(PREPARE_TIMEOUT_S, self.cfg.trial_timeout_s)
         outcome = run_isolated(caches.FILL, payload, limit, self._memory_limit())
         assert self.preparation is not None
