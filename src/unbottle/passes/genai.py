@@ -172,19 +172,14 @@ def architecture_of(model: Any) -> str:
 
 
 def check_buildable(model: Any) -> None:
-    """Refuse what the builder can't take: other architectures, non-float32 weights.
+    """Refuse weights the builder can't take (non-float32); architectures are refused by
+    ``GenaiConfig.unsupported`` before any pass runs.
 
     Raises:
-        ValueError: naming the architecture or dtype and what to use instead.
+        ValueError: naming the dtype and what to use instead.
     """
     import torch
 
-    arch = architecture_of(model)
-    if arch not in SUPPORTED:
-        raise ValueError(
-            f"the GenAI model builder does not build {model.config.model_type} ({arch}); it builds "
-            f"{', '.join(a.removesuffix('ForCausalLM') for a in SUPPORTED)}: use the onnx pass instead"
-        )
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))

@@ -69,13 +69,16 @@ def import_blocks(graph_path: Path, gguf_path: Path, model: Any, accuracy_level:
     editor = _Editor(proto)
     formats: dict[str, int] = {}
     offset_nodes = 0
+    checked: dict[str, gb.NBitsWeight] = {}  # GGUF name → its blocks, already compared with the model
     for node in [n for n in proto.graph.node if n.op_type == "MatMulNBits"]:
         names = _gguf_names(node.name, tensors)
-        weight = _checked(node.name, names, tensors, expected, heads)
+        weight = _checked(node.name, names, tensors, expected, heads, checked)
         editor.set_matmul(node, weight, accuracy_level, tied=names == ["token_embd.weight"])
         offset_nodes += weight.offsets is not None
         formats[weight.qtype] = formats.get(weight.qtype, 0) + 1
-    embedding = editor.set_embedding(_embedding_weight(tensors, expected), expected("token_embd.weight"))
+    embedding = editor.set_embedding(
+        _embedding_weight(tensors, expected, checked), expected("token_embd.weight")
+    )
     editor.prune()
     _save(proto, graph_path)
     return {"formats": formats, "offset_nodes": offset_nodes, "embedding": embedding}
@@ -114,7 +117,9 @@ def _gguf_names(node: str, tensors: dict[str, gb.GGUFTensor]) -> list[str]:
     return [f"blk.{match[1]}.{p}.weight" for p in parts]
 
 
-def _checked(node: str, names: list[str], tensors, expected, heads: dict[str, int | None]) -> gb.NBitsWeight:
+def _checked(
+    node: str, names: list[str], tensors, expected, heads: dict[str, int | None], checked: dict
+) -> gb.NBitsWeight:
     """The node's weight from the file's blocks, each part equal to the model's weight or refused."""
     parts = []
     for name in names:
@@ -127,7 +132,8 @@ def _checked(node: str, names: list[str], tensors, expected, heads: dict[str, in
                 "use genai without weights=gguf for this file"
             )
         weight, want = gb.blocks_to_nbits(t.data, t.qtype), expected(name)
-        parts.append(_matching_order(name, weight, want, heads.get(name.split(".")[-2])))
+        checked[name] = _matching_order(name, weight, want, heads.get(name.split(".")[-2]))
+        parts.append(checked[name])
     return gb.concat_rows(parts)
 
 
@@ -148,11 +154,16 @@ def _matching_order(name: str, weight: gb.NBitsWeight, want: np.ndarray, heads: 
     )
 
 
-def _embedding_weight(tensors, expected) -> gb.NBitsWeight | None:
-    """token_embd's blocks when they equal the model's embedding; None: gather a float table instead."""
+def _embedding_weight(tensors, expected, checked: dict) -> gb.NBitsWeight | None:
+    """token_embd's blocks when they equal the model's embedding; None: gather a float table instead.
+
+    A tied output layer already compared them (``checked``): not dequantized a second time.
+    """
     t = tensors.get("token_embd.weight")
     if t is None or t.qtype not in gb.SUPPORTED_TYPES:
         return None
+    if "token_embd.weight" in checked:
+        return checked["token_embd.weight"]
     weight = gb.blocks_to_nbits(t.data, t.qtype)
     want, got = expected("token_embd.weight"), gb.dequantize(weight)
     if got.shape != want.shape or not np.array_equal(got, want):
