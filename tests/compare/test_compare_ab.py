@@ -64,8 +64,19 @@ def test_b_slowed_by_20_percent_is_found_worse_nearly_every_time(tiny_llama):
 def test_rounds_alternate_order_and_keep_one_value_per_round(tiny_llama):
     rounds = run_ab(tiny_llama, tiny_llama, ABConfig(rounds=4, new_tokens=4, threads=1, warmup=0))
     assert rounds.order == ["AB", "BA", "AB", "BA"]
-    assert set(rounds.a) == {"decode.tokens_per_s", "decode.token_latency", "decode.ttft"}
+    assert set(rounds.a) == {
+        "decode.tokens_per_s",
+        "decode.token_latency",
+        "decode.ttft",
+        "decode.request_latency",
+    }
     assert all(len(v) == 4 for v in [*rounds.a.values(), *rounds.b.values()])
+    for side in (rounds.a, rounds.b):  # the whole request holds its first token and 3 later steps
+        for i in range(4):
+            assert (
+                side["decode.request_latency"][i]
+                >= side["decode.ttft"][i] + 2 * side["decode.token_latency"][i]
+            )
 
 
 def test_rounds_rebuilt_from_stored_measurements_give_the_same_comparison(tiny_llama):

@@ -42,7 +42,9 @@ def test_bad_goals_are_refused_with_the_fix(goals, task, message):
 
 
 def test_unknown_objective_lists_the_allowed_ones():
-    with pytest.raises(ConfigError, match="allowed: decode, ttft, prefill, throughput, size, memory"):
+    with pytest.raises(
+        ConfigError, match="allowed: decode, ttft, latency, prefill, throughput, size, memory"
+    ):
         OptimizeConfig(objective="speed")
 
 
@@ -60,3 +62,32 @@ def test_screen_evaluates_fewer_tokens_than_the_finalists():
     assert cfg.eval_settings("screen")["window"] == 256
     assert cfg.eval_settings("full")["eval_tokens"] == 4096
     assert cfg.ab_settings("screen")["rounds"] < cfg.ab_settings("full")["rounds"]
+
+
+def test_workload_parses_the_request_shape_and_fills_the_default():
+    from unbottle.optimize.config import DEFAULT_WORKLOAD, parse_workload
+
+    assert parse_workload("prompt=512,new=128") == (512, 128)
+    assert parse_workload(" new=32 ") == (DEFAULT_WORKLOAD[0], 32)
+    assert parse_workload("") == DEFAULT_WORKLOAD
+    cfg = OptimizeConfig(model="tiny-llama")
+    assert (cfg.prompt_length, cfg.new_tokens) == DEFAULT_WORKLOAD
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("prompt=512,out=3", "'out=3' is not understood"),
+        ("prompt:512", "'prompt:512' is not understood"),
+        ("prompt=abc", "prompt='abc' is not a number"),
+        ("new=1", "new must be at least 2"),
+        ("prompt=0", "prompt must be at least 1"),
+    ],
+)
+def test_a_bad_workload_names_the_part_and_the_form_allowed(text, why):
+    from unbottle.optimize.config import parse_workload
+
+    with pytest.raises(ConfigError) as caught:
+        parse_workload(text)
+    message = str(caught.value)
+    assert why in message and f"--workload {text!r}" in message and "prompt=512,new=128" in message

@@ -51,3 +51,44 @@ def test_pareto_front_keeps_every_trade_off_and_drops_the_dominated():
         {"key": "exact", "gain": 1.1, "loss": 0.0, "weights_mib": 500},
     ]
     assert pareto_front(points) == ["fast", "small", "exact"]
+
+
+def test_phases_name_the_one_that_got_slower_beyond_doubt():
+    from unbottle.optimize.judge import phase_line, phases
+
+    cmps = {
+        "decode.ttft": _cmp("decode.ttft", 80.0, False, 60.0, 100.0),  # time to first token ×1/1.8: slower
+        "decode.tokens_per_s": _cmp("decode.tokens_per_s", 200.0, True, 180.0, 220.0),
+        "decode.request_latency": _cmp("decode.request_latency", -2.0, False, -8.0, 4.0),  # not sure
+    }
+    rows = phases(cmps)
+    assert [(r["phase"], r["regressed"]) for r in rows] == [
+        ("prefill", True),
+        ("decode", False),
+        ("request", False),
+    ]
+    line = phase_line(rows, 512, 128)
+    assert line.startswith("request prompt=512,new=128: prefill ×0.56 [0.50, 0.62] REGRESSED")
+    assert line.count("REGRESSED") == 1
+    assert phases({}) == []
+
+
+def test_the_verdict_warns_of_a_slower_phase_even_when_the_guard_passed():
+    from types import SimpleNamespace
+
+    from unbottle.optimize.config import OptimizeConfig
+    from unbottle.optimize.judge import phases
+    from unbottle.optimize.result import _verdict
+
+    cfg = OptimizeConfig(model="tiny-llama", prompt_length=2048, new_tokens=16)
+    cmps = {
+        "decode.ttft": _cmp("decode.ttft", 80.0, False, 60.0, 100.0),
+        "decode.tokens_per_s": _cmp("decode.tokens_per_s", 200.0, True, 180.0, 220.0),
+    }
+    winner = {"cand": SimpleNamespace(key="genai:weights=gguf"), "gain": (3.0, 2.8, 3.2)}
+    verification = {"overall": "pass", "goals": [{"explanation": "perplexity +0.1% ≤ 1%"}]}
+    text = _verdict(cfg, winner, verification, phases(cmps))
+    assert "guard met" in text and "prompt=2048,new=16" in text
+    assert text.endswith("WARNING: slower than the baseline in prefill (time to first token)")
+    quiet = _verdict(cfg, winner, verification, phases({"decode.tokens_per_s": cmps["decode.tokens_per_s"]}))
+    assert "WARNING" not in quiet

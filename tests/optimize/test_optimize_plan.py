@@ -150,3 +150,18 @@ def test_paired_samples_compares_a_shrunk_evaluation_on_the_baselines_first_wind
     assert b[0].scores == small[0].scores[:2]  # the shorter last window of the small run is left out
     same = compare_evals(a, b)["perplexity"]
     assert same.pct.point == pytest.approx(0.0, abs=1e-6)  # the same model on the same windows
+
+
+def test_a_long_prompt_is_priced_per_round_not_per_new_token(fake_workers):
+    base = fake_workers.baseline_result(busy=False)
+    base["rates"] = {"decode.ttft": 0.5, "decode.token_latency": 0.01}  # 0.5 s prompt, 31 × 0.01 s steps
+    rates = planning.Rates.from_baseline(20.0, base, CFG)
+    share = 0.5 / (0.5 + 31 * 0.01)
+    assert rates.ab_prompt_s == pytest.approx(share * 2.0 / 8)  # the screen A/B: 8 side-rounds in 2 s
+    assert rates.ab_unit_s == pytest.approx((1 - share) * 2.0 / (8 * 32))
+    # the screen A/B costs what it cost; the verification's 64 new tokens double the steps, not the prompt
+    sizes = planning.Sizes.of(CFG)
+    screen = planning._ab_s(CFG, rates, sizes.screen_rounds, sizes.screen_new_tokens)
+    assert screen == pytest.approx(2.0)
+    full = planning._ab_s(CFG, rates, 3, 64)
+    assert full == pytest.approx(2.0 * share + 2 * 2.0 * (1 - share))

@@ -152,7 +152,9 @@ def test_genai_refuses_an_architecture_the_builder_does_not_know(tmp_path):
     config = transformers.GPT2Config(vocab_size=260, n_embd=32, n_layer=1, n_head=2, n_positions=64)
     model = transformers.GPT2LMHeadModel(config).eval()
     loaded = Loaded(model, byte_tokenizer(), ModelInfo("gpt2", "tiny", "causal-lm", "gpt2"))
-    with pytest.raises(PassError, match=r"gpt2 model: the GenAI model builder does not build GPT2LMHeadModel.*onnx pass"):
+    with pytest.raises(
+        PassError, match=r"gpt2 model: the GenAI model builder does not build GPT2LMHeadModel.*onnx pass"
+    ):
         apply_(loaded, [GenaiConfig()])
 
 

@@ -43,7 +43,9 @@ def test_load_unknown_name_suggests_close_match_and_lists_available() -> None:
     message = str(err.value)
     assert message.startswith("unknown model 'smolm2-135m'; did you mean 'smollm2-135m'?")
     listed = message.split("available: ", 1)[1].split(";", 1)[0].split(", ")
-    assert {"smollm2-135m", "gemma3-270m", "tiny-bert", "tiny-llama"} <= set(listed) and listed == sorted(listed)
+    assert {"smollm2-135m", "gemma3-270m", "tiny-bert", "tiny-llama"} <= set(listed) and listed == sorted(
+        listed
+    )
     assert message.endswith("or give a path to a model folder or a .gguf file")
 
 

@@ -21,7 +21,15 @@ from unbottle.bench.tracker import ResourceTracker
 from unbottle.core.errors import BenchError
 from unbottle.core.measurement import Measurement
 
-__all__ = ["SCENARIOS", "BenchConfig", "BenchResult", "apply_threads", "benchmark", "headline"]
+__all__ = [
+    "SCENARIOS",
+    "BenchConfig",
+    "BenchResult",
+    "apply_threads",
+    "benchmark",
+    "check_positions",
+    "headline",
+]
 
 Sink = Callable[[Measurement], None]
 
@@ -30,6 +38,7 @@ _UNITS = {
     "latency": ("s", False),
     "token_latency": ("s", False),
     "ttft": ("s", False),
+    "request_latency": ("s", False),
     "tokens_per_s": ("tokens/s", True),
 }
 
@@ -147,12 +156,17 @@ def _to_measurements(
 
 
 def _check_context(loaded: Any, config: BenchConfig) -> None:
-    limit = getattr(loaded.model.config, "max_position_embeddings", None)
     longest = max(max(config.prompt_lengths), config.decode_prompt_length + config.new_tokens)
+    check_positions(loaded, longest, "lower --prompt-lengths or --new-tokens")
+
+
+def check_positions(loaded: Any, longest: int, fix: str) -> None:
+    """Refuse a sequence longer than the model's positions before any work (``fix`` says how)."""
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
     if limit is not None and longest > limit:
         raise BenchError(
             f"{loaded.info.spec!r} takes at most {limit} positions; the longest sequence asked is {longest} "
-            "tokens; lower --prompt-lengths or --new-tokens"
+            f"tokens; {fix}"
         )
 
 

@@ -42,8 +42,9 @@ def decode_once(
 ) -> Samples:
     """Greedy-decode ``new_tokens`` after ``prompt`` ``(B, T)``, timing every step.
 
-    Returns ``ttft`` (prefill + first token), ``token_latency`` (each later step) and
-    ``tokens_per_s`` (batch tokens per second over the decode steps of this repeat). When
+    Returns ``ttft`` (prefill + first token), ``token_latency`` (each later step),
+    ``tokens_per_s`` (batch tokens per second over the decode steps of this repeat) and
+    ``request_latency`` (the whole request: prompt in, ``new_tokens`` out). When
     ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
     """
     import torch
@@ -74,6 +75,7 @@ def decode_once(
         "ttft": [ttft],
         "token_latency": steps,
         "tokens_per_s": [batch * len(steps) / sum(steps)],
+        "request_latency": [ttft + sum(steps)],
     }
 
 

@@ -18,6 +18,8 @@ Examples:
 
   unbottle optimize smollm2-135m --time-budget 30m --task sports_understanding -o smol-fast
 
+  unbottle optimize smollm2-135m --workload prompt=2048,new=128 --objective latency
+
   unbottle optimize ./my-model --objective size --goal perplexity:percent-max-degradation=3
 
   unbottle optimize tiny-llama --candidate wo-int8 --candidate "prune-structured + wo-int8" --max-trials 4
@@ -30,8 +32,15 @@ def optimize(
         str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")
     ] = "smollm2-135m",
     objective: Annotated[
-        str, typer.Option(help="decode, ttft, prefill, throughput, size or memory.")
+        str, typer.Option(help="decode, latency, ttft, prefill, throughput, size or memory.")
     ] = "decode",
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="The request to serve: prompt tokens in, new tokens out. Its prefill, decode and whole "
+            "latency are each verified; a phase that gets slower is named in the verdict."
+        ),
+    ] = "prompt=256,new=64",
     goal: GoalOpt = None,
     candidate: Annotated[
         list[str] | None,
@@ -66,8 +75,9 @@ def optimize(
 
     Re-running the same command after an interruption continues the search where it stopped.
     """
-    from unbottle.optimize.config import OptimizeConfig
+    from unbottle.optimize.config import OptimizeConfig, parse_workload
 
+    prompt_length, new_tokens = parse_workload(workload)
     config = OptimizeConfig(
         model=model,
         objective=objective,
@@ -78,6 +88,8 @@ def optimize(
         task=task,
         eval_tokens=eval_tokens,
         batch_size=batch_size,
+        prompt_length=prompt_length,
+        new_tokens=new_tokens,
         threads=threads,
         memory_limit_mib=memory_limit,
     )

@@ -24,7 +24,12 @@ AB_SCENARIOS = ("decode", "prefill", "generate")
 
 # scenario → metric suffix → (unit, higher_is_better)
 AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
-    "decode": {"tokens_per_s": ("tokens/s", True), "token_latency": ("s", False), "ttft": ("s", False)},
+    "decode": {
+        "tokens_per_s": ("tokens/s", True),
+        "token_latency": ("s", False),
+        "ttft": ("s", False),
+        "request_latency": ("s", False),
+    },
     "prefill": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
     "generate": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
 }
@@ -115,8 +120,11 @@ def run_ab(
     """
     import time
 
-    from unbottle.bench import apply_threads
+    from unbottle.bench import apply_threads, check_positions
 
+    longest = config.prompt_length + (0 if config.scenario == "prefill" else config.new_tokens)
+    for loaded in (model_a, model_b):
+        check_positions(loaded, longest, "lower the prompt length or the new tokens")
     apply_threads(config.threads)
     fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config)}
     for _ in range(config.warmup):

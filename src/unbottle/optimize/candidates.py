@@ -89,7 +89,13 @@ DECODE_COMPUTE = {
     "wo-int4:group_size=32": "bfloat16",
 }
 # The phase each speed objective measures (size and memory have none).
-OBJECTIVE_PHASE = {"decode": "decode", "throughput": "decode", "prefill": "prefill", "ttft": "prefill"}
+OBJECTIVE_PHASE = {
+    "decode": "decode",
+    "throughput": "decode",
+    "latency": "decode",  # a request's latency is mostly its decode steps unless the prompt is long
+    "prefill": "prefill",
+    "ttft": "prefill",
+}
 # FLOPs per byte of batch-1 decoding with fp32 weights: one multiply-add (2 FLOPs) per 4-byte weight.
 DECODE_INTENSITY = 0.5
 

@@ -20,12 +20,15 @@ from unbottle.stats import Goal
 OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "decode": ("decode", "decode.tokens_per_s", "tokens/s", True, "decode tokens/s (KV cache, batch rows)"),
     "ttft": ("decode", "decode.ttft", "s", False, "time to first token"),
+    "latency": ("decode", "decode.request_latency", "s", False, "request latency (prompt in, tokens out)"),
     "prefill": ("prefill", "prefill.latency", "s", False, "prefill latency of the prompt"),
     "throughput": ("decode", "decode.tokens_per_s", "tokens/s", True, "decode tokens/s at --batch-size"),
     "size": (None, "size.weights", "MiB", False, "bytes of weights stored"),
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while decoding"),
 }
 ACCURACY_METRICS = ("perplexity", "accuracy")
+# The request every speed measurement serves: a chat turn of a few hundred prompt tokens and a reply.
+DEFAULT_WORKLOAD = (256, 64)
 DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
 TASK_GUARD = "accuracy:max-degradation=1"
 
@@ -45,7 +48,9 @@ class OptimizeConfig(Config):
         max_trials: candidate trials at most, 1 or more (baseline and verification not counted); None:
             no limit.
         threads: torch threads for every measurement; None: the physical cores.
-        batch_size / prompt_length / new_tokens: the benchmark scenario.
+        batch_size / prompt_length / new_tokens: the request shape every speed measurement serves
+            (``--workload prompt=P,new=N``): its prefill, its decode steps and its whole latency are
+            measured and verified, whatever the objective.
         screen_rounds / screen_new_tokens / screen_tokens: the cheap first look at each candidate.
         full_rounds / eval_tokens: finalists and verification (perplexity on ``eval_tokens``).
         finalists: how many screened candidates are measured fully.
@@ -63,8 +68,8 @@ class OptimizeConfig(Config):
     max_trials: int | None = None
     threads: int | None = None
     batch_size: int = 1
-    prompt_length: int = 32
-    new_tokens: int = 64
+    prompt_length: int = DEFAULT_WORKLOAD[0]
+    new_tokens: int = DEFAULT_WORKLOAD[1]
     screen_rounds: int = 3
     screen_new_tokens: int = 32
     screen_tokens: int = 1024
@@ -83,8 +88,8 @@ class OptimizeConfig(Config):
             raise ConfigError(f"--objective {self.objective!r} given; allowed: {', '.join(OBJECTIVES)}")
         for flag, value, low in [
             ("--batch-size", self.batch_size, 1),
-            ("--prompt-length", self.prompt_length, 1),
-            ("--new-tokens", self.new_tokens, 2),
+            ("--workload prompt=", self.prompt_length, 1),
+            ("--workload new=", self.new_tokens, 2),
             ("--screen-rounds", self.screen_rounds, 3),
             ("--screen-new-tokens", self.screen_new_tokens, 2),
             ("--screen-tokens", self.screen_tokens, 64),
@@ -94,7 +99,8 @@ class OptimizeConfig(Config):
             ("--max-items", self.max_items, 1),
         ]:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+                sep = "" if flag.endswith("=") else " "
+                raise ConfigError(f"{flag}{sep}{value!r} given; allowed: an integer >= {low}")
         if self.max_trials is not None and self.max_trials < 1:
             raise ConfigError(
                 f"--max-trials {self.max_trials} given; allowed: 1 or more (a search that tries no "
@@ -166,6 +172,27 @@ class OptimizeConfig(Config):
             "task": self.task,
             "max_items": max(20, self.max_items // 5) if screen else self.max_items,
         }
+
+
+def parse_workload(text: str) -> tuple[int, int]:
+    """``prompt=512,new=128`` (either part may be left out: the default fills it) → (prompt, new)."""
+    allowed = "allowed: prompt=TOKENS,new=TOKENS, e.g. prompt=512,new=128"
+    values = dict(zip(("prompt", "new"), DEFAULT_WORKLOAD, strict=True))
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in values:
+            raise ConfigError(f"--workload {text!r} given: {part!r} is not understood; {allowed}")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--workload {text!r} given: {key}={value!r} is not a number; {allowed}"
+            ) from None
+        low = 1 if key == "prompt" else 2
+        if values[key] < low:
+            raise ConfigError(f"--workload {text!r} given: {key} must be at least {low}; {allowed}")
+    return values["prompt"], values["new"]
 
 
 def _check_contradictions(goals: list[Goal]) -> None:

@@ -27,6 +27,35 @@ def gain(comparison: dict[str, Any] | None) -> tuple[float, float, float] | None
     return inv[0], inv[2], inv[1]
 
 
+# The phases of one request, each verified: (phase, metric of the decode A/B, what it measures).
+PHASES = (
+    ("prefill", "decode.ttft", "time to first token"),
+    ("decode", "decode.tokens_per_s", "decode tokens/s"),
+    ("request", "decode.request_latency", "whole request latency"),
+)
+
+
+def phases(comparisons: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each request phase the comparisons hold: its gain and whether it got slower beyond doubt
+    (the whole interval of the gain below 1)."""
+    out = []
+    for phase, metric, what in PHASES:
+        g = gain(comparisons.get(metric))
+        if g is not None:
+            out.append({"phase": phase, "metric": metric, "what": what, "gain": g, "regressed": g[2] < 1.0})
+    return out
+
+
+def phase_line(rows: list[dict[str, Any]], prompt: int, new: int) -> str:
+    """``prefill ×0.55 [0.50, 0.61] REGRESSED, decode ×3.1 [..], request ×1.9 [..]`` with the shape."""
+    parts = [
+        f"{r['phase']} ×{r['gain'][0]:.2f} [{r['gain'][1]:.2f}, {r['gain'][2]:.2f}]"
+        + (" REGRESSED" if r["regressed"] else "")
+        for r in rows
+    ]
+    return f"request prompt={prompt},new={new}: " + ", ".join(parts)
+
+
 def guard(goals: list[Goal], comparisons: dict[str, dict[str, Any]], on_point: bool) -> dict[str, Any]:
     """Check the accuracy goals; ``on_point`` judges the point estimate instead of the CI bound."""
     cmps = {}

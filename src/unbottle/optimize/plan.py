@@ -57,6 +57,8 @@ class Rates:
         load_s: one more model load, as measured (trials load the baseline again for their A/B).
         ab_unit_s: A/B seconds per side per round per new token (per round for ``prefill``),
             the warm-up repeat included.
+        ab_prompt_s: A/B seconds per side per round spent on the prompt before the first new token
+            (the decode scenario's prefill: a fixed cost of each round, whatever the new tokens).
         eval_s_per_token: ``{"screen": s, "full": s}``, perplexity (and task) seconds per token.
         baseline_s: the baseline trial's wall time.
     """
@@ -66,6 +68,7 @@ class Rates:
     ab_unit_s: float
     eval_s_per_token: dict[str, float]
     baseline_s: float
+    ab_prompt_s: float = 0.0
 
     @classmethod
     def from_baseline(cls, seconds: float, base: dict[str, Any], cfg: Any) -> Rates:
@@ -73,11 +76,16 @@ class Rates:
         eval_s = base["eval_s"]
         reload_s = base.get("reload_s", base["load_s"])  # recorded before reloads were timed: the first
         overhead = max(seconds - sum(eval_s.values()) - base["screen_ab_s"] - base.get("reload_s", 0.0), 1.0)
-        units = _ab_units(cfg, cfg.screen_rounds, cfg.screen_new_tokens)
+        side_rounds = 2 * (cfg.screen_rounds + 1)
+        share = _prompt_share(base.get("rates", {}), cfg.screen_new_tokens)
+        per_side_round = base["screen_ab_s"] / side_rounds
         return cls(
             overhead_s=overhead,
             load_s=reload_s,
-            ab_unit_s=base["screen_ab_s"] / units,
+            ab_unit_s=(1 - share)
+            * base["screen_ab_s"]
+            / _ab_units(cfg, cfg.screen_rounds, cfg.screen_new_tokens),
+            ab_prompt_s=share * per_side_round,
             eval_s_per_token={
                 "screen": eval_s["screen"] / cfg.screen_tokens,
                 "full": eval_s["full"] / cfg.eval_tokens,
@@ -87,6 +95,19 @@ class Rates:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _prompt_share(rates: dict[str, float], new_tokens: int) -> float:
+    """The part of a decode round spent before the first new token (0 for other scenarios)."""
+    ttft, step = rates.get("decode.ttft"), rates.get("decode.token_latency")
+    if not ttft or not step:
+        return 0.0
+    return ttft / (ttft + (new_tokens - 1) * step)
+
+
+def _ab_s(cfg: Any, rates: Rates, rounds: int, new_tokens: int) -> float:
+    """One A/B of ``rounds`` rounds at ``new_tokens``: per-token steps and each round's prompt."""
+    return rates.ab_unit_s * _ab_units(cfg, rounds, new_tokens) + rates.ab_prompt_s * 2 * (rounds + 1)
 
 
 def _ab_units(cfg: Any, rounds: int, new_tokens: int) -> float:
@@ -102,7 +123,7 @@ def _priced(seconds: float) -> float:
 def screen_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
     """One screening trial: candidate load and apply, a fresh baseline for the A/B, the screen eval."""
     speed = cfg.objective_spec()[0] is not None
-    ab = rates.load_s + rates.ab_unit_s * _ab_units(cfg, sizes.screen_rounds, sizes.screen_new_tokens)
+    ab = rates.load_s + _ab_s(cfg, rates, sizes.screen_rounds, sizes.screen_new_tokens)
     return _priced(
         rates.overhead_s + (ab if speed else 0.0) + rates.eval_s_per_token["screen"] * sizes.screen_tokens
     )
@@ -112,7 +133,7 @@ def final_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
     """One finalist: as a screen, with half the verification's rounds and the full evaluation."""
     speed = cfg.objective_spec()[0] is not None
     rounds = max(sizes.screen_rounds, sizes.full_rounds // 2)
-    ab = rates.load_s + rates.ab_unit_s * _ab_units(cfg, rounds, cfg.new_tokens)
+    ab = rates.load_s + _ab_s(cfg, rates, rounds, cfg.new_tokens)
     return _priced(
         rates.overhead_s + (ab if speed else 0.0) + rates.eval_s_per_token["full"] * sizes.eval_tokens
     )
@@ -120,8 +141,11 @@ def final_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
 
 def verify_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
     """The verification: apply and save, reload, a fresh baseline, the full A/B (whatever the
-    objective) and the full evaluation."""
-    ab = rates.ab_unit_s * _ab_units(cfg, sizes.full_rounds, cfg.new_tokens)
+    objective; a prefill objective adds a decode A/B of the workload, priced as its prefill one)
+    and the full evaluation."""
+    ab = _ab_s(cfg, rates, sizes.full_rounds, cfg.new_tokens)
+    if cfg.objective_spec()[0] == "prefill":
+        ab *= 2
     loads = 3 * rates.load_s
     return _priced(rates.overhead_s + loads + ab + rates.eval_s_per_token["full"] * sizes.eval_tokens)
 

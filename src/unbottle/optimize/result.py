@@ -37,6 +37,7 @@ def result_document(
             "what": cfg.objective_spec()[4],
         },
         "guard": [str(g) for g in search.goals],
+        "workload": {"prompt": cfg.prompt_length, "new": cfg.new_tokens, "batch": cfg.batch_size},
         "baseline": _baseline_summary(base),
         "trials": rows,
         "skipped": skipped,
@@ -60,6 +61,7 @@ def result_document(
     }
     verification = comparison_document(comparisons, search.goals, cfg.model, winner["cand"].key)
     output = publish(search, winner)
+    phases = judge.phases(winner["trial"]["result"]["comparisons"])
     doc.update(
         winner={
             "key": winner["cand"].key,
@@ -68,11 +70,12 @@ def result_document(
             "accuracy": judge.accuracy_change(winner["trial"]["result"]["comparisons"]),
             "guard_passed": winner["guard"]["passed"],
             "reproduced": _reproduced(search, winner),
+            "phases": phases,
         },
         verification=verification,
         output=str(output),
         rounds=winner["trial"]["result"]["rounds"],
-        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification),
+        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification, phases),
     )
     return doc
 
@@ -122,15 +125,23 @@ def _reproduced(search: Any, winner: dict[str, Any]) -> dict[str, Any] | None:
     return {"final": before, "reloaded": after, "match": abs(after - before) <= 1e-3 * before}
 
 
-def _verdict(cfg: Any, winner: dict[str, Any], verification: dict[str, Any]) -> str:
+def _verdict(
+    cfg: Any, winner: dict[str, Any], verification: dict[str, Any], phases: list[dict[str, Any]]
+) -> str:
     g = winner["gain"]
     what = cfg.objective_spec()[4]
     head = f"{winner['cand'].key}: {what} ×{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] (95% CI, verified)"
     goals = "; ".join(r["explanation"] for r in verification["goals"])
+    regressed = [f"{r['phase']} ({r['what']})" for r in phases if r["regressed"]]
+    tail = ""
+    if phases:
+        tail = "; " + judge.phase_line(phases, cfg.prompt_length, cfg.new_tokens)
+    if regressed:
+        tail += f"; WARNING: slower than the baseline in {' and '.join(regressed)}"
     if verification["overall"] == "pass":
-        return f"{head}; guard met: {goals}"
+        return f"{head}; guard met: {goals}{tail}"
     missed = [str(r["goal"]["metric"]) for r in verification["goals"] if not r["passed"]]
-    return f"{head}; goal missed ({', '.join(missed)}): {goals}; saved as the best found"
+    return f"{head}; goal missed ({', '.join(missed)}): {goals}; saved as the best found{tail}"
 
 
 def _no_winner_verdict(screened, ranked, verified) -> str:

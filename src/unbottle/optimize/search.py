@@ -24,7 +24,14 @@ from unbottle.core.errors import BenchError, ConfigError, UnbottleError
 from unbottle.optimize import host, judge
 from unbottle.optimize import plan as planning
 from unbottle.optimize import prepare as caches
-from unbottle.optimize.candidates import Candidate, compositions, fallbacks, first_round, short_key
+from unbottle.optimize.candidates import (
+    OBJECTIVE_PHASE,
+    Candidate,
+    compositions,
+    fallbacks,
+    first_round,
+    short_key,
+)
 from unbottle.optimize.config import OptimizeConfig
 from unbottle.optimize.result import result_document, staging_folder
 
@@ -241,8 +248,7 @@ class Search:
         objective's phase, best first (None when there is none, or the objective has no phase)."""
         from unbottle.core.env import physical_cores
 
-        phase = {"decode": "decode", "throughput": "decode", "prefill": "prefill", "ttft": "prefill"}
-        wanted = phase.get(self.cfg.objective)
+        wanted = OBJECTIVE_PHASE.get(self.cfg.objective)
         threads = self.cfg.threads or physical_cores()
         if wanted is None:
             return None

@@ -26,7 +26,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
     Each part is timed (``load_s`` the first load, imports included; ``reload_s`` a second one;
     ``eval_s``; ``screen_ab_s``) so the search can price its later trials (``unbottle.optimize.plan``).
     """
-    from unbottle.bench import apply_threads
+    from unbottle.bench import apply_threads, check_positions
     from unbottle.compare.ab import ABConfig, run_ab
     from unbottle.compare.noise import noise_floor_from
     from unbottle.compare.speed import compare_rounds
@@ -38,6 +38,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         loaded = load_causal_lm(cfg.model)
         load_s = time.perf_counter() - start
+        check_positions(loaded, cfg.prompt_length + cfg.new_tokens, "give a shorter --workload")
         own = own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
         for stage in ("screen", "full"):
@@ -120,10 +121,16 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     saved = resolve(str(out)).load()
     own = own_resources(saved, cfg, [])  # measured with nothing else loaded
     base = load_causal_lm(cfg.model)
-    rounds = run_ab(base, saved, ABConfig(**cfg.ab_settings("full")))
+    settings = cfg.ab_settings("full")
+    rounds = run_ab(base, saved, ABConfig(**settings))
+    comparisons = compare_rounds(rounds)
+    if settings["scenario"] != "decode":  # every phase of the workload's request is verified
+        comparisons.update(
+            compare_rounds(run_ab(base, saved, ABConfig(**{**settings, "scenario": "decode"})))
+        )
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
     saved_evals = _evaluate(saved, cfg, "full")
-    comparisons = {**compare_rounds(rounds), **compare_evals(*paired_samples(base_evals, saved_evals))}
+    comparisons.update(compare_evals(*paired_samples(base_evals, saved_evals)))
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
         **own,

@@ -19,7 +19,13 @@ _STAGES = {
     "final": ("finalist (95% CI)", "circle"),
     "verify": ("verified on the saved model", "square"),
 }
-_LATENCY = ("decode.token_latency", "decode.ttft", "prefill.latency", "generate.latency")
+_LATENCY = (
+    "decode.token_latency",
+    "decode.ttft",
+    "decode.request_latency",
+    "prefill.latency",
+    "generate.latency",
+)
 _LABEL_CHARS = 34
 
 

@@ -67,6 +67,11 @@ def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
         report.headline.append(
             Stat(what, f"×{g[0]:.2f}", f"{g[1]:.2f} – {g[2]:.2f}", "good" if g[1] > 1 else "")
         )
+        regressed = [r["phase"] for r in winner.get("phases") or [] if r["regressed"]]
+        if regressed:
+            report.headline.append(
+                Stat("slower phase", ", ".join(regressed), tone="bad", note=_workload_text(opt))
+            )
         acc, acc_ci = accuracy_text(winner.get("accuracy"))
         tone = "good" if winner.get("guard_passed") else "bad"
         report.headline.append(
@@ -85,6 +90,13 @@ def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
     tried = [r for r in opt["trials"] if r["stage"] != "baseline"]
     spent = f"{opt.get('elapsed_s', 0):.0f} s of a {opt.get('time_budget_s', 0):.0f} s budget"
     report.headline.append(Stat("trials", str(len(tried)), note=spent))
+    if opt.get("workload"):
+        report.headline.append(Stat("workload", _workload_text(opt).removeprefix("request: ")))
+
+
+def _workload_text(opt: dict[str, Any]) -> str:
+    w = opt.get("workload")
+    return f"request: prompt={w['prompt']}, new={w['new']} tokens" if w else ""
 
 
 def _recorded_trials(report: Report) -> None:
