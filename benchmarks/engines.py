@@ -153,6 +153,7 @@ def build_engines(base, gguf_path: Path, threads: int, winner: str | None, max_c
     torch.set_num_threads(threads)
     genai = {
         WINNER: "genai:weights=gguf",
+        "GenAI loop, genai:weights=blocks build (4-bit from the float weights)": "genai:weights=blocks",
         "GenAI builder int8": "genai:precision=int8",
         "GenAI builder int4 RTN": "genai:precision=int4",
         "GenAI builder int4 k-quant, last MatMul int8": (
@@ -228,6 +229,21 @@ def summarise(engines: dict, samples: dict, bandwidth: dict, new: int, ppl: dict
             },
         }
     return rows
+
+
+def loop_overhead(samples: dict) -> dict | None:
+    """Per-token seconds unbottle's decode loop adds to GenAI's own loop on the same build, paired by
+    round (the Python around each step: feeding the token, reading the logits, the argmax)."""
+    ours, theirs = samples.get(WINNER), samples.get("GenAI loop, genai:weights=gguf build")
+    if not ours or not theirs:
+        return None
+    per_round = [1 / a - 1 / b for a, b in zip(ours["decode"], theirs["decode"], strict=True)]
+    ratio = ratio_of_medians_paired(theirs["decode"], ours["decode"])
+    return {
+        "ms_per_token": 1000 * float(np.median(per_round)),
+        "ms_per_token_rounds": [1000 * v for v in per_round],
+        "speed_vs_genai_loop": [ratio.point, ratio.ci_low, ratio.ci_high],
+    }
 
 
 def print_table(threads: int, rows: dict) -> None:
@@ -309,8 +325,20 @@ def main() -> int:
         ppl = {} if threads != 1 else {n: e.perplexity() for n, e in engines.items()}
         ppl = ppl or {n: r["perplexity"] for n, r in doc["results"].get("1", {}).get("rows", {}).items()}
         rows = summarise(engines, samples, bandwidth, args.new_tokens, ppl)
-        doc["results"][str(threads)] = {"bandwidth": bandwidth, "rows": rows, "rounds": args.rounds}
+        overhead = loop_overhead(samples)
+        doc["results"][str(threads)] = {
+            "bandwidth": bandwidth,
+            "rows": rows,
+            "rounds": args.rounds,
+            "loop_overhead": overhead,
+        }
         print_table(threads, rows)
+        if overhead:
+            r = overhead["speed_vs_genai_loop"]
+            print(
+                f"\nunbottle's loop adds {overhead['ms_per_token']:.2f} ms per token to GenAI's own loop "
+                f"(x{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] of its speed)"
+            )
         if threads == 1:
             missed = goals(rows)
         del engines

@@ -153,3 +153,25 @@ def test_host_order_puts_faster_matmul_dtypes_first_when_the_phase_is_compute_bo
     assert order == ["static-int8", "precision"]  # 5x before 3x
     order, why = host_order(_peaks(20.0, bfloat16=90.0), "ttft")
     assert order is None and "no faster matmul dtype" in why
+
+
+def test_a_gguf_model_tries_its_own_blocks_and_a_float_model_computes_them():
+    from_file, skipped_file, _ = first_round((), "decode", gguf=True)
+    assert from_file[0].key == "genai:weights=gguf"
+    assert "carries its own blocks over" in skipped_file["genai:weights=blocks"]
+    floats, skipped_float, _ = first_round((), "decode", gguf=False)
+    assert floats[0].key == "genai:weights=blocks"
+    assert "not loaded from a .gguf file" in skipped_float["genai:weights=gguf"]
+    asked, skipped, _ = first_round(("genai:weights=blocks",), "decode", gguf=True)
+    assert [c.key for c in asked] == ["genai:weights=blocks"] and not skipped  # named by the user: tried
+
+
+def test_only_a_blocks_build_gets_per_layer_fallbacks_among_genai_candidates():
+    from unbottle.optimize.candidates import fallbacks, parse_candidate
+
+    sens = {"model.layers.0.mlp.down_proj": 0.2, "model.layers.1.self_attn.q_proj": 0.01}
+    blocks = fallbacks(parse_candidate("genai:weights=blocks"), sens)
+    assert blocks and blocks[0].configs[0].exclude == ("model.layers.0.mlp.down_proj",)  # at 8 bits
+    assert all(c.origin == "fallback" for c in blocks)
+    assert fallbacks(parse_candidate("genai:weights=gguf"), sens) == []
+    assert fallbacks(parse_candidate("genai:precision=int4"), sens) == []

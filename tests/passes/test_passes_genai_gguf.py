@@ -136,6 +136,6 @@ def test_weights_gguf_refuses_weights_an_earlier_pass_changed(from_gguf):
         apply_(from_gguf[1], [parse_pass("prune:sparsity=0.5"), GenaiConfig(weights="gguf")])
 
 
-def test_weights_must_be_quantize_or_gguf():
-    with pytest.raises(Exception, match="genai weights='q4' given; allowed: quantize, gguf"):
+def test_weights_must_be_quantize_gguf_or_blocks():
+    with pytest.raises(Exception, match="genai weights=.q4. given; allowed: quantize, gguf, blocks"):
         GenaiConfig(weights="q4")

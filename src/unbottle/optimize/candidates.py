@@ -28,6 +28,7 @@ from unbottle.profile.roofline import format_decode_gain
 # benchmarks/README.md for the measurements behind the order).
 DEFAULT_CANDIDATES = (
     "genai:weights=gguf",
+    "genai:weights=blocks",
     "genai:precision=int8",
     "onnx:quantize=int8-block",
     "wo-int8",
@@ -43,10 +44,11 @@ DEFAULT_CANDIDATES = (
 )
 # The first PRIMARY built-in candidates are screened, rescued and combined before the rest are
 # tried with the time left: on CPUs they are the ones that can shrink weight bytes several-fold.
-PRIMARY = 6
+PRIMARY = 7
 # For size and memory objectives fewer bits matter more than kernel speed.
 SIZE_FIRST = (
     "genai:weights=gguf",
+    "genai:weights=blocks",
     "genai:precision=int4,algo=k_quant",
     "onnx:quantize=int4-block",
     "wo-int4:group_size=32",
@@ -76,6 +78,9 @@ FAMILIES = {
 FLOAT_ONLY = ("genai",)
 # Candidates that need the model to come from a .gguf file (they carry its blocks over).
 NEEDS_GGUF = ("genai:weights=gguf",)
+# Candidates for float sources only: on a .gguf model the file's own blocks (NEEDS_GGUF) carry the
+# same formats over without re-quantizing.
+FLOAT_SOURCE = ("genai:weights=blocks",)
 
 FAMILY_ORDER = ("structure", "format", "compile", "export")
 
@@ -165,6 +170,11 @@ def first_round(
             skipped[cand.key] = "this machine can't run it: " + "; ".join(reasons)
         elif not gguf and any(c.label() in NEEDS_GGUF for c in cand.configs):
             skipped[cand.key] = "the model was not loaded from a .gguf file, whose blocks it carries over"
+        elif gguf and not user_given and any(c.label() in FLOAT_SOURCE for c in cand.configs):
+            skipped[cand.key] = (
+                "the model comes from a .gguf file: genai:weights=gguf carries its own blocks over "
+                "instead of computing them again from the dequantized weights"
+            )
         elif cand.key not in {c.key for c in chosen}:
             chosen.append(cand)
     primary = (
@@ -264,7 +274,7 @@ def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candi
     layers by measured sensitivity added to it (``lm_head`` is usually among the first).
     """
     idx = next(
-        (i for i in reversed(range(len(candidate.configs))) if hasattr(candidate.configs[i], "exclude")), None
+        (i for i in reversed(range(len(candidate.configs))) if _keeps_layers(candidate.configs[i])), None
     )
     if idx is None or not sensitivity:
         return []
@@ -287,6 +297,12 @@ def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candi
         configs = candidate.configs[:idx] + (new,) + candidate.configs[idx + 1 :]
         out.append(Candidate(configs, "fallback", candidate.key))
     return out
+
+
+def _keeps_layers(config: Any) -> bool:
+    """Whether a pass can keep some layers at higher precision (an ``exclude`` field it honours)."""
+    accepts = getattr(config, "accepts_exclude", None)
+    return hasattr(config, "exclude") and (accepts is None or accepts())
 
 
 _EXCLUDE = re.compile(r"exclude=([^,+\s]+)")

@@ -37,6 +37,8 @@ def layer_sensitivity(loaded: Any, configs: list[PassConfig], seed: int = 0) -> 
     if prefix:
         loaded, _ = apply_(loaded, prefix, copy_model=False)
     inputs = _capture_inputs(loaded, seed)
+    if isinstance(proxy, tuple) and proxy[0] == "blocks":
+        return _simulated_formats(loaded.model, inputs, proxy[1], proxy[2]), f"simulated {proxy[1]} blocks"
     if isinstance(proxy, tuple):
         scores = _simulated(loaded.model, inputs, *proxy)
         return scores, f"simulated {proxy[0]}-bit blocks of {proxy[1]} ({'sym' if proxy[2] else 'asym'})"
@@ -47,6 +49,10 @@ def layer_sensitivity(loaded: Any, configs: list[PassConfig], seed: int = 0) -> 
 def _proxy(configs: list[PassConfig]) -> tuple[int, Any]:
     for i in reversed(range(len(configs))):
         c = configs[i]
+        if c.name == "genai":
+            if c.weights == "blocks":
+                return i, ("blocks", c.block_format, c.output_format)
+            continue
         if c.name == "onnx":
             if c.quantize in ("int8-block", "int4-block"):
                 return i, (8 if c.quantize == "int8-block" else 4, c.block_size, c.symmetric)
@@ -124,6 +130,33 @@ def _simulated(
                 w = fake_quantize_blocks(module.weight, bits, block, symmetric)
                 x = inputs[name]
                 scores[name] = _relative_error(module(x), torch.nn.functional.linear(x, w, module.bias))
+    return scores
+
+
+def _simulated_formats(model: Any, inputs: dict[str, Any], fmt: str, output_fmt: str) -> dict[str, float]:
+    """Each layer's error with its weight in llama.cpp block format ``fmt`` (``output_fmt`` for the
+    output layer), searched under the importance of the very inputs it is scored on, as the genai
+    pass's weights=blocks computes it (``passes.block_quant``). An output layer already at q8_0 is
+    left out: a fallback could not raise it."""
+    import torch
+
+    from unbottle.passes import block_quant
+    from unbottle.sources.gguf_blocks import dequantize
+
+    output = model.get_output_embeddings()
+    scores = {}
+    with torch.no_grad():
+        for name, module in linear_layers(model).items():
+            if name not in inputs or module.in_features % block_quant.BLOCK:
+                continue
+            if module is output and output_fmt == "q8_0":
+                continue  # already at the 8 bits a fallback would give it
+            x = inputs[name]
+            imp = (x.float().reshape(-1, x.shape[-1]) ** 2).mean(0).double().numpy()
+            w = module.weight.detach().float().numpy()
+            q = block_quant.quantize(w, output_fmt if module is output else fmt, imp)
+            w_q = torch.from_numpy(dequantize(q)).to(x.dtype)
+            scores[name] = _relative_error(module(x), torch.nn.functional.linear(x, w_q, module.bias))
     return scores
 
 

@@ -45,6 +45,8 @@ SUPPORTED = (
     "NemotronForCausalLM",
 )
 _RUN_ONLY = ("threads", "output", "verify")
+_BLOCKS_ONLY = ("block_format", "output_format", "calibrate", "exclude")
+WEIGHTS = ("quantize", "gguf", "blocks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +60,19 @@ class GenaiConfig(PassConfig):
         accuracy_level: ``MatMulNBits`` compute; 4 quantizes activations to int8 per block (the fast
             CPU path), 1 keeps them in float32.
         symmetric: blocks without zero points (the builder's default).
-        weights: ``quantize`` (the builder quantizes the float weights) or ``gguf``: every MatMul and
+        weights: ``quantize`` (the builder quantizes the float weights), ``gguf``: every MatMul and
             the embedding take the quantized blocks of the .gguf file the model was loaded from,
-            unchanged (precision, algo, block_size, symmetric and mixed then do not apply).
+            unchanged, or ``blocks``: llama.cpp's block formats computed from the float weights
+            (``passes.block_quant``; a float minimum per block, searched under activation
+            importance). With gguf or blocks, precision, algo, block_size, symmetric and mixed do not
+            apply.
+        block_format / output_format: with weights=blocks, the format of the MatMuls and of the
+            output layer (and embedding): ``q4_0``, ``q4_1``, ``q5_1`` (8-bit codes) or ``q8_0``.
+        calibrate: with weights=blocks, weight the Q4_1 search by each input channel's mean square
+            activation on calibration text (a novel other than the evaluation text).
+        exclude: with weights=blocks, layers (module names or patterns) kept at q8_0: 4 bits where
+            it keeps the accuracy guard, 8 bits where it does not (the search fills this in by
+            measured sensitivity).
         mixed: MatMul groups quantized to another type, ``selector:type`` joined by ``|``
             (selectors ``last_matmul``, ``mixed_layers``; types ``int4``, ``int8``), e.g.
             ``last_matmul:int8`` keeps the output layer at 8 bits.
@@ -82,7 +94,11 @@ class GenaiConfig(PassConfig):
     accuracy_level: int = 4
     symmetric: bool = True
     mixed: tuple[str, ...] = ()
-    weights: Literal["quantize", "gguf"] = "quantize"
+    weights: Literal["quantize", "gguf", "blocks"] = "quantize"
+    block_format: str = "q4_1"
+    output_format: str = "q8_0"
+    calibrate: bool = True
+    exclude: tuple[str, ...] = ()
     threads: int | None = None
     output: str | None = None
     verify: bool = True
@@ -107,21 +123,44 @@ class GenaiConfig(PassConfig):
                     f"genai mixed={item!r} given; allowed: last_matmul|mixed_layers, each ':int4' or ':int8' "
                     "(e.g. mixed=last_matmul:int8)"
                 )
-        if self.weights not in ("quantize", "gguf"):
-            raise ConfigError(f"genai weights={self.weights!r} given; allowed: quantize, gguf")
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"genai weights={self.weights!r} given; allowed: {', '.join(WEIGHTS)}")
+        self._check_blocks()
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"genai threads={self.threads} given; allowed: 1 or more, or none")
+
+    def _check_blocks(self) -> None:
+        from unbottle.passes.block_quant import FORMATS
+
+        if isinstance(self.exclude, str):
+            object.__setattr__(self, "exclude", tuple(p for p in self.exclude.split("|") if p))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        for field in ("block_format", "output_format"):
+            if getattr(self, field) not in FORMATS:
+                raise ConfigError(
+                    f"genai {field}={getattr(self, field)!r} given; allowed: {', '.join(FORMATS)}"
+                )
+        if self.weights != "blocks" and self.exclude:
+            raise ConfigError(
+                f"genai exclude={'|'.join(self.exclude)!r} given with weights={self.weights}; layers are "
+                "kept at 8 bits only with weights=blocks"
+            )
+
+    def accepts_exclude(self) -> bool:
+        """Whether layers can be kept at higher precision (the search's per-layer fallback)."""
+        return self.weights == "blocks"
 
     @property
     def quantize(self) -> str:
         """``none`` for an fp32 build (the probe then demands near-equal logits), else the precision."""
-        if self.weights == "gguf":
-            return "gguf"
+        if self.weights in ("gguf", "blocks"):
+            return self.weights
         return "none" if self.precision == "fp32" else self.precision
 
     def frame(self) -> GenaiConfig:
-        """The settings the builder runs with: for weights=gguf an int4 graph whose weights get replaced."""
-        if self.weights != "gguf":
+        """The settings the builder runs with: for weights=gguf|blocks an int4 graph whose weights get
+        replaced."""
+        if self.weights == "quantize":
             return self
         frame = {"precision": "int4", "algo": "rtn", "block_size": 32, "symmetric": True, "mixed": ()}
         return dataclasses.replace(self, **frame)
@@ -145,8 +184,10 @@ class GenaiConfig(PassConfig):
         return f"the GenAI model builder does not build {arch} (it builds {known}); use the onnx pass instead"
 
     def file_key(self) -> dict[str, Any]:
-        """The settings that decide the files written."""
-        return {k: v for k, v in self.to_dict().items() if k not in _RUN_ONLY}
+        """The settings that decide the files written (the block settings only with weights=blocks,
+        so builds made before they existed keep their keys)."""
+        skip = set(_RUN_ONLY) | (set() if self.weights == "blocks" else set(_BLOCKS_ONLY))
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def builder_options(self) -> list[str]:
         """``--extra_options`` for the builder."""
@@ -259,6 +300,8 @@ def build(
             from unbottle.passes.genai_gguf import import_blocks
 
             imported = import_blocks(out / "model.onnx", Path(gguf), model, config.accuracy_level)
+        elif config.weights == "blocks":
+            imported = _quantize_blocks(model, tokenizer, config, out / "model.onnx")
         summary = oq.op_summary(out / "model.onnx")
         ops = summary["ops"]
         quantized = sum(v for k, v in ops.items() if k.endswith("MatMulNBits"))
@@ -285,9 +328,48 @@ def build(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _quantize_blocks(model: Any, tokenizer: Any, config: GenaiConfig, graph: Path) -> dict[str, Any]:
+    """The builder's graph re-weighted with block formats computed from ``model``'s float weights."""
+    from unbottle.passes import block_quant
+    from unbottle.passes.base import matches
+    from unbottle.passes.genai_gguf import quantize_into
+
+    importance = None
+    if config.calibrate:
+        importance = block_quant.activation_importance(model, tokenizer)
+    output = model.get_output_embeddings()
+    output_name = next((n for n, m in model.named_modules() if m is output), "lm_head")
+
+    def format_of(module: str) -> str:
+        if config.exclude and matches(module, config.exclude):
+            return "q8_0"
+        return config.output_format if module == output_name else config.block_format
+
+    imported = quantize_into(graph, model, config.accuracy_level, format_of, importance)
+    imported["calibration"] = (
+        None
+        if importance is None
+        else f"{block_quant.CALIBRATION_TEXT}"
+        if tokenizer is not None
+        else "random token ids (no tokenizer)"
+    )
+    return imported
+
+
 def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str:
     if imported is None:
         return f"built by the ONNX Runtime GenAI model builder ({config.precision})"
+    if config.weights == "blocks":
+        formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
+        how = (
+            f"searched under activation importance on {imported['calibration']}"
+            if imported.get("calibration")
+            else "min-max per block (gguf.quants)"
+        )
+        return (
+            f"built by the ONNX Runtime GenAI model builder with llama.cpp block formats computed from the "
+            f"float weights ({how}): MatMuls {formats}; embedding: {imported['embedding']}"
+        )
     formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
     return (
         f"built by the ONNX Runtime GenAI model builder with the GGUF file's own blocks: MatMuls {formats} "

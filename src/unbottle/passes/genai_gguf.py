@@ -59,29 +59,108 @@ def import_blocks(graph_path: Path, gguf_path: Path, model: Any, accuracy_level:
         ValueError: a node the file has no tensors for, an unsupported block type, or a weight whose
             dequantization differs from the model's (naming the node and what to do).
     """
-    import onnx
-
-    proto = onnx.load(str(graph_path))
     tensors = gb.gguf_tensors(gguf_path)
     expected = _expected_weights(model)
     text = model.config.get_text_config(decoder=True)
     heads = {"attn_q": text.num_attention_heads, "attn_k": getattr(text, "num_key_value_heads", None)}
+    checked: dict[str, gb.NBitsWeight] = {}  # GGUF name → its blocks, already compared with the model
+
+    def node_weight(node: str) -> tuple[list[str], gb.NBitsWeight]:
+        names = _gguf_names(node, tensors)
+        return names, _checked(node, names, tensors, expected, heads, checked)
+
+    return _rewrite(
+        graph_path,
+        node_weight,
+        lambda: _embedding_weight(tensors, expected, checked),
+        expected,
+        accuracy_level,
+    )
+
+
+def quantize_into(
+    graph_path: Path,
+    model: Any,
+    accuracy_level: int,
+    format_of: Callable[[str], str],
+    importance: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Rewrite the builder's graph with llama.cpp block formats computed from the model's float weights.
+
+    ``format_of(module name)`` picks each weight's format (``passes.block_quant.FORMATS``);
+    ``importance`` (module name → per-input-channel mean square activation) weights the Q4_1 search.
+    The embedding of a tied model gathers the output layer's blocks; an untied one gets its own, in
+    the output layer's format. Same summary as ``import_blocks``.
+    """
+    from unbottle.passes import block_quant
+
+    expected = _expected_weights(model)
+    module_of = _module_names(model)
+    out, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = out is not None and embed is not None and out.weight is embed.weight
+    names = {} if tied else {"output.weight": None}  # _gguf_names only asks which names exist
+    done: dict[str, gb.NBitsWeight] = {}
+
+    def blocks(name: str) -> gb.NBitsWeight:
+        if name not in done:
+            module = module_of(name)
+            imp = None if importance is None else importance.get(module)
+            done[name] = block_quant.quantize(expected(name), format_of(module), imp)
+        return done[name]
+
+    def node_weight(node: str) -> tuple[list[str], gb.NBitsWeight]:
+        parts = _gguf_names(node, names)
+        return parts, gb.concat_rows([blocks(p) for p in parts])
+
+    def embedding() -> gb.NBitsWeight:
+        if tied:
+            return blocks("token_embd.weight")
+        return block_quant.quantize(expected("token_embd.weight"), format_of(module_of("output.weight")))
+
+    return _rewrite(graph_path, node_weight, embedding, expected, accuracy_level)
+
+
+def _rewrite(
+    graph_path: Path,
+    node_weight: Callable[[str], tuple[list[str], gb.NBitsWeight]],
+    embedding: Callable[[], gb.NBitsWeight | None],
+    expected: Callable[[str], np.ndarray],
+    accuracy_level: int,
+) -> dict[str, Any]:
+    """Every MatMulNBits of the graph and its embedding set from the blocks given; pruned, saved."""
+    import onnx
+
+    proto = onnx.load(str(graph_path))
     editor = _Editor(proto)
     formats: dict[str, int] = {}
     offset_nodes = 0
-    checked: dict[str, gb.NBitsWeight] = {}  # GGUF name → its blocks, already compared with the model
     for node in [n for n in proto.graph.node if n.op_type == "MatMulNBits"]:
-        names = _gguf_names(node.name, tensors)
-        weight = _checked(node.name, names, tensors, expected, heads, checked)
+        names, weight = node_weight(node.name)
         editor.set_matmul(node, weight, accuracy_level, tied=names == ["token_embd.weight"])
         offset_nodes += weight.offsets is not None
         formats[weight.qtype] = formats.get(weight.qtype, 0) + 1
-    embedding = editor.set_embedding(
-        _embedding_weight(tensors, expected, checked), expected("token_embd.weight")
-    )
+    said = editor.set_embedding(embedding(), expected("token_embd.weight"))
     editor.prune()
     _save(proto, graph_path)
-    return {"formats": formats, "offset_nodes": offset_nodes, "embedding": embedding}
+    return {"formats": formats, "offset_nodes": offset_nodes, "embedding": said}
+
+
+def _module_names(model: Any) -> Callable[[str], str]:
+    """GGUF tensor name → the name of the transformers module holding that weight."""
+    modules = dict(model.named_modules())
+    prefix = next((p for p in ("model.layers.", "model.language_model.layers.") if p + "0" in modules), "")
+    output = next((n for n, m in modules.items() if m is model.get_output_embeddings()), "lm_head")
+    embed = next((n for n, m in modules.items() if m is model.get_input_embeddings()), "embed_tokens")
+
+    def name(gguf_name: str) -> str:
+        if gguf_name == "output.weight":
+            return output
+        if gguf_name == "token_embd.weight":  # tied: the output layer's blocks (and format)
+            return output if model.get_output_embeddings() is not None else embed
+        _, layer, kind, _ = gguf_name.split(".")
+        return f"{prefix}{layer}.{_MODULES[kind]}"
+
+    return name
 
 
 def _expected_weights(model: Any) -> Callable[[str], np.ndarray]:
