@@ -61,6 +61,7 @@ def test_ab_a_vs_a_reports_ratio_ci_and_records_a_noise_floor():
         "decode.tokens_per_s",
         "decode.token_latency",
         "decode.ttft",
+        "decode.request_latency",
     }
     assert doc["comparison"]["overall"] == "no goals"
 
