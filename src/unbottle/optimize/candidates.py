@@ -28,7 +28,9 @@ from unbottle.profile.roofline import format_decode_gain
 # benchmarks/README.md for the measurements behind the order).
 DEFAULT_CANDIDATES = (
     "genai:weights=gguf",
+    "genai:weights=gguf,prefill=torch",
     "genai:weights=blocks",
+    "genai:weights=blocks,prefill=torch",
     "genai:precision=int8",
     "onnx:quantize=int8-block",
     "wo-int8",
@@ -44,7 +46,7 @@ DEFAULT_CANDIDATES = (
 )
 # The first PRIMARY built-in candidates are screened, rescued and combined before the rest are
 # tried with the time left: on CPUs they are the ones that can shrink weight bytes several-fold.
-PRIMARY = 7
+PRIMARY = 9
 # For size and memory objectives fewer bits matter more than kernel speed.
 SIZE_FIRST = (
     "genai:weights=gguf",
@@ -77,10 +79,10 @@ FAMILIES = {
 # Export passes that build from float32 weights: a weight format before them can't compose.
 FLOAT_ONLY = ("genai",)
 # Candidates that need the model to come from a .gguf file (they carry its blocks over).
-NEEDS_GGUF = ("genai:weights=gguf",)
+NEEDS_GGUF = ("genai:weights=gguf", "genai:weights=gguf,prefill=torch")
 # Candidates for float sources only: on a .gguf model the file's own blocks (NEEDS_GGUF) carry the
 # same formats over without re-quantizing.
-FLOAT_SOURCE = ("genai:weights=blocks",)
+FLOAT_SOURCE = ("genai:weights=blocks", "genai:weights=blocks,prefill=torch")
 
 FAMILY_ORDER = ("structure", "format", "compile", "export")
 

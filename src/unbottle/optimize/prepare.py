@@ -54,7 +54,7 @@ def genai_builds(candidates: list[Any]) -> list[dict[str, Any]]:
     for cand in candidates:
         if len(cand.configs) != 1 or cand.configs[0].name != "genai" or cand.configs[0].output is not None:
             continue
-        item = {**cand.configs[0].to_dict(), "verify": False, "threads": None}  # run-only settings
+        item = {**cand.configs[0].to_dict(), "verify": False, "threads": None, "prefill": "genai"}  # run-only
         if item not in seen:
             seen.append(item)
     return seen

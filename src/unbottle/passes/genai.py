@@ -44,7 +44,7 @@ SUPPORTED = (
     "GraniteForCausalLM",
     "NemotronForCausalLM",
 )
-_RUN_ONLY = ("threads", "output", "verify")
+_RUN_ONLY = ("threads", "output", "verify", "prefill")
 _BLOCKS_ONLY = ("block_format", "output_format", "calibrate", "exclude")
 WEIGHTS = ("quantize", "gguf", "blocks")
 
@@ -76,6 +76,10 @@ class GenaiConfig(PassConfig):
         mixed: MatMul groups quantized to another type, ``selector:type`` joined by ``|``
             (selectors ``last_matmul``, ``mixed_layers``; types ``int4``, ``int8``), e.g.
             ``last_matmul:int8`` keeps the output layer at 8 bits.
+        prefill: the engine of a prompt: ``genai`` (the graph) or ``torch``: the float model the
+            build was made from runs the prompt and hands its KV cache to the graph, which decodes
+            (``runtime.hybrid_model``; both stay in memory, and a saved folder loads the float model
+            from the recipe's source).
         threads: intra-op threads; None follows ``torch.get_num_threads()``.
         output: folder for the build; default ``<unbottle cache>/genai/<hash>``.
         verify: compare logits with the torch model on a short probe after building.
@@ -99,6 +103,7 @@ class GenaiConfig(PassConfig):
     output_format: str = "q8_0"
     calibrate: bool = True
     exclude: tuple[str, ...] = ()
+    prefill: Literal["genai", "torch"] = "genai"
     threads: int | None = None
     output: str | None = None
     verify: bool = True
@@ -126,6 +131,8 @@ class GenaiConfig(PassConfig):
         if self.weights not in WEIGHTS:
             raise ConfigError(f"genai weights={self.weights!r} given; allowed: {', '.join(WEIGHTS)}")
         self._check_blocks()
+        if self.prefill not in ("genai", "torch"):
+            raise ConfigError(f"genai prefill={self.prefill!r} given; allowed: genai, torch")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"genai threads={self.threads} given; allowed: 1 or more, or none")
 
@@ -233,7 +240,6 @@ def check_buildable(model: Any) -> None:
 @handler(GenaiConfig)
 def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applied:
     from unbottle.passes.onnx import verify, weights_digest
-    from unbottle.runtime.genai_model import GenaiCausalLM
     from unbottle.sources.base import count_parameters
 
     check_buildable(model)
@@ -253,19 +259,29 @@ def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applie
         meta = build(model, context.tokenizer, config, folder, key, gguf)
     else:
         notes.append(f"reused the build cached in {folder}")
-    runtime = GenaiCausalLM(
-        folder,
-        model.config,
-        getattr(model, "generation_config", None),
-        threads=config.threads,
-        n_parameters=count_parameters(model),
-        stored_bytes=meta["stored_bytes"],
-    )
+    runtime = runtime_for(folder, model, config, count_parameters(model), meta["stored_bytes"])
     runtime.save_meta({**meta, "n_parameters": runtime.n_parameters, "runtime": "genai"})
     notes += meta["notes"]
+    if config.prefill == "torch":
+        notes.append(
+            "prompts run in the float torch model, which hands its KV cache to the graph for decoding"
+        )
     if config.verify:
         notes.append(verify(model, runtime, config))
     return Applied(runtime, touched=meta["touched"], notes=notes)
+
+
+def runtime_for(folder: Path, model: Any, config: GenaiConfig, n_parameters: int, stored_bytes: int) -> Any:
+    """The model a build runs as: the GenAI graph alone, or with ``model`` for prompts
+    (``prefill=torch``)."""
+    from unbottle.runtime.genai_model import GenaiCausalLM
+
+    kw = {"threads": config.threads, "n_parameters": n_parameters, "stored_bytes": stored_bytes}
+    if config.prefill == "torch":
+        from unbottle.runtime.hybrid_model import HybridCausalLM
+
+        return HybridCausalLM(folder, model, **kw)
+    return GenaiCausalLM(folder, model.config, getattr(model, "generation_config", None), **kw)
 
 
 def build(

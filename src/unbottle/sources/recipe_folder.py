@@ -62,7 +62,10 @@ class RecipeSource(ModelSource):
                 "re-create it with `unbottle apply`"
             )
         notes: list[str] = []
-        if (folder / "genai_config.json").exists():
+        torch_prefill = [c for c in configs if c.name == "genai" and c.prefill == "torch"]
+        if (folder / "genai_config.json").exists() and torch_prefill:
+            model = self._hybrid(folder, notes)
+        elif (folder / "genai_config.json").exists():
             from unbottle.runtime.genai_model import GenaiCausalLM
 
             model = GenaiCausalLM.load(folder)
@@ -81,3 +84,24 @@ class RecipeSource(ModelSource):
         )
         notes.append(f"ONNX Runtime model from the recipe of {self.recipe.source} ({len(configs)} pass(es))")
         return Loaded(model=model, tokenizer=load_tokenizer(folder, notes), info=info)
+
+    def _hybrid(self, folder: Path, notes: list[str]):
+        """The GenAI graph with the recipe's source model (float) for prompts (``genai:prefill=torch``)."""
+        import json
+
+        from unbottle.core.errors import ModelLoadError
+        from unbottle.runtime.hybrid_model import HybridCausalLM
+        from unbottle.runtime.ort_model import META_FILE
+        from unbottle.sources import resolve
+
+        if self.recipe.baked:
+            raise ModelLoadError(
+                f"{self.path}: a torch-prefill GenAI model loads its float model from the recipe's source, "
+                "but this recipe baked earlier passes; re-create it with genai first"
+            )
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        source = resolve(self.recipe.source).load()
+        notes.append(f"prompts run in {self.recipe.source} (float torch), decoding in the GenAI graph")
+        return HybridCausalLM(  # the graph's bytes; the float model's are added
+            folder, source.model, n_parameters=meta["n_parameters"], stored_bytes=meta.get("stored_bytes")
+        )
