@@ -132,16 +132,21 @@ class HybridCausalLM(GenaiCausalLM):
         import torch
         from transformers import DynamicCache
 
-        from unbottle.bench.scenarios import cache_keyword
+        from unbottle.bench.scenarios import cache_keyword, forward_kwargs
         from unbottle.runtime.ort_model import full_layers
 
         past = DynamicCache(config=self.torch_model.config)
         full_layers(past)  # the graph keeps every position of sliding-window layers too
-        kw = {cache_keyword(self.torch_model): past}
+        kw: dict[str, Any] = {cache_keyword(self.torch_model): past}
+        last_only = (
+            isinstance(keep, int) and keep > 0 and "logits_to_keep" in forward_kwargs(self.torch_model)
+        )
+        if last_only:  # a long prompt's full logits would be (T, vocab) floats nobody reads
+            kw["logits_to_keep"] = keep
         with torch.inference_mode():
             out = self.torch_model(input_ids=torch.as_tensor(input_ids).long(), use_cache=True, **kw)
         cache.fill([(layer.keys, layer.values) for layer in past.layers])
-        return _keep(out.logits, keep)
+        return out.logits if last_only else _keep(out.logits, keep)
 
     def _step(self, input_ids: Any, cache: HybridCache, keep: Any) -> Any:
         """Tokens after the prompt through the graph, reading and writing the buffers in place."""
