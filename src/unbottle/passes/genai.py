@@ -362,21 +362,19 @@ def _quantize_blocks(model: Any, tokenizer: Any, config: GenaiConfig, graph: Pat
         return config.output_format if module == output_name else config.block_format
 
     imported = quantize_into(graph, model, config.accuracy_level, format_of, importance)
-    imported["calibration"] = (
-        None
-        if importance is None
-        else f"{block_quant.CALIBRATION_TEXT}"
-        if tokenizer is not None
-        else "random token ids (no tokenizer)"
-    )
+    imported["calibration"] = None
+    if importance is not None:
+        imported["calibration"] = (
+            block_quant.CALIBRATION_TEXT if tokenizer else "random token ids (no tokenizer)"
+        )
     return imported
 
 
 def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str:
     if imported is None:
         return f"built by the ONNX Runtime GenAI model builder ({config.precision})"
+    formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
     if config.weights == "blocks":
-        formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
         how = (
             f"searched under activation importance on {imported['calibration']}"
             if imported.get("calibration")
@@ -386,7 +384,6 @@ def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str
             f"built by the ONNX Runtime GenAI model builder with llama.cpp block formats computed from the "
             f"float weights ({how}): MatMuls {formats}; embedding: {imported['embedding']}"
         )
-    formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
     return (
         f"built by the ONNX Runtime GenAI model builder with the GGUF file's own blocks: MatMuls {formats} "
         f"({imported['offset_nodes']} with per-block offsets); embedding: {imported['embedding']}"

@@ -95,15 +95,17 @@ def quantize_into(
     from unbottle.passes import block_quant
 
     expected = _expected_weights(model)
-    module_of = _module_names(model)
+    lookup = _modules(model)
     out, embed = model.get_output_embeddings(), model.get_input_embeddings()
     tied = out is not None and embed is not None and out.weight is embed.weight
     names = {} if tied else {"output.weight": None}  # _gguf_names only asks which names exist
     done: dict[str, gb.NBitsWeight] = {}
 
+    output_name = lookup("output.weight")[0]
+
     def blocks(name: str) -> gb.NBitsWeight:
-        if name not in done:
-            module = module_of(name)
+        if name not in done:  # a tied token_embd is the output layer: its format and importance
+            module = output_name if name == "token_embd.weight" else lookup(name)[0]
             imp = None if importance is None else importance.get(module)
             done[name] = block_quant.quantize(expected(name), format_of(module), imp)
         return done[name]
@@ -115,7 +117,7 @@ def quantize_into(
     def embedding() -> gb.NBitsWeight:
         if tied:
             return blocks("token_embd.weight")
-        return block_quant.quantize(expected("token_embd.weight"), format_of(module_of("output.weight")))
+        return block_quant.quantize(expected("token_embd.weight"), format_of(output_name))
 
     return _rewrite(graph_path, node_weight, embedding, expected, accuracy_level)
 
@@ -145,42 +147,34 @@ def _rewrite(
     return {"formats": formats, "offset_nodes": offset_nodes, "embedding": said}
 
 
-def _module_names(model: Any) -> Callable[[str], str]:
-    """GGUF tensor name → the name of the transformers module holding that weight."""
+def _modules(model: Any) -> Callable[[str], tuple[str, Any]]:
+    """GGUF tensor name → (name, module) of the transformers module holding that weight."""
     modules = dict(model.named_modules())
-    prefix = next((p for p in ("model.layers.", "model.language_model.layers.") if p + "0" in modules), "")
-    output = next((n for n, m in modules.items() if m is model.get_output_embeddings()), "lm_head")
-    embed = next((n for n, m in modules.items() if m is model.get_input_embeddings()), "embed_tokens")
+    prefix = next((p for p in ("model.layers.", "model.language_model.layers.") if p + "0" in modules), None)
+    special = {
+        "output.weight": model.get_output_embeddings(),
+        "token_embd.weight": model.get_input_embeddings(),
+    }
+    special_names = {g: next((n for n, m in modules.items() if m is mod), g) for g, mod in special.items()}
 
-    def name(gguf_name: str) -> str:
-        if gguf_name == "output.weight":
-            return output
-        if gguf_name == "token_embd.weight":  # tied: the output layer's blocks (and format)
-            return output if model.get_output_embeddings() is not None else embed
-        _, layer, kind, _ = gguf_name.split(".")
-        return f"{prefix}{layer}.{_MODULES[kind]}"
+    def lookup(gguf_name: str) -> tuple[str, Any]:
+        if gguf_name in special:
+            name, module = special_names[gguf_name], special[gguf_name]
+        else:
+            _, layer, kind, _ = gguf_name.split(".")
+            name = f"{prefix}{layer}.{_MODULES[kind]}"
+            module = modules.get(name) if prefix else None
+        if module is None:
+            raise ValueError(f"the model has no module for GGUF tensor {gguf_name}")
+        return name, module
 
-    return name
+    return lookup
 
 
 def _expected_weights(model: Any) -> Callable[[str], np.ndarray]:
     """GGUF tensor name → the torch model's float32 weight (N, K) for it."""
-    modules = dict(model.named_modules())
-    prefix = next((p for p in ("model.layers.", "model.language_model.layers.") if p + "0" in modules), None)
-
-    def weight(name: str) -> np.ndarray:
-        if name in ("output.weight", "token_embd.weight"):
-            module = (
-                model.get_output_embeddings() if name == "output.weight" else model.get_input_embeddings()
-            )
-        else:
-            _, layer, kind, _ = name.split(".")
-            module = modules.get(f"{prefix}{layer}.{_MODULES[kind]}") if prefix else None
-        if module is None:
-            raise ValueError(f"the model has no module for GGUF tensor {name}")
-        return module.weight.detach().float().numpy()
-
-    return weight
+    lookup = _modules(model)
+    return lambda name: lookup(name)[1].weight.detach().float().numpy()
 
 
 def _gguf_names(node: str, tensors: dict[str, gb.GGUFTensor]) -> list[str]:

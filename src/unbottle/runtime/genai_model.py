@@ -54,6 +54,12 @@ class GenaiCache:
         self.generator.append_tokens(np.ascontiguousarray(ids, dtype=np.int32))
         return np.asarray(self.generator.get_output("logits"))
 
+    def step(self, input_ids: Any, keep: Any) -> Any:
+        """``append`` as the model's forward returns it: a tensor of the positions ``keep`` asks for."""
+        import torch
+
+        return _keep(torch.from_numpy(self.append(_int64(input_ids))), keep)
+
 
 class GenaiCausalLM(OrtCausalLM):
     """A GenAI-built model (folder with ``genai_config.json`` and its graph) run on the CPU.
@@ -138,12 +144,12 @@ class GenaiCausalLM(OrtCausalLM):
         logits_to_keep: int | Any = 0,
         **kwargs: Any,
     ) -> Any:
-        """One step, as ``OrtCausalLM.forward``; a ``GenaiCache`` runs it in GenAI's own loop.
+        """One step, as ``OrtCausalLM.forward``; a cache with a ``step`` method runs it itself
+        (``GenaiCache``: GenAI's own loop; ``hybrid_model.HybridCache``: torch prompt, bound buffers).
 
         ``position_ids`` must be the default (``P .. P + T - 1`` after right-aligned real tokens): the
         fused attention derives positions from the mask.
         """
-        import torch
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         if input_ids is None:
@@ -151,9 +157,8 @@ class GenaiCausalLM(OrtCausalLM):
         if kwargs.get("labels") is not None:
             raise ValueError("GenaiCausalLM computes no loss; compute it from .logits")
         cache = cache if cache is not None else past_key_values
-        if isinstance(cache, GenaiCache):
-            logits = torch.from_numpy(cache.append(_int64(input_ids)))  # (B, T, V)
-            return CausalLMOutputWithPast(logits=_keep(logits, logits_to_keep), cache=cache)
+        if callable(getattr(cache, "step", None)):  # a cache that runs its own steps (GenAI's, hybrid)
+            return CausalLMOutputWithPast(logits=cache.step(input_ids, logits_to_keep), cache=cache)
         return self._session_forward(input_ids, attention_mask, cache, use_cache, logits_to_keep)
 
     __call__ = forward

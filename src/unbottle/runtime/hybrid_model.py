@@ -9,15 +9,15 @@ buffers sized once for the whole request, and decodes with the graph's fused att
 per layer with ORT's IO binding: no per-step concatenation, no copy).
 
 Both engines compute keys after the rotary embedding in transformers' layout (batch, kv heads,
-positions, head dim), so the float model's cache is the graph's past as it is. Everything except a
-one-row decode loop (perplexity windows, batches, a ``DynamicCache``) runs in the graph's plain
-session, so accuracy is measured on the decode engine's numerics.
+positions, head dim), so the float model's cache is the graph's past as it is. A ``HybridCache`` runs
+its own steps (``GenaiCausalLM.forward`` hands them to it); everything else (perplexity windows,
+batches, a ``DynamicCache``) runs in the graph's plain session, so accuracy is measured on the decode
+engine's numerics.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,13 @@ class HybridCache:
         length: positions filled.
     """
 
-    def __init__(self, past_names: list[str], kv_shape: tuple[int, int], max_length: int) -> None:
+    def __init__(self, model: HybridCausalLM, max_length: int) -> None:
         import numpy as np
         import onnxruntime as ort
 
-        heads, head_dim = kv_shape
+        model.session()  # its inputs name the buffers
+        past_names, (heads, head_dim) = model._past_names, model._kv_shape
+        self.model = model
         self.max_length = max_length
         self.length = 0
         self.buffers = {
@@ -51,6 +53,14 @@ class HybridCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
+
+    def step(self, input_ids: Any, keep: Any) -> Any:
+        """The model's forward on this cache: the prompt (empty cache) in torch, later tokens in the
+        graph with the buffers bound in place; logits of the positions ``keep`` asks for."""
+        if input_ids is None or input_ids.shape[0] != 1:
+            raise ValueError("a HybridCache decodes one row of input_ids; use a DynamicCache for batches")
+        run = self.model._prefill if self.length == 0 else self.model._step
+        return run(input_ids, self, keep)
 
     def fill(self, layers: list[tuple[Any, Any]]) -> None:
         """Copy a float model's per-layer (keys, values) ``(1, heads, T, dim)`` into the buffers."""
@@ -73,59 +83,21 @@ class HybridCausalLM(GenaiCausalLM):
     made from; its bytes count in ``stored_bytes`` (both stay in memory).
     """
 
-    def __init__(
-        self, folder: str | Path, torch_model: Any, stored_bytes: int | None = None, **kwargs: Any
-    ) -> None:
-        """``stored_bytes``: the graph's weight bytes (None: its files'); the float model's are added."""
-        from unbottle.runtime.genai_model import GENAI_CONFIG
-        from unbottle.runtime.ort_model import _file_bytes
+    def __init__(self, folder: str | Path, torch_model: Any, **kwargs: Any) -> None:
+        """``kwargs`` as ``GenaiCausalLM``'s; ``stored_bytes`` is the graph's, the float model's are added."""
+        from unbottle.runtime.weights import StoredWeights
 
-        if stored_bytes is None:
-            genai = json.loads((Path(folder) / GENAI_CONFIG).read_text(encoding="utf-8"))
-            stored_bytes = _file_bytes(Path(folder) / genai["model"]["decoder"]["filename"])
         super().__init__(
-            folder,
-            torch_model.config,
-            getattr(torch_model, "generation_config", None),
-            stored_bytes=stored_bytes + _bytes(torch_model),
-            **kwargs,
+            folder, torch_model.config, getattr(torch_model, "generation_config", None), **kwargs
         )
         self.torch_model = torch_model.eval()
+        self.stored_bytes += _bytes(torch_model)
+        self._weights = StoredWeights(self.n_parameters, self.stored_bytes)
 
     def new_cache(self, max_length: int, batch: int = 1) -> Any:
-        """Preallocated buffers for one row; several rows decode in the graph's session."""
-        if batch > 1:
-            return super().new_cache(max_length, batch)
-        self.session()  # its inputs name the buffers
-        return HybridCache(self._past_names, self._kv_shape, max_length)
-
-    def forward(
-        self,
-        input_ids: Any = None,
-        attention_mask: Any = None,
-        position_ids: Any = None,
-        cache: Any = None,
-        past_key_values: Any = None,
-        use_cache: bool | None = True,
-        logits_to_keep: int | Any = 0,
-        **kwargs: Any,
-    ) -> Any:
-        """A ``HybridCache`` step: the prompt (empty cache) in torch, later tokens in the graph with
-        the buffers bound in place; anything else as ``GenaiCausalLM.forward``."""
-        from transformers.modeling_outputs import CausalLMOutputWithPast
-
-        cache = cache if cache is not None else past_key_values
-        if not isinstance(cache, HybridCache):
-            return super().forward(
-                input_ids, attention_mask, position_ids, cache, None, use_cache, logits_to_keep, **kwargs
-            )
-        if input_ids is None or input_ids.shape[0] != 1:
-            raise ValueError("a HybridCache decodes one row of input_ids; use a DynamicCache for batches")
-        step = self._prefill if cache.length == 0 else self._step
-        logits = step(input_ids, cache, logits_to_keep)
-        return CausalLMOutputWithPast(logits=logits, cache=cache)
-
-    __call__ = forward
+        """Preallocated buffers for one row (the cache runs each step: ``HybridCache.step``); several
+        rows decode in the graph's session."""
+        return super().new_cache(max_length, batch) if batch > 1 else HybridCache(self, max_length)
 
     def _prefill(self, input_ids: Any, cache: HybridCache, keep: Any) -> Any:
         """The prompt through the float model; its KV cache copied into the buffers."""

@@ -62,7 +62,7 @@ class RecipeSource(ModelSource):
                 "re-create it with `unbottle apply`"
             )
         notes: list[str] = []
-        torch_prefill = [c for c in configs if c.name == "genai" and c.prefill == "torch"]
+        torch_prefill = any(c.name == "genai" and c.prefill == "torch" for c in configs)
         if (folder / "genai_config.json").exists() and torch_prefill:
             model = self._hybrid(folder, notes)
         elif (folder / "genai_config.json").exists():
