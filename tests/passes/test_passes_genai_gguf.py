@@ -117,6 +117,29 @@ def test_exact_build_gives_the_baseline_logits_and_perplexity(from_gguf, exact):
     assert perplexity(built, **window).value == pytest.approx(perplexity(base, **window).value, rel=1e-5)
 
 
+def test_siblings_in_one_format_run_as_one_matmul_with_the_same_logits(tiny_llama, tmp_path, monkeypatch):
+    """All Q4_1, as the packaged model: gate and up read one input, so they become one MatMulNBits (their
+    rows, offsets and all) and a Split; the logits still equal the float model's."""
+    monkeypatch.setenv("UNBOTTLE_CACHE", str(tmp_path / "cache"))
+    layer_types = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    types = {p: "Q4_1" for p in layer_types} | {"output": "Q8_0", "token_embd": "Q8_0"}
+    base = load(str(write_llama_gguf(tiny_llama.model, tmp_path / "q41.gguf", types=types)))
+    new, [report] = apply_(base, [GenaiConfig(weights="gguf", accuracy_level=1)])
+    layers = base.model.config.num_hidden_layers
+    assert f"{layers} sibling MatMuls fused" in " ".join(report.notes)
+    mlp = base.model.model.layers[0].mlp
+    got = _graph_weights(new.model.folder)
+    fused = got["/model/layers.0/mlp/gate_proj/MatMul_Q4/fused"]
+    assert np.array_equal(fused, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().numpy())
+    assert len(got) == 1 + 4 * layers
+    proto = onnx.load(str(new.model.folder / "model.onnx"), load_external_data=False)
+    assert sum(n.op_type == "Split" for n in proto.graph.node) == layers
+    ids = torch.randint(4, 500, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref, out = base.model(input_ids=ids).logits, new.model(input_ids=ids).logits
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_fast_build_quantizes_activations_only(from_gguf, tmp_path, monkeypatch):
     """accuracy_level 4 (the default) multiplies int8 activations by the same blocks: close, not equal."""
     monkeypatch.setenv("UNBOTTLE_CACHE", str(tmp_path))

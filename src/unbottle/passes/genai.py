@@ -27,7 +27,7 @@ from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements,
 
 PRECISIONS = ("int4", "int8", "fp32")
 ALGOS = ("rtn", "k_quant")
-BUILD_FORMAT = 3  # bump when a change here changes the files written
+BUILD_FORMAT = 4  # bump when a change here changes the files written
 # transformers architecture → what the builder calls it (it dispatches on config.architectures[0]).
 SUPPORTED = (
     "LlamaForCausalLM",
@@ -374,6 +374,7 @@ def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str
     if imported is None:
         return f"built by the ONNX Runtime GenAI model builder ({config.precision})"
     formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
+    fused = f"; {imported['fused']} sibling MatMuls fused" if imported.get("fused") else ""
     if config.weights == "blocks":
         how = (
             f"searched under activation importance on {imported['calibration']}"
@@ -382,11 +383,11 @@ def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str
         )
         return (
             f"built by the ONNX Runtime GenAI model builder with llama.cpp block formats computed from the "
-            f"float weights ({how}): MatMuls {formats}; embedding: {imported['embedding']}"
+            f"float weights ({how}): MatMuls {formats}{fused}; embedding: {imported['embedding']}"
         )
     return (
         f"built by the ONNX Runtime GenAI model builder with the GGUF file's own blocks: MatMuls {formats} "
-        f"({imported['offset_nodes']} with per-block offsets); embedding: {imported['embedding']}"
+        f"({imported['offset_nodes']} with per-block offsets{fused}); embedding: {imported['embedding']}"
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from unbottle.passes.genai_edit import GraphEditor, save, sibling_groups
 from unbottle.sources import gguf_blocks as gb
 
 # builder node path (layers.N/<group>/<proj>) → the GGUF tensors whose rows it holds, in order
@@ -129,22 +130,30 @@ def _rewrite(
     expected: Callable[[str], np.ndarray],
     accuracy_level: int,
 ) -> dict[str, Any]:
-    """Every MatMulNBits of the graph and its embedding set from the blocks given; pruned, saved."""
+    """Every MatMulNBits of the graph and its embedding set from the blocks given; siblings fused
+    (MatMuls reading the same input in the same format: an MLP's gate and up), pruned, saved."""
     import onnx
 
     proto = onnx.load(str(graph_path))
-    editor = _Editor(proto)
+    editor = GraphEditor(proto)
     formats: dict[str, int] = {}
-    offset_nodes = 0
-    for node in [n for n in proto.graph.node if n.op_type == "MatMulNBits"]:
-        names, weight = node_weight(node.name)
+    offset_nodes = fused = 0
+    nodes = [n for n in proto.graph.node if n.op_type == "MatMulNBits"]
+    weights = {n.name: node_weight(n.name) for n in nodes}
+    for group in sibling_groups(nodes, {k: w for k, (_, w) in weights.items()}):
+        node, weight = editor.fuse(group, [weights[n.name][1] for n in group])
+        weights[node.name] = ([], weight)
+        fused += len(group) - 1
+        nodes = [n for n in nodes if n not in group] + [node]
+    for node in nodes:
+        names, weight = weights[node.name]
         editor.set_matmul(node, weight, accuracy_level, tied=names == ["token_embd.weight"])
         offset_nodes += weight.offsets is not None
         formats[weight.qtype] = formats.get(weight.qtype, 0) + 1
     said = editor.set_embedding(embedding(), expected("token_embd.weight"))
     editor.prune()
-    _save(proto, graph_path)
-    return {"formats": formats, "offset_nodes": offset_nodes, "embedding": said}
+    save(proto, graph_path)
+    return {"formats": formats, "offset_nodes": offset_nodes, "fused": fused, "embedding": said}
 
 
 def _modules(model: Any) -> Callable[[str], tuple[str, Any]]:
@@ -245,195 +254,3 @@ def _embedding_weight(tensors, expected, checked: dict) -> gb.NBitsWeight | None
             "was the model changed by an earlier pass? Put genai:weights=gguf first"
         )
     return weight
-
-
-class _Editor:
-    """Edits of one ONNX graph: new initializers, extra nodes, and pruning of what nothing reads."""
-
-    def __init__(self, proto: Any) -> None:
-        self.proto = proto
-        self.graph = proto.graph
-        self.blocksums: dict[tuple[str, int, int], str] = {}  # (input, K, block) → its block sums
-        self.tied: tuple[str, str] | None = None  # the output layer's (B, scales) when it is token_embd
-
-    def add(self, name: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def set_matmul(self, node: Any, weight: gb.NBitsWeight, accuracy_level: int, tied: bool = False) -> None:
-        from onnx import helper
-
-        base = node.name.strip("/").replace("/", ".")
-        if tied and weight.offsets is None and weight.zero_points is None:
-            self.tied = (f"{base}.gguf_B", f"{base}.gguf_scales")
-        inputs = [
-            node.input[0],
-            self.add(f"{base}.gguf_B", weight.b),
-            self.add(f"{base}.gguf_scales", weight.scales),
-        ]
-        if weight.zero_points is not None:
-            inputs.append(self.add(f"{base}.gguf_zero_points", weight.zero_points))
-        del node.input[:]
-        node.input.extend(inputs)
-        del node.attribute[:]
-        node.attribute.extend(
-            helper.make_attribute(k, v) for k, v in weight.attributes(accuracy_level).items()
-        )
-        if weight.offsets is not None:
-            self._add_offsets(node, base, weight)
-
-    def _add_offsets(self, node: Any, base: str, weight: gb.NBitsWeight) -> None:
-        """``y = MatMulNBits(x) + blocksum(x) @ offsets.T``, the MatMulNBits output renamed."""
-        from onnx import helper
-
-        sums = self._blocksum(node.input[0], weight.k, weight.block_size)
-        out = node.output[0]
-        node.output[0] = f"{out}/nbits"
-        table = self.add(f"{base}.gguf_offsets", np.ascontiguousarray(weight.offsets.T))  # (K/block, N)
-        self.graph.node.extend(
-            [
-                helper.make_node("MatMul", [sums, table], [f"{out}/offset"], name=f"{node.name}/offset"),
-                helper.make_node("Add", [node.output[0], f"{out}/offset"], [out], name=f"{node.name}/add"),
-            ]
-        )
-
-    def _blocksum(self, x: str, k: int, block: int) -> str:
-        from onnx import helper
-
-        key = (x, k, block)
-        if key not in self.blocksums:
-            name = f"{x}/blocksum{block}"
-            shape = self.add(f"{name}/shape", np.array([0, 0, k // block, block], np.int64))
-            axes = self.add(f"{name}/axes", np.array([-1], np.int64))
-            self.graph.node.extend(
-                [
-                    helper.make_node("Reshape", [x, shape], [f"{name}/blocks"], name=f"{name}/reshape"),
-                    helper.make_node("ReduceSum", [f"{name}/blocks", axes], [name], keepdims=0, name=name),
-                ]
-            )
-            self.blocksums[key] = name
-        return self.blocksums[key]
-
-    def set_embedding(self, weight: gb.NBitsWeight | None, table: np.ndarray) -> str:
-        """Point the embedding at the file's token_embd blocks (or ``table``, exact float32); says which."""
-        from onnx import helper
-
-        gathers = [
-            n
-            for n in self.graph.node
-            if n.op_type in ("GatherBlockQuantized", "Gather") and "input_ids" in n.input
-        ]
-        if len(gathers) != 1:
-            raise ValueError(
-                f"the GenAI graph has {len(gathers)} gathers of input_ids; expected one embedding"
-            )
-        node = gathers[0]
-        out = node.output[0]
-        if weight is None:
-            new = [
-                helper.make_node(
-                    "Gather", [self.add("model.embed_tokens.gguf_table", table), "input_ids"], [out]
-                )
-            ]
-            said = "token_embd as an exact float32 table (its GGUF type has no block gather here)"
-        else:
-            new = self._block_gather(weight, out)
-            said = f"{weight.qtype} blocks of token_embd (GatherBlockQuantized, {weight.bits} bits)"
-        self.graph.node.remove(node)
-        self.graph.node.extend(new)  # placed by the topological sort in prune()
-        return said
-
-    def _block_gather(self, weight: gb.NBitsWeight, out: str) -> list[Any]:
-        """GatherBlockQuantized of the codes, plus the gathered per-block offsets of formats with them."""
-        from onnx import helper
-
-        name = "model.embed_tokens.gguf"
-        nodes = []
-        if self.tied is not None and weight.offsets is None and weight.zero_points is None:
-            # the output layer holds the same blocks: gather from them (as the builder ties its own)
-            shape = self.add(f"{name}_rows", np.array([weight.n, -1], np.int64))
-            nodes.append(helper.make_node("Reshape", [self.tied[0], shape], [f"{name}_data"]))
-            inputs = [f"{name}_data", "input_ids", self.tied[1]]
-        else:
-            inputs = [self.add(f"{name}_data", weight.b.reshape(weight.n, -1)), "input_ids"]
-            inputs.append(self.add(f"{name}_scales", weight.scales))
-        if weight.zero_points is not None:
-            inputs.append(self.add(f"{name}_zero_points", weight.zero_points))
-        attrs = {"bits": weight.bits, "block_size": weight.block_size, "gather_axis": 0, "quantize_axis": 1}
-        rows = out if weight.offsets is None else f"{out}/codes"
-        nodes += [
-            helper.make_node(
-                "GatherBlockQuantized",
-                inputs,
-                [rows],
-                name="/model/embed_tokens/gguf_gather",
-                domain="com.microsoft",
-                **attrs,
-            )
-        ]
-        if weight.offsets is not None:  # rows (B, S, D) + offsets[ids] repeated over each block
-            groups, block = weight.scales.shape[1], weight.block_size
-            split = self.add(f"{name}_split", np.array([0, 0, groups, block], np.int64))
-            joined = self.add(f"{name}_joined", np.array([0, 0, groups * block], np.int64))
-            last = self.add(f"{name}_last", np.array([-1], np.int64))
-            nodes += [
-                helper.make_node(
-                    "Gather", [self.add(f"{name}_offsets", weight.offsets), "input_ids"], [f"{out}/off"]
-                ),
-                helper.make_node("Unsqueeze", [f"{out}/off", last], [f"{out}/off1"]),
-                helper.make_node("Reshape", [rows, split], [f"{out}/blocks"]),
-                helper.make_node("Add", [f"{out}/blocks", f"{out}/off1"], [f"{out}/sum"]),
-                helper.make_node("Reshape", [f"{out}/sum", joined], [out]),
-            ]
-        return nodes
-
-    def prune(self) -> None:
-        """Drop nodes whose outputs nothing reads and initializers no node reads; re-sort the nodes."""
-        graph = self.graph
-        outputs = {o.name for o in graph.output}
-        while True:
-            read = {i for n in graph.node for i in n.input} | outputs
-            dead = [n for n in graph.node if not any(o in read for o in n.output)]
-            if not dead:
-                break
-            for n in dead:
-                graph.node.remove(n)
-        read = {i for n in graph.node for i in n.input}
-        keep = [t for t in graph.initializer if t.name in read]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        _topological_sort(graph)
-
-
-def _topological_sort(graph: Any) -> None:
-    """ONNX needs producers before consumers; the added offset nodes were appended at the end."""
-    from onnx import NodeProto
-
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = [NodeProto.FromString(n.SerializeToString()) for n in graph.node], []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise ValueError("the rewritten graph has a cycle or a missing input; this is a bug in unbottle")
-        for n in ready:
-            available.update(n.output)
-        ordered += ready
-        done = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in done]
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _save(proto: Any, graph_path: Path) -> None:
-    """Write graph and weights as the builder does (model.onnx + model.onnx.data).
-
-    Every tensor is in memory (loaded with its external data), so the old data file can go first;
-    onnx appends to an existing one.
-    """
-    import onnx
-
-    data = graph_path.with_name(graph_path.name + ".data")
-    data.unlink(missing_ok=True)
-    onnx.save(proto, str(graph_path), save_as_external_data=True, location=data.name, size_threshold=1024)
