@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from unbottle.profile.peaks import BANDWIDTH_BYTES, measure_bandwidth
+from unbottle.profiling.peaks import BANDWIDTH_BYTES, measure_bandwidth
 
 
 def numpy_bandwidth(kernel: str = "sum", nbytes: int = BANDWIDTH_BYTES, repeats: int = 7) -> float:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from unbottle.sources import load
-from unbottle.train.data import OnTheFlyDataset, TokenDataset, default_corpora, token_cache
+from unbottle.training.data import OnTheFlyDataset, TokenDataset, default_corpora, token_cache
 
 
 def rate(ds, n: int) -> float:

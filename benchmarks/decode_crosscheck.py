@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from unbottle.bench import BenchConfig, benchmark
-from unbottle.bench.prompts import make_prompts
+from unbottle.benchmarking import BenchConfig, benchmark
+from unbottle.benchmarking.prompts import make_prompts
 from unbottle.core.env import manifest
 from unbottle.sources import load
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from unbottle.core.env import manifest
-from unbottle.evaluate import perplexity
+from unbottle.evaluation import perplexity
 from unbottle.passes import apply_, parse_pass
 from unbottle.sources import load
 from unbottle.stats.paired import ratio_of_medians_paired
@@ -52,8 +52,8 @@ class TorchEngine:
 
     def decode(self, prompt: list[int], new: int) -> tuple[float, float]:
         """(prefill + first token seconds, decode tokens/s of the later steps)."""
-        from unbottle.bench.scenarios import decode_once
-        from unbottle.bench.timing import CpuTimer
+        from unbottle.benchmarking.scenarios import decode_once
+        from unbottle.benchmarking.timing import CpuTimer
 
         out = decode_once(self.loaded.model, torch.tensor([prompt]), new, CpuTimer())
         return out["ttft"][0], out["tokens_per_s"][0]
@@ -313,7 +313,7 @@ def main() -> int:
     global NEW_SHOWN
     NEW_SHOWN = args.new_tokens
     from unbottle.passes.apply import gguf_source
-    from unbottle.profile.peaks import measure_bandwidths
+    from unbottle.profiling.peaks import measure_bandwidths
 
     base = load(args.model)
     gguf_path = gguf_source(base.info)

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from unbottle.bench.prompts import make_prompts
-from unbottle.bench.scenarios import decode_once, prefill_once
-from unbottle.bench.timing import CpuTimer
-from unbottle.compare.accuracy import compare_eval
-from unbottle.compare.speed import compare_samples
-from unbottle.evaluate import perplexity
+from unbottle.benchmarking.prompts import make_prompts
+from unbottle.benchmarking.scenarios import decode_once, prefill_once
+from unbottle.benchmarking.timing import CpuTimer
+from unbottle.comparison.accuracy import compare_eval
+from unbottle.comparison.speed import compare_samples
+from unbottle.evaluation import perplexity
 from unbottle.passes import apply_, parse_pass, unavailable
 from unbottle.sources import load
 
@@ -68,7 +68,8 @@ def peak_rss_mib(model: str, passes: list[str], threads: int) -> float | None:
     code = (
         "import re,torch,sys; from unbottle.sources import load;"
         "from unbottle.passes import apply_, parse_pass;"
-        "from unbottle.bench.scenarios import decode_once; from unbottle.bench.timing import CpuTimer;"
+        "from unbottle.benchmarking.scenarios import decode_once;"
+        "from unbottle.benchmarking.timing import CpuTimer;"
         f"torch.set_num_threads({threads}); l=load({model!r}); ps={passes!r};"
         "l=apply_(l,[parse_pass(p) for p in ps],copy_model=False)[0] if ps else l;"
         "decode_once(l.model, torch.randint(0,100,(1,32)), 8, CpuTimer());"

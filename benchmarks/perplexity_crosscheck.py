@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from unbottle.bench.prompts import corpus_text
+from unbottle.benchmarking.prompts import corpus_text
 
 DEFAULT_MODEL = "smollm2-135m"
 

@@ -1,7 +1,7 @@
 """Training strategies on a small Llama trained on the packaged Austen novels, interleaved.
 
 A 4-layer, 256-wide Llama with SmolLM2's tokenizer (49,152 tokens), initialised from a seed, trained
-with each strategy from the same starting state in rotating segments (``unbottle.train.compare``).
+with each strategy from the same starting state in rotating segments (``unbottle.training.compare``).
 The reference is the naive pipeline: fp32 and on-the-fly tokenisation. Prints the comparison as JSON.
 
     .venv/bin/python benchmarks/train.py --threads 1 --rounds 3 --steps 3
@@ -20,9 +20,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from unbottle.cli.train_run import datasets
 from unbottle.sources import load
-from unbottle.train.compare import compare_strategies
-from unbottle.train.loader import LoaderConfig
-from unbottle.train.trainer import TrainConfig
+from unbottle.training.compare import compare_strategies
+from unbottle.training.loader import LoaderConfig
+from unbottle.training.trainer import TrainConfig
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ for _name in ("torchao", "torch.utils._pytree"):
 _VERBS = {
     "load": "unbottle.sources:load",
     "resolve": "unbottle.sources:resolve",
-    "benchmark": "unbottle.bench:benchmark",
-    "evaluate": "unbottle.evaluate:evaluate",
+    "benchmark": "unbottle.benchmarking:benchmark",
+    "evaluate": "unbottle.evaluation:evaluate",
     "apply_": "unbottle.passes:apply_",
     "parse_pass": "unbottle.passes:parse_pass",
-    "run_ab": "unbottle.compare.ab:run_ab",
+    "run_ab": "unbottle.comparison.ab:run_ab",
     "manifest": "unbottle.core.env:manifest",
 }
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from unbottle.bench import BenchConfig
-from unbottle.bench.runner import repeat
+from unbottle.benchmarking import BenchConfig
+from unbottle.benchmarking.runner import repeat
 from unbottle.core.env import logical_cpus
 from unbottle.core.errors import ConfigError
 
@@ -64,7 +64,7 @@ def test_repeat_meets_minimum_count_when_time_is_short():
 
 def test_repeat_meets_minimum_time_when_count_is_small(monkeypatch):
     clock = itertools.count(0.0, 0.25)  # every perf_counter call advances 0.25 s
-    monkeypatch.setattr("unbottle.bench.runner.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("unbottle.benchmarking.runner.time.perf_counter", lambda: next(clock))
     calls: list[int] = []
     samples = repeat(_fake_fn(calls), warmup=0, min_repeats=1, min_time_s=2.0)
     assert len(samples["x"]) >= 4, "a 2 s minimum at 0.25 s per clock tick needs several repeats"

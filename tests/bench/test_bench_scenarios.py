@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.bench import BenchConfig, benchmark
-from unbottle.bench.prompts import make_prompts
-from unbottle.bench.scenarios import decode_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking import BenchConfig, benchmark
+from unbottle.benchmarking.prompts import make_prompts
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import BenchError
 
 FAST = dict(warmup=0, min_repeats=2, min_time_s=0.0, new_tokens=6, threads=1)

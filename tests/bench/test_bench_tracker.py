@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from unbottle.bench.timing import CpuTimer, CudaTimer, make_timer
-from unbottle.bench.tracker import ResourceTracker
+from unbottle.benchmarking.timing import CpuTimer, CudaTimer, make_timer
+from unbottle.benchmarking.tracker import ResourceTracker
 
 MIB = 1024 * 1024
 

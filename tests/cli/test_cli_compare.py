@@ -155,7 +155,7 @@ def test_compare_two_bench_runs_and_two_eval_runs():
 
 
 def test_a_stored_ab_run_is_recomputed_exactly_from_its_stored_inputs():
-    from unbottle.compare.runs import recompute_ab
+    from unbottle.comparison.runs import recompute_ab
     from unbottle.store import Store
 
     doc = last_json(

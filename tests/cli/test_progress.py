@@ -151,7 +151,7 @@ def test_bench_progress_numbers_points_and_prints_one_line_per_point():
 
 
 def test_perplexity_reports_windows_from_zero_to_all(tiny_llama):
-    from unbottle.evaluate import perplexity
+    from unbottle.evaluation import perplexity
 
     seen: list[tuple[int, int]] = []
     result = perplexity(tiny_llama, eval_tokens=300, window=64, stride=64, batch_size=2,
@@ -162,7 +162,7 @@ def test_perplexity_reports_windows_from_zero_to_all(tiny_llama):
 
 
 def test_train_cli_shows_step_progress_on_stderr_and_keeps_json_last_on_stdout(tmp_path):
-    from unbottle.train.data import default_corpora
+    from unbottle.training.data import default_corpora
 
     (tmp_path / "d.txt").write_text(default_corpora()[0].files[1].read_text(encoding="utf-8")[:20000])
     args = ["train", "tiny-llama", "--data", str(tmp_path / "d.txt"), "--seq-len", "32", "--batch-size", "2",

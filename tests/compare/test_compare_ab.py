@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from unbottle.compare.ab import ABConfig, ABRounds, run_ab
-from unbottle.compare.speed import compare_rounds
+from unbottle.comparison.ab import ABConfig, ABRounds, run_ab
+from unbottle.comparison.speed import compare_rounds
 from unbottle.core.errors import ConfigError
 from unbottle.sources import Loaded
 

@@ -10,10 +10,10 @@ import torch
 import transformers
 
 from unbottle.core.errors import EvalError
-from unbottle.evaluate import agreement, perplexity
-from unbottle.evaluate.agreement import _greedy
-from unbottle.evaluate.common import plan_windows
-from unbottle.evaluate.corpus import default_text
+from unbottle.evaluation import agreement, perplexity
+from unbottle.evaluation.agreement import _greedy
+from unbottle.evaluation.common import plan_windows
+from unbottle.evaluation.corpus import default_text
 from unbottle.sources import Loaded
 from unbottle.sources.tiny import TINY_MODELS, byte_tokenizer
 

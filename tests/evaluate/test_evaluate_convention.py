@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from tokenizers.processors import TemplateProcessing
 
-from unbottle.evaluate import agreement, load_task, multiple_choice, perplexity
-from unbottle.evaluate.common import plan_windows
-from unbottle.evaluate.convention import BosConvention, detect_convention
-from unbottle.evaluate.corpus import default_text
-from unbottle.evaluate.multiple_choice import encode_item, option_logprobs
+from unbottle.evaluation import agreement, load_task, multiple_choice, perplexity
+from unbottle.evaluation.common import plan_windows
+from unbottle.evaluation.convention import BosConvention, detect_convention
+from unbottle.evaluation.corpus import default_text
+from unbottle.evaluation.multiple_choice import encode_item, option_logprobs
 from unbottle.sources import Loaded
 from unbottle.sources.tiny import byte_tokenizer
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from unbottle.core.errors import EvalError
-from unbottle.evaluate import TASKS, load_task, multiple_choice
-from unbottle.evaluate.multiple_choice import choose_items, option_logprobs, split_encode
+from unbottle.evaluation import TASKS, load_task, multiple_choice
+from unbottle.evaluation.multiple_choice import choose_items, option_logprobs, split_encode
 from unbottle.sources import Loaded
 
 INPUTS = ["The sky is", "Water is wet", "Cats bark", "Two and two", "Paris is in France", "Fish fly"]

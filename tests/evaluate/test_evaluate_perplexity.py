@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from unbottle.core.errors import EvalError
-from unbottle.evaluate import load_text, perplexity
-from unbottle.evaluate.common import plan_windows
-from unbottle.evaluate.corpus import default_text
+from unbottle.evaluation import load_text, perplexity
+from unbottle.evaluation.common import plan_windows
+from unbottle.evaluation.corpus import default_text
 from unbottle.sources import Loaded
 
 TEXT = default_text()[0][2000:6000]  # 4000 ASCII characters: 4000 byte tokens for tiny-llama

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from unbottle.core.errors import ConfigError
-from unbottle.evaluate import EvalConfig, EvalResult, evaluate
-from unbottle.evaluate.corpus import default_text
+from unbottle.evaluation import EvalConfig, EvalResult, evaluate
+from unbottle.evaluation.corpus import default_text
 from unbottle.sources import Loaded
 
 

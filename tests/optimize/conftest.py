@@ -1,6 +1,6 @@
 """A stand-in for the search's workers, for tests of what the search decides rather than measures.
 
-``fake_workers`` replaces ``unbottle.search.isolate.run_isolated``: a baseline returns canned timings
+``fake_workers`` replaces ``unbottle.optimizer.isolate.run_isolated``: a baseline returns canned timings
 and host load (quiet unless told otherwise), every candidate trial fails at once, and each call is
 kept. Planning, refusing, and the busy-host checks then run in milliseconds on any host.
 """
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from unbottle.search.isolate import TrialOutcome
+from unbottle.optimizer.isolate import TrialOutcome
 from unbottle.store import Store
 
 
@@ -83,6 +83,6 @@ class FakeWorkers:
 @pytest.fixture
 def fake_workers(monkeypatch) -> FakeWorkers:
     fake = FakeWorkers()
-    monkeypatch.setattr("unbottle.search.isolate.run_isolated", fake)
-    monkeypatch.setattr("unbottle.optimize.search.REMEASURE_PAUSE_S", 0.0)
+    monkeypatch.setattr("unbottle.optimizer.isolate.run_isolated", fake)
+    monkeypatch.setattr("unbottle.optimizer.search.REMEASURE_PAUSE_S", 0.0)
     return fake

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from unbottle.core.errors import ConfigError
-from unbottle.optimize import candidates as cm
-from unbottle.optimize.candidates import (
+from unbottle.optimizer import candidates as cm
+from unbottle.optimizer.candidates import (
     Candidate,
     compositions,
     fallbacks,
@@ -14,7 +14,7 @@ from unbottle.optimize.candidates import (
     host_order,
     parse_candidate,
 )
-from unbottle.profile.peaks import Peaks
+from unbottle.profiling.peaks import Peaks
 
 MIB = 2**20
 
@@ -167,7 +167,7 @@ def test_a_gguf_model_tries_its_own_blocks_and_a_float_model_computes_them():
 
 
 def test_only_a_blocks_build_gets_per_layer_fallbacks_among_genai_candidates():
-    from unbottle.optimize.candidates import fallbacks, parse_candidate
+    from unbottle.optimizer.candidates import fallbacks, parse_candidate
 
     sens = {"model.layers.0.mlp.down_proj": 0.2, "model.layers.1.self_attn.q_proj": 0.01}
     blocks = fallbacks(parse_candidate("genai:weights=blocks"), sens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unbottle.core.errors import ConfigError
-from unbottle.optimize.config import OptimizeConfig
+from unbottle.optimizer.config import OptimizeConfig
 
 
 def test_default_guard_is_one_percent_perplexity_on_the_ci_bound():
@@ -65,7 +65,7 @@ def test_screen_evaluates_fewer_tokens_than_the_finalists():
 
 
 def test_workload_parses_the_request_shape_and_fills_the_default():
-    from unbottle.optimize.config import DEFAULT_WORKLOAD, parse_workload
+    from unbottle.optimizer.config import DEFAULT_WORKLOAD, parse_workload
 
     assert parse_workload("prompt=512,new=128") == (512, 128)
     assert parse_workload(" new=32 ") == (DEFAULT_WORKLOAD[0], 32)
@@ -85,7 +85,7 @@ def test_workload_parses_the_request_shape_and_fills_the_default():
     ],
 )
 def test_a_bad_workload_names_the_part_and_the_form_allowed(text, why):
-    from unbottle.optimize.config import parse_workload
+    from unbottle.optimizer.config import parse_workload
 
     with pytest.raises(ConfigError) as caught:
         parse_workload(text)

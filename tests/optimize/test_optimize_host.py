@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from unbottle.compare.noise import disturbed_above
-from unbottle.optimize import host
-from unbottle.optimize.config import OptimizeConfig
-from unbottle.optimize.search import Search
-from unbottle.optimize.trial import FAULT_ENV
-from unbottle.optimize.trial import baseline as measure_baseline
+from unbottle.comparison.noise import disturbed_above
+from unbottle.optimizer import host
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.search import Search
+from unbottle.optimizer.trial import FAULT_ENV
+from unbottle.optimizer.trial import baseline as measure_baseline
 from unbottle.store import Store
 
 METRIC = "decode.tokens_per_s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unbottle.optimize.judge import accuracy_change, gain, guard, pareto_front
+from unbottle.optimizer.judge import accuracy_change, gain, guard, pareto_front
 from unbottle.stats import Estimate, Goal, MetricComparison
 
 
@@ -54,7 +54,7 @@ def test_pareto_front_keeps_every_trade_off_and_drops_the_dominated():
 
 
 def test_phases_name_the_one_that_got_slower_beyond_doubt():
-    from unbottle.optimize.judge import phase_line, phases
+    from unbottle.optimizer.judge import phase_line, phases
 
     cmps = {
         "decode.ttft": _cmp("decode.ttft", 80.0, False, 60.0, 100.0),  # time to first token ×1/1.8: slower
@@ -76,9 +76,9 @@ def test_phases_name_the_one_that_got_slower_beyond_doubt():
 def test_the_verdict_warns_of_a_slower_phase_even_when_the_guard_passed():
     from types import SimpleNamespace
 
-    from unbottle.optimize.config import OptimizeConfig
-    from unbottle.optimize.judge import phases
-    from unbottle.optimize.result import _verdict
+    from unbottle.optimizer.config import OptimizeConfig
+    from unbottle.optimizer.judge import phases
+    from unbottle.optimizer.result import _verdict
 
     cfg = OptimizeConfig(model="tiny-llama", prompt_length=2048, new_tokens=16)
     cmps = {

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from unbottle.cli.main import app
 from unbottle.core.errors import ConfigError
-from unbottle.optimize import plan as planning
-from unbottle.optimize.config import OptimizeConfig
-from unbottle.optimize.search import Search
+from unbottle.optimizer import plan as planning
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.search import Search
 from unbottle.store import Store
 
 # 10 s fixed per worker, 1 s per extra load, 0.05 s per side-token of A/B, 0.02 s per evaluated token
@@ -139,9 +139,9 @@ def test_the_cli_refuses_a_search_that_could_try_nothing_up_front(fake_workers, 
 
 
 def test_paired_samples_compares_a_shrunk_evaluation_on_the_baselines_first_windows(tiny_llama):
-    from unbottle.compare.accuracy import compare_evals
-    from unbottle.evaluate import EvalConfig, evaluate
-    from unbottle.optimize.trial import paired_samples
+    from unbottle.comparison.accuracy import compare_evals
+    from unbottle.evaluation import EvalConfig, evaluate
+    from unbottle.optimizer.trial import paired_samples
 
     base = evaluate(tiny_llama, EvalConfig(eval_tokens=2048, window=512, stride=512))
     small = evaluate(tiny_llama, EvalConfig(eval_tokens=1024, window=512, stride=512))

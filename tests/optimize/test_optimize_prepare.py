@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from unbottle.optimize import prepare
-from unbottle.optimize.candidates import parse_candidate
-from unbottle.optimize.config import OptimizeConfig
-from unbottle.optimize.search import Search
+from unbottle.optimizer import prepare
+from unbottle.optimizer.candidates import parse_candidate
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.search import Search
 from unbottle.store import Store
 
 

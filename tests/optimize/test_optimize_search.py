@@ -16,12 +16,12 @@ import time
 import pytest
 
 from unbottle.core.errors import BenchError, ConfigError
-from unbottle.evaluate import EvalConfig, evaluate
-from unbottle.optimize import candidates as cm
-from unbottle.optimize import search as search_module
-from unbottle.optimize.config import OptimizeConfig
-from unbottle.optimize.search import Search
-from unbottle.optimize.trial import FAULT_ENV
+from unbottle.evaluation import EvalConfig, evaluate
+from unbottle.optimizer import candidates as cm
+from unbottle.optimizer import search as search_module
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.search import Search
+from unbottle.optimizer.trial import FAULT_ENV
 from unbottle.sources import resolve
 from unbottle.store import Store
 

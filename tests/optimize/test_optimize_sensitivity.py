@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from unbottle.optimize.candidates import parse_candidate
-from unbottle.optimize.sensitivity import fake_quantize_blocks, layer_sensitivity
+from unbottle.optimizer.candidates import parse_candidate
+from unbottle.optimizer.sensitivity import fake_quantize_blocks, layer_sensitivity
 from unbottle.passes.base import linear_layers
 
 

@@ -21,11 +21,11 @@ import torch
 from transformers import DynamicCache
 from typer.testing import CliRunner
 
-from unbottle.bench.scenarios import decode_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.cli.main import app
 from unbottle.core.errors import PassError
-from unbottle.evaluate import perplexity
+from unbottle.evaluation import perplexity
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.base import conv1d_layers, linear_layers, model_type
 from unbottle.passes.onnx import OnnxExportConfig

@@ -85,8 +85,8 @@ def test_precision_bf16_halves_bytes_keeps_lm_head_fp32_and_stays_close(tiny_lla
 
 
 def test_compile_with_static_cache_decodes_the_same_tokens(tiny_llama):
-    from unbottle.bench.scenarios import decode_once
-    from unbottle.bench.timing import CpuTimer
+    from unbottle.benchmarking.scenarios import decode_once
+    from unbottle.benchmarking.timing import CpuTimer
     from unbottle.passes.compile import STATIC_CACHE_ATTR
 
     compiled, [report] = apply_(tiny_llama, parse_pass("compile:cache_bucket=64"))

@@ -16,10 +16,10 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from unbottle.bench.scenarios import decode_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
-from unbottle.evaluate import perplexity
+from unbottle.evaluation import perplexity
 from unbottle.passes import apply_, parse_pass
 from unbottle.passes.genai import GenaiConfig
 from unbottle.runtime.genai_model import GenaiCache, GenaiCausalLM

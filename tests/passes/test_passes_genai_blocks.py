@@ -58,7 +58,7 @@ def test_a_bad_format_or_shape_is_refused_with_what_is_allowed():
 
 
 def test_the_calibration_text_is_not_the_evaluation_text(tiny_llama):
-    from unbottle.evaluate.corpus import CORPUS
+    from unbottle.evaluation.corpus import CORPUS
 
     assert block_quant.CALIBRATION_TEXT != CORPUS
     imp = block_quant.activation_importance(tiny_llama.model, tiny_llama.tokenizer, tokens=256, window=128)
@@ -109,7 +109,7 @@ def test_excluded_layers_are_built_at_8_bits(tiny_llama, tmp_path, monkeypatch):
 
 
 def test_sensitivity_of_a_blocks_candidate_is_simulated_per_layer(tiny_llama):
-    from unbottle.optimize.sensitivity import layer_sensitivity
+    from unbottle.optimizer.sensitivity import layer_sensitivity
 
     scores, how = layer_sensitivity(tiny_llama, [GenaiConfig(weights="blocks")])
     assert how == "simulated q4_1 blocks"

@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 from gguf_files import write_llama_gguf
 from unbottle.core.errors import PassError
-from unbottle.evaluate import perplexity
+from unbottle.evaluation import perplexity
 from unbottle.passes import apply_, parse_pass
 from unbottle.passes.genai import GenaiConfig
 from unbottle.sources import gguf_blocks as gb

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.bench.prompts import make_prompts
-from unbottle.bench.scenarios import decode_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.prompts import make_prompts
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.passes import apply_
 from unbottle.passes.genai import GenaiConfig
 from unbottle.sources import load

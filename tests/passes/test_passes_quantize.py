@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.bench.scenarios import decode_once, generate_once
-from unbottle.bench.timing import CpuTimer
+from unbottle.benchmarking.scenarios import decode_once, generate_once
+from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.quantize import (
@@ -338,7 +338,7 @@ def test_torchao_passes_say_torchao_is_missing_when_it_is_not_installed(monkeypa
 
 @pytest.mark.slow
 def test_wo_int8_on_smollm2_changes_perplexity_by_under_two_percent():
-    from unbottle.evaluate import perplexity
+    from unbottle.evaluation import perplexity
     from unbottle.sources import load
 
     base = load("smollm2-135m")

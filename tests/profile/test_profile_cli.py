@@ -79,7 +79,7 @@ def test_models_that_do_not_load_or_are_not_causal_lms_fail_clearly():
 
 
 def test_optimize_orders_its_candidates_by_the_latest_profile(tmp_path):
-    from unbottle.optimize import OptimizeConfig, Search
+    from unbottle.optimizer import OptimizeConfig, Search
 
     result = runner.invoke(app, ["profile", "tiny-llama", "--threads", "1", "--json"])
     diagnosis = _json(result)["profile"]["diagnosis"]

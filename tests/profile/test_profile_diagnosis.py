@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from unbottle.core.env import last_level_cache
-from unbottle.profile import measure_peaks
-from unbottle.profile.hotspots import profile_phase
-from unbottle.profile.roofline import roofline
+from unbottle.profiling import measure_peaks
+from unbottle.profiling.hotspots import profile_phase
+from unbottle.profiling.roofline import roofline
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_peaks_are_positive_and_ordered_sensibly(peaks):
 def test_cuda_peaks_are_measured_with_events():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU; none is visible")
-    from unbottle.profile.peaks import measure_cuda_peaks
+    from unbottle.profiling.peaks import measure_cuda_peaks
 
     peaks = measure_cuda_peaks()
     assert peaks.bandwidth_gbps > 50  # any CUDA GPU reads device memory faster than this

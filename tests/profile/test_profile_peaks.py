@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from unbottle.core.env import last_level_cache
-from unbottle.profile import peaks as peaks_mod
-from unbottle.profile.peaks import METHOD, Peaks, bandwidth_working_sets, cached_peaks, stored_peaks
+from unbottle.profiling import peaks as peaks_mod
+from unbottle.profiling.peaks import METHOD, Peaks, bandwidth_working_sets, cached_peaks, stored_peaks
 from unbottle.store import Store
 
 MIB = 2**20

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from unbottle.profile.diagnose import diagnose
-from unbottle.profile.hotspots import PhaseProfile
-from unbottle.profile.peaks import Peaks
-from unbottle.profile.roofline import (
+from unbottle.profiling.diagnose import diagnose
+from unbottle.profiling.hotspots import PhaseProfile
+from unbottle.profiling.peaks import Peaks
+from unbottle.profiling.roofline import (
     BYTES_PER_PARAM,
     decode_ceiling_bandwidths,
     decode_ceilings,
@@ -109,7 +109,7 @@ def test_format_decode_gain_counts_a_format_that_fits_in_cache_at_cache_bandwidt
 def test_kernel_time_leaves_out_a_stall_far_slower_than_its_op_median():
     from types import SimpleNamespace
 
-    from unbottle.profile.hotspots import _kernel_us
+    from unbottle.profiling.hotspots import _kernel_us
 
     calls = [SimpleNamespace(name="aten::addmm", input_shapes=[[1, 4]], self_cpu_time_total=2.0)] * 99
     stalled = SimpleNamespace(name="aten::addmm", input_shapes=[[1, 4]], self_cpu_time_total=4000.0)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unbottle.compare.ab import ABConfig, ABRounds
-from unbottle.compare.accuracy import compare_eval
-from unbottle.compare.document import comparison_document
-from unbottle.compare.speed import compare_rounds
+from unbottle.comparison.ab import ABConfig, ABRounds
+from unbottle.comparison.accuracy import compare_eval
+from unbottle.comparison.document import comparison_document
+from unbottle.comparison.speed import compare_rounds
 from unbottle.core.env import manifest
 from unbottle.core.measurement import Measurement
-from unbottle.evaluate import EvalResult
-from unbottle.optimize import judge
+from unbottle.evaluation import EvalResult
+from unbottle.optimizer import judge
 from unbottle.stats import Goal
 from unbottle.store import Store
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unbottle.report.output import write_report
+from unbottle.reporting.output import write_report
 from unbottle.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,7 +16,7 @@ ARGS = ["optimize", "tiny-llama", "--time-budget", "60", "--quiet"]
 
 
 class _Search:
-    """Stands in for ``unbottle.optimize.search.Search``: same constructor, a canned finished run."""
+    """Stands in for ``unbottle.optimizer.search.Search``: same constructor, a canned finished run."""
 
     saves = True
     make_doc = None  # set by the fixture: conftest's optimize_doc
@@ -38,7 +38,7 @@ class _Search:
 @pytest.fixture
 def fake_search(monkeypatch, make_optimize_doc):
     monkeypatch.setattr(_Search, "make_doc", staticmethod(make_optimize_doc))
-    monkeypatch.setattr("unbottle.optimize.search.Search", _Search)
+    monkeypatch.setattr("unbottle.optimizer.search.Search", _Search)
     return _Search
 
 

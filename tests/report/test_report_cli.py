@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from unbottle.cli.main import app
 from unbottle.core.env import manifest
-from unbottle.report.output import write_atomic
+from unbottle.reporting.output import write_atomic
 
 runner = CliRunner()
 KINDS = (

@@ -10,7 +10,7 @@ import sys
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
-from unbottle.report.reproduce import cli_args, rebuild_args, reproduction
+from unbottle.reporting.reproduce import cli_args, rebuild_args, reproduction
 from unbottle.store import Store
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unbottle.search.isolate import run_isolated
+from unbottle.optimizer.isolate import run_isolated
 
 
 @pytest.fixture(autouse=True)

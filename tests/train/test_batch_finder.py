@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from unbottle.cli.main import app
 from unbottle.core.errors import ConfigError
-from unbottle.train.batch_finder import accumulation, find_micro_batch
+from unbottle.training.batch_finder import accumulation, find_micro_batch
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_global_batch_must_be_a_multiple_of_micro_batch_times_ranks():
 
 
 def test_cli_auto_batch_and_global_batch(tmp_path):
-    from unbottle.train.data import default_corpora
+    from unbottle.training.data import default_corpora
 
     (tmp_path / "d.txt").write_text(
         default_corpora()[0].files[2].read_text(encoding="utf-8")[:40000], encoding="utf-8"
@@ -69,7 +69,7 @@ def test_auto_batch_under_ddp_agrees_across_ranks(tmp_path):
     import subprocess
     import sys
 
-    from unbottle.train.data import default_corpora
+    from unbottle.training.data import default_corpora
 
     (tmp_path / "d.txt").write_text(
         default_corpora()[0].files[2].read_text(encoding="utf-8")[:40000], encoding="utf-8"

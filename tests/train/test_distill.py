@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from unbottle.cli.main import app
 from unbottle.core.errors import ConfigError
-from unbottle.train.distill import DistillLoss, build_student, parse_shape
+from unbottle.training.distill import DistillLoss, build_student, parse_shape
 
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_kd_loss_trains_only_the_student_and_alpha_zero_is_plain_cross_entropy()
 
 
 def _data(tmp_path):
-    from unbottle.train.data import default_corpora
+    from unbottle.training.data import default_corpora
 
     (tmp_path / "d.txt").write_text(default_corpora()[0].files[0].read_text(encoding="utf-8")[:30000])
     return str(tmp_path / "d.txt")

@@ -7,7 +7,7 @@ import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.sources import load
-from unbottle.train.losses import LOSS_CHUNK, LossModel
+from unbottle.training.losses import LOSS_CHUNK, LossModel
 
 
 def _grads(model, mode, batch, dtype=None):

@@ -19,7 +19,7 @@ def _json(result):
 
 
 def _data(tmp_path):
-    from unbottle.train.data import default_corpora
+    from unbottle.training.data import default_corpora
 
     text = default_corpora()[0].files[1].read_text(encoding="utf-8")[:40000]
     (tmp_path / "d.txt").write_text(text, encoding="utf-8")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unbottle.core.errors import ConfigError
-from unbottle.train.data import (
+from unbottle.training.data import (
     Corpus,
     OnTheFlyDataset,
     TokenDataset,
@@ -16,7 +16,7 @@ from unbottle.train.data import (
     token_cache,
     tokenizer_fingerprint,
 )
-from unbottle.train.loader import LoaderConfig, ResumableSampler, make_loader
+from unbottle.training.loader import LoaderConfig, ResumableSampler, make_loader
 
 
 @pytest.fixture

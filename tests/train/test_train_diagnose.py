@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from unbottle.train.diagnose import diagnose
-from unbottle.train.trainer import TrainConfig
+from unbottle.training.diagnose import diagnose
+from unbottle.training.trainer import TrainConfig
 
 
 def _summary(**shares):

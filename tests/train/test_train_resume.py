@@ -7,9 +7,9 @@ import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.sources import load
-from unbottle.train.data import TokenDataset, corpus_at, default_corpora, token_cache
-from unbottle.train.loader import LoaderConfig
-from unbottle.train.trainer import TrainConfig, Trainer, lr_factor
+from unbottle.training.data import TokenDataset, corpus_at, default_corpora, token_cache
+from unbottle.training.loader import LoaderConfig
+from unbottle.training.trainer import TrainConfig, Trainer, lr_factor
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_training_on_the_gpu_with_mixed_precision_and_async_copies(dataset, tmp_
 
 
 def test_batches_reach_the_device_unchanged(dataset):
-    from unbottle.train.loader import ResumableSampler, make_loader, to_device
+    from unbottle.training.loader import ResumableSampler, make_loader, to_device
 
     loader = make_loader(dataset, LoaderConfig(batch_size=4), ResumableSampler(len(dataset), 0))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -49,8 +49,8 @@ def ab(
     quiet: QuietOpt = False,
 ) -> None:
     """Run A and B in alternating rounds; report B/A per metric with a paired bootstrap 95% CI."""
-    from unbottle.compare.ab import ABConfig
-    from unbottle.evaluate import EvalConfig
+    from unbottle.comparison.ab import ABConfig
+    from unbottle.evaluation import EvalConfig
     from unbottle.stats import Goal
 
     config = ABConfig(

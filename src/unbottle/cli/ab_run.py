@@ -9,13 +9,13 @@ def run_ab_command(
     model_a: str, model_b: str, config: Any, eval_config: Any, goals: list[Any], quiet: bool, json_: bool
 ) -> dict[str, Any]:
     """Run and store one A/B comparison; print it; return its comparison document."""
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.cli.common import recorded_run
     from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
-    from unbottle.compare.ab import run_ab
-    from unbottle.compare.noise import lookup_noise_floor, noise_key
-    from unbottle.compare.speed import compare_rounds
+    from unbottle.comparison.ab import run_ab
+    from unbottle.comparison.noise import lookup_noise_floor, noise_key
+    from unbottle.comparison.speed import compare_rounds
     from unbottle.core.env import manifest
     from unbottle.sources import resolve
     from unbottle.store import Store
@@ -68,8 +68,8 @@ def run_ab_command(
 
 
 def _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, order, extra) -> dict[str, Any]:
-    from unbottle.compare.document import comparison_document
-    from unbottle.compare.noise import noise_floor_from
+    from unbottle.comparison.document import comparison_document
+    from unbottle.comparison.noise import noise_floor_from
 
     more: dict[str, Any] = {"a_vs_a": a_vs_a, "noise_key": key, "order": order}
     if a_vs_a:
@@ -85,9 +85,9 @@ def _eval_part(loaded_a, loaded_b, eval_config, comparisons, store, run_id, prog
     """With --eval: evaluate both on the same samples, add paired accuracy comparisons in place."""
     if eval_config is None:
         return {}
-    from unbottle.compare.accuracy import compare_evals
-    from unbottle.evaluate import evaluate
-    from unbottle.report.evals import eval_entry
+    from unbottle.comparison.accuracy import compare_evals
+    from unbottle.evaluation import evaluate
+    from unbottle.reporting.evals import eval_entry
 
     progress.message("evaluating A …")
     evals_a = evaluate(loaded_a, eval_config, progress=progress.evaluations("A: "))

@@ -52,7 +52,7 @@ def bench(
     quiet: QuietOpt = False,
 ) -> None:
     """Benchmark prefill, decode (with KV cache) and generate; every raw sample goes to the store."""
-    from unbottle.bench import BenchConfig, apply_threads, benchmark
+    from unbottle.benchmarking import BenchConfig, apply_threads, benchmark
     from unbottle.core.env import manifest
     from unbottle.sources import resolve
     from unbottle.store import Store

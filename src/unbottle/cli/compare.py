@@ -28,8 +28,8 @@ def compare(
 ) -> None:
     """Compare two stored bench runs (unpaired) or eval runs (paired by sample); the result is stored."""
     from unbottle.cli.show import show_run
-    from unbottle.compare.document import comparison_document
-    from unbottle.compare.runs import compare_stored
+    from unbottle.comparison.document import comparison_document
+    from unbottle.comparison.runs import compare_stored
     from unbottle.core.env import manifest
     from unbottle.stats import Goal
     from unbottle.store import Store

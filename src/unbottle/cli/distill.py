@@ -73,12 +73,12 @@ def distill(
     """
     import dataclasses
 
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.cli.distill_run import DistillSettings, run_distill
     from unbottle.core.env import manifest
     from unbottle.store import Store
-    from unbottle.train.loader import LoaderConfig
-    from unbottle.train.trainer import TrainConfig
+    from unbottle.training.loader import LoaderConfig
+    from unbottle.training.trainer import TrainConfig
 
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"--precision {precision!r} given; allowed: fp32, bf16")

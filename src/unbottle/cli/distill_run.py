@@ -30,7 +30,7 @@ def make_student(teacher: Any, spec: str) -> tuple[Any, dict[str, Any]]:
     """(student model, description): a shape built from the teacher's layers, or a loaded model."""
     from unbottle.sources import resolve
     from unbottle.sources.base import require_causal_lm
-    from unbottle.train.distill import build_student, check_same_tokenizer, is_shape_spec, parse_shape
+    from unbottle.training.distill import build_student, check_same_tokenizer, is_shape_spec, parse_shape
 
     cfg = teacher.model.config
     if is_shape_spec(spec):
@@ -60,7 +60,7 @@ def _as_loaded(model: Any, teacher: Any, label: str) -> Any:
 def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str = "") -> Any:
     import torch
 
-    from unbottle.evaluate.perplexity import perplexity
+    from unbottle.evaluation.perplexity import perplexity
 
     report = progress.counter(f"perplexity of the {name}", "windows") if progress and name else None
     with torch.no_grad():
@@ -113,8 +113,8 @@ def run_distill(
 
 
 def _trainers(student, plain, teacher, train_ds, cfg, loader, out, s) -> dict[str, Any]:
-    from unbottle.train.distill import DistillLoss
-    from unbottle.train.trainer import Trainer
+    from unbottle.training.distill import DistillLoss
+    from unbottle.training.trainer import Trainer
 
     objective = DistillLoss(student, teacher.model, s.alpha, s.temperature, cfg.autocast_dtype())
     trainers = {"distilled": Trainer(student, train_ds, cfg, loader, out / "distilled", objective=objective)}
@@ -156,7 +156,7 @@ def _save(trainers: dict[str, Any], models: dict[str, Any], teacher: Any, out: P
 
 
 def _document(teacher, student, described, evals, trainers, resumed, saved, s) -> dict[str, Any]:
-    from unbottle.compare.accuracy import compare_eval
+    from unbottle.comparison.accuracy import compare_eval
     from unbottle.sources.base import count_parameters
 
     models = {
@@ -202,7 +202,7 @@ def pooled_ci(result: Any) -> tuple[float, float]:
     """The perplexity's 95% CI (bootstrap over windows)."""
     import numpy as np
 
-    from unbottle.compare.accuracy import pooled_value
+    from unbottle.comparison.accuracy import pooled_value
 
     w = np.asarray(result.weights or [1.0] * len(result.scores), dtype=float)
     est = pooled_value(np.asarray(result.scores, dtype=float), w, "perplexity")

@@ -50,9 +50,9 @@ def eval_(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate accuracy with per-sample scores (windows, items), stored for paired comparisons."""
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.core.env import manifest
-    from unbottle.evaluate import EvalConfig, evaluate
+    from unbottle.evaluation import EvalConfig, evaluate
     from unbottle.sources import resolve
     from unbottle.store import Store
 

@@ -75,7 +75,7 @@ def optimize(
 
     Re-running the same command after an interruption continues the search where it stopped.
     """
-    from unbottle.optimize.config import OptimizeConfig, parse_workload
+    from unbottle.optimizer.config import OptimizeConfig, parse_workload
 
     prompt_length, new_tokens = parse_workload(workload)
     config = OptimizeConfig(

@@ -1,7 +1,7 @@
 """The work behind ``unbottle optimize``: run the search inside a stored run, print, save.
 
 The time-budget bar starts with the search's clock, after the model caches are filled (which the
-budget does not count; see ``unbottle.optimize.prepare``).
+budget does not count; see ``unbottle.optimizer.prepare``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def run_optimize(
     from unbottle.cli.optimize import log_line
     from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
-    from unbottle.compare.ab import ABConfig, ABRounds
+    from unbottle.comparison.ab import ABConfig, ABRounds
     from unbottle.core.env import manifest
-    from unbottle.optimize.search import Search
+    from unbottle.optimizer.search import Search
     from unbottle.store import Store
 
     store = Store()
@@ -69,7 +69,7 @@ def write_optimize_report(store: Any, run_id: int, path: Path) -> None:
     """Write the run's HTML report and print where; a failure here only warns (the run is stored)."""
     from unbottle.cli.common import err
     from unbottle.core.errors import UnbottleError
-    from unbottle.report.output import write_report
+    from unbottle.reporting.output import write_report
 
     try:
         written = write_report(store, run_id, path)

@@ -92,7 +92,7 @@ def apply(
     quiet: QuietOpt = False,
 ) -> None:
     """Apply passes in order and save the result with its recipe (loadable by every verb)."""
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.core.env import manifest
     from unbottle.core.errors import ConfigError, PassError
     from unbottle.passes import check_composition, parse_pass, unavailable

@@ -42,9 +42,9 @@ def profile(
     quiet: QuietOpt = False,
 ) -> None:
     """Machine peaks, hotspots per phase and module group, roofline (MFU/MBU), ranked diagnosis."""
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.core.env import manifest
-    from unbottle.profile import ProfileConfig, cached_peaks, profile_model
+    from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
     from unbottle.sources import resolve
     from unbottle.sources.base import require_causal_lm
     from unbottle.store import Store
@@ -59,7 +59,7 @@ def profile(
         refresh_peaks=refresh_peaks,
         device=device,
     )
-    from unbottle.profile.run import trace_paths
+    from unbottle.profiling.run import trace_paths
 
     trace_paths(trace_dir, "probe")  # an unwritable trace folder fails before anything loads
     source = resolve(model)
@@ -81,7 +81,13 @@ def profile(
 
 
 def show_profile(doc: dict[str, Any]) -> None:
-    from unbottle.report.profile import findings_table, groups_table, ops_table, peaks_table, roofline_table
+    from unbottle.reporting.profile import (
+        findings_table,
+        groups_table,
+        ops_table,
+        peaks_table,
+        roofline_table,
+    )
 
     out.print(peaks_table(doc["peaks"]))
     for phase, data in doc["phases"].items():

@@ -175,7 +175,7 @@ class Progress:
         return report
 
     def evaluations(self, prefix: str = "") -> Callable[[str, int, int], None]:
-        """An ``(evaluator, done, total)`` callback for ``unbottle.evaluate.evaluate``."""
+        """An ``(evaluator, done, total)`` callback for ``unbottle.evaluation.evaluate``."""
         counters: dict[str, Callable[[int, int], None]] = {}
 
         def report(evaluator: str, done: int, total: int) -> None:
@@ -280,7 +280,7 @@ class _Bars(rp.Progress):
 
 
 class BenchProgress(Progress):
-    """The ``progress(label, repeats_done, elapsed_s)`` callback of ``unbottle.bench.benchmark``.
+    """The ``progress(label, repeats_done, elapsed_s)`` callback of ``unbottle.benchmarking.benchmark``.
 
     One task per scenario point, without a total; ``points`` (when known) numbers them ``[2/5]`` so
     the points left show. Off a terminal each point leaves one ``done`` line.

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from unbottle.cli.common import err, handle_errors
-from unbottle.report.output import ReportFormat
+from unbottle.reporting.output import ReportFormat
 
 EXAMPLES = """
 Examples:
@@ -37,8 +37,8 @@ def report(
     format_: Annotated[ReportFormat, typer.Option("--format", help="html, md or json.")] = ReportFormat.html,
 ) -> None:
     """Write the report of a stored run: verdict, headline ratios with CIs, charts, manifest, commands."""
-    from unbottle.report.output import default_path, render, write_atomic
-    from unbottle.report.summary import build_report
+    from unbottle.reporting.output import default_path, render, write_atomic
+    from unbottle.reporting.summary import build_report
     from unbottle.store import Store
 
     built = build_report(Store(), ref)

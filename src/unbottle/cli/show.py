@@ -13,8 +13,8 @@ from unbottle.cli.common import err, out, print_json
 
 def show_run(store: Any, ref: int | str, json_: bool) -> None:
     """Print a stored run's tables and, with ``json_``, its JSON document as the last stdout line."""
-    from unbottle.report.console import headline_table, key_value_table, measurements_tables
-    from unbottle.report.documents import run_document
+    from unbottle.reporting.console import headline_table, key_value_table, measurements_tables
+    from unbottle.reporting.documents import run_document
 
     run = store.get_run(ref)
     measurements = store.measurements(run.id)
@@ -37,12 +37,12 @@ def show_run(store: Any, ref: int | str, json_: bool) -> None:
         for table in measurements_tables(measurements):
             out.print(table)
     elif run.kind == "eval":
-        from unbottle.evaluate import EvalResult
-        from unbottle.report.evals import evals_table
+        from unbottle.evaluation import EvalResult
+        from unbottle.reporting.evals import evals_table
 
         out.print(evals_table([EvalResult.from_dict(e) for e in (run.result or {}).get("evals", [])]))
     elif run.kind in ("ab", "compare") and doc.get("comparison"):
-        from unbottle.report.comparison import comparison_table
+        from unbottle.reporting.comparison import comparison_table
 
         out.print(comparison_table(doc["comparison"]))
     elif run.kind == "optimize" and doc.get("optimize"):
@@ -60,8 +60,8 @@ def show_run(store: Any, ref: int | str, json_: bool) -> None:
 
 
 def _show_optimize(opt: dict[str, Any]) -> None:
-    from unbottle.report.comparison import comparison_table
-    from unbottle.report.optimize import pareto_table, trials_table
+    from unbottle.reporting.comparison import comparison_table
+    from unbottle.reporting.optimize import pareto_table, trials_table
 
     table, notes = trials_table(opt)
     out.print(table)

@@ -92,11 +92,11 @@ def train(
     import dataclasses
     import os
 
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.core.env import manifest
     from unbottle.store import Store
-    from unbottle.train.loader import LoaderConfig
-    from unbottle.train.trainer import TrainConfig
+    from unbottle.training.loader import LoaderConfig
+    from unbottle.training.trainer import TrainConfig
 
     argv = _argv(locals())  # the same command for each worker under --nproc
     if nproc < 1:
@@ -130,7 +130,7 @@ def train(
             model, data, seq_len, compare, cfg, loader, run_dir, rounds, segment_steps, threads, json_, quiet
         )
         return
-    from unbottle.train.distributed import init_from_env, launch, rank_device
+    from unbottle.training.distributed import init_from_env, launch, rank_device
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:  # options checked above, once, before launching
         raise typer.Exit(launch(nproc, argv))
@@ -156,7 +156,7 @@ def train(
         "loader": loader.to_dict(),
         "output": str(run_dir),
     }
-    from unbottle.profile.peaks import cached_peaks
+    from unbottle.profiling.peaks import cached_peaks
 
     peaks = cached_peaks(store, settings["torch_num_threads"])  # for MFU; measured once per machine
     from unbottle.cli.progress import Progress
@@ -177,7 +177,7 @@ def train(
 
 
 def show_training(result: dict[str, Any]) -> None:
-    from unbottle.report.console import key_value_table
+    from unbottle.reporting.console import key_value_table
 
     s = result["summary"]
     out.print(
@@ -237,11 +237,11 @@ def _argv(params: dict[str, Any]) -> list[str]:
 def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, threads, json_, quiet) -> None:
     import dataclasses
 
-    from unbottle.bench import apply_threads
+    from unbottle.benchmarking import apply_threads
     from unbottle.cli.train_run import run_compare
     from unbottle.core.env import manifest
     from unbottle.store import Store
-    from unbottle.train.compare import parse_strategies
+    from unbottle.training.compare import parse_strategies
 
     names = parse_strategies(text)
     if rounds < 2 or steps < 1:

@@ -13,7 +13,7 @@ def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> 
     """(train, validation) datasets: the packaged Austen split, or the last tenth of ``data``'s windows."""
     from torch.utils.data import Subset
 
-    from unbottle.train.data import OnTheFlyDataset, TokenDataset, corpus_at, default_corpora, token_cache
+    from unbottle.training.data import OnTheFlyDataset, TokenDataset, corpus_at, default_corpora, token_cache
 
     if data is None:
         train_corpus, val_corpus = default_corpora()
@@ -61,8 +61,8 @@ def run_training(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Train, validate and save; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
-    from unbottle.bench.tracker import ResourceTracker
-    from unbottle.train.trainer import Trainer
+    from unbottle.benchmarking.tracker import ResourceTracker
+    from unbottle.training.trainer import Trainer
 
     say(f"loading {model} …")
     loaded = load_trainable(model, TRAIN_PURPOSE)
@@ -84,7 +84,7 @@ def run_training(
             validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
             say(f"step {trainer.step}/{cfg.max_steps}: validation loss {validation[-1]['val_loss']:.3f}")
     model_dir = run_dir / "model"
-    from unbottle.train.checkpoint import full_model_state
+    from unbottle.training.checkpoint import full_model_state
 
     trainer.save()  # every rank joins (FSDP gathers the full state); rank 0 writes
     state = full_model_state(trainer) if trainer.sharded is not None else None
@@ -92,7 +92,7 @@ def run_training(
         return {}
     loaded.model.save_pretrained(model_dir, state_dict=state)
     loaded.tokenizer.save_pretrained(model_dir)
-    from unbottle.train.diagnose import diagnose
+    from unbottle.training.diagnose import diagnose
 
     result = _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
     return {
@@ -182,7 +182,7 @@ def run_compare(
     """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
     from unbottle.sources import resolve
     from unbottle.sources.base import require_causal_lm
-    from unbottle.train.compare import compare_strategies
+    from unbottle.training.compare import compare_strategies
 
     loaded = require_causal_lm(resolve(model).load(), model, TRAIN_PURPOSE)
     say("preparing data for both pipelines …")
@@ -215,7 +215,7 @@ def _batching(
 
     import psutil
 
-    from unbottle.train.batch_finder import accumulation, agree, find_micro_batch
+    from unbottle.training.batch_finder import accumulation, agree, find_micro_batch
 
     found = None
     micro = loader.batch_size

@@ -1,0 +1,184 @@
+"""``unbottle.benchmark``: how fast a causal LM runs on this machine, as raw samples with units.
+
+Each scenario point (a prompt length, a batch size) is warmed up, repeated until both a minimum
+count and a minimum time are reached, wrapped in a resource tracker, and handed to ``sink`` as
+soon as it finishes, so a store can persist it before the next point starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from unbottle.benchmarking.config import SCENARIOS, BenchConfig, check_threads
+from unbottle.benchmarking.headline import headline
+from unbottle.benchmarking.prompts import make_prompts
+from unbottle.benchmarking.runner import ProgressFn, repeat
+from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
+from unbottle.benchmarking.timing import make_timer
+from unbottle.benchmarking.tracker import ResourceTracker
+from unbottle.core.errors import BenchError
+from unbottle.core.measurement import Measurement
+
+__all__ = [
+    "SCENARIOS",
+    "BenchConfig",
+    "BenchResult",
+    "apply_threads",
+    "benchmark",
+    "check_positions",
+    "headline",
+]
+
+Sink = Callable[[Measurement], None]
+
+# metric suffix → (unit, higher_is_better)
+_UNITS = {
+    "latency": ("s", False),
+    "token_latency": ("s", False),
+    "ttft": ("s", False),
+    "request_latency": ("s", False),
+    "tokens_per_s": ("tokens/s", True),
+}
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """What ``benchmark`` measured: the model, the settings in force and every measurement."""
+
+    model: dict[str, Any]
+    config: BenchConfig
+    threads: dict[str, Any]
+    measurements: list[Measurement]
+    notes: list[str]
+
+    def headline(self) -> dict[str, Any]:
+        return headline(self.measurements)
+
+
+def apply_threads(threads: int | None) -> dict[str, Any]:
+    """Set torch's intra-op threads (default: physical cores); return the settings in force."""
+    import torch
+
+    from unbottle.core.env import physical_cores, thread_settings
+
+    n = threads if threads is not None else physical_cores()
+    check_threads(n)
+    torch.set_num_threads(n)
+    return thread_settings()
+
+
+def benchmark(
+    model: Any,
+    config: BenchConfig | None = None,
+    sink: Sink | None = None,
+    progress: ProgressFn | None = None,
+) -> BenchResult:
+    """Run the configured scenarios on a causal LM.
+
+    Args:
+        model: a model spec string or an ``unbottle.sources.Loaded``.
+        config: what to run; defaults to ``BenchConfig()``.
+        sink: called with each measurement as soon as it is complete (e.g. a store writer).
+        progress: called as ``progress(label, repeats_done, elapsed_s)`` after every repeat.
+
+    Raises:
+        BenchError: the model cannot run these scenarios (e.g. it is not a causal LM).
+    """
+    from unbottle.sources import Loaded, load
+
+    config = config or BenchConfig()
+    threads = apply_threads(config.threads)
+    loaded = model if isinstance(model, Loaded) else load(model)
+    if loaded.info.task != "causal-lm":
+        raise BenchError(
+            f"{loaded.info.spec!r} is a {loaded.info.task} model ({loaded.info.architecture}); the bench "
+            f"scenarios ({', '.join(config.scenarios)}) need a causal-lm model"
+        )
+    _check_context(loaded, config)
+    model_ = _to_device(loaded.model, config.device)
+    out: list[Measurement] = []
+
+    def emit(ms: list[Measurement]) -> None:
+        for m in ms:
+            out.append(m)
+            if sink is not None:
+                sink(m)
+
+    notes = list(loaded.info.notes)
+    for scenario, params, fn in _points(model_, loaded, config):
+        tracker = ResourceTracker(config.device)
+        with tracker:
+            samples = repeat(
+                fn, config.warmup, config.min_repeats, config.min_time_s, _label(scenario, params), progress
+            )
+        emit(_to_measurements(scenario, params, samples) + tracker.measurements(scenario, params))
+        if tracker.peak_rss_method != "hwm":
+            notes.append("peak RSS is the max of 50 ms samples: /proc/self/clear_refs unavailable")
+    return BenchResult(loaded.info.to_dict(), config, threads, out, sorted(set(notes), key=notes.index))
+
+
+def _points(model: Any, loaded: Any, config: BenchConfig):
+    """Yield (scenario, params, one-repeat function) for every configured point, in order."""
+    timer = make_timer(config.device)
+    vocab = model.config.vocab_size
+    tok = loaded.tokenizer
+
+    def prompt(batch: int, length: int) -> Any:
+        return make_prompts(tok, vocab, batch, length, config.seed).to(config.device)
+
+    if "prefill" in config.scenarios:
+        for n in config.prompt_lengths:
+            p = prompt(1, n)
+            yield "prefill", {"batch_size": 1, "prompt_length": n}, lambda p=p: prefill_once(model, p, timer)
+    k, plen = config.new_tokens, config.decode_prompt_length
+    if "decode" in config.scenarios:
+        for b in config.batch_sizes:
+            p = prompt(b, plen)
+            params = {"batch_size": b, "prompt_length": plen, "new_tokens": k}
+            yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
+    if "generate" in config.scenarios:
+        b = config.batch_sizes[0]
+        p = prompt(b, plen)
+        params = {"batch_size": b, "prompt_length": plen, "new_tokens": k}
+        yield "generate", params, lambda p=p: generate_once(model, p, k, timer)
+
+
+def _to_measurements(
+    scenario: str, params: dict[str, Any], samples: dict[str, list[float]]
+) -> list[Measurement]:
+    out = []
+    for key, values in samples.items():
+        unit, higher = _UNITS[key]
+        out.append(Measurement(f"{scenario}.{key}", unit, values, higher, scenario, dict(params)))
+    return out
+
+
+def _check_context(loaded: Any, config: BenchConfig) -> None:
+    longest = max(max(config.prompt_lengths), config.decode_prompt_length + config.new_tokens)
+    check_positions(loaded, longest, "lower --prompt-lengths or --new-tokens")
+
+
+def check_positions(loaded: Any, longest: int, fix: str) -> None:
+    """Refuse a sequence longer than the model's positions before any work (``fix`` says how)."""
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if limit is not None and longest > limit:
+        raise BenchError(
+            f"{loaded.info.spec!r} takes at most {limit} positions; the longest sequence asked is {longest} "
+            f"tokens; {fix}"
+        )
+
+
+def _to_device(model: Any, device: str) -> Any:
+    if device == "cpu":
+        return model
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {device} given but torch sees no CUDA device; use --device cpu")
+    return model.to(device)
+
+
+def _label(scenario: str, params: dict[str, Any]) -> str:
+    return f"{scenario} " + " ".join(f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,100 @@
+"""The benchmark configuration: which scenarios, at which sizes, for how long.
+
+Validated on construction so a bad value fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+
+SCENARIOS = ("prefill", "decode", "generate")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig(Config):
+    """How to benchmark a causal LM.
+
+    Attributes:
+        scenarios: which of ``prefill``, ``decode``, ``generate`` to run.
+        prompt_lengths: prompt tokens for each prefill point.
+        batch_sizes: batch sizes for each decode point.
+        new_tokens: tokens generated per decode/generate repeat.
+        decode_prompt_length: prompt tokens before decoding (and for generate).
+        threads: torch intra-op threads; None means the machine's physical cores.
+        warmup: unmeasured runs before each point.
+        min_repeats: measured repeats per point, at least.
+        min_time_s: measured seconds per point, at least (both minima must be met).
+        device: ``cpu`` or ``cuda[:i]``.
+        seed: seed for prompt selection.
+    """
+
+    scenarios: tuple[str, ...] = SCENARIOS
+    prompt_lengths: tuple[int, ...] = (32, 512)
+    batch_sizes: tuple[int, ...] = (1, 4)
+    new_tokens: int = 128
+    decode_prompt_length: int = 32
+    threads: int | None = None
+    warmup: int = 1
+    min_repeats: int = 5
+    min_time_s: float = 2.0
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("scenarios", "prompt_lengths", "batch_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown or not self.scenarios:
+            raise ConfigError(f"scenario(s) {unknown or '(none)'} given; allowed: {', '.join(SCENARIOS)}")
+        _positive_list("--prompt-lengths", self.prompt_lengths)
+        _positive_list("--batch-sizes", self.batch_sizes)
+        _positive("--new-tokens", self.new_tokens, minimum=2)
+        _positive("--decode-prompt-length", self.decode_prompt_length)
+        _positive("--min-repeats", self.min_repeats)
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup {self.warmup} given; allowed: 0 or more")
+        if not self.min_time_s >= 0:
+            raise ConfigError(f"--min-time {self.min_time_s} given; allowed: 0 or more seconds")
+        if self.threads is not None:
+            check_threads(self.threads)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
+
+    def n_points(self) -> int:
+        """How many scenario points a benchmark runs (the order of ``unbottle.benchmarking._points``): one per
+        prefill length and decode batch size, one generate."""
+        return (
+            len(self.prompt_lengths) * ("prefill" in self.scenarios)
+            + len(self.batch_sizes) * ("decode" in self.scenarios)
+            + ("generate" in self.scenarios)
+        )
+
+
+def check_threads(threads: int) -> None:
+    """Threads must be between 1 and the CPUs this process may use."""
+    from unbottle.core.env import logical_cpus
+
+    available = logical_cpus()
+    if not 1 <= threads <= available:
+        raise ConfigError(
+            f"--threads {threads} given; this machine lets this process use {available} CPU(s): "
+            f"use 1..{available}"
+        )
+
+
+def _positive(flag: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {minimum}")
+
+
+def _positive_list(flag: str, values: tuple[int, ...]) -> None:
+    if not values:
+        raise ConfigError(f"{flag} is empty; give at least one positive integer, e.g. 32,512")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{flag} contains {v!r}; allowed: positive integers, e.g. 32,512")

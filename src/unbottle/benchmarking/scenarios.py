@@ -1,0 +1,102 @@
+"""The causal-LM scenarios: prefill, decode with a KV cache, and end-to-end generate.
+
+Each scenario function runs one repeat and returns its raw samples in seconds or tokens/s.
+Decoding is a plain greedy loop over the model's forward with a ``DynamicCache`` so each token's
+latency is seen on its own; ``generate`` calls ``model.generate`` as a user would.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from unbottle.benchmarking.runner import Samples
+from unbottle.benchmarking.timing import CpuTimer, CudaTimer
+
+
+def forward_kwargs(model: Any) -> dict[str, Any]:
+    """Ask for last-position logits only when the model supports it, as ``generate`` does."""
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def cache_keyword(model: Any) -> str:
+    """transformers 5.2x renamed ``past_key_values`` to ``cache``; use whichever the model takes."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def prefill_once(model: Any, prompt: Any, timer: CpuTimer | CudaTimer) -> Samples:
+    """One forward over the whole prompt ``(B, T)``, no cache kept."""
+    import torch
+
+    with torch.inference_mode():
+        timer.start()
+        model(input_ids=prompt, use_cache=False, **forward_kwargs(model))
+        latency = timer.stop()
+    tokens = prompt.numel()
+    return {"latency": [latency], "tokens_per_s": [tokens / latency]}
+
+
+def decode_once(
+    model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | CudaTimer, record: list[Any] | None = None
+) -> Samples:
+    """Greedy-decode ``new_tokens`` after ``prompt`` ``(B, T)``, timing every step.
+
+    Returns ``ttft`` (prefill + first token), ``token_latency`` (each later step),
+    ``tokens_per_s`` (batch tokens per second over the decode steps of this repeat) and
+    ``request_latency`` (the whole request: prompt in, ``new_tokens`` out). When
+    ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
+    """
+    import torch
+
+    from unbottle.passes.compile import new_cache
+
+    kw = forward_kwargs(model)
+    batch = prompt.shape[0]
+    cache_kw = cache_keyword(model)
+    steps: list[float] = []
+    with torch.inference_mode():
+        cache = new_cache(model, prompt.shape[1] + new_tokens, batch)
+        timer.start()
+        kw[cache_kw] = cache  # the cache object is updated in place by every forward
+        out = model(input_ids=prompt, use_cache=True, **kw)
+        token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)
+        ttft = timer.stop()
+        if record is not None:
+            record.append(token)
+        for _ in range(new_tokens - 1):
+            timer.start()
+            out = model(input_ids=token, use_cache=True, **kw)
+            token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)
+            steps.append(timer.stop())
+            if record is not None:
+                record.append(token)
+    return {
+        "ttft": [ttft],
+        "token_latency": steps,
+        "tokens_per_s": [batch * len(steps) / sum(steps)],
+        "request_latency": [ttft + sum(steps)],
+    }
+
+
+def generate_once(model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | CudaTimer) -> Samples:
+    """``model.generate`` from ``prompt`` to exactly ``new_tokens`` greedy tokens."""
+    import torch
+
+    mask = torch.ones_like(prompt)
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.generation_config.eos_token_id
+    with torch.inference_mode():
+        timer.start()
+        out = model.generate(
+            input_ids=prompt,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        latency = timer.stop()
+    made = out.shape[1] - prompt.shape[1]
+    return {"latency": [latency], "tokens_per_s": [prompt.shape[0] * made / latency]}

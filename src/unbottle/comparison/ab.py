@@ -1,0 +1,164 @@
+"""Interleaved A/B benchmarking: both models run the same scenario in alternating rounds.
+
+Machine drift (another process, thermal state, frequency) moves both sides of a round together, so
+statistics paired by round cancel it. The order alternates A B, B A, A B, … so neither side always
+runs first (caches, allocator state). Each round's value is the median of that round's samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from unbottle.benchmarking.config import check_threads
+from unbottle.benchmarking.prompts import make_prompts
+from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
+from unbottle.benchmarking.timing import make_timer
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+from unbottle.core.measurement import Measurement
+
+AB_SCENARIOS = ("decode", "prefill", "generate")
+
+# scenario → metric suffix → (unit, higher_is_better)
+AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
+    "decode": {
+        "tokens_per_s": ("tokens/s", True),
+        "token_latency": ("s", False),
+        "ttft": ("s", False),
+        "request_latency": ("s", False),
+    },
+    "prefill": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
+    "generate": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ABConfig(Config):
+    """An interleaved A/B benchmark.
+
+    Attributes:
+        scenario: ``decode`` (default), ``prefill`` or ``generate``.
+        rounds: paired rounds; each runs A and B back to back.
+        repeats_per_round: scenario repeats per side per round (the round value is their median).
+        warmup: unmeasured repeats per side before the first round.
+        batch_size: batch rows.
+        prompt_length: prompt tokens.
+        new_tokens: tokens generated per decode/generate repeat.
+        threads: torch threads; None means the machine's physical cores.
+        seed: prompt selection.
+    """
+
+    scenario: str = "decode"
+    rounds: int = 10
+    repeats_per_round: int = 1
+    warmup: int = 1
+    batch_size: int = 1
+    prompt_length: int = 32
+    new_tokens: int = 64
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scenario not in AB_SCENARIOS:
+            raise ConfigError(f"--scenario {self.scenario!r} given; allowed: {', '.join(AB_SCENARIOS)}")
+        for flag, value, low in [
+            ("--rounds", self.rounds, 3),
+            ("--repeats-per-round", self.repeats_per_round, 1),
+            ("--batch-size", self.batch_size, 1),
+            ("--prompt-length", self.prompt_length, 1),
+            ("--new-tokens", self.new_tokens, 2),
+            ("--warmup", self.warmup, 0),
+        ]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+        if self.threads is not None:
+            check_threads(self.threads)
+
+    def metric_names(self) -> list[str]:
+        return [f"{self.scenario}.{k}" for k in AB_METRICS[self.scenario]]
+
+
+@dataclasses.dataclass
+class ABRounds:
+    """Per-round values of every metric for both sides, and the order each round ran in."""
+
+    config: ABConfig
+    a: dict[str, list[float]]
+    b: dict[str, list[float]]
+    order: list[str]
+
+    def to_measurements(self) -> list[Measurement]:
+        """Per-round values as measurements (params ``side`` and ``per: round``), for the store."""
+        out = []
+        for side, values in (("A", self.a), ("B", self.b)):
+            for name, rounds in values.items():
+                unit, higher = AB_METRICS[self.config.scenario][name.split(".", 1)[1]]
+                params = {"side": side, "per": "round", "scenario": self.config.scenario}
+                out.append(Measurement(name, unit, rounds, higher, "ab", params))
+        return out
+
+    @classmethod
+    def from_measurements(cls, config: ABConfig, ms: list[Measurement], order: list[str]) -> ABRounds:
+        a = {m.name: m.samples for m in ms if m.params.get("side") == "A" and m.params.get("per") == "round"}
+        b = {m.name: m.samples for m in ms if m.params.get("side") == "B" and m.params.get("per") == "round"}
+        return cls(config, a, b, order)
+
+
+def run_ab(
+    model_a: Any, model_b: Any, config: ABConfig, progress: Callable[[str, int, float], None] | None = None
+) -> ABRounds:
+    """Run ``config.rounds`` interleaved rounds of the scenario on two loaded models.
+
+    Args:
+        model_a: the baseline ``Loaded``.
+        model_b: the candidate ``Loaded`` (may be the same object, for an A-vs-A noise floor).
+        config: the A/B settings.
+        progress: called as ``progress(label, rounds_done, elapsed_s)``.
+    """
+    import time
+
+    from unbottle.benchmarking import apply_threads, check_positions
+
+    longest = config.prompt_length + (0 if config.scenario == "prefill" else config.new_tokens)
+    for loaded in (model_a, model_b):
+        check_positions(loaded, longest, "lower the prompt length or the new tokens")
+    apply_threads(config.threads)
+    fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config)}
+    for _ in range(config.warmup):
+        fns["A"](), fns["B"]()
+    values: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+    order: list[str] = []
+    start = time.perf_counter()
+    for r in range(config.rounds):
+        sides = ("A", "B") if r % 2 == 0 else ("B", "A")
+        order.append("".join(sides))
+        for side in sides:
+            for name, value in _round_values(fns[side], config).items():
+                values[side].setdefault(name, []).append(value)
+        if progress is not None:
+            progress(f"A/B {config.scenario}", r + 1, time.perf_counter() - start)
+    return ABRounds(config, values["A"], values["B"], order)
+
+
+def _one_repeat(loaded: Any, config: ABConfig) -> Callable[[], dict[str, list[float]]]:
+    model = loaded.model
+    prompt = make_prompts(
+        loaded.tokenizer, model.config.vocab_size, config.batch_size, config.prompt_length, config.seed
+    )
+    timer = make_timer("cpu")
+    if config.scenario == "decode":
+        return lambda: decode_once(model, prompt, config.new_tokens, timer)
+    if config.scenario == "prefill":
+        return lambda: prefill_once(model, prompt, timer)
+    return lambda: generate_once(model, prompt, config.new_tokens, timer)
+
+
+def _round_values(fn: Callable[[], dict[str, list[float]]], config: ABConfig) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for _ in range(config.repeats_per_round):
+        for key, vals in fn().items():
+            samples.setdefault(key, []).extend(vals)
+    return {f"{config.scenario}.{k}": statistics.median(v) for k, v in samples.items()}

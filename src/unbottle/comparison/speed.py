@@ -1,0 +1,73 @@
+"""Speed comparisons: per-metric ratio B/A with a bootstrap CI, from paired rounds or stored runs.
+
+Paired rounds (interleaved A/B) use the paired ratio of medians: drift shared by a round cancels.
+Two stored runs measured at different times can't be paired; their samples are resampled
+independently, which gives wider, honest intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unbottle.stats import (
+    Estimate,
+    MetricComparison,
+    bootstrap_ci,
+    median_difference_paired,
+    median_difference_unpaired,
+    percent_change,
+    ratio_of_medians_paired,
+    ratio_of_medians_unpaired,
+    verdict_of,
+)
+
+
+def _median_estimate(values: list[float]) -> Estimate:
+    lo, hi = bootstrap_ci(values)
+    return Estimate(float(np.median(values)), lo, hi, 0.95, len(values), "bootstrap median")
+
+
+def compare_samples(
+    metric: str,
+    unit: str,
+    higher_is_better: bool,
+    a: list[float],
+    b: list[float],
+    paired: bool,
+    noise_floor_pct: float | None = None,
+) -> MetricComparison:
+    """B against A on one speed metric.
+
+    Args:
+        paired: True for per-round values of an interleaved A/B (round i of each ran back to back);
+            False for samples taken at different times (two stored runs).
+    """
+    ratio, diff = (
+        (ratio_of_medians_paired, median_difference_paired)
+        if paired
+        else (ratio_of_medians_unpaired, median_difference_unpaired)
+    )
+    pct = percent_change(ratio(a, b))
+    return MetricComparison(
+        metric=metric,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        a=_median_estimate(a),
+        b=_median_estimate(b),
+        diff=diff(a, b),
+        pct=pct,
+        verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
+        noise_floor_pct=noise_floor_pct,
+    )
+
+
+def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[str, MetricComparison]:
+    """Every metric of an interleaved A/B (``unbottle.comparison.ab.ABRounds``), paired by round."""
+    from unbottle.comparison.ab import AB_METRICS
+
+    out = {}
+    for name, a_values in rounds.a.items():
+        unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
+        floor = (noise_floor or {}).get(name)
+        out[name] = compare_samples(name, unit, higher, a_values, rounds.b[name], True, floor)
+    return out

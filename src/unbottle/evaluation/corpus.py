@@ -1,0 +1,159 @@
+"""Evaluation text and its token stream, shared by perplexity and agreement.
+
+Both evaluators must see the same tokens in the same windows, or their per-window scores would not
+pair up; so the text is read, tokenised, given the model's BOS convention (``convention.py``) and
+truncated in exactly one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.errors import EvalError
+from unbottle.evaluation.convention import BosConvention, detect_convention
+
+CORPUS_PACKAGE = "unbottle.data.corpora"
+CORPUS = "persuasion.txt"
+CORPUS_DESCRIPTION = "packaged corpus persuasion.txt (Jane Austen, Persuasion, 1818)"
+
+
+def load_text(path: str | Path) -> tuple[str, str]:
+    """Read evaluation text from a UTF-8 file, or from every ``*.txt`` file of a folder.
+
+    Args:
+        path: a text file, or a folder whose ``*.txt`` files are read in name order and joined with
+            a blank line between them.
+
+    Returns:
+        ``(text, description)``; the description names where the text came from.
+
+    Raises:
+        EvalError: the path is missing, a folder holds no ``.txt`` file, a file is not UTF-8, or the
+            text is empty.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.glob("*.txt") if f.is_file())
+        if not files:
+            raise EvalError(
+                f"folder {p} holds no .txt files; give a UTF-8 text file or a folder of .txt files"
+            )
+        text = "\n\n".join(_read_utf8(f) for f in files)
+        description = f"folder {p} ({len(files)} .txt files: {', '.join(f.name for f in files[:5])}"
+        description += ", ...)" if len(files) > 5 else ")"
+    elif p.is_file():
+        text, description = _read_utf8(p), f"file {p}"
+    else:
+        raise EvalError(
+            f"no such file or folder: {str(path)!r}; give a UTF-8 text file or a folder of .txt files"
+        )
+    check_not_empty(text, description)
+    return text, description
+
+
+def default_text() -> tuple[str, str]:
+    """The packaged Persuasion corpus and its description."""
+    text = resources.files(CORPUS_PACKAGE).joinpath(CORPUS).read_text(encoding="utf-8")
+    return text, CORPUS_DESCRIPTION
+
+
+def resolve_text(text: str | None, source: str | None) -> tuple[str, str]:
+    """The text to evaluate and its description.
+
+    ``text`` wins; ``source`` then only labels it. Without ``text``, ``source`` is a file or folder
+    to read; without both, the packaged corpus.
+    """
+    if text is not None:
+        description = source or f"given text ({len(text):,} characters)"
+        check_not_empty(text, description)
+        return text, description
+    if source is not None:
+        return load_text(source)
+    return default_text()
+
+
+def check_not_empty(text: str, description: str) -> None:
+    if not text.strip():
+        raise EvalError(f"the evaluation text is empty ({description}); give a text with some words in it")
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvalError(
+            f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start} "
+            f"({exc.reason}); convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or leave it out"
+        ) from None
+
+
+@dataclasses.dataclass
+class TokenStream:
+    """The evaluated tokens: the convention's prefix (if any) then the text's tokens, cut to the budget.
+
+    The prefix is stored once, at the start, in every mode; in ``every-window`` mode every window
+    puts ``ids[:len(prefix)]`` before its span of the text (see ``plan_windows``).
+
+    Attributes:
+        ids: token ids, shape ``(N,)``: ``prefix + text ids``, ``N <= requested``.
+        convention: the model's BOS convention (``detect_convention``).
+        available: tokens the whole text gave (prefix included) before truncation.
+        requested: the token budget asked for.
+    """
+
+    ids: Any
+    convention: BosConvention
+    available: int
+    requested: int
+
+    @property
+    def bos_prepended(self) -> bool:
+        """Whether a prefix (the BOS) starts the stream: the key older results carry."""
+        return bool(self.convention.prefix)
+
+    @property
+    def window_prefix(self) -> int:
+        """Prefix tokens put before every window: ``len(prefix)`` in ``every-window`` mode, else 0."""
+        return len(self.convention.window_prefix)
+
+
+def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, description: str) -> TokenStream:
+    """Tokenise ``text`` once (no special tokens), put the convention's prefix first, keep ``eval_tokens``.
+
+    ``eval_tokens`` counts the prefix once, as it always counted the stream's BOS: the text gives
+    ``eval_tokens - len(prefix)`` tokens, and every one of them is scored, in every mode.
+
+    Raises:
+        EvalError: fewer tokens than one window remain, or (``every-window``) the window is too
+            short to hold the prefix and two text tokens.
+    """
+    import torch
+
+    convention = detect_convention(tokenizer)
+    prefix = list(convention.prefix)
+    if convention.mode == "every-window" and window < len(prefix) + 2:
+        raise EvalError(
+            f"window={window} given, but this tokenizer starts every window with {len(prefix)} prefix "
+            f"token(s) {prefix}, leaving fewer than 2 text tokens; set --window to {len(prefix) + 2} or more"
+        )
+    ids = prefix + list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    n = min(len(ids), eval_tokens)
+    if n < window:
+        if eval_tokens < window:
+            fix = f"raise --eval-tokens to at least {window} or lower --window"
+        else:
+            fix = f"give a longer text or lower --window to {len(ids)} or less"
+        raise EvalError(
+            f"{description} gives {len(ids)} tokens (BOS included) and --eval-tokens is {eval_tokens}, "
+            f"so {n} tokens are evaluated: fewer than one window of {window}; {fix}"
+        )
+    return TokenStream(
+        ids=torch.tensor(ids[:n], dtype=torch.long),
+        convention=convention,
+        available=len(ids),
+        requested=eval_tokens,
+    )

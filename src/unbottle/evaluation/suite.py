@@ -1,0 +1,82 @@
+"""One call that runs every evaluation a config asks for, on one shared text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from unbottle.evaluation.agreement import agreement
+from unbottle.evaluation.base import EvalResult
+from unbottle.evaluation.config import EvalConfig
+from unbottle.evaluation.corpus import default_text, load_text
+from unbottle.evaluation.multiple_choice import multiple_choice
+from unbottle.evaluation.perplexity import perplexity
+from unbottle.sources.base import Loaded
+
+
+def evaluate(
+    loaded: Loaded,
+    config: EvalConfig,
+    reference_loaded: Loaded | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[EvalResult]:
+    """Perplexity always; multiple-choice accuracy if ``config.task``; agreement if there is a reference.
+
+    Args:
+        loaded: the model to evaluate.
+        config: what to evaluate.
+        reference_loaded: the reference model; if None and ``config.reference`` is set, it is loaded.
+        progress: called as ``progress(evaluator, done, total)``: ``"perplexity"`` counts windows,
+            ``"multiple-choice"`` (prompt, option) sequences.
+
+    Returns:
+        perplexity, then accuracy (with a task), then KL, top-1 and greedy match (with a reference).
+    """
+    text, description = load_text(config.eval_text) if config.eval_text else default_text()
+    results = [
+        perplexity(
+            loaded,
+            text,
+            source=description,
+            eval_tokens=config.eval_tokens,
+            window=config.window,
+            stride=config.stride,
+            batch_size=config.batch_size,
+            progress=_for(progress, "perplexity"),
+        )
+    ]
+    if config.task:
+        results.append(
+            multiple_choice(
+                loaded,
+                config.task,
+                max_items=config.max_items,
+                length_normalize=config.length_normalize,
+                batch_size=config.batch_size,
+                progress=_for(progress, "multiple-choice"),
+            )
+        )
+    if reference_loaded is None and config.reference:
+        from unbottle.sources import load
+
+        reference_loaded = load(config.reference)
+    if reference_loaded is not None:
+        results.extend(
+            agreement(
+                loaded,
+                reference_loaded,
+                text=text,
+                eval_tokens=config.eval_tokens,
+                window=config.window,
+                stride=config.stride,
+                batch_size=config.batch_size,
+            )
+        )
+    return results
+
+
+def _for(
+    progress: Callable[[str, int, int], None] | None, evaluator: str
+) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(evaluator, done, total)

@@ -1,0 +1,208 @@
+"""What ``unbottle optimize`` searches for: the objective, the accuracy guard, the budget, the stages.
+
+The objective is one metric to improve (decode tokens/s by default); the guard is a list of goals on
+accuracy metrics, each judged on its confidence-interval bound. Screening settings are cheap (a short
+A/B, a couple of evaluation windows); the finalists and the winner are measured with the full ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+from unbottle.stats import Goal
+
+# objective name → (A/B scenario or None, metric name, unit, higher is better, what it is)
+OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
+    "decode": ("decode", "decode.tokens_per_s", "tokens/s", True, "decode tokens/s (KV cache, batch rows)"),
+    "ttft": ("decode", "decode.ttft", "s", False, "time to first token"),
+    "latency": ("decode", "decode.request_latency", "s", False, "request latency (prompt in, tokens out)"),
+    "prefill": ("prefill", "prefill.latency", "s", False, "prefill latency of the prompt"),
+    "throughput": ("decode", "decode.tokens_per_s", "tokens/s", True, "decode tokens/s at --batch-size"),
+    "size": (None, "size.weights", "MiB", False, "bytes of weights stored"),
+    "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while decoding"),
+}
+ACCURACY_METRICS = ("perplexity", "accuracy")
+# The request every speed measurement serves: a chat turn of a few hundred prompt tokens and a reply.
+DEFAULT_WORKLOAD = (256, 64)
+DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
+TASK_GUARD = "accuracy:max-degradation=1"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizeConfig(Config):
+    """One search.
+
+    Attributes:
+        model: the model spec (name, folder, .gguf, recipe folder).
+        objective: one of ``OBJECTIVES``.
+        goals: accuracy guard as ``METRIC:KIND=VALUE`` texts; empty → perplexity ≤ +1% (and accuracy
+            ≤ −1 point when ``task`` is set), each on the CI bound.
+        candidates: pass lists to try, each ``"name:k=v + name2"``; empty → the built-in candidates.
+        time_budget_s: wall seconds for the whole search, verification included (filling the model
+            caches before it starts is not counted); the baseline's rates decide what fits.
+        max_trials: candidate trials at most, 1 or more (baseline and verification not counted); None:
+            no limit.
+        threads: torch threads for every measurement; None: the physical cores.
+        batch_size / prompt_length / new_tokens: the request shape every speed measurement serves
+            (``--workload prompt=P,new=N``): its prefill, its decode steps and its whole latency are
+            measured and verified, whatever the objective.
+        screen_rounds / screen_new_tokens / screen_tokens: the cheap first look at each candidate.
+        full_rounds / eval_tokens: finalists and verification (perplexity on ``eval_tokens``).
+        finalists: how many screened candidates are measured fully.
+        task / max_items: an optional multiple-choice task in the guard.
+        eval_text: text for perplexity; None: the packaged corpus.
+        trial_timeout_s / memory_limit_mib: per-worker limits (None: 75% of the machine's memory).
+        seed: prompts and task subsets.
+    """
+
+    model: str = "smollm2-135m"
+    objective: str = "decode"
+    goals: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
+    time_budget_s: float = 780.0
+    max_trials: int | None = None
+    threads: int | None = None
+    batch_size: int = 1
+    prompt_length: int = DEFAULT_WORKLOAD[0]
+    new_tokens: int = DEFAULT_WORKLOAD[1]
+    screen_rounds: int = 3
+    screen_new_tokens: int = 32
+    screen_tokens: int = 1024
+    full_rounds: int = 10
+    eval_tokens: int = 4096
+    finalists: int = 2
+    task: str | None = None
+    max_items: int = 200
+    eval_text: str | None = None
+    trial_timeout_s: float = 600.0
+    memory_limit_mib: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--objective {self.objective!r} given; allowed: {', '.join(OBJECTIVES)}")
+        for flag, value, low in [
+            ("--batch-size", self.batch_size, 1),
+            ("--workload prompt=", self.prompt_length, 1),
+            ("--workload new=", self.new_tokens, 2),
+            ("--screen-rounds", self.screen_rounds, 3),
+            ("--screen-new-tokens", self.screen_new_tokens, 2),
+            ("--screen-tokens", self.screen_tokens, 64),
+            ("--full-rounds", self.full_rounds, 3),
+            ("--eval-tokens", self.eval_tokens, 64),
+            ("--finalists", self.finalists, 1),
+            ("--max-items", self.max_items, 1),
+        ]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                sep = "" if flag.endswith("=") else " "
+                raise ConfigError(f"{flag}{sep}{value!r} given; allowed: an integer >= {low}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ConfigError(
+                f"--max-trials {self.max_trials} given; allowed: 1 or more (a search that tries no "
+                "candidate has nothing to verify; `unbottle bench` and `unbottle eval` measure the "
+                "model alone)"
+            )
+        if not self.time_budget_s > 0:
+            raise ConfigError(f"--time-budget {self.time_budget_s!r} given; allowed: seconds > 0")
+        if self.threads is not None:
+            from unbottle.benchmarking.config import check_threads
+
+            check_threads(self.threads)
+        object.__setattr__(self, "goals", tuple(self.goals))
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        self.guard()  # parse and check now, so a bad goal fails before anything runs
+
+    def guard(self) -> list[Goal]:
+        """The accuracy goals (defaults filled in); raises ConfigError on contradictions."""
+        texts = list(self.goals) or list(DEFAULT_GUARD) + ([TASK_GUARD] if self.task else [])
+        goals = [Goal.parse(t) for t in texts]
+        for g in goals:
+            if g.metric not in ACCURACY_METRICS:
+                raise ConfigError(
+                    f"goal {str(g)!r} is on {g.metric!r}; the accuracy guard takes goals on "
+                    f"{', '.join(ACCURACY_METRICS)} (the objective is chosen with --objective)"
+                )
+            if g.metric == "accuracy" and not self.task:
+                raise ConfigError(f"goal {str(g)!r} needs a task: add --task NAME")
+            if g.kind in ("min-improvement", "percent-min-improvement"):
+                raise ConfigError(
+                    f"goal {str(g)!r} asks accuracy to improve, which no speed optimisation can promise; "
+                    f"use {g.metric}:{g.kind.replace('min-improvement', 'max-degradation')}=VALUE"
+                )
+        _check_contradictions(goals)
+        return goals
+
+    def objective_spec(self) -> tuple[str | None, str, str, bool, str]:
+        return OBJECTIVES[self.objective]
+
+    def search_key(self) -> str:
+        """Identifies the search: the same command (budget and limits aside) resumes the same search."""
+        ignored = {"time_budget_s", "max_trials", "trial_timeout_s", "memory_limit_mib"}
+        data = {k: v for k, v in self.to_dict().items() if k not in ignored}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def ab_settings(self, stage: str) -> dict[str, Any]:
+        """The ``ABConfig`` fields for ``screen`` or ``full`` (verification uses ``full``)."""
+        scenario = self.objective_spec()[0] or "decode"
+        screen = stage == "screen"
+        return {
+            "scenario": scenario,
+            "rounds": self.screen_rounds if screen else self.full_rounds,
+            "batch_size": self.batch_size,
+            "prompt_length": self.prompt_length,
+            "new_tokens": self.screen_new_tokens if screen else self.new_tokens,
+            "threads": self.threads,
+            "seed": self.seed,
+        }
+
+    def eval_settings(self, stage: str) -> dict[str, Any]:
+        """The ``EvalConfig`` fields for ``screen`` or ``full``."""
+        screen = stage == "screen"
+        tokens = self.screen_tokens if screen else self.eval_tokens
+        return {
+            "eval_text": self.eval_text,
+            "eval_tokens": tokens,
+            "window": min(512, tokens),
+            "stride": min(512, tokens),
+            "task": self.task,
+            "max_items": max(20, self.max_items // 5) if screen else self.max_items,
+        }
+
+
+def parse_workload(text: str) -> tuple[int, int]:
+    """``prompt=512,new=128`` (either part may be left out: the default fills it) → (prompt, new)."""
+    allowed = "allowed: prompt=TOKENS,new=TOKENS, e.g. prompt=512,new=128"
+    values = dict(zip(("prompt", "new"), DEFAULT_WORKLOAD, strict=True))
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in values:
+            raise ConfigError(f"--workload {text!r} given: {part!r} is not understood; {allowed}")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--workload {text!r} given: {key}={value!r} is not a number; {allowed}"
+            ) from None
+        low = 1 if key == "prompt" else 2
+        if values[key] < low:
+            raise ConfigError(f"--workload {text!r} given: {key} must be at least {low}; {allowed}")
+    return values["prompt"], values["new"]
+
+
+def _check_contradictions(goals: list[Goal]) -> None:
+    seen: dict[tuple[str, str], Goal] = {}
+    for g in goals:
+        if (g.metric, g.kind) in seen and seen[(g.metric, g.kind)].value != g.value:
+            raise ConfigError(
+                f"goals {str(seen[(g.metric, g.kind)])!r} and {str(g)!r} contradict each other; "
+                "give one limit per metric and kind"
+            )
+        seen[(g.metric, g.kind)] = g
+        if g.kind == "threshold" and g.metric == "perplexity" and g.value <= 1:
+            raise ConfigError(f"goal {str(g)!r}: perplexity is always > 1, so no model can meet it")

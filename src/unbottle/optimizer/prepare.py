@@ -1,0 +1,179 @@
+"""Work done once per model before the search's clock starts: the caches the trials read.
+
+A ``.gguf`` model is converted to a safetensors folder the first time it loads (65 s for Gemma 3
+270M on a 2-core machine; ``unbottle.sources.gguf_file``), and the ONNX candidates start from one
+float export per model (``unbottle.passes.onnx.float_graph``). Paid inside a trial, either would be
+charged to the time budget and to that trial's timeout, and would make the baseline look slower than
+it is. The same goes for the GenAI builds (``genai`` candidates: 20-60 s each, cached by weights and
+settings). The search fills the caches first, in a worker like any trial, and starts its clock after;
+when they exist the check is a file lookup (a worker only runs when something is missing).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+RECORD_KEY = "prepare"  # the trial key the outcome is recorded under (not a trial of the search)
+FILL = "unbottle.optimizer.prepare:fill_caches"  # the worker function, for ``run_isolated``
+
+
+def onnx_exports(candidates: list[Any]) -> list[dict[str, Any]]:
+    """The float exports the candidates start from: ``{"opset", "attention"}`` per distinct one.
+
+    Only candidates whose first pass is ``onnx`` (into the default cache) export the model as loaded;
+    a composition exports weights changed by the passes before it, which can't be prepared.
+    """
+    seen: list[dict[str, Any]] = []
+    for cand in candidates:
+        first = cand.configs[0] if cand.configs else None
+        if first is None or first.name != "onnx" or first.output is not None:
+            continue
+        item = {"opset": first.opset, "attention": first.attention}
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def gguf_pending(spec: str) -> bool:
+    """True when ``spec`` is a ``.gguf`` file whose safetensors cache is not written yet."""
+    from unbottle.sources import resolve
+    from unbottle.sources.gguf_file import _DONE, GGUFSource
+
+    path = Path(spec).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        return False
+    source = resolve(spec)
+    return isinstance(source, GGUFSource) and not (source.cache_dir() / _DONE).exists()
+
+
+def genai_builds(candidates: list[Any]) -> list[dict[str, Any]]:
+    """The GenAI builds single-pass ``genai`` candidates (into the default cache) load: their configs."""
+    seen: list[dict[str, Any]] = []
+    for cand in candidates:
+        if len(cand.configs) != 1 or cand.configs[0].name != "genai" or cand.configs[0].output is not None:
+            continue
+        item = {**cand.configs[0].to_dict(), "verify": False, "threads": None, "prefill": "genai"}  # run-only
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def from_gguf(spec: str) -> bool:
+    """True when ``spec`` loads from a ``.gguf`` file (a path, or a packaged model shipped as one)."""
+    from unbottle.core.errors import UnbottleError
+    from unbottle.sources import resolve
+    from unbottle.sources.gguf_file import GGUFSource
+
+    try:
+        source = resolve(spec)
+    except UnbottleError:
+        return False
+    return isinstance(source, GGUFSource) or hasattr(source, "gguf_path")
+
+
+def exports_ready(
+    recorded: dict[str, Any] | None, wanted: list[dict[str, Any]], what: str = "exports"
+) -> bool:
+    """True when an earlier run of this search wrote ``wanted`` (``what``: ``exports`` or ``builds``)
+    and the folders are still there."""
+    if not wanted:
+        return True
+    exports = ((recorded or {}).get("result") or {}).get(what) or []
+    done = [e for e in exports if e.get("folder") and (Path(e["folder"]) / "export.json").exists()]
+    return all(any(e["settings"] == w for e in done) for w in wanted)
+
+
+def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
+    """Worker: load the model once (a ``.gguf`` is converted) and write the float ONNX exports.
+
+    Payload: ``model`` (the spec) and ``onnx`` (``onnx_exports``). An export that fails is reported
+    with its reason; the candidate's own trial then fails the same way and says so.
+    """
+    from unbottle.optimizer.trial import load_causal_lm
+
+    start = time.perf_counter()
+    loaded = load_causal_lm(payload["model"])
+    out: dict[str, Any] = {
+        "load_s": time.perf_counter() - start,
+        "converted": any(n.startswith("converted GGUF") for n in loaded.info.notes),
+        "exports": [],
+    }
+    digest = None
+    for settings in payload["onnx"]:
+        t = time.perf_counter()
+        try:
+            if digest is None:
+                from unbottle.passes.onnx import weights_digest
+
+                digest = weights_digest(loaded.model)
+            folder, reused = _float_export(loaded.model, settings, digest)
+            entry = {"settings": settings, "folder": str(folder), "reused": reused}
+        except Exception as exc:  # the candidate's trial reports the same failure in its place
+            entry = {"settings": settings, "error": f"{type(exc).__name__}: {exc}"}
+        out["exports"].append({**entry, "seconds": time.perf_counter() - t})
+    out["builds"] = [_genai_build(loaded, settings) for settings in payload.get("genai", [])]
+    return out
+
+
+def _genai_build(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """One GenAI build into its cache (reused when there); a failure is reported, not raised."""
+    from unbottle.passes import apply_
+    from unbottle.passes.genai import GenaiConfig
+
+    t = time.perf_counter()
+    try:
+        built, [report] = apply_(loaded, [GenaiConfig.from_dict(settings)], copy_model=False)
+        reused = any(n.startswith("reused the build") for n in report.notes)
+        entry = {"settings": settings, "folder": str(built.model.folder), "reused": reused}
+    except Exception as exc:  # the candidate's trial reports the same failure in its place
+        entry = {"settings": settings, "error": f"{type(exc).__name__}: {exc}"}
+    return {**entry, "seconds": time.perf_counter() - t}
+
+
+def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Path, bool]:
+    """The cached float export for these settings, written when missing (as ``float_graph`` does)."""
+    from unbottle.passes.onnx import (
+        OnnxExportConfig,
+        _reusable,  # the cache check float_graph itself uses
+        default_folder,
+        export_key,
+        write_export,
+    )
+
+    config = OnnxExportConfig(opset=settings["opset"], attention=settings["attention"], verify=False)
+    key = export_key(model, config, digest)
+    folder = default_folder(key)
+    if _reusable(folder, key) is not None:
+        return folder, True
+    write_export(model, config, folder, key, digest)
+    return folder, False
+
+
+def _label(settings: dict[str, Any]) -> str:
+    """``genai:weights=gguf`` for the recorded settings of a build (run-only settings left out)."""
+    from unbottle.passes.genai import GenaiConfig
+
+    config = GenaiConfig.from_dict({**settings, "verify": True})
+    return config.label()
+
+
+def describe(result: dict[str, Any], seconds: float) -> str:
+    """One log line about what the preparation did."""
+    done = []
+    if result.get("converted"):
+        done.append("converted the GGUF file to a safetensors cache")
+    for e in result.get("exports", []):
+        what = f"ONNX float export (opset {e['settings']['opset']}, {e['settings']['attention']})"
+        if "error" in e:
+            done.append(f"{what} failed: {e['error']}")
+        else:
+            done.append(f"{what} {'already cached' if e['reused'] else 'written'} in {e['seconds']:.0f} s")
+    for e in result.get("builds", []):
+        what = "GenAI build " + _label(e["settings"])
+        if "error" in e:
+            done.append(f"{what} failed: {e['error']}")
+        else:
+            done.append(f"{what} {'already cached' if e['reused'] else 'written'} in {e['seconds']:.0f} s")
+    return f"prepared in {seconds:.0f} s, outside the time budget: " + ("; ".join(done) or "caches in place")

@@ -1,0 +1,223 @@
+"""The result of a search: trials table, Pareto front, the verified winner and a plain verdict.
+
+The winner is the verified candidate that met the guard on its CI bound; when none did, the
+verified candidate with the best objective, with the missed goal named. The reported numbers are
+the verification's (interleaved A/B on the saved, reloaded model), never the screening's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from unbottle.comparison.document import comparison_document
+from unbottle.optimizer import judge
+from unbottle.optimizer.explain import explain
+from unbottle.stats import MetricComparison
+
+
+def result_document(
+    search: Any,
+    base: dict[str, Any],
+    screened: list[dict[str, Any]],
+    ranked: list[dict[str, Any]],
+    verified: list[dict[str, Any]],
+    skipped: dict[str, str],
+) -> dict[str, Any]:
+    cfg = search.cfg
+    rows = [_row(search, t, base) for t in search.trials.values()]
+    winner = _winner(verified)
+    doc: dict[str, Any] = {
+        "search_key": search.key,
+        "model": cfg.model,
+        "objective": {
+            "name": cfg.objective,
+            "metric": cfg.objective_spec()[1],
+            "what": cfg.objective_spec()[4],
+        },
+        "guard": [str(g) for g in search.goals],
+        "workload": {"prompt": cfg.prompt_length, "new": cfg.new_tokens, "batch": cfg.batch_size},
+        "baseline": _baseline_summary(base),
+        "trials": rows,
+        "skipped": skipped,
+        "not_tried": search.not_tried,
+        "resumed_trials": search.resumed,
+        "order_from_profile": search.profile_run,
+        "pareto": _pareto(base, rows),
+        "winner": None,
+        "output": None,
+        "elapsed_s": cfg.time_budget_s - search.remaining(),
+        "time_budget_s": cfg.time_budget_s,
+        "preparation": search.preparation,
+        "plan": search.plan.to_dict() if search.plan is not None else None,
+        "host_busy": search.host_busy,
+    }
+    if winner is None:
+        doc["verdict"] = _busy_warning(search.host_busy) + _no_winner_verdict(screened, ranked, verified)
+        return doc
+    comparisons = {
+        k: MetricComparison.from_dict(v) for k, v in winner["trial"]["result"]["comparisons"].items()
+    }
+    verification = comparison_document(comparisons, search.goals, cfg.model, winner["cand"].key)
+    output = publish(search, winner)
+    phases = judge.phases(winner["trial"]["result"]["comparisons"])
+    doc.update(
+        winner={
+            "key": winner["cand"].key,
+            "passes": winner["cand"].to_payload(),
+            "gain": winner["gain"],
+            "accuracy": judge.accuracy_change(winner["trial"]["result"]["comparisons"]),
+            "guard_passed": winner["guard"]["passed"],
+            "reproduced": _reproduced(search, winner),
+            "phases": phases,
+        },
+        verification=verification,
+        output=str(output),
+        rounds=winner["trial"]["result"]["rounds"],
+        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification, phases),
+    )
+    return doc
+
+
+def _winner(verified: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [v for v in verified if v["gain"] is not None]
+    passing = [v for v in ok if v["guard"]["passed"]]
+    pool = passing or ok
+    return max(pool, key=lambda v: v["gain"][0]) if pool else None
+
+
+def staging_folder(output: Path, key: str) -> Path:
+    import hashlib
+
+    return output.parent / f".{output.name}.verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def publish(search: Any, winner: dict[str, Any]) -> Path:
+    """Move the winner's saved folder into place (once); other verified folders are removed."""
+    from unbottle.core.errors import StoreError
+    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
+
+    out = search.output.resolve()
+    staged = Path(winner["trial"]["result"]["output"])
+    if staged.exists():
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    elif not ((out / RECIPE_FILE).exists() and read_recipe(out).search == search.key):
+        raise StoreError(
+            f"the verified model's folder {staged} is gone and {out} does not hold it; "
+            "re-run with --overwrite to verify and save it again"
+        )
+    for other in out.parent.glob(f".{out.name}.verify-*"):
+        shutil.rmtree(other, ignore_errors=True)
+    return out
+
+
+def _reproduced(search: Any, winner: dict[str, Any]) -> dict[str, Any] | None:
+    """The reloaded model's perplexity against the finalist's (same windows, same passes)."""
+    final = search.trials.get(f"final:{winner['cand'].key}")
+    evals = {e["metric"]: e["value"] for e in winner["trial"]["result"]["evals"]}
+    if not final or final["status"] != "ok" or "perplexity" not in evals:
+        return None
+    before = final["result"]["evals"].get("perplexity")
+    after = evals["perplexity"]
+    return {"final": before, "reloaded": after, "match": abs(after - before) <= 1e-3 * before}
+
+
+def _verdict(
+    cfg: Any, winner: dict[str, Any], verification: dict[str, Any], phases: list[dict[str, Any]]
+) -> str:
+    g = winner["gain"]
+    what = cfg.objective_spec()[4]
+    head = f"{winner['cand'].key}: {what} ×{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] (95% CI, verified)"
+    goals = "; ".join(r["explanation"] for r in verification["goals"])
+    regressed = [f"{r['phase']} ({r['what']})" for r in phases if r["regressed"]]
+    tail = ""
+    if phases:
+        tail = "; " + judge.phase_line(phases, cfg.prompt_length, cfg.new_tokens)
+    if regressed:
+        tail += f"; WARNING: slower than the baseline in {' and '.join(regressed)}"
+    if verification["overall"] == "pass":
+        return f"{head}; guard met: {goals}{tail}"
+    missed = [str(r["goal"]["metric"]) for r in verification["goals"] if not r["passed"]]
+    return f"{head}; goal missed ({', '.join(missed)}): {goals}; saved as the best found{tail}"
+
+
+def _no_winner_verdict(screened, ranked, verified) -> str:
+    if verified:
+        return "the verification of every candidate failed; see the trials table"
+    if not screened:
+        return "no candidate applies on this machine (see the skipped ones); baseline reported"
+    return "no candidate improved the objective while keeping the accuracy guard; nothing saved"
+
+
+def _busy_warning(busy: dict[str, Any] | None) -> str:
+    """The verdict's opening when the baseline was measured on a busy machine (twice)."""
+    if not busy:
+        return ""
+    return f"WARNING: measured on a busy host ({'; '.join(busy['reasons'])}); {busy['advice']}. "
+
+
+def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
+    evals = {e["metric"]: e["value"] for e in base["evals"]["full"]}
+    return {
+        "rates": base["rates"],
+        "evals": evals,
+        "weights_mib": base["weights_mib"],
+        "peak_rss_mib": base["peak_rss_mib"],
+        "threads": base["threads"],
+        "screen_noise_pct": base["screen_noise_pct"],
+        "host": base.get("host"),
+        "model": base["model"],
+    }
+
+
+def _row(search: Any, t: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    row = {k: t.get(k) for k in ("key", "stage", "status", "reason", "seconds", "peak_rss_mib")}
+    if t.get("host_busy"):
+        row["host_busy"] = t["host_busy"]  # a disturbed baseline, recorded but never reused
+    row["candidate"] = (t.get("candidate") or {}).get("key")
+    row["origin"] = (t.get("candidate") or {}).get("origin")
+    if t["status"] != "ok" or t["stage"] not in ("screen", "final", "verify"):
+        row["explanation"] = [t["reason"]] if t["status"] != "ok" and t.get("reason") else []
+        return row
+    cmps = t["result"]["comparisons"]
+    gain = judge.gain(cmps.get(search.cfg.objective_spec()[1]))
+    screen = t["stage"] == "screen"
+    guard = judge.guard(search.screen_goals if screen else search.goals, cmps, on_point=screen)
+    row.update(
+        gain=gain,
+        accuracy=judge.accuracy_change(cmps),
+        weights_mib=t["result"].get("weights_mib"),
+        model_peak_rss_mib=t["result"].get("peak_rss_mib"),
+        guard_passed=guard["passed"],
+        guard_on=guard.get("on"),
+    )
+    slower = gain is not None and gain[0] < 1.0
+    cand_key = row["candidate"]
+    sens = search.sensitivity.get(cand_key) or search.sensitivity.get(
+        (t.get("candidate") or {}).get("parent")
+    )
+    row["explanation"] = explain(t, slower, not guard["passed"], sens, base)
+    return row
+
+
+def _pareto(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("gain") and r["status"] == "ok" and r.get("weights_mib") is not None:
+            latest[r["candidate"]] = r  # later stages overwrite screening
+    points = [{"key": "baseline", "gain": 1.0, "loss": 0.0, "weights_mib": base["weights_mib"]}]
+    points += [
+        {
+            "key": k,
+            "gain": r["gain"][0],
+            "loss": judge.degradation(r["accuracy"]),
+            "weights_mib": r["weights_mib"],
+            "stage": r["stage"],
+            "guard_passed": r.get("guard_passed"),
+        }
+        for k, r in latest.items()
+    ]
+    return {"points": points, "front": judge.pareto_front(points)}

@@ -1,0 +1,510 @@
+"""The search: caches → baseline → plan → screen each candidate → fallbacks → compositions →
+finalists → verify.
+
+Every trial runs in its own worker (``unbottle.optimizer.isolate``) and is written to the store's
+trials table the moment it ends, keyed by the search (``OptimizeConfig.search_key``) and the trial;
+running the same command again reuses what is recorded and goes on. A trial cut short by the time
+budget is not recorded, so a later run with more time tries it again. The model caches are filled
+before the budget's clock starts (``unbottle.optimizer.prepare``); the baseline is checked for a busy
+machine before it is believed or kept (``unbottle.optimizer.host``); its measured rates price every
+later trial, and the sizes shrink, or the search is refused, when the budget can't hold one candidate
+and the verification (``unbottle.optimizer.plan``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.errors import BenchError, ConfigError, UnbottleError
+from unbottle.optimizer import host, judge
+from unbottle.optimizer import plan as planning
+from unbottle.optimizer import prepare as caches
+from unbottle.optimizer.candidates import (
+    OBJECTIVE_PHASE,
+    Candidate,
+    compositions,
+    fallbacks,
+    first_round,
+    short_key,
+)
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.result import result_document, staging_folder
+
+TRIAL = "unbottle.optimizer.trial:"
+MIN_BUDGET_S = 60.0
+MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
+REMEASURE_PAUSE_S = 10.0  # between a disturbed baseline and its second measurement
+PLAN_SLACK_S = 2.0  # the parent's own work between trials
+PREPARE_TIMEOUT_S = 1800.0
+OUT_OF_TIME = "the time budget ran out"
+
+
+class Search:
+    """One ``unbottle optimize`` search (see the module docstring).
+
+    Args:
+        config: what to search.
+        store: where trials are recorded (and read back on resume).
+        output: the folder the winner is saved to.
+        overwrite: replace ``output`` if it exists and another search wrote it.
+        log: called with one line per event (progress for people; None to stay quiet).
+    """
+
+    def __init__(
+        self,
+        config: OptimizeConfig,
+        store: Any,
+        output: Path,
+        overwrite: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = config
+        self.store = store
+        self.output = output
+        self.key = config.search_key()
+        self.log = log or (lambda _line: None)
+        self.goals = config.guard()
+        self.screen_goals = judge.screening_goals(self.goals)
+        self.start = time.monotonic()
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.recorded = store.trials(self.key)  # what an earlier run of this search finished (read once)
+        self.resumed = 0
+        self.candidate_trials = 0
+        self.not_tried: dict[str, str] = {}
+        self.sensitivity: dict[str, dict[str, float]] = {}
+        self.profile_run: int | None = None
+        self.run_cfg = config  # the config the workers get: the plan's sizes once it is made
+        self.plan: planning.Plan | None = None
+        self.rates: planning.Rates | None = None
+        self.host_busy: dict[str, Any] | None = None
+        self.base_trial: dict[str, Any] | None = None  # the baseline trial the search goes on with
+        self.preparation: dict[str, Any] | None = None
+        self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
+        self._round: tuple[list[Candidate], dict[str, str], int] | None = None
+        _check_output(output, overwrite, self.key)
+        if config.time_budget_s < MIN_BUDGET_S:
+            raise ConfigError(
+                f"--time-budget {config.time_budget_s:g} s given; measuring the baseline alone needs at "
+                f"least {MIN_BUDGET_S:g} s (a few minutes for a real model): raise it"
+            )
+
+    # ---- clock -------------------------------------------------------------------------------
+    def remaining(self) -> float:
+        return self.cfg.time_budget_s - (time.monotonic() - self.start)
+
+    # ---- running one trial -------------------------------------------------------------------
+    def trial(
+        self,
+        key: str,
+        function: str,
+        payload: dict[str, Any],
+        reserve: float = 0.0,
+        expected: float = 0.0,
+        record: bool = True,
+    ) -> dict[str, Any] | None:
+        """Run (or read back) one trial; None when the budget can't fit it.
+
+        A trial is not started when less than ``expected`` seconds (its planned cost) are left beside
+        ``reserve``; with ``record=False`` its outcome is returned without being stored.
+        """
+        from unbottle.optimizer.isolate import run_isolated
+
+        if key in self.recorded:
+            self.trials[key] = self.recorded[key]
+            self.resumed += 1
+            self.log(f"{short_key(key)}: recorded earlier ({self.recorded[key]['status']}); not repeated")
+            return self.recorded[key]
+        budget = self.remaining() - reserve
+        if budget < max(5.0, expected):
+            return None
+        timeout = min(self.cfg.trial_timeout_s, budget)
+        self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
+        full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
+        outcome = run_isolated(TRIAL + function, full, timeout, self._memory_limit())
+        cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
+        data = {
+            "key": key,
+            "stage": key.split(":", 1)[0],
+            "candidate": payload.get("candidate"),
+            **{k: v for k, v in outcome.to_dict().items() if k != "exit_code"},
+        }
+        if key == "baseline" and outcome.status != "ok":
+            return data  # not recorded: nothing can follow without it, so a re-run retries it
+        if cut_by_budget:
+            self.log(
+                f"{short_key(key)}: stopped by the time budget after {outcome.seconds:.0f} s (not recorded)"
+            )
+            return None
+        self.log(
+            f"{short_key(key)}: {data['status']} in {outcome.seconds:.0f} s"
+            + (f" — {data['reason']}" if data["reason"] else "")
+        )
+        if record:
+            self._record(key, data)
+        return data
+
+    def _record(self, key: str, data: dict[str, Any]) -> None:
+        self.store.record_trial(self.key, key, data)
+        self.trials[key] = data
+
+    def _memory_limit(self) -> float:
+        if self.cfg.memory_limit_mib is not None:
+            return self.cfg.memory_limit_mib
+        import psutil
+
+        return 0.75 * psutil.virtual_memory().total / 2**20
+
+    # ---- stages ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run the search to the end (or the budget) and return its result document.
+
+        Order: the model caches (outside the budget); the baseline and the plan; the primary
+        candidates; per-layer fallbacks for those that were faster but broke the guard; compositions
+        of what helped; the remaining candidates with the time left; the finalists; the verification.
+        Time for the last two is kept back from the start.
+
+        Raises:
+            ConfigError: the budget can't hold one candidate and the verification (the message gives
+                the budget that would), or it ran out before any candidate was screened.
+        """
+        self.prepare()
+        candidates, skipped, primary = self.first_round()
+        base = self.baseline()
+        if not candidates:
+            self.log("no applicable pass: reporting the baseline only")
+            return result_document(self, base, [], [], [], skipped)
+        self.plan = self.make_plan()
+        reserve = self.plan.reserve_s
+        screened = self.screen_all(candidates[:primary], base, reserve)
+        screened += self.try_fallbacks(screened, base, reserve)
+        screened += self.screen_all(self.combos(screened), base, reserve)
+        screened += self.screen_all(candidates[primary:], base, reserve)
+        if not screened:
+            raise ConfigError(self._nothing_screened())
+        good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
+        ranked = self.finals(good, base) or self.closest(screened)
+        verified = self.verify_best(ranked, base)
+        return result_document(self, base, screened, ranked, verified, skipped)
+
+    def first_round(self) -> tuple[list[Candidate], dict[str, str], int]:
+        """``candidates.first_round`` for this search (worked out once)."""
+        if self._round is None:
+            gguf = caches.from_gguf(self.cfg.model)
+            self._round = first_round(self.cfg.candidates, self.cfg.objective, self.profile_order(), gguf)
+        return self._round
+
+    def prepare(self) -> None:
+        """Fill the model caches the trials read, then start the budget's clock (once)."""
+        if self.preparation is not None:
+            return
+        start = time.monotonic()
+        exports = caches.onnx_exports(self.first_round()[0])
+        builds = caches.genai_builds(self.first_round()[0])
+        try:
+            gguf = caches.gguf_pending(self.cfg.model)
+        except UnbottleError:
+            gguf = False  # an unloadable model: the baseline says why
+        self.preparation = {"worker": False, "gguf_converted": False, "onnx_exports": []}
+        recorded = self.recorded.get(caches.RECORD_KEY)
+        ready = caches.exports_ready(recorded, exports) and caches.exports_ready(recorded, builds, "builds")
+        if gguf or not ready:
+            self._fill_caches(gguf, exports, builds)
+        self.preparation["seconds"] = time.monotonic() - start
+        self.log(f"prepared in {self.preparation['seconds']:.1f} s; the time budget starts now")
+        self.start = time.monotonic()
+        if self.on_clock_start is not None:
+            self.on_clock_start()
+
+    def _fill_caches(self, gguf: bool, exports: list[dict[str, Any]], builds: list[dict[str, Any]]) -> None:
+        from unbottle.optimizer.isolate import run_isolated
+
+        what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
+        what += ["the GenAI builds"] * bool(builds)
+        self.log(f"preparing outside the time budget: {' and '.join(what)} …")
+        payload = {"model": self.cfg.model, "onnx": exports, "genai": builds}
+        limit = max(PREPARE_TIMEOUT_S, self.cfg.trial_timeout_s)
+        outcome = run_isolated(caches.FILL, payload, limit, self._memory_limit())
+        assert self.preparation is not None
+        self.preparation["worker"] = True
+        if outcome.status != "ok":
+            self.log(f"preparation {outcome.status}: {outcome.reason}; the trials will meet it again")
+            self.preparation["failed"] = outcome.reason
+            return
+        self.log(caches.describe(outcome.result, outcome.seconds))
+        if caches.RECORD_KEY not in self.recorded:  # recorded once; later runs check its folders
+            data = {"key": caches.RECORD_KEY, "stage": "prepare", **outcome.to_dict()}
+            self.store.record_trial(self.key, caches.RECORD_KEY, data)
+        self.preparation.update(
+            gguf_converted=outcome.result["converted"], onnx_exports=outcome.result["exports"]
+        )
+
+    def profile_order(self) -> list[str] | None:
+        """The latest stored profile of this model at these threads: its recommendations for the
+        objective's phase, best first (None when there is none, or the objective has no phase)."""
+        from unbottle.core.env import physical_cores
+
+        wanted = OBJECTIVE_PHASE.get(self.cfg.objective)
+        threads = self.cfg.threads or physical_cores()
+        if wanted is None:
+            return None
+        for run in self.store.list_runs(limit=100, kind="profile"):
+            r = run.result or {}
+            if run.model == self.cfg.model and (r.get("threads") or {}).get("torch_num_threads") == threads:
+                order = r["profile"]["diagnosis"].get("recommended_by_phase", {}).get(wanted)
+                if order:
+                    self.log(f"candidate order from profile run {run.id}: {', '.join(order)} first")
+                    self.profile_run = run.id
+                    return order
+        if self.cfg.candidates:
+            return None
+        from unbottle.optimizer.candidates import host_order
+        from unbottle.profiling.peaks import stored_peaks
+
+        order, why = host_order(stored_peaks(self.store, threads), self.cfg.objective)
+        self.log(why)
+        return order
+
+    def screen_all(
+        self, cands: list[Candidate], base: dict[str, Any], reserve: float
+    ) -> list[dict[str, Any]]:
+        return [s for s in (self.screen(c, base, reserve) for c in cands) if s is not None]
+
+    def combos(self, screened: list[dict[str, Any]]) -> list[Candidate]:
+        good = [(s["cand"], s["gain"][0]) for s in screened if self.is_good(s)]
+        done = {s["cand"].key for s in screened}
+        return [c for c in compositions(good) if c.key not in done]
+
+    # ---- the baseline: measured, checked for a busy host, kept only when quiet ------------------
+    def baseline(self) -> dict[str, Any]:
+        """The baseline's result: read back when an earlier run kept it, else measured (twice when
+        the first measurement looks disturbed; see ``unbottle.optimizer.host``)."""
+        if "baseline" in self.recorded:  # only a quiet baseline is ever recorded under this key
+            self.base_trial = self.trial("baseline", "baseline", {})
+            return self.base_trial["result"]
+        for attempt in (1, 2):
+            data = self._checked(self.trial("baseline", "baseline", {}, record=False))
+            busy = self.disturbance(data["result"])
+            if busy is None:
+                self._record("baseline", data)
+                break
+            n = 1 + sum(k.startswith("baseline:disturbed") for k in {*self.recorded, *self.trials})
+            self._record(
+                f"baseline:disturbed-{n}", {**data, "key": f"baseline:disturbed-{n}", "host_busy": busy}
+            )
+            why = "; ".join(busy["reasons"])
+            if attempt == 1:
+                self.log(
+                    f"the baseline looks disturbed ({why}); measuring it again in {REMEASURE_PAUSE_S:g} s"
+                )
+                time.sleep(REMEASURE_PAUSE_S)
+            else:
+                self.host_busy = {**busy, "advice": host.advice(busy, self.cfg.threads is not None)}
+                self.log(
+                    f"WARNING: the host is busy ({why}), in both baseline measurements; going on, but "
+                    f"speeds measured now are unreliable and this baseline is not kept for later runs; "
+                    f"{self.host_busy['advice']}"
+                )
+        self.base_trial = data
+        return data["result"]
+
+    def _checked(self, data: dict[str, Any] | None) -> dict[str, Any]:
+        if data is None or data["status"] == "timeout":
+            raise ConfigError(
+                f"the time budget ({self.cfg.time_budget_s:g} s) ran out while measuring the baseline; "
+                "give a larger --time-budget (the default model needs about 2 minutes for it)"
+            )
+        if data["status"] != "ok":
+            raise BenchError(f"measuring the baseline failed: {data['reason']}")
+        return data
+
+    def disturbance(self, base: dict[str, Any]) -> dict[str, Any] | None:
+        """``host.disturbance`` of a baseline, against this host's stored noise floor (speed
+        objectives only: size and memory don't depend on a quiet machine)."""
+        from unbottle.comparison.ab import ABConfig
+        from unbottle.comparison.noise import lookup_noise_floor, noise_key
+
+        scenario = self.cfg.objective_spec()[0]
+        if scenario is None:
+            return None
+        threads = base["threads"]["torch_num_threads"]
+        metric = f"{scenario}.tokens_per_s"
+        found = lookup_noise_floor(
+            self.store, noise_key(ABConfig(**self.cfg.ab_settings("screen")).to_dict(), threads)
+        )
+        floor = found[0].get(metric) if found else None
+        return host.disturbance(base, metric, threads, floor)
+
+    def make_plan(self) -> planning.Plan:
+        """Price the trials with the baseline's rates and fit the sizes to the time left."""
+        assert self.base_trial is not None
+        self.rates = planning.Rates.from_baseline(
+            self.base_trial["seconds"], self.base_trial["result"], self.cfg
+        )
+        # a resumed search plans as the first run did: from the budget less the recorded baseline
+        available = min(self.remaining(), self.cfg.time_budget_s - self.rates.baseline_s) - PLAN_SLACK_S
+        try:
+            plan = planning.make_plan(self.cfg, self.rates, available)
+        except ConfigError as exc:
+            if self.host_busy is None:
+                raise
+            raise ConfigError(
+                f"{exc}; the host was busy while the baseline ran, which inflates this: "
+                f"{self.host_busy['advice']}"
+            ) from None
+        self.run_cfg = dataclasses.replace(self.cfg, **plan.sizes.to_dict())
+        self.log(planning.describe(plan))
+        return plan
+
+    def _nothing_screened(self) -> str:
+        assert self.plan is not None and self.rates is not None
+        minutes = math.ceil((self.rates.baseline_s + 2 * self.plan.screen_s + self.plan.verify_s) / 60) + 1
+        return (
+            f"the time budget ({self.cfg.time_budget_s:g} s) ran out before any candidate finished "
+            f"screening (one was planned at {self.plan.screen_s:.0f} s); give --time-budget {minutes}m"
+        )
+
+    def screen(self, cand: Candidate, base: dict[str, Any], reserve: float) -> dict[str, Any] | None:
+        if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
+            self.not_tried[cand.key] = f"--max-trials {self.cfg.max_trials} reached"
+            return None
+        payload = self._payload(cand, base, "screen")
+        data = self.trial(f"screen:{cand.key}", "measure", payload, reserve, self._cost("screen_s"))
+        if data is None:
+            self.not_tried[cand.key] = OUT_OF_TIME
+            return None
+        self.candidate_trials += 1
+        return self._summary(cand, data)
+
+    def _cost(self, kind: str) -> float:
+        """The plan's expected seconds of one trial of ``kind`` (0 before there is a plan)."""
+        return getattr(self.plan, kind) if self.plan is not None else 0.0
+
+    def _payload(self, cand: Candidate, base: dict[str, Any], stage: str) -> dict[str, Any]:
+        return {
+            "stage": stage,
+            "key": cand.key,
+            "candidate": cand.to_dict(),
+            "passes": cand.to_payload(),
+            "base_evals": base["evals"]["screen" if stage == "screen" else "full"],
+            "base_own": {k: base[k] for k in ("weights_mib", "peak_rss_mib")},
+        }
+
+    def _summary(self, cand: Candidate, data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"cand": cand, "trial": data, "gain": None, "guard": None}
+        if data["status"] == "ok":
+            cmps = data["result"]["comparisons"]
+            out["gain"] = judge.gain(cmps.get(self.cfg.objective_spec()[1]))
+            screen = data["stage"] == "screen"
+            out["guard"] = judge.guard(self.screen_goals if screen else self.goals, cmps, on_point=screen)
+        return out
+
+    def is_good(self, s: dict[str, Any]) -> bool:
+        return s["gain"] is not None and s["gain"][0] >= MIN_GAIN and s["guard"]["passed"]
+
+    def try_fallbacks(
+        self, screened: list[dict[str, Any]], base: dict[str, Any], reserve: float
+    ) -> list[dict[str, Any]]:
+        """Per-layer fallback for candidates that were faster but broke the guard."""
+        out = []
+        for s in screened:
+            if s["gain"] is None or s["gain"][0] < MIN_GAIN or s["guard"]["passed"]:
+                continue
+            cand = s["cand"]
+            data = self.trial(
+                f"sensitivity:{cand.key}",
+                "sensitivity",
+                {"passes": cand.to_payload()},
+                reserve,
+                self._cost("screen_s"),
+            )
+            if data is None or data["status"] != "ok" or not data["result"]["scores"]:
+                continue
+            self.sensitivity[cand.key] = data["result"]["scores"]
+            for variant in fallbacks(cand, data["result"]["scores"]):
+                extra = self.screen(variant, base, reserve)
+                if extra is None:
+                    break
+                out.append(extra)
+                if self.is_good(extra):
+                    break  # the fewest layers kept in float that meet the guard
+        return out
+
+    def closest(self, screened: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """When nothing kept the guard: the faster candidate that lost the least accuracy, so the
+        search still ends with a saved model and says which goal it missed."""
+        faster = [s for s in screened if s["gain"] is not None and s["gain"][0] >= MIN_GAIN]
+        if not faster:
+            return []
+
+        def loss(s: dict[str, Any]) -> float:
+            return judge.degradation(judge.accuracy_change(s["trial"]["result"]["comparisons"]))
+
+        best = min(faster, key=loss)
+        self.log(
+            f"no candidate kept the guard; verifying the closest, {short_key(best['cand'].key)}, to save it"
+        )
+        return [best]
+
+    def finals(self, good: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+        """Measure the top screened candidates fully; rank guard-passing finalists first."""
+        done = []
+        reserve = self._cost("verify_s")
+        for s in good[: self.cfg.finalists]:
+            if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
+                break
+            payload = self._payload(s["cand"], base, "final")
+            data = self.trial(f"final:{s['cand'].key}", "measure", payload, reserve, self._cost("final_s"))
+            if data is None:
+                break
+            self.candidate_trials += 1
+            done.append(self._summary(s["cand"], data))
+        finals = {d["cand"].key: d for d in done if d["gain"] is not None}
+        passing = sorted((d for d in finals.values() if d["guard"]["passed"]), key=lambda d: -d["gain"][0])
+        failing = sorted(
+            (d for d in finals.values() if not d["guard"]["passed"]), key=lambda d: -d["gain"][0]
+        )
+        rest = [s for s in good if s["cand"].key not in finals]
+        return passing + rest + failing
+
+    def verify_best(self, ranked: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+        """Verify the best; if its guard fails on the CI bound, the next one while time allows."""
+        verified = []
+        for i, s in enumerate(ranked[:2]):
+            if i > 0 and self.remaining() < 0.8 * self._cost("verify_s"):
+                break
+            payload = {
+                "key": s["cand"].key,
+                "candidate": s["cand"].to_dict(),
+                "passes": s["cand"].to_payload(),
+                "base_evals": base["evals"]["full"],
+                "base_own": {k: base[k] for k in ("weights_mib", "peak_rss_mib")},
+                "output": str(staging_folder(self.output.resolve(), s["cand"].key)),
+            }
+            data = self.trial(f"verify:{s['cand'].key}", "verify", payload, reserve=-(10**6))
+            if data is None:
+                break
+            summary = self._summary(s["cand"], {**data, "stage": "verify"})
+            verified.append(summary)
+            if summary["guard"] and summary["guard"]["passed"]:
+                break
+        return verified
+
+
+def _check_output(output: Path, overwrite: bool, key: str) -> None:
+    """Refuse an existing output folder unless --overwrite, or it was saved by this same search."""
+    if not output.exists() or overwrite:
+        return
+    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
+
+    if (output / RECIPE_FILE).exists():
+        try:
+            if read_recipe(output).search == key:
+                return
+        except Exception:  # unreadable recipe: treat like any other existing folder
+            pass
+    raise ConfigError(f"output folder {output} exists; choose another -o or pass --overwrite to replace it")

@@ -1,0 +1,328 @@
+"""The worker side of a search: each function runs in its own process (``unbottle.optimizer.isolate``).
+
+Every function takes a JSON payload and returns JSON. A trial loads the model, applies the
+candidate's passes in place, measures the candidate's own peak memory while decoding, then loads
+the baseline again and measures both interleaved (``run_ab``) and the candidate's accuracy on the
+same windows and items the baseline was scored on, so every comparison is paired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import time
+from typing import Any
+
+from unbottle.optimizer.config import OptimizeConfig
+
+FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
+
+
+def baseline(payload: dict[str, Any]) -> dict[str, Any]:
+    """Measure the baseline: accuracy at both stages, its own memory and size, an A-vs-A screen of two
+    copies, and the cores other processes kept busy meanwhile (``host``; ``unbottle.optimizer.host``).
+
+    Each part is timed (``load_s`` the first load, imports included; ``reload_s`` a second one;
+    ``eval_s``; ``screen_ab_s``) so the search can price its later trials (``unbottle.optimizer.plan``).
+    """
+    from unbottle.benchmarking import apply_threads, check_positions
+    from unbottle.comparison.ab import ABConfig, run_ab
+    from unbottle.comparison.noise import noise_floor_from
+    from unbottle.comparison.speed import compare_rounds
+    from unbottle.optimizer.host import HostLoad
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    threads = apply_threads(cfg.threads)
+    with HostLoad() as load:
+        start = time.perf_counter()
+        loaded = load_causal_lm(cfg.model)
+        load_s = time.perf_counter() - start
+        check_positions(loaded, cfg.prompt_length + cfg.new_tokens, "give a shorter --workload")
+        own = own_resources(loaded, cfg, [])
+        evals, eval_s = {}, {}
+        for stage in ("screen", "full"):
+            t = time.perf_counter()
+            evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
+            eval_s[stage] = time.perf_counter() - t
+        t = time.perf_counter()
+        again = load_causal_lm(cfg.model)  # a second copy, as every trial's A/B loads one
+        reload_s = time.perf_counter() - t
+        t = time.perf_counter()
+        rounds = run_ab(loaded, again, ABConfig(**cfg.ab_settings("screen")))
+        ab_s = time.perf_counter() - t
+    cmps = compare_rounds(rounds)
+    host = load.result
+    if injected("busy", "baseline"):  # testing: as if other processes held every core
+        host = {**host, "others_cores": float(host["cpus"]), "injected": "busy"}
+    return {
+        "model": loaded.info.to_dict(),
+        "threads": threads,
+        "load_s": load_s,
+        "reload_s": reload_s,
+        "evals": evals,
+        "eval_s": eval_s,
+        "screen_ab_s": ab_s,
+        "rates": {k: sorted(v)[len(v) // 2] for k, v in rounds.a.items()},
+        "screen_noise_pct": {k: abs(v.pct.ci_high - v.pct.ci_low) / 2 for k, v in cmps.items()},
+        "screen_noise_floor_pct": noise_floor_from(cmps),
+        "host": host,
+        **own,
+    }
+
+
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
+    """Screen or fully measure one candidate against the baseline (``payload['stage']``)."""
+    from unbottle.comparison.accuracy import compare_evals
+    from unbottle.evaluation import EvalResult
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    stage = payload["stage"]
+    inject_fault(payload["key"])
+    cand, reports, apply_s = _applied(cfg, payload["passes"])
+    if injected("slow", payload["key"]):
+        _slow_down(cand)
+    own = own_resources(cand, cfg, reports)
+    speed, order = _speed(cfg, cand, stage)
+    base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
+    cand_evals = _evaluate(cand, cfg, stage)
+    comparisons = {**speed, **compare_evals(*paired_samples(base_evals, cand_evals))}
+    comparisons.update(_own_comparisons(payload["base_own"], own))
+    return {
+        "stage": stage,
+        "apply_s": apply_s,
+        "reports": [r.to_dict() for r in reports],
+        "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
+        "evals": {r.metric: r.value for r in cand_evals},
+        "order": order,
+        **own,
+    }
+
+
+def verify(payload: dict[str, Any]) -> dict[str, Any]:
+    """Save the winner with its recipe, reload it from disk, and A/B it against the baseline in full."""
+    from pathlib import Path
+
+    from unbottle.comparison.ab import ABConfig, run_ab
+    from unbottle.comparison.accuracy import compare_evals
+    from unbottle.comparison.speed import compare_rounds
+    from unbottle.evaluation import EvalResult
+    from unbottle.optimizer.candidates import candidates_from_payload
+    from unbottle.passes.recipe import apply_and_save
+    from unbottle.sources import resolve
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    _threads(cfg)
+    out = Path(payload["output"])
+    base = load_causal_lm(cfg.model)
+    configs = candidates_from_payload(payload["passes"])
+    recipe, final = apply_and_save(base, configs, cfg.model, out, overwrite=True, search=payload["search"])
+    del final, base
+    saved = resolve(str(out)).load()
+    own = own_resources(saved, cfg, [])  # measured with nothing else loaded
+    base = load_causal_lm(cfg.model)
+    settings = cfg.ab_settings("full")
+    rounds = run_ab(base, saved, ABConfig(**settings))
+    comparisons = compare_rounds(rounds)
+    if settings["scenario"] != "decode":  # every phase of the workload's request is verified
+        comparisons.update(
+            compare_rounds(run_ab(base, saved, ABConfig(**{**settings, "scenario": "decode"})))
+        )
+    base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
+    saved_evals = _evaluate(saved, cfg, "full")
+    comparisons.update(compare_evals(*paired_samples(base_evals, saved_evals)))
+    comparisons.update(_own_comparisons(payload["base_own"], own))
+    return {
+        **own,
+        "output": str(out),
+        "recipe": {"baked": recipe.baked, "onnx": recipe.onnx, "reports": recipe.reports},
+        "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
+        "rounds": {"a": rounds.a, "b": rounds.b, "order": rounds.order},
+        "evals": [r.to_dict() for r in saved_evals],
+    }
+
+
+def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer sensitivity of one quantization (see ``unbottle.optimizer.sensitivity``)."""
+    from unbottle.optimizer.candidates import candidates_from_payload
+    from unbottle.optimizer.sensitivity import layer_sensitivity
+
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    _threads(cfg)
+    loaded = load_causal_lm(cfg.model)
+    configs = candidates_from_payload(payload["passes"])
+    scores, proxy = layer_sensitivity(loaded, configs, seed=cfg.seed)
+    return {"scores": scores, "proxy": proxy}
+
+
+def load_causal_lm(spec: str) -> Any:
+    from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
+
+    return require_causal_lm(
+        resolve(spec).load(),
+        spec,
+        "unbottle optimize tunes causal language models (decode speed and perplexity); "
+        "use `unbottle bench`/`unbottle eval` for other models",
+    )
+
+
+def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
+    """This model's weight bytes and its peak resident memory over one decode, nothing else loaded."""
+    from unbottle.benchmarking.prompts import make_prompts
+    from unbottle.benchmarking.scenarios import decode_once
+    from unbottle.benchmarking.timing import make_timer
+    from unbottle.benchmarking.tracker import ResourceTracker
+    from unbottle.passes.sizes import model_size
+
+    gc.collect()
+    model = loaded.model
+    prompt = make_prompts(
+        loaded.tokenizer, model.config.vocab_size, cfg.batch_size, cfg.prompt_length, cfg.seed
+    )
+    with ResourceTracker() as tracker:
+        decode_once(model, prompt, min(cfg.new_tokens, 16), make_timer("cpu"))
+    if reports:
+        weights = reports[-1].bytes_after
+    elif getattr(model, "stored_bytes", None) is not None:  # an ONNX Runtime model: its graph's weights
+        weights = model.stored_bytes
+    else:
+        weights = model_size(model)[1]
+    return {"weights_mib": weights / 2**20, "peak_rss_mib": tracker.peak_rss_bytes / 2**20}
+
+
+def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, list[Any], float]:
+    from unbottle.optimizer.candidates import candidates_from_payload
+    from unbottle.passes import apply_
+
+    _threads(cfg)
+    loaded = load_causal_lm(cfg.model)
+    start = time.perf_counter()
+    cand, reports = apply_(loaded, candidates_from_payload(passes), copy_model=False)
+    del loaded
+    return cand, reports, time.perf_counter() - start
+
+
+def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], list[str]]:
+    """Interleaved rounds against a freshly loaded baseline (none when the objective isn't speed)."""
+    from unbottle.comparison.ab import ABConfig, run_ab
+    from unbottle.comparison.speed import compare_rounds
+
+    if cfg.objective_spec()[0] is None:
+        return {}, []
+    settings = cfg.ab_settings(stage)
+    if stage == "final":
+        settings["rounds"] = max(cfg.screen_rounds, cfg.full_rounds // 2)
+    base = load_causal_lm(cfg.model)
+    rounds = run_ab(base, cand, ABConfig(**settings))
+    return compare_rounds(rounds), rounds.order
+
+
+def paired_samples(base: list[Any], cand: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Both sides restricted to the samples both scored.
+
+    The baseline is evaluated at the configured sizes; a plan that shrank the evaluation scores the
+    candidate on fewer tokens of the same text, whose windows are the baseline's first ones (the last,
+    shorter window aside), so the comparison stays paired window by window.
+    """
+    by_metric = {r.metric: r for r in cand}
+    out_a, out_b = [], []
+    for a in base:
+        b = by_metric.get(a.metric)
+        if b is None or a.sample_ids == b.sample_ids:
+            out_a.append(a)
+            out_b.extend([b] if b is not None else [])
+            continue
+        common = set(a.sample_ids) & set(b.sample_ids)
+        out_a.append(_subset(a, common))
+        out_b.append(_subset(b, common))
+    return out_a, out_b
+
+
+def _subset(r: Any, ids: set[str]) -> Any:
+    keep = [i for i, s in enumerate(r.sample_ids) if s in ids]
+    return dataclasses.replace(
+        r,
+        scores=[r.scores[i] for i in keep],
+        sample_ids=[r.sample_ids[i] for i in keep],
+        weights=None if r.weights is None else [r.weights[i] for i in keep],
+    )
+
+
+def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
+    from unbottle.evaluation import EvalConfig, evaluate
+
+    return evaluate(loaded, EvalConfig(**cfg.eval_settings("screen" if stage == "screen" else "full")))
+
+
+def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Size and peak memory as comparisons (one measurement each side: the CI is the point)."""
+    from unbottle.stats import Estimate, MetricComparison, verdict_of
+
+    out = {}
+    for metric, key in (("size.weights", "weights_mib"), ("memory.peak_rss", "peak_rss_mib")):
+        a, b = base[key], own[key]
+        one = lambda v, what: Estimate(v, v, v, 0.95, 1, what)  # noqa: E731
+        pct = one(100 * (b / a - 1), "single measurement")
+        out[metric] = MetricComparison(
+            metric,
+            "MiB",
+            False,
+            one(a, "measured"),
+            one(b, "measured"),
+            one(b - a, "difference"),
+            pct,
+            verdict_of(pct, False),
+        )
+    return out
+
+
+def _threads(cfg: OptimizeConfig) -> None:
+    from unbottle.benchmarking import apply_threads
+
+    apply_threads(cfg.threads)
+
+
+def inject_fault(key: str) -> None:
+    """Testing hook: ``UNBOTTLE_INJECT_FAULT="segfault:wo-int8;oom:precision"`` makes the trial of
+    any candidate whose key contains the text crash that way (segfault, oom, hang, raise).
+
+    Two more kinds change a measurement instead: ``slow:KEY`` makes that candidate sleep
+    ``SLOW_S`` before every forward call, ``busy:baseline`` makes the baseline report every core
+    held by other processes (``injected``).
+    """
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, spec.split(";")):
+        kind, _, text = item.partition(":")
+        if text and text in key:
+            _fault(kind)
+
+
+def injected(kind: str, key: str) -> bool:
+    """Whether ``UNBOTTLE_INJECT_FAULT`` asks for ``kind`` on the trial ``key``."""
+    items = (item.partition(":") for item in os.environ.get(FAULT_ENV, "").split(";"))
+    return any(k == kind and text and text in key for k, _, text in items)
+
+
+SLOW_S = 0.02
+
+
+def _slow_down(loaded: Any) -> None:
+    """Testing: every forward call of a torch model sleeps ``SLOW_S`` first (many times a tiny model's
+    decode step, so the candidate is far slower on any host under any load)."""
+    loaded.model.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
+
+
+def _fault(kind: str) -> None:
+    if kind == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "oom":
+        hog = []
+        while True:
+            hog.append(b"\x01" * (64 * 2**20))  # written pages: resident, unlike calloc'd zeros
+    elif kind == "hang":
+        time.sleep(10**6)
+    elif kind == "raise":
+        raise RuntimeError("injected failure")

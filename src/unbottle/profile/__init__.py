@@ -1,6 +1,0 @@
-"""``unbottle profile``: measured machine peaks, hotspots per phase, roofline, diagnosis."""
-
-from unbottle.profile.peaks import Peaks, cached_peaks, measure_peaks, stored_peaks
-from unbottle.profile.run import ProfileConfig, profile_model
-
-__all__ = ["Peaks", "ProfileConfig", "cached_peaks", "measure_peaks", "profile_model", "stored_peaks"]

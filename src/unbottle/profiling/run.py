@@ -1,0 +1,151 @@
+"""``profile_model``: peaks, hotspots per phase, roofline, diagnosis, as one stored document."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.config import Config
+from unbottle.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig(Config):
+    """What to profile.
+
+    Attributes:
+        prompt_length: tokens of the prefill window (batch 1).
+        decode_tokens: decode steps in the profiled decode window (after a ``prompt_length`` prompt).
+        threads: torch threads; None: the physical cores.
+        trace_dir: folder for the Chrome/Perfetto traces; None: no trace files.
+        refresh_peaks: re-measure the machine peaks even if stored ones match.
+        seed: prompt selection.
+        device: ``cpu`` or ``cuda[:i]`` (CUDA: kernel time from the profiler's device events, wall
+            times after a synchronize).
+    """
+
+    prompt_length: int = 128
+    decode_tokens: int = 16
+    threads: int | None = None
+    trace_dir: str | None = None
+    refresh_peaks: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt_length, int) or self.prompt_length < 8:
+            raise ConfigError(
+                f"--prompt-length {self.prompt_length!r} given; a prefill window shorter than 8 tokens is "
+                "too short to see the phase: use 8 or more"
+            )
+        if not isinstance(self.decode_tokens, int) or self.decode_tokens < 4:
+            raise ConfigError(
+                f"--decode-tokens {self.decode_tokens!r} given; fewer than 4 decode steps are too short "
+                "to see the phase: use 4 or more"
+            )
+        if self.threads is not None:
+            from unbottle.benchmarking.config import check_threads
+
+            check_threads(self.threads)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"--device {self.device} given but no CUDA GPU is visible; use --device cpu"
+                )
+
+
+def trace_paths(trace_dir: str | None, label: str) -> dict[str, str | None]:
+    """Where each phase's trace goes; checks the folder is writable before anything runs."""
+    if trace_dir is None:
+        return {"prefill": None, "decode": None}
+    folder = Path(trace_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".unbottle-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--trace {trace_dir!r}: cannot write there ({exc.strerror}); choose a writable folder"
+        ) from None
+    return {phase: str(folder / f"{label}-{phase}.trace.json") for phase in ("prefill", "decode")}
+
+
+def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "profile") -> dict[str, Any]:
+    """Profile prefill and decode of a loaded causal LM against ``peaks``; return the document."""
+    from unbottle.passes.sizes import model_size
+    from unbottle.profiling.diagnose import diagnose
+    from unbottle.profiling.hotspots import profile_phase
+    from unbottle.profiling.roofline import decode_ceiling_bandwidths, decode_ceilings, phase_work, roofline
+
+    model = loaded.model.to(config.device)
+    traces = trace_paths(config.trace_dir, label)
+    steps = _steps(loaded, config)
+    params, weight_bytes = model_size(model)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    phases, rows = {}, {}
+    for phase, (step, prepare, tokens, context) in steps.items():
+        prof = profile_phase(phase, step, model, trace=traces[phase], prepare=prepare, device=config.device)
+        work = phase_work(model, phase, tokens, context, weight_bytes)
+        phases[phase] = {**prof.to_dict(), **work}
+        rows[phase] = roofline(prof, work, peaks, dtype, tokens)
+    kv_per_token = (
+        rows["decode"]["gbytes"] * 1e9 - weight_bytes * config.decode_tokens
+    ) / config.decode_tokens
+    ceilings = decode_ceilings(params, kv_per_token, peaks)
+    bandwidths = decode_ceiling_bandwidths(params, kv_per_token, peaks)
+    request = {"prompt_tokens": config.prompt_length, "new_tokens": 64}
+    groups = {p: phases[p]["groups"] for p in phases}
+    return {
+        "peaks": peaks.to_dict(),
+        "phases": phases,
+        "roofline": rows,
+        "decode_ceilings": ceilings,
+        "decode_ceiling_bandwidths": bandwidths,
+        "weights": {"params": params, "bytes": weight_bytes, "dtype": dtype},
+        "diagnosis": diagnose(rows, groups, peaks, ceilings, request, bandwidths),
+        "request": request,
+        "traces": [t for t in traces.values() if t],
+    }
+
+
+def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int, int]]:
+    """(step, prepare, tokens, context) for prefill and decode."""
+    import torch
+
+    from unbottle.benchmarking.prompts import make_prompts
+    from unbottle.benchmarking.scenarios import cache_keyword, forward_kwargs
+    from unbottle.passes.compile import new_cache
+
+    model = loaded.model
+    prompt = make_prompts(loaded.tokenizer, model.config.vocab_size, 1, config.prompt_length, config.seed)
+    prompt = prompt.to(config.device)
+    kw = forward_kwargs(model)
+    state: dict[str, Any] = {}
+
+    def prefill() -> None:
+        with torch.inference_mode():
+            model(input_ids=prompt, use_cache=False, **kw)
+
+    def prepare_decode() -> None:
+        with torch.inference_mode():
+            cache = new_cache(model, config.prompt_length + config.decode_tokens + 1)
+            out = model(input_ids=prompt, use_cache=True, **{**kw, cache_keyword(model): cache})
+            state["cache"], state["token"] = cache, out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+    def decode() -> None:
+        token = state["token"]
+        with torch.inference_mode():
+            for _ in range(config.decode_tokens):
+                out = model(input_ids=token, use_cache=True, **{**kw, cache_keyword(model): state["cache"]})
+                token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+    return {
+        "prefill": (prefill, None, config.prompt_length, 0),
+        "decode": (decode, prepare_decode, config.decode_tokens, config.prompt_length),
+    }

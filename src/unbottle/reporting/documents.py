@@ -1,0 +1,73 @@
+"""The JSON documents printed by ``--json`` and rebuilt by ``unbottle runs show``.
+
+They are derived from the stored raw samples, never from numbers cached at run time, so a
+document rebuilt later from the store equals the one printed when the run finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unbottle.benchmarking.headline import headline
+from unbottle.core.measurement import Measurement
+
+SCHEMA_VERSION = 1
+
+
+def metric_entry(m: Measurement) -> dict[str, Any]:
+    s = m.summary()
+    return {
+        "name": m.name,
+        "scenario": m.scenario,
+        "params": m.params,
+        "unit": m.unit,
+        "higher_is_better": m.higher_is_better,
+        "n": s.n,
+        "p50": s.p50,
+        "p90": s.p90,
+        "p99": s.p99,
+        "mean": s.mean,
+        "stdev": s.stdev,
+        "min": s.min,
+        "max": s.max,
+        "ci95_median": [s.ci_low, s.ci_high],
+    }
+
+
+def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
+    """The full JSON document of a stored run (``run`` is a ``RunRecord``), by kind."""
+    result = run.result or {}
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.id,
+        "kind": run.kind,
+        "status": run.effective_status,
+        "model_spec": run.model,
+        "model": result.get("model"),
+        "config": run.config,
+        "threads": result.get("threads"),
+    }
+    if run.kind == "bench":
+        doc["headline"] = headline(measurements)
+    elif run.kind == "eval":
+        from unbottle.evaluation import EvalResult
+        from unbottle.reporting.evals import eval_entry
+
+        doc["evals"] = [eval_entry(EvalResult.from_dict(e)) for e in result.get("evals", [])]
+    elif run.kind in ("ab", "compare"):
+        doc["comparison"] = result.get("comparison")
+    elif run.kind == "optimize":
+        doc["optimize"] = result.get("optimize")
+    elif run.kind == "profile":
+        doc["profile"] = result.get("profile")
+    doc.update(
+        {
+            "metrics": [metric_entry(m) for m in measurements],
+            "notes": result.get("notes", []),
+            "error": run.error,
+            "created_at": run.created_at,
+            "finished_at": run.finished_at,
+            "manifest": run.manifest,
+        }
+    )
+    return doc

@@ -1,0 +1,347 @@
+"""Plotly figures of a report, per kind of run, drawn only from what the store keeps.
+
+Speed samples exist per round (A/B, optimisation verification) or per repeat (bench); an optimisation's
+other candidates keep a median and its 95% CI per trial, so they are drawn as intervals, not boxes.
+A chart whose data is missing or shaped differently is skipped with a note, never fatal: the rest of
+the report still renders. Profile and training charts are in ``unbottle.reporting.figures_work``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from unbottle.core.measurement import Measurement
+from unbottle.reporting.summary import Report
+
+GOOD, BAD, NEUTRAL, BASE = "#2e7d32", "#c62828", "#757575", "#1f4e79"
+VERDICT_COLOR = {"better": GOOD, "worse": BAD}
+_RATIO_TICKS = (
+    (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0),
+    (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0),
+    (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0),
+)
+SERIES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    """One figure with its heading and a sentence saying how to read it."""
+
+    key: str
+    title: str
+    figure: go.Figure
+    caption: str = ""
+
+
+def charts_for(report: Report) -> tuple[list[Chart], list[str]]:
+    """The charts of ``report``'s run and notes on any that could not be drawn."""
+    from unbottle.reporting import figures_work, kinds_distill
+
+    makers: dict[str, list[Callable[[Report], Chart | None]]] = {
+        "bench": [_bench_latency],
+        "eval": [_eval_scores],
+        "ab": [_comparison_ratios, _ab_latency],
+        "compare": [_comparison_ratios, _compare_latency],
+        "optimize": [_pareto, _verification_latency, _candidate_latency, _verification_ratios],
+        "profile": [figures_work.hotspots, figures_work.roofline],
+        "train": [
+            figures_work.step_breakdown,
+            figures_work.loss_curves,
+            figures_work.strategy_losses,
+            figures_work.strategy_speed,
+        ],
+        "distill": [kinds_distill.perplexity_bars, kinds_distill.training_curves],
+    }
+    charts, notes = [], []
+    for make in makers.get(report.run.kind, []):
+        try:
+            chart = make(report)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as exc:
+            notes.append(f"chart {make.__name__.strip('_')} skipped: its data is incomplete ({exc!r})")
+            continue
+        if chart is not None:
+            charts.append(chart)
+    return charts, notes
+
+
+def styled(fig: go.Figure, height: int, x: str = "", y: str = "", legend: bool = True) -> go.Figure:
+    """The common look: white template, readable fonts, legend (if any) above the plot."""
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin={"l": 70, "r": 30, "t": 80 if legend else 40, "b": 60},
+        font={"size": 13, "family": "DejaVu Sans, Arial, sans-serif"},
+        # Above the plot area, clear of subplot titles: anchored to the figure's top edge.
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 1.0,
+            "yanchor": "top",
+            "xanchor": "left",
+            "x": 0,
+        },
+        showlegend=legend,
+        hoverlabel={"namelength": -1},
+    )
+    if x:
+        fig.update_xaxes(title_text=x)
+    if y:
+        fig.update_yaxes(title_text=y)
+    return fig
+
+
+def _ms(samples: list[float]) -> list[float]:
+    return [s * 1000.0 for s in samples]
+
+
+def latency_boxes(
+    series: list[tuple[str, Measurement]], drop: tuple[str, ...] = (), legend: bool = True
+) -> go.Figure | None:
+    """Box plots of every latency sample (ms): one panel per metric, one box per series and setting.
+
+    Args:
+        series: (series label, measurement) pairs; only measurements in seconds with 2+ samples count.
+        drop: parameter names left out of the x labels (e.g. the A/B side, shown as the series).
+        legend: show the series labels (off when there is one unnamed series).
+    """
+    picked = [(label, m) for label, m in series if m.unit == "s" and len(m.samples) >= 2]
+    if not picked:
+        return None
+    names = list(dict.fromkeys(m.name for _, m in picked))
+    cols = 2 if len(names) == 4 else min(len(names), 3)
+    rows = -(-len(names) // cols)
+    titles = [esc_label(n) for n in names]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.08)
+    labels = list(dict.fromkeys(lb for lb, _ in picked))
+    for i, name in enumerate(names):
+        panel = [(lb, m) for lb, m in picked if m.name == name]
+        where = _setting_labels([m for _, m in panel], drop)
+        for j, label in enumerate(labels):
+            # One trace per series and panel, so grouped boxes line up by series.
+            mine = [(k, m) for k, (lb, m) in enumerate(panel) if lb == label]
+            if not mine:
+                continue
+            fig.add_trace(
+                go.Box(
+                    y=[v for _, m in mine for v in _ms(m.samples)],
+                    x=[where[k] for k, m in mine for _ in m.samples],
+                    name=esc_label(label or name),
+                    legendgroup=label,
+                    showlegend=legend and i == 0,
+                    marker_color=SERIES[j % len(SERIES)],
+                    boxpoints="all",
+                    jitter=0.4,
+                    pointpos=0,
+                    hovertemplate="%{x}: %{y:.2f} ms<extra>" + esc_label(label or name) + "</extra>",
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
+    fig.update_layout(boxmode="group" if len(labels) > 1 else "overlay")
+    fig.update_yaxes(title_text="ms", col=1)
+    return styled(fig, 380 * rows + (40 if legend else 0), legend=legend)
+
+
+_SHORT_PARAMS = {"batch_size": "batch", "prompt_length": "prompt", "new_tokens": "new tokens"}
+
+
+def _setting_labels(measurements: list[Measurement], drop: tuple[str, ...]) -> list[str]:
+    """Short x labels: only the parameters that differ within a panel, e.g. ``batch 4``."""
+    keys = [k for m in measurements for k in m.params if k not in drop]
+    varying = [k for k in dict.fromkeys(keys) if len({str(m.params.get(k)) for m in measurements}) > 1]
+    return [
+        ", ".join(f"{_SHORT_PARAMS.get(k, k)} {m.params.get(k)}" for k in varying)
+        or str(m.params.get("scenario") or m.scenario)
+        for m in measurements
+    ]
+
+
+def esc_label(text: str) -> str:
+    """Text shown literally by plotly, which reads HTML-like tags, entities and ``%{...}`` in labels."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("%{", "% {")
+
+
+def _bench_latency(report: Report) -> Chart | None:
+    fig = latency_boxes([("", m) for m in report.measurements], legend=False)
+    if fig is None:
+        return None
+    caption = "every measured repeat (dots) with its quartiles (box); one box per scenario setting"
+    return Chart("latency", "latency distributions", fig, caption)
+
+
+def _side_series(report: Report) -> list[tuple[str, Measurement]]:
+    cmp = (
+        report.document.get("comparison") or (report.document.get("optimize") or {}).get("verification") or {}
+    )
+    names = {"A": f"A: {cmp.get('a', 'baseline')}", "B": f"B: {cmp.get('b', 'candidate')}"}
+    return [(names.get(m.params.get("side"), str(m.params.get("side"))), m) for m in report.measurements]
+
+
+def _ab_latency(report: Report) -> Chart | None:
+    fig = latency_boxes(_side_series(report), drop=("side", "per"))
+    if fig is None:
+        return None
+    caption = "one dot per interleaved round (A and B alternate, so drift hits both alike)"
+    return Chart("latency", "latency distributions per side", fig, caption)
+
+
+def _compare_latency(report: Report) -> Chart | None:
+    series = [(f"run {rid}", m) for rid, ms in report.related.items() for m in ms]
+    fig = latency_boxes(series)
+    if fig is None:
+        return None
+    return Chart("latency", "latency distributions of the compared runs", fig, "one dot per measured repeat")
+
+
+def _verification_latency(report: Report) -> Chart | None:
+    fig = latency_boxes(_side_series(report), drop=("side", "per"))
+    if fig is None:
+        return None
+    caption = (
+        "the verification A/B: one dot per interleaved round of the baseline (A) and the saved winner (B)"
+    )
+    return Chart("latency", "latency distributions: baseline vs winner", fig, caption)
+
+
+def ratio_forest(metrics: dict[str, dict[str, Any]], ratio_of: str = "B/A") -> go.Figure:
+    """Each metric's ratio with its 95% CI on a log axis, coloured by verdict; 1 means no change."""
+    names = list(metrics)[::-1]
+    fig = go.Figure()
+    for name in names:
+        m = metrics[name]
+        r = m["ratio"]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["point"]],
+                y=[name],
+                mode="markers",
+                marker={"size": 11, "color": VERDICT_COLOR.get(m.get("verdict"), NEUTRAL)},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [r["ci_high"] - r["point"]],
+                    "arrayminus": [r["point"] - r["ci_low"]],
+                    "thickness": 2,
+                },
+                showlegend=False,
+                hovertemplate=(
+                    f"{name}: ×{r['point']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                    f"({m.get('verdict', '')})<extra></extra>"
+                ),
+            )
+        )
+    fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL)
+    values = [
+        v
+        for m in metrics.values()
+        for v in (m["ratio"]["ci_low"], m["ratio"]["ci_high"], m["ratio"]["point"])
+    ]
+    ticks = log_ticks(min([*values, 1.0]), max([*values, 1.0]))
+    low, high = min([*values, 1.0]) / 1.3, max([*values, 1.0]) * 1.3
+    fig.update_xaxes(
+        type="log",
+        tickvals=ticks,
+        ticktext=[f"×{t:g}" for t in ticks],
+        tickangle=0,
+        range=[math.log10(low), math.log10(high)],
+    )
+    return styled(
+        fig, max(200, 100 + 45 * len(names)), x=f"ratio {ratio_of} (log scale; 95% CI)", legend=False
+    )
+
+
+def log_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Round ratios to label a log axis spanning ``low`` to ``high``: the finest set that fits ``most``."""
+    for ticks in _RATIO_TICKS:
+        inside = [t for t in ticks if low / 1.3 <= t <= high * 1.3]
+        if len(inside) <= most and ticks[0] <= low * 1.3 and ticks[-1] >= high / 1.3:
+            return inside
+    return [t for t in _RATIO_TICKS[-1] if low / 1.3 <= t <= high * 1.3]
+
+
+def _comparison_ratios(report: Report) -> Chart | None:
+    doc = report.document.get("comparison")
+    if not doc or not doc.get("metrics"):
+        return None
+    caption = "green: B better, red: B worse, grey: no significant difference; whiskers are 95% CIs"
+    return Chart("ratios", "B/A ratios with 95% confidence intervals", ratio_forest(doc["metrics"]), caption)
+
+
+def _verification_ratios(report: Report) -> Chart | None:
+    doc = (report.document.get("optimize") or {}).get("verification")
+    if not doc:
+        return None
+    caption = "winner / baseline per metric; green: better, red: worse, grey: no significant difference"
+    return Chart(
+        "verification", "verification ratios (winner / baseline)", ratio_forest(doc["metrics"]), caption
+    )
+
+
+def _eval_scores(report: Report) -> Chart | None:
+    evals = [e for e in report.result.get("evals", []) if len(e.get("scores") or []) >= 2]
+    if not evals:
+        return None
+    fig = make_subplots(rows=1, cols=len(evals), subplot_titles=[e["metric"] for e in evals])
+    for i, e in enumerate(evals, start=1):
+        fig.add_trace(
+            go.Box(
+                y=e["scores"],
+                name=e.get("score_name") or e["metric"],
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_yaxes(title_text=e.get("score_unit") or "", row=1, col=i)
+    return Chart(
+        "scores", "per-sample scores", styled(fig, 380, legend=False), "one dot per scored window or item"
+    )
+
+
+def guard_limit(guard: list[str], metric: str) -> float | None:
+    """The accuracy guard's limit on the Pareto chart's x axis (perplexity % or accuracy points)."""
+    from unbottle.stats import Goal
+
+    wanted = "percent-max-degradation" if metric == "perplexity" else "max-degradation"
+    for text in guard:
+        try:
+            goal = Goal.parse(text)
+        except Exception:  # a guard text from another version: draw no line rather than fail
+            continue
+        if goal.metric == metric and goal.kind == wanted:
+            return goal.value
+    return None
+
+
+def _pareto(report: Report) -> Chart | None:
+    from unbottle.reporting.figures_pareto import pareto_figure
+
+    opt = report.document.get("optimize")
+    if not opt:
+        return None
+    fig, caption = pareto_figure(opt)
+    return None if fig is None else Chart("pareto", "speed vs accuracy of every trial", fig, caption)
+
+
+def _candidate_latency(report: Report) -> Chart | None:
+    from unbottle.reporting.figures_pareto import candidate_latency_figure
+
+    opt = report.document.get("optimize")
+    if not opt or not report.trials:
+        return None
+    fig, metric = candidate_latency_figure(opt, report.trials)
+    if fig is None:
+        return None
+    caption = (
+        f"{metric}: median and 95% CI of each candidate (B) and of the baseline in the same trial (A); "
+        "screening uses few rounds, so its intervals are wide"
+    )
+    return Chart("candidates", "latency per candidate", fig, caption)

@@ -1,0 +1,92 @@
+"""Rendering a stored run's report in one of its formats, and writing it to disk atomically.
+
+A report is written to a temporary file beside its destination and moved into place with
+``os.replace``, so a reader (a browser reloading, a CI step uploading it) sees the old report or the
+new one, never half a file, even if unbottle is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from unbottle.core.errors import ConfigError
+
+
+class ReportFormat(enum.StrEnum):
+    """What ``unbottle report`` writes."""
+
+    html = "html"
+    md = "md"
+    json = "json"
+
+
+def render(report: Any, fmt: ReportFormat | str) -> str:
+    """The text of ``report`` (a ``Report``) in format ``fmt``."""
+    fmt = ReportFormat(fmt)
+    if fmt is ReportFormat.html:
+        from unbottle.reporting.html import render_html
+
+        return render_html(report)
+    if fmt is ReportFormat.md:
+        from unbottle.reporting.markdown import render_markdown
+
+        return render_markdown(report)
+    from unbottle.reporting.summary import report_json
+    from unbottle.store import codec
+
+    return json.dumps(codec.plain(report_json(report)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def default_path(run_id: int, fmt: ReportFormat | str = ReportFormat.html) -> Path:
+    """``report-<id>.<ext>`` in the current folder: one file per run, never another run's."""
+    return Path(f"report-{run_id}.{ReportFormat(fmt).value}")
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (folders created) through a temporary file and ``os.replace``.
+
+    Raises:
+        ConfigError: the file or its folder cannot be written.
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise ConfigError(
+            f"cannot write the report to {path} ({exc.strerror or exc}); choose a writable file with -o"
+        ) from exc
+    return path
+
+
+def write_report(
+    store: Any, ref: int | str, path: Path | None = None, fmt: ReportFormat | str = "html"
+) -> Path:
+    """Build run ``ref``'s report from ``store`` and write it to ``path`` (default: ``default_path``).
+
+    Returns:
+        The file written.
+
+    Raises:
+        StoreError: no such run. ConfigError: the file cannot be written.
+    """
+    from unbottle.reporting.summary import build_report
+
+    report = build_report(store, ref)
+    return write_atomic(path or default_path(report.run.id, fmt), render(report, fmt))

@@ -1,0 +1,217 @@
+"""What a report says about a stored run, whatever it is rendered as (HTML, markdown, JSON).
+
+``build_report`` reads one run with everything it needs (raw measurements, an optimisation's trials,
+the runs a comparison compared) and fills a ``Report``: the verdict, the headline numbers with their
+confidence intervals, tables of plain strings, notes, and how to reproduce the run. The renderers only
+lay it out; the per-kind wording lives in ``unbottle.reporting.kinds``. A run that failed, was
+interrupted or is still running gets a report too, saying so above whatever it had recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from unbottle.core.measurement import Measurement
+from unbottle.reporting.reproduce import Reproduction, reproduction
+
+Tone = Literal["good", "bad", "neutral", ""]
+
+_STATUS_NOTES = {
+    "failed": "this run failed before it finished; what it recorded before failing is shown below",
+    "interrupted": "this run was interrupted before it finished; what it recorded is shown below",
+    "running": "this run is still running (or its process is on another machine); the report is partial",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """One headline number: ``value`` carries its unit, ``ci`` is the 95% interval or empty."""
+
+    label: str
+    value: str
+    ci: str = ""
+    tone: Tone = ""
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableData:
+    """A table of display strings; the first column names the row."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything a rendered report shows about one run.
+
+    Attributes:
+        run: the stored run (a ``RunRecord``).
+        status: its effective status (a dead ``running`` run reads ``interrupted``).
+        document: the run's JSON document (``unbottle.reporting.documents.run_document``).
+        measurements: its raw measurements.
+        trials: an optimisation's recorded trials by key (empty for other kinds).
+        related: for a ``compare`` run, the measurements of the two runs it compared, by run id.
+        verdict: one plain sentence: what the run found.
+        status_note: why the report may be incomplete, or empty for a complete run.
+        headline: the numbers a reader looks at first.
+        tables: the details, in reading order.
+        notes: remarks the run recorded or the report adds.
+        reproduce: the command lines that make the run again.
+    """
+
+    run: Any
+    status: str
+    document: dict[str, Any]
+    measurements: list[Measurement]
+    trials: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    related: dict[int, list[Measurement]] = dataclasses.field(default_factory=dict)
+    verdict: str = ""
+    status_note: str = ""
+    headline: list[Stat] = dataclasses.field(default_factory=list)
+    tables: list[TableData] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    reproduce: Reproduction | None = None
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The run's stored result, ``{}`` when it has none (a failed or interrupted run)."""
+        return self.run.result or {}
+
+    @property
+    def title(self) -> str:
+        return f"unbottle {self.run.kind} report — run {self.run.id}: {self.run.model}"
+
+
+def build_report(store: Any, ref: int | str) -> Report:
+    """Read run ``ref`` (an id or ``"last"``) from ``store`` and say what it found.
+
+    Raises:
+        StoreError: no such run; the message names the latest run and `unbottle runs list`.
+    """
+    from unbottle.reporting import kinds
+    from unbottle.reporting.documents import run_document
+
+    run = store.get_run(ref)
+    measurements = store.measurements(run.id)
+    report = Report(
+        run=run,
+        status=run.effective_status,
+        document=run_document(run, measurements),
+        measurements=measurements,
+        status_note=_status_note(run),
+        reproduce=reproduction(run),
+    )
+    _load_related(store, report)
+    kinds.describe(report)
+    report.notes += [str(n) for n in report.result.get("notes", []) if str(n) not in report.notes]
+    return report
+
+
+def _status_note(run: Any) -> str:
+    status = run.effective_status
+    note = _STATUS_NOTES.get(status, "")
+    if note and run.error:
+        note += f". It ended with: {run.error}"
+    return note
+
+
+def _load_related(store: Any, report: Report) -> None:
+    """Fetch what the run refers to: an optimisation's trials, a comparison's two runs."""
+    from unbottle.core.errors import StoreError
+
+    run = report.run
+    if run.kind == "optimize":
+        key = (run.config or {}).get("search_key") or (report.result.get("optimize") or {}).get("search_key")
+        if key:
+            report.trials = store.trials(key)
+    elif run.kind == "compare":
+        for ref in (run.config or {}).get("runs") or []:
+            try:
+                report.related[int(ref)] = store.measurements(int(ref))
+            except (StoreError, TypeError, ValueError):
+                report.notes.append(
+                    f"compared run {ref} is no longer in the store; its samples are not shown"
+                )
+
+
+def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment manifest as (what, value) rows, in the order a reader checks them."""
+    cpu = manifest.get("cpu") or {}
+    flags = [f for f, on in (cpu.get("flags") or {}).items() if on]
+    cores = manifest.get("cores") or {}
+    threads = manifest.get("threads") or {}
+    source = manifest.get("unbottle") or {}
+    py = manifest.get("python") or {}
+    opsys = manifest.get("os") or {}
+    rows = [
+        (
+            "unbottle",
+            f"{source.get('version', '?')} (commit {source.get('git_commit') or '-'}"
+            + (", uncommitted changes" if source.get("git_dirty") else "")
+            + ")",
+        ),
+        (
+            "cpu",
+            f"{cpu.get('model') or '?'} ({cpu.get('vendor') or '?'}); torch dispatch "
+            f"{cpu.get('torch_capability') or '?'}",
+        ),
+        ("cpu flags", ", ".join(flags) or "-"),
+        ("cores", f"{cores.get('physical', '?')} physical, {cores.get('logical', '?')} logical"),
+        ("memory", f"{manifest['memory_total_mib']:,} MiB" if manifest.get("memory_total_mib") else "-"),
+        ("gpus", ", ".join(g.get("name", "?") for g in manifest.get("gpus") or []) or "none"),
+        ("threads", ", ".join(f"{k}={v}" for k, v in threads.items() if v is not None) or "-"),
+        ("os", " ".join(str(opsys.get(k, "")) for k in ("system", "release", "machine")).strip() or "-"),
+        ("python", f"{py.get('version', '?')} {py.get('implementation', '')} ({py.get('executable', '?')})"),
+        ("seed", str(manifest.get("seed", "-"))),
+        ("working folder", str(manifest.get("working_dir") or "not recorded")),
+        ("recorded at", str(manifest.get("created_at", "-"))),
+    ]
+    libraries = manifest.get("libraries") or {}
+    rows += [(f"library {k}", v or "not installed") for k, v in libraries.items()]
+    return rows
+
+
+def run_rows(report: Report) -> list[tuple[str, str]]:
+    """Identity of the run: kind, model, status, times, model details."""
+    run = report.run
+    info = report.document.get("model")
+    info = info if isinstance(info, dict) else {}
+    size = f"{info['n_parameters'] / 1e6:.1f}M params" if info.get("n_parameters") else ""
+    details = ", ".join(x for x in (info.get("architecture"), size, info.get("dtype")) if x)
+    rows = [
+        ("run", f"{run.id} ({run.kind})"),
+        ("status", report.status),
+        ("model", run.model + (f" — {details}" if details else "")),
+        ("started", run.created_at),
+        ("finished", run.finished_at or "-"),
+    ]
+    threads = report.document.get("threads")
+    if isinstance(threads, dict) and threads.get("torch_num_threads"):
+        rows.append(("torch threads", str(threads["torch_num_threads"])))
+    if run.host:
+        rows.append(("host", run.host))
+    return rows
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as one JSON-ready document: what it says plus the run's full document."""
+    repro = report.reproduce
+    return {
+        "schema_version": 1,
+        "run_id": report.run.id,
+        "kind": report.run.kind,
+        "model": report.run.model,
+        "status": report.status,
+        "status_note": report.status_note,
+        "verdict": report.verdict,
+        "headline": [dataclasses.asdict(s) for s in report.headline],
+        "tables": [dataclasses.asdict(t) for t in report.tables],
+        "notes": report.notes,
+        "reproduce": dataclasses.asdict(repro) if repro else None,
+        "document": report.document,
+    }

@@ -1,1 +1,0 @@
-"""The accuracy-guarded optimisation search: trials, isolation, budgets, resume."""
