@@ -1,6 +1,9 @@
 """unbottle: find and remove the performance bottlenecks of transformer models.
 
-Public verbs are imported lazily so that ``import unbottle`` stays cheap (no torch import).
+The verbs (``optimize``, ``profile``, ``bench``, ``evaluate``, ``ab``, ``compare``, ``report``) record
+their runs in the store exactly as the CLI does and return the document its ``--json`` prints; the
+building blocks beneath them (``load``, ``benchmark``, ``apply_``, ``run_ab``, ...) record nothing.
+Everything is imported lazily so that ``import unbottle`` stays cheap (no torch import).
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 _VERBS = {
+    "optimize": "unbottle.api:optimize",
+    "profile": "unbottle.api:profile",
+    "bench": "unbottle.api:bench",
+    "evaluate": "unbottle.api:evaluate",
+    "ab": "unbottle.api:ab",
+    "compare": "unbottle.api:compare",
+    "report": "unbottle.api:report",
     "load": "unbottle.sources:load",
     "resolve": "unbottle.sources:resolve",
     "benchmark": "unbottle.benchmarking:benchmark",
-    "evaluate": "unbottle.evaluation:evaluate",
     "apply_": "unbottle.passes:apply_",
     "parse_pass": "unbottle.passes:parse_pass",
     "run_ab": "unbottle.comparison.ab:run_ab",

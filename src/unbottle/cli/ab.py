@@ -69,10 +69,16 @@ def ab(
     )
     goals = [Goal.parse(g) for g in goal or []]
     _check_goal_metrics(goals, config, eval_config)
-    from unbottle.cli.ab_run import run_ab_command
+    from unbottle.api.comparing import ab as run_ab
+    from unbottle.cli.progress import Progress
+    from unbottle.cli.show import show_run
+    from unbottle.store import Store
 
-    doc = run_ab_command(model_a, model_b, config, eval_config, goals, quiet, json_)
-    exit_on_regression(doc, fail_on_regression)
+    store = Store()
+    with Progress(quiet) as progress:
+        doc = run_ab(model_a, model_b, config, eval=eval_config, goals=goals, store=store, progress=progress)
+    show_run(store, doc["run_id"], json_)
+    exit_on_regression(doc["comparison"], fail_on_regression)
 
 
 def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:

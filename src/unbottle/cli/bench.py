@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,6 @@ from unbottle.cli.common import (
     ThreadsOpt,
     handle_errors,
     int_list,
-    recorded_run,
     str_list,
 )
 from unbottle.cli.progress import BenchProgress
@@ -52,9 +51,9 @@ def bench(
     quiet: QuietOpt = False,
 ) -> None:
     """Benchmark prefill, decode (with KV cache) and generate; every raw sample goes to the store."""
-    from unbottle.benchmarking import BenchConfig, apply_threads, benchmark
-    from unbottle.core.env import manifest
-    from unbottle.sources import resolve
+    from unbottle.api.speed import bench as run_bench
+    from unbottle.benchmarking import BenchConfig
+    from unbottle.cli.show import show_run
     from unbottle.store import Store
 
     config = BenchConfig(
@@ -70,23 +69,7 @@ def bench(
         device=device,
         seed=seed,
     )
-    source = resolve(model, allow_pickle=allow_pickle)
-    threads_in_force = apply_threads(config.threads)
+    store = Store()
     with BenchProgress(quiet, points=config.n_points()) as progress:
-        progress.message(f"loading {source.describe()} …")
-        loaded = source.load()
-        progress.message(f"loaded in {loaded.info.load_s:.1f} s; " + "; ".join(loaded.info.notes))
-        store = Store()
-        with recorded_run(store, "bench", model, config.to_dict(), manifest(seed=seed)) as run_id:
-            result = benchmark(
-                loaded, config, sink=lambda m: store.add_measurement(run_id, m), progress=progress
-            )
-    summary: dict[str, Any] = {
-        "model": loaded.info.to_dict(),
-        "threads": threads_in_force,
-        "notes": result.notes,
-    }
-    store.finish_run(run_id, "complete", result=summary)
-    from unbottle.cli.show import show_run
-
-    show_run(store, run_id, json_)
+        doc = run_bench(model, config, store=store, progress=progress, allow_pickle=allow_pickle)
+    show_run(store, doc["run_id"], json_)

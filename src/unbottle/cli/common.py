@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -29,20 +28,6 @@ GoalOpt = Annotated[
     list[str] | None, typer.Option(help="METRIC:KIND=VALUE, e.g. perplexity:percent-max-degradation=1.")
 ]
 FailOnRegressionOpt = Annotated[bool, typer.Option(help="Exit 1 if a goal fails or a metric is worse.")]
-
-
-@contextlib.contextmanager
-def recorded_run(
-    store: Any, kind: str, model: str, config: dict[str, Any], manifest: dict[str, Any]
-) -> Iterator[int]:
-    """Start a stored run; if the body raises, finish it as failed (or interrupted on Ctrl-C)."""
-    run_id = store.start_run(kind, model, config, manifest, argv=sys.argv)
-    try:
-        yield run_id
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        store.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def exit_on_regression(doc: dict[str, Any], fail_on_regression: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -27,22 +26,11 @@ def compare(
     json_: JsonOpt = False,
 ) -> None:
     """Compare two stored bench runs (unpaired) or eval runs (paired by sample); the result is stored."""
+    from unbottle.api.comparing import compare as run_compare
     from unbottle.cli.show import show_run
-    from unbottle.comparison.document import comparison_document
-    from unbottle.comparison.runs import compare_stored
-    from unbottle.core.env import manifest
-    from unbottle.stats import Goal
     from unbottle.store import Store
 
-    goals = [Goal.parse(g) for g in goal or []]
     store = Store()
-    a, b = store.get_run(run_a), store.get_run(run_b)
-    comparisons = compare_stored(a, store.measurements(a.id), b, store.measurements(b.id))
-    doc = comparison_document(
-        comparisons, goals, f"run {a.id} ({a.model})", f"run {b.id} ({b.model})", runs=[a.id, b.id]
-    )
-    config = {"runs": [a.id, b.id], "goals": [g.to_dict() for g in goals]}
-    run_id = store.start_run("compare", f"{a.model} vs {b.model}", config, manifest(), argv=sys.argv)
-    store.finish_run(run_id, "complete", result={"comparison": doc})
-    show_run(store, run_id, json_)
-    exit_on_regression(doc, fail_on_regression)
+    doc = run_compare(run_a, run_b, goals=goal or (), store=store)
+    show_run(store, doc["run_id"], json_)
+    exit_on_regression(doc["comparison"], fail_on_regression)

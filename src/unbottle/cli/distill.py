@@ -15,7 +15,6 @@ from unbottle.cli.common import (
     out,
     print_json,
     quiet_saves,
-    recorded_run,
     stderr_say,
 )
 from unbottle.core.errors import ConfigError
@@ -100,15 +99,15 @@ def distill(
 
     with (
         Progress(quiet) as progress,
-        recorded_run(store, "distill", teacher, config, manifest(seed=cfg.seed)) as run_id,
+        store.recording("distill", teacher, config, manifest(seed=cfg.seed)) as run,
     ):
         result = run_distill(teacher, data, seq_len, cfg, loader, run_dir, settings, resume, say, progress)
         for m in result.pop("measurements"):
-            store.add_measurement(run_id, m)
-    store.finish_run(run_id, "complete", result={**result, "threads": threads_used})
+            run.add(m)
+        run.complete({**result, "threads": threads_used})
     out.print(distill_table(result))
     if json_:
-        print_json({"run_id": run_id, "kind": "distill", **result, "threads": threads_used})
+        print_json({"run_id": run.id, "kind": "distill", **result, "threads": threads_used})
 
 
 def distill_table(doc: dict[str, Any]) -> Any:

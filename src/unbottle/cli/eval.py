@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,6 @@ from unbottle.cli.common import (
     QuietOpt,
     ThreadsOpt,
     handle_errors,
-    recorded_run,
 )
 
 EXAMPLES = """
@@ -50,10 +49,10 @@ def eval_(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate accuracy with per-sample scores (windows, items), stored for paired comparisons."""
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.evaluation import EvalConfig, evaluate
-    from unbottle.sources import resolve
+    from unbottle.api.accuracy import evaluate
+    from unbottle.cli.progress import Progress
+    from unbottle.cli.show import show_run
+    from unbottle.evaluation import EvalConfig
     from unbottle.store import Store
 
     config = EvalConfig(
@@ -67,28 +66,9 @@ def eval_(
         reference=reference,
         batch_size=batch_size,
     )
-    source = resolve(model, allow_pickle=allow_pickle)
-    ref_source = resolve(reference, allow_pickle=allow_pickle) if reference else None
-    threads_in_force = apply_threads(threads)
-    from unbottle.cli.progress import Progress
-
+    store = Store()
     with Progress(quiet) as progress:
-        progress.message(f"loading {source.describe()} …")
-        loaded = source.load()
-        ref = ref_source.load() if ref_source else None
-        store = Store()
-        with recorded_run(store, "eval", model, config.to_dict(), manifest()) as run_id:
-            progress.message("evaluating …")
-            results = evaluate(loaded, config, ref, progress=progress.evaluations())
-            for r in results:
-                store.add_measurement(run_id, r.to_measurement())
-    summary: dict[str, Any] = {
-        "model": loaded.info.to_dict(),
-        "threads": threads_in_force,
-        "evals": [r.to_dict() for r in results],
-        "notes": loaded.info.notes,
-    }
-    store.finish_run(run_id, "complete", result=summary)
-    from unbottle.cli.show import show_run
-
-    show_run(store, run_id, json_)
+        doc = evaluate(
+            model, config, threads=threads, store=store, progress=progress, allow_pickle=allow_pickle
+        )
+    show_run(store, doc["run_id"], json_)

@@ -39,6 +39,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
 ) -> None:
     """unbottle: profile → diagnose → apply → verify → report."""
+    import sys
+
+    from unbottle.store import COMMAND_LINE
+
+    # every run this command records keeps the line that made it; forgotten when the command ends, so
+    # a run started later from Python in the same process (a notebook, a test) is not credited to it
+    token = COMMAND_LINE.set(list(sys.argv))
+    ctx.call_on_close(lambda: COMMAND_LINE.reset(token))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from unbottle.cli.common import GoalOpt, JsonOpt, QuietOpt, ThreadsOpt, err, handle_errors
-from unbottle.core.errors import ConfigError
 
 EXAMPLES = """
 Examples:
@@ -75,7 +73,7 @@ def optimize(
 
     Re-running the same command after an interruption continues the search where it stopped.
     """
-    from unbottle.optimizer.config import OptimizeConfig, parse_workload
+    from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
 
     prompt_length, new_tokens = parse_workload(workload)
     config = OptimizeConfig(
@@ -83,7 +81,7 @@ def optimize(
         objective=objective,
         goals=tuple(goal or ()),
         candidates=tuple(candidate or ()),
-        time_budget_s=parse_duration(time_budget),
+        time_budget_s=parse_duration(time_budget, "--time-budget"),
         max_trials=max_trials,
         task=task,
         eval_tokens=eval_tokens,
@@ -96,17 +94,6 @@ def optimize(
     from unbottle.cli.optimize_run import run_optimize
 
     run_optimize(config, output or default_output(model), overwrite, quiet, json_, report)
-
-
-def parse_duration(text: str) -> float:
-    """``900``, ``900s``, ``15m``, ``1.5h`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-    if not match:
-        raise ConfigError(f"--time-budget {text!r} given; allowed: seconds or a duration like 900s, 15m, 1h")
-    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-    if value <= 0:
-        raise ConfigError(f"--time-budget {text!r} given; it must be more than 0")
-    return value
 
 
 def default_output(model: str) -> Path:

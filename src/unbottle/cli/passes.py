@@ -16,7 +16,6 @@ from unbottle.cli.common import (
     handle_errors,
     out,
     print_json,
-    recorded_run,
 )
 
 APPLY_EXAMPLES = """
@@ -116,16 +115,16 @@ def apply(
     loaded = source.load()
     store = Store()
     config = {"model": model, "passes": [c.to_dict() for c in configs], "output": str(output.resolve())}
-    with recorded_run(store, "apply", model, config, manifest()) as run_id:
+    with store.recording("apply", model, config, manifest()) as run:
         recipe, _ = apply_and_save(loaded, configs, model, output, overwrite)
-    baked = recipe.baked
-    result = {
-        "output": str(output),
-        "reports": recipe.reports,
-        "baked": baked,
-        "model": loaded.info.to_dict(),
-    }
-    store.finish_run(run_id, "complete", result=result)
+        baked = recipe.baked
+        result = {
+            "output": str(output),
+            "reports": recipe.reports,
+            "baked": baked,
+            "model": loaded.info.to_dict(),
+        }
+        run.complete(result)
     out.print(reports_table(recipe.reports))
     how = (
         "the ONNX Runtime model is saved in onnx/ and opened directly"
@@ -136,7 +135,7 @@ def apply(
         f"saved to {output} ({how}); load it with any verb, e.g. `unbottle bench {output}`", highlight=False
     )
     if json_:
-        print_json({"run_id": run_id, **result})
+        print_json({"run_id": run.id, **result})
 
 
 def reports_table(reports: list[dict[str, Any]]) -> Table:

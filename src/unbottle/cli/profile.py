@@ -12,7 +12,6 @@ from unbottle.cli.common import (
     ThreadsOpt,
     handle_errors,
     out,
-    recorded_run,
     stderr_say,
 )
 
@@ -42,42 +41,29 @@ def profile(
     quiet: QuietOpt = False,
 ) -> None:
     """Machine peaks, hotspots per phase and module group, roofline (MFU/MBU), ranked diagnosis."""
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
-    from unbottle.sources import resolve
-    from unbottle.sources.base import require_causal_lm
+    from unbottle.api.hotspots import profile as run_profile
+    from unbottle.cli.show import show_run
+    from unbottle.profiling import ProfileConfig
     from unbottle.store import Store
 
     store = Store()
-    trace_dir = trace or str(store.root / "traces")
     config = ProfileConfig(
         prompt_length=prompt_length,
         decode_tokens=decode_tokens,
         threads=threads,
-        trace_dir=trace_dir,
+        trace_dir=trace or str(store.root / "traces"),
         refresh_peaks=refresh_peaks,
         device=device,
     )
-    from unbottle.profiling.run import trace_paths
+    doc = run_profile(model, config, store=store, progress=_Say(stderr_say(quiet)))
+    show_run(store, doc["run_id"], json_)
 
-    trace_paths(trace_dir, "probe")  # an unwritable trace folder fails before anything loads
-    source = resolve(model)
-    settings = apply_threads(threads)
-    say = stderr_say(quiet)
-    say(f"loading {source.describe()} …")
-    loaded = source.load()
-    require_causal_lm(loaded, model, "unbottle profile profiles causal language models")
-    say(f"machine peaks at {settings['torch_num_threads']} thread(s) (measured once, then cached) …")
-    peaks = cached_peaks(store, settings["torch_num_threads"], refresh_peaks, device)
-    with recorded_run(store, "profile", model, config.to_dict(), manifest()) as run_id:
-        say("profiling prefill and decode …")
-        doc = profile_model(loaded, config, peaks, label=f"run-{run_id}")
-    result = {"profile": doc, "model": loaded.info.to_dict(), "threads": settings}
-    store.finish_run(run_id, "complete", result=result)
-    from unbottle.cli.show import show_run
 
-    show_run(store, run_id, json_)
+class _Say:
+    """The profile's progress: one status line per step on stderr."""
+
+    def __init__(self, say: Any) -> None:
+        self.message = say
 
 
 def show_profile(doc: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ from unbottle.cli.common import (
     out,
     print_json,
     quiet_saves,
-    recorded_run,
     stderr_say,
 )
 from unbottle.core.errors import ConfigError
@@ -164,16 +163,16 @@ def train(
 
     with (
         Progress(quiet) as progress,  # only rank 0 gets here: the other ranks show nothing
-        recorded_run(store, "train", model, config, manifest(seed=cfg.seed)) as run_id,
+        store.recording("train", model, config, manifest(seed=cfg.seed)) as run,
     ):
         result = run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks,
                               0, world, batching, progress)  # fmt: skip
         for m in result.pop("measurements"):
-            store.add_measurement(run_id, m)
-    store.finish_run(run_id, "complete", result={**result, "threads": settings})
+            run.add(m)
+        run.complete({**result, "threads": settings})
     show_training(result)
     if json_:
-        print_json({"run_id": run_id, "kind": "train", **result, "threads": settings})
+        print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
 
 
 def show_training(result: dict[str, Any]) -> None:
@@ -262,12 +261,12 @@ def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, th
     }
     from unbottle.cli.progress import Progress
 
-    with recorded_run(store, "train", model, config, manifest()) as run_id, Progress(quiet) as progress:
+    with store.recording("train", model, config, manifest()) as run, Progress(quiet) as progress:
         result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say, progress)
-    store.finish_run(run_id, "complete", result={**result, "threads": settings})
+        run.complete({**result, "threads": settings})
     out.print(compare_table(result["compare"]))
     if json_:
-        print_json({"run_id": run_id, "kind": "train", **result, "threads": settings})
+        print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
 
 
 def compare_table(doc: dict[str, Any]) -> Any:

@@ -174,6 +174,19 @@ class OptimizeConfig(Config):
         }
 
 
+def parse_duration(text: str | float, name: str = "time_budget") -> float:
+    """``900``, ``"900s"``, ``"15m"``, ``"1.5h"`` → seconds; ``name`` says what was given in an error."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
+        raise ConfigError(f"{name} {text!r} given; allowed: seconds or a duration like 900s, 15m, 1h")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if value <= 0:
+        raise ConfigError(f"{name} {text!r} given; it must be more than 0")
+    return value
+
+
 def parse_workload(text: str) -> tuple[int, int]:
     """``prompt=512,new=128`` (either part may be left out: the default fills it) → (prompt, new)."""
     allowed = "allowed: prompt=TOKENS,new=TOKENS, e.g. prompt=512,new=128"

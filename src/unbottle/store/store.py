@@ -10,6 +10,7 @@ runs. The folder and database are created by the first write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from typing import Any
 from unbottle.core.errors import StoreError
 from unbottle.core.measurement import Measurement
 from unbottle.store import codec, db
+from unbottle.store.recording import RunWriter, recording
 from unbottle.store.records import RunRecord, RunStatus, now_iso
 from unbottle.store.schema import RUN_STATUSES
 
@@ -39,10 +41,11 @@ class Store:
 
     Use as a context manager, or call ``close()``::
 
-        with Store() as store:
-            run_id = store.start_run("bench", "gpt2", config={...}, manifest={...})
-            store.add_measurement(run_id, measurement)
-            store.finish_run(run_id, "complete", result={...})
+        with Store() as store, store.recording("bench", "gpt2", config={...}) as run:
+            run.add(measurement)
+            run.complete(result={...})
+
+    (``start_run``, ``add_measurement`` and ``finish_run`` are the same steps one at a time.)
 
     Args:
         root: the store folder; ``store_root()`` when ``None``.
@@ -176,6 +179,12 @@ class Store:
                 f"run {run_id} is already {run.status} (finished at {run.finished_at}); a run is "
                 "finished once and never rewritten"
             )
+
+    def recording(
+        self, kind: str, model: str, config: dict[str, Any], manifest: dict[str, Any] | None = None
+    ) -> contextlib.AbstractContextManager[RunWriter]:
+        """A run recorded for the length of a ``with`` block (see ``unbottle.store.recording``)."""
+        return recording(self, kind, model, config, manifest)
 
     def get_run(self, ref: str | int, kind: str | None = None) -> RunRecord:
         """Look up one run.

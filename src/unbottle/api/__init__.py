@@ -1,0 +1,15 @@
+"""unbottle's verbs as Python functions, each recording its run in the store like the CLI does and
+returning the JSON document the verb's ``--json`` prints (``report`` returns the file it wrote).
+
+The CLI parses flags, shows progress and prints; the work is here. Settings are the fields of each
+verb's config dataclass, given as keyword arguments or as the config itself.
+"""
+
+from unbottle.api.accuracy import evaluate
+from unbottle.api.comparing import ab, compare
+from unbottle.api.hotspots import profile
+from unbottle.api.reports import report
+from unbottle.api.speed import bench
+from unbottle.api.tuning import optimize
+
+__all__ = ["ab", "bench", "compare", "evaluate", "optimize", "profile", "report"]

@@ -1,0 +1,51 @@
+"""``unbottle.profile``: where a model's time goes against this machine's measured peaks, and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unbottle.api._common import Silent, config_of, document, store_of
+
+
+def profile(
+    model: str = "smollm2-135m",
+    config: Any = None,
+    *,
+    store: Any = None,
+    progress: Any = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Profile ``model`` and record the run; return its document (what ``profile --json`` prints).
+
+    Args:
+        model: as ``bench`` (a causal LM).
+        config: a ``profiling.ProfileConfig``; or its fields as keyword arguments (``prompt_length=128``,
+            ``decode_tokens=16``, ``threads=1``, ...). Traces go to the store's ``traces/`` unless
+            ``trace_dir`` says otherwise.
+        store, progress: as ``bench``.
+    """
+    from unbottle.benchmarking import apply_threads
+    from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
+    from unbottle.profiling.run import trace_paths
+    from unbottle.sources import resolve
+    from unbottle.sources.base import require_causal_lm
+
+    progress, store = progress or Silent(), store_of(store)
+    if config is None and settings.get("trace_dir") is None:
+        settings["trace_dir"] = str(store.root / "traces")
+    config = config_of(ProfileConfig, config, settings)
+    trace_paths(config.trace_dir, "probe")  # an unwritable trace folder fails before anything loads
+    source = resolve(model)
+    threads = apply_threads(config.threads)
+    progress.message(f"loading {source.describe()} …")
+    loaded = source.load()
+    require_causal_lm(loaded, model, "unbottle profile profiles causal language models")
+    progress.message(
+        f"machine peaks at {threads['torch_num_threads']} thread(s) (measured once, then cached) …"
+    )
+    peaks = cached_peaks(store, threads["torch_num_threads"], config.refresh_peaks, config.device)
+    with store.recording("profile", model, config.to_dict()) as run:
+        progress.message("profiling prefill and decode …")
+        doc = profile_model(loaded, config, peaks, label=f"run-{run.id}")
+        run.complete({"profile": doc, "model": loaded.info.to_dict(), "threads": threads})
+    return document(store, run.id)

@@ -1,0 +1,103 @@
+"""``unbottle.optimize``: baseline → candidates under an accuracy guard → the verified winner, saved.
+
+The time budget starts with the search's clock, after the model caches are filled (which it does
+not count; see ``unbottle.optimizer.prepare``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unbottle.api._common import config_of, document, store_of
+
+
+def optimize(
+    model: str = "smollm2-135m",
+    config: Any = None,
+    *,
+    time_budget: str | float | None = None,
+    workload: str | None = None,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    report: bool = True,
+    store: Any = None,
+    log: Callable[[str], None] | None = None,
+    on_clock_start: Callable[[], None] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Search for the fastest variant of ``model`` that keeps accuracy, verify it by A/B test, save it;
+    record the run and return its document (what ``optimize --json`` prints). Calling it again with
+    the same settings resumes an interrupted search.
+
+    Args:
+        model: as ``bench``.
+        config: an ``optimizer.OptimizeConfig``; or its fields as keyword arguments
+            (``objective="latency"``, ``candidates=("wo-int8",)``, ``max_trials=4``, ``threads=1``, ...).
+        time_budget: wall time, verification included: seconds or ``"15m"``, ``"1h"`` (default 13 min).
+        workload: the request served, ``"prompt=256,new=64"`` (the default).
+        output: folder for the winner; default ``optimized/<model name>``.
+        overwrite: replace ``output`` if it exists.
+        report: write ``report.html`` into the saved folder (beside it when nothing was saved:
+            ``report_path``).
+        store: as ``bench``.
+        log: called with each line of the search's log; on_clock_start: when the budget's clock starts.
+    """
+    from unbottle.comparison.ab import ABConfig, ABRounds
+    from unbottle.core.env import manifest
+    from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
+    from unbottle.optimizer.search import Search
+
+    if time_budget is not None:
+        settings["time_budget_s"] = parse_duration(time_budget)
+    if workload is not None:
+        settings["prompt_length"], settings["new_tokens"] = parse_workload(workload)
+    config = config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    store = store_of(store)
+    output = Path(output) if output is not None else default_output(config.model)
+    search = Search(config, store, output, overwrite, log=log or (lambda _line: None))
+    if on_clock_start is not None:
+        search.on_clock_start = on_clock_start
+    run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
+    with store.recording("optimize", config.model, run_config, manifest(seed=config.seed)) as run:
+        doc = search.run()
+        if doc.get("rounds"):
+            r = doc["rounds"]
+            rounds = ABRounds(ABConfig(**config.ab_settings("full")), r["a"], r["b"], r["order"])
+            for m in rounds.to_measurements():
+                run.add(m)
+        base = doc["baseline"]
+        run.complete({"optimize": doc, "model": base["model"], "threads": base["threads"]})
+    if report:
+        _write_report(store, run.id, report_path(output, doc), log)
+    return document(store, run.id)
+
+
+def default_output(model: str) -> Path:
+    """``optimized/<name>``: the model's folder or file name without ``.gguf``."""
+    name = Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
+    return Path("optimized") / name
+
+
+def report_path(output: Path, doc: dict[str, Any]) -> Path:
+    """``report.html`` in the saved model's folder; beside that folder when nothing was saved.
+
+    A folder is never created for the report alone: an empty output folder would make the next run
+    of the same command refuse it.
+    """
+    if doc.get("output"):
+        return Path(doc["output"]) / "report.html"
+    return output.parent / f"{output.name}.report.html"
+
+
+def _write_report(store: Any, run_id: int, path: Path, log: Callable[[str], None] | None) -> None:
+    """Write the run's HTML report; a failure only warns through ``log`` (the run is stored)."""
+    from unbottle.core.errors import UnbottleError
+    from unbottle.reporting.output import write_report
+
+    try:
+        write_report(store, run_id, path)
+    except UnbottleError as exc:
+        if log is not None:
+            log(f"warning: no report written ({exc}); later: `unbottle report {run_id}`")

@@ -1,0 +1,81 @@
+"""The verbs from Python: each records its run as the CLI does and returns what ``--json`` prints.
+
+The main job in a few lines, on tiny-llama (size objective: no speed A/B, so it stays quick), then
+the run is listed by ``unbottle runs list``, reported by ``unbottle report``, and the document equals
+the one ``unbottle runs show --json`` rebuilds from the store.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import unbottle
+from unbottle.cli.main import app
+from unbottle.core.errors import ConfigError
+from unbottle.store import Store
+
+
+def _cli(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _shown(run_id: int) -> dict:
+    return json.loads(_cli("runs", "show", str(run_id), "--json").strip().splitlines()[-1])
+
+
+def test_optimize_from_python_is_a_stored_run_that_runs_list_and_report_show(tmp_path):
+    doc = unbottle.optimize(
+        "tiny-llama",
+        objective="size",
+        candidates=("wo-int8",),
+        time_budget="10m",
+        screen_tokens=256,
+        eval_tokens=1024,
+        threads=1,
+        output=tmp_path / "fast",
+    )
+    assert (doc["kind"], doc["status"]) == ("optimize", "complete")
+    assert doc["optimize"]["winner"]["key"] == "wo-int8"
+    assert (tmp_path / "fast" / "report.html").exists()
+    assert doc == _shown(doc["run_id"])
+    assert f"│ {doc['run_id']} " in _cli("runs", "list")
+    assert "optimize" in _cli("report", str(doc["run_id"]), "--format", "md")
+    assert Store().get_run(doc["run_id"]).argv is None  # started from Python, not a command line
+
+
+def test_bench_evaluate_and_compare_from_python(tmp_path):
+    fast = {"threads": 1, "warmup": 0, "min_repeats": 1, "min_time_s": 0.0}
+    bench = unbottle.bench("tiny-llama", scenarios=("decode",), batch_sizes=(1,), new_tokens=4, **fast)
+    assert bench["kind"] == "bench" and bench == _shown(bench["run_id"])
+    evals = [
+        unbottle.evaluate("tiny-llama", eval_tokens=256, window=128, stride=128, threads=1) for _ in "ab"
+    ]
+    assert evals[0]["evals"][0]["metric"] == "perplexity"
+    compared = unbottle.compare(evals[0]["run_id"], evals[1]["run_id"])
+    assert compared["kind"] == "compare" and "perplexity" in json.dumps(compared["comparison"])
+    report = unbottle.report(compared["run_id"], tmp_path / "r.md", format="md")
+    assert report.read_text().strip()
+
+
+def test_ab_from_python_with_goals_as_text():
+    doc = unbottle.ab(
+        "tiny-llama", "tiny-llama", rounds=3, prompt_length=8, new_tokens=4, threads=1,
+        goals=["decode.tokens_per_s:percent-max-degradation=50"],
+    )  # fmt: skip
+    assert doc["kind"] == "ab" and doc["comparison"]["a_vs_a"]
+    assert doc == _shown(doc["run_id"])
+
+
+def test_settings_are_checked_by_their_field_names_before_any_run():
+    with pytest.raises(
+        ConfigError, match=r"unknown setting\(s\) \['rounds'\] given; BenchConfig takes: .*min_repeats"
+    ):
+        unbottle.bench("tiny-llama", rounds=3)
+    with pytest.raises(ConfigError, match=r"time_budget 'soon' given"):
+        unbottle.optimize("tiny-llama", time_budget="soon")
+    assert Store().list_runs() == []
