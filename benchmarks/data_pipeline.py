@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from unbottle.sources import load
+from unbottle.models import load
 from unbottle.training.data import OnTheFlyDataset, TokenDataset, default_corpora, token_cache
 
 

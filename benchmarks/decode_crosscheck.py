@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from unbottle.benchmarking import BenchConfig, benchmark
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.core.env import manifest
-from unbottle.sources import load
+from unbottle.data.prompts import make_prompts
+from unbottle.models import load
 
 
 def generate_seconds(model, prompt, new_tokens: int) -> float:

@@ -34,8 +34,8 @@ import torch
 
 from unbottle.core.env import manifest
 from unbottle.evaluation import perplexity
+from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
-from unbottle.sources import load
 from unbottle.stats.paired import ratio_of_medians_paired
 
 WINNER = "unbottle genai:weights=gguf"

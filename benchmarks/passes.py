@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.benchmarking.scenarios import decode_once, prefill_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.comparison.accuracy import compare_eval
 from unbottle.comparison.speed import compare_samples
+from unbottle.data.prompts import make_prompts
 from unbottle.evaluation import perplexity
+from unbottle.models import load
 from unbottle.passes import apply_, parse_pass, unavailable
-from unbottle.sources import load
 
 CANDIDATES: dict[str, list[str]] = {
     "fp32 eager": [],

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from unbottle.benchmarking.prompts import corpus_text
+from unbottle.data import packaged_text
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -99,7 +99,7 @@ def plain_transformers(
 
 def weights_folder(spec: str) -> str:
     """The plain HF folder behind a spec (for GGUF: unbottle's safetensors cache of it)."""
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.gguf_file import GGUFSource
     from unbottle.sources.packaged import PackagedGGUFSource
 
@@ -119,14 +119,14 @@ def main() -> None:
     args = parser.parse_args()
     folder = weights_folder(args.model)
     text_file = Path(__file__).parent / "results" / "persuasion.txt"
-    text_file.write_text(corpus_text(), encoding="utf-8")
+    text_file.write_text(packaged_text(), encoding="utf-8")
     start = time.perf_counter()
     ours = unbottle_cli(args.model, text_file, args.eval_tokens)
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
     details = ours["details"]
     plain, scored, n_windows, prefix = plain_transformers(
-        folder, corpus_text(), args.eval_tokens, details["window"], details["step"]
+        folder, packaged_text(), args.eval_tokens, details["window"], details["step"]
     )
     plain_s = time.perf_counter() - start
     text_file.unlink()

@@ -19,7 +19,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from unbottle.cli.train_run import datasets
-from unbottle.sources import load
+from unbottle.models import load
 from unbottle.training.compare import compare_strategies
 from unbottle.training.loader import LoaderConfig
 from unbottle.training.trainer import TrainConfig

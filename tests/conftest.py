@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from unbottle.sources import Loaded, load
+from unbottle.models import load
+from unbottle.sources import Loaded
 
 
 @pytest.fixture(autouse=True)

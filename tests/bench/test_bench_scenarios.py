@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from unbottle.benchmarking import BenchConfig, benchmark
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import BenchError
+from unbottle.data.prompts import make_prompts
 
 FAST = dict(warmup=0, min_repeats=2, min_time_s=0.0, new_tokens=6, threads=1)
 
@@ -87,7 +87,7 @@ def test_benchmark_refuses_sequences_longer_than_the_model_takes(tiny_llama):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_benchmark_on_cuda_uses_event_timing_and_reports_device_memory():
-    from unbottle.sources import load
+    from unbottle.models import load
 
     loaded = load("tiny-llama")
     config = BenchConfig(device="cuda", prompt_lengths=(8,), batch_sizes=(1,), **FAST)

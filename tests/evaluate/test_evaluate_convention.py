@@ -223,7 +223,7 @@ def test_multiple_choice_starts_each_item_with_the_prefix_once(tiny_llama: Loade
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/tmp/models/gemma-3-270m-q4_k_m.gguf").exists(), reason="no Gemma 3 GGUF here")
 def test_perplexity_of_gemma3_puts_bos_at_every_window() -> None:
-    from unbottle.sources import load
+    from unbottle.models import load
 
     loaded = load("/tmp/models/gemma-3-270m-q4_k_m.gguf")
     result = perplexity(loaded, eval_tokens=1024)

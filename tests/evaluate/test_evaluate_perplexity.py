@@ -223,7 +223,7 @@ class NoBos:
 
 @pytest.mark.slow
 def test_perplexity_of_smollm2_on_persuasion_is_plausible() -> None:
-    from unbottle.sources import load
+    from unbottle.models import load
 
     loaded = load("smollm2-135m")
     assert loaded.tokenizer("Hello")["input_ids"][0] != loaded.tokenizer.bos_token_id, "tokenizer adds BOS"

@@ -17,12 +17,12 @@ import pytest
 
 from unbottle.core.errors import BenchError, ConfigError
 from unbottle.evaluation import EvalConfig, evaluate
+from unbottle.models import resolve
 from unbottle.optimizer import candidates as cm
 from unbottle.optimizer import search as search_module
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.trial import FAULT_ENV
-from unbottle.sources import resolve
 from unbottle.store import Store
 
 SMALL = {"screen_tokens": 256, "eval_tokens": 1024, "threads": 1, "objective": "size"}

@@ -26,10 +26,11 @@ from unbottle.benchmarking.timing import CpuTimer
 from unbottle.cli.main import app
 from unbottle.core.errors import PassError
 from unbottle.evaluation import perplexity
+from unbottle.models import load
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.base import conv1d_layers, linear_layers, model_type
 from unbottle.passes.onnx import OnnxExportConfig
-from unbottle.sources import Loaded, load
+from unbottle.sources import Loaded
 
 FAMILIES = (
     "tiny-llama",

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from unbottle.cli.main import app
 from unbottle.core.errors import ConfigError, PassError
+from unbottle.models import load
 from unbottle.passes import apply_, check_composition, parse_pass
 from unbottle.passes.precision import PrecisionConfig
-from unbottle.sources import load
 
 PROBE = torch.tensor([[1, 44, 105, 108, 108, 111, 300, 511]])
 
@@ -87,7 +87,7 @@ def test_precision_bf16_halves_bytes_keeps_lm_head_fp32_and_stays_close(tiny_lla
 def test_compile_with_static_cache_decodes_the_same_tokens(tiny_llama):
     from unbottle.benchmarking.scenarios import decode_once
     from unbottle.benchmarking.timing import CpuTimer
-    from unbottle.passes.compile import STATIC_CACHE_ATTR
+    from unbottle.runtime.caches import STATIC_CACHE_ATTR
 
     compiled, [report] = apply_(tiny_llama, parse_pass("compile:cache_bucket=64"))
     assert getattr(compiled.model, STATIC_CACHE_ATTR) == 64

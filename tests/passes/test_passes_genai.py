@@ -123,8 +123,8 @@ def test_genai_quantized_builds_use_matmulnbits_within_an_sqnr_floor(
 def test_genai_saved_folder_runs_in_onnxruntime_genai_with_the_same_greedy_tokens(tiny_llama, fp32, tmp_path):
     import onnxruntime_genai as og
 
+    from unbottle.models import load
     from unbottle.passes.recipe import apply_and_save
-    from unbottle.sources import load
 
     apply_and_save(tiny_llama, [GenaiConfig(precision="fp32")], "tiny-llama", tmp_path / "out")
     folder = tmp_path / "out" / "onnx"

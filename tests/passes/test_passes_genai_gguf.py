@@ -20,10 +20,10 @@ from onnx import numpy_helper
 from gguf_files import write_llama_gguf
 from unbottle.core.errors import PassError
 from unbottle.evaluation import perplexity
+from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
 from unbottle.passes.genai import GenaiConfig
 from unbottle.sources import gguf_blocks as gb
-from unbottle.sources import load
 
 pytestmark = pytest.mark.skipif(
     GenaiConfig().missing() != [], reason="needs onnxruntime-genai and onnxruntime"

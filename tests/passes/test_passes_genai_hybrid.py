@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
+from unbottle.data.prompts import make_prompts
+from unbottle.models import load
 from unbottle.passes import apply_
 from unbottle.passes.genai import GenaiConfig
-from unbottle.sources import load
 
 pytestmark = pytest.mark.skipif(
     GenaiConfig().missing() != [], reason="needs onnxruntime-genai and onnxruntime"

@@ -221,7 +221,7 @@ def test_export_refuses_a_bfloat16_model_and_a_foreign_output_folder(tiny_llama,
 def test_smollm2_int8_block_decodes_faster_than_eager_within_1pct_perplexity():
     """Real-model check (``pytest -m slow``): ORT int8-block vs fp32 eager at one thread."""
     from unbottle.benchmarking import BenchConfig, benchmark
-    from unbottle.sources import load
+    from unbottle.models import load
 
     base = load("smollm2-135m")
     ort, _ = apply_(base, [OnnxExportConfig(quantize="int8-block")])

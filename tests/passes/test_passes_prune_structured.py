@@ -16,9 +16,10 @@ import transformers
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
+from unbottle.models import load
 from unbottle.passes import PassContext, apply_, parse_pass
 from unbottle.passes.prune_structured import StructuredPruneConfig
-from unbottle.sources import Loaded, ModelInfo, load
+from unbottle.sources import Loaded, ModelInfo
 
 IDS = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(0))  # (B, T)
 

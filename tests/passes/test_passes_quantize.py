@@ -339,7 +339,7 @@ def test_torchao_passes_say_torchao_is_missing_when_it_is_not_installed(monkeypa
 @pytest.mark.slow
 def test_wo_int8_on_smollm2_changes_perplexity_by_under_two_percent():
     from unbottle.evaluation import perplexity
-    from unbottle.sources import load
+    from unbottle.models import load
 
     base = load("smollm2-135m")
     new, [report] = apply_(base, parse_pass("wo-int8"))

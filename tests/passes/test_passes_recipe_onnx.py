@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
-from unbottle.sources import load
+from unbottle.models import load
 
 
 def test_apply_onnx_saves_the_graph_and_every_verb_loads_it(tmp_path):

@@ -38,7 +38,7 @@ def smol(smol_path: Path) -> dict[str, gb.GGUFTensor]:
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> dict[str, gb.GGUFTensor]:
     from unbottle.core.errors import ModelLoadError
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
 
     with pytest.MonkeyPatch.context() as mp:  # joined once per module, inside the test's own cache
         mp.setenv("UNBOTTLE_CACHE", str(tmp_path_factory.mktemp("gemma-cache")))

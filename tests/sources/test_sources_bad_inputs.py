@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from unbottle.core.errors import ConfigError, ModelLoadError
-from unbottle.sources import Loaded, load
+from unbottle.models import load
+from unbottle.sources import Loaded
 
 
 def _copy_folder(src: Path, dst: Path, names: tuple[str, ...] = ("config.json", "model.safetensors")) -> Path:

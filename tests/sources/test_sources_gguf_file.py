@@ -19,7 +19,8 @@ import torch
 
 from gguf_files import write_llama_gguf
 from unbottle.core.errors import ModelLoadError
-from unbottle.sources import Loaded, load, resolve
+from unbottle.models import load, resolve
+from unbottle.sources import Loaded
 from unbottle.sources.gguf_file import GGUFSource
 
 

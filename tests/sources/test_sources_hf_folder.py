@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unbottle.core.errors import ConfigError
-from unbottle.sources import Loaded, load, resolve
+from unbottle.models import load, resolve
+from unbottle.sources import Loaded
 from unbottle.sources.hf_folder import HFFolderSource
 
 

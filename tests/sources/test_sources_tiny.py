@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unbottle.sources import Loaded, load
+from unbottle.models import load
+from unbottle.sources import Loaded
 from unbottle.sources.tiny import SPECIALS, TinySource, byte_tokenizer
 
 # tiny-llama: embed + lm_head (untied) + 2 x (q, k, v, o, gate, up, down, 2 norms) + final norm.

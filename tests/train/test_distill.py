@@ -118,7 +118,7 @@ def test_distill_cli_reports_teacher_distilled_and_plain_student_on_the_same_win
 
 
 def test_a_student_with_another_tokenizer_is_refused(tmp_path, tiny_llama):
-    from unbottle.sources import load
+    from unbottle.models import load
 
     other = load("tiny-llama")
     other.tokenizer.add_tokens(["<unbottle-extra>"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unbottle.core.errors import ConfigError
-from unbottle.sources import load
+from unbottle.models import load
 from unbottle.training.losses import LOSS_CHUNK, LossModel
 
 

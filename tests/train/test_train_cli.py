@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
-from unbottle.sources import resolve
+from unbottle.models import resolve
 from unbottle.store import Store
 
 runner = CliRunner()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unbottle.core.errors import ConfigError
-from unbottle.sources import load
+from unbottle.models import load
 from unbottle.training.data import TokenDataset, corpus_at, default_corpora, token_cache
 from unbottle.training.loader import LoaderConfig
 from unbottle.training.trainer import TrainConfig, Trainer, lr_factor

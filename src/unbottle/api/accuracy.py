@@ -29,7 +29,7 @@ def evaluate(
     from unbottle.benchmarking import apply_threads
     from unbottle.evaluation import EvalConfig
     from unbottle.evaluation import evaluate as run_evaluations
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
 
     config = config_of(EvalConfig, config, settings)
     progress = progress or Silent()

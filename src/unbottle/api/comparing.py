@@ -34,7 +34,7 @@ def ab(
     from unbottle.comparison.noise import lookup_noise_floor, noise_key
     from unbottle.comparison.speed import compare_rounds
     from unbottle.core.env import manifest
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
 
     config, goals = config_of(ABConfig, config, settings), _goals(goals)
     progress, store = progress or Silent(), store_of(store)

@@ -25,9 +25,9 @@ def profile(
         store, progress: as ``bench``.
     """
     from unbottle.benchmarking import apply_threads
+    from unbottle.models import resolve
     from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
     from unbottle.profiling.run import trace_paths
-    from unbottle.sources import resolve
     from unbottle.sources.base import require_causal_lm
 
     progress, store = progress or Silent(), store_of(store)

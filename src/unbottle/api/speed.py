@@ -32,7 +32,7 @@ def bench(
     """
     from unbottle.benchmarking import BenchConfig, apply_threads, benchmark
     from unbottle.core.env import manifest
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
 
     config = config_of(BenchConfig, config, settings)
     progress = progress or Silent()

@@ -13,13 +13,13 @@ from typing import Any
 
 from unbottle.benchmarking.config import SCENARIOS, BenchConfig, check_threads
 from unbottle.benchmarking.headline import headline
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.benchmarking.runner import ProgressFn, repeat
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.core.errors import BenchError
 from unbottle.core.measurement import Measurement
+from unbottle.data.prompts import make_prompts
 
 __all__ = [
     "SCENARIOS",
@@ -86,7 +86,8 @@ def benchmark(
     Raises:
         BenchError: the model cannot run these scenarios (e.g. it is not a causal LM).
     """
-    from unbottle.sources import Loaded, load
+    from unbottle.models import load
+    from unbottle.sources import Loaded
 
     config = config or BenchConfig()
     threads = apply_threads(config.threads)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from unbottle.core.measurement import Measurement
+from unbottle.stats import summarize
 
 
 def _stat(m: Measurement) -> dict[str, float]:
-    s = m.summary()
+    s = summarize(m.samples)
     return {"p50": s.p50, "p90": s.p90, "p99": s.p99, "ci95": [s.ci_low, s.ci_high]}
 
 

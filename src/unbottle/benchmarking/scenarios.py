@@ -7,22 +7,11 @@ latency is seen on its own; ``generate`` calls ``model.generate`` as a user woul
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from unbottle.benchmarking.runner import Samples
 from unbottle.benchmarking.timing import CpuTimer, CudaTimer
-
-
-def forward_kwargs(model: Any) -> dict[str, Any]:
-    """Ask for last-position logits only when the model supports it, as ``generate`` does."""
-    params = inspect.signature(model.forward).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
-
-def cache_keyword(model: Any) -> str:
-    """transformers 5.2x renamed ``past_key_values`` to ``cache``; use whichever the model takes."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
 
 
 def prefill_once(model: Any, prompt: Any, timer: CpuTimer | CudaTimer) -> Samples:
@@ -48,8 +37,6 @@ def decode_once(
     ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
     """
     import torch
-
-    from unbottle.passes.compile import new_cache
 
     kw = forward_kwargs(model)
     batch = prompt.shape[0]

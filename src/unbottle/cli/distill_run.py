@@ -28,7 +28,7 @@ class DistillSettings:
 
 def make_student(teacher: Any, spec: str) -> tuple[Any, dict[str, Any]]:
     """(student model, description): a shape built from the teacher's layers, or a loaded model."""
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.base import require_causal_lm
     from unbottle.training.distill import build_student, check_same_tokenizer, is_shape_spec, parse_shape
 

@@ -94,9 +94,9 @@ def apply(
     from unbottle.benchmarking import apply_threads
     from unbottle.core.env import manifest
     from unbottle.core.errors import ConfigError, PassError
+    from unbottle.models import resolve
     from unbottle.passes import check_composition, parse_pass, unavailable
     from unbottle.passes.recipe import apply_and_save
-    from unbottle.sources import resolve
     from unbottle.store import Store
 
     configs = [parse_pass(p) for p in pass_]

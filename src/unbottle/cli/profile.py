@@ -11,7 +11,6 @@ from unbottle.cli.common import (
     QuietOpt,
     ThreadsOpt,
     handle_errors,
-    out,
     stderr_say,
 )
 
@@ -64,22 +63,3 @@ class _Say:
 
     def __init__(self, say: Any) -> None:
         self.message = say
-
-
-def show_profile(doc: dict[str, Any]) -> None:
-    from unbottle.reporting.profile import (
-        findings_table,
-        groups_table,
-        ops_table,
-        peaks_table,
-        roofline_table,
-    )
-
-    out.print(peaks_table(doc["peaks"]))
-    for phase, data in doc["phases"].items():
-        out.print(groups_table(phase, data))
-        out.print(ops_table(phase, data))
-    out.print(roofline_table(doc))
-    out.print(findings_table(doc["diagnosis"]))
-    for path in doc["traces"]:
-        out.print(f"trace: {path} (open in https://ui.perfetto.dev or chrome://tracing)", highlight=False)

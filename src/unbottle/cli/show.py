@@ -48,8 +48,6 @@ def show_run(store: Any, ref: int | str, json_: bool) -> None:
     elif run.kind == "optimize" and doc.get("optimize"):
         _show_optimize(doc["optimize"])
     elif run.kind == "profile" and doc.get("profile"):
-        from unbottle.cli.profile import show_profile
-
         show_profile(doc["profile"])
     for note in doc["notes"]:
         out.print(f"note: {note}", highlight=False)
@@ -79,3 +77,22 @@ def _show_optimize(opt: dict[str, Any]) -> None:
             f"{opt['output']} --eval` and `unbottle eval {opt['output']}`",
             highlight=False,
         )
+
+
+def show_profile(doc: dict[str, Any]) -> None:
+    from unbottle.reporting.profile import (
+        findings_table,
+        groups_table,
+        ops_table,
+        peaks_table,
+        roofline_table,
+    )
+
+    out.print(peaks_table(doc["peaks"]))
+    for phase, data in doc["phases"].items():
+        out.print(groups_table(phase, data))
+        out.print(ops_table(phase, data))
+    out.print(roofline_table(doc))
+    out.print(findings_table(doc["diagnosis"]))
+    for path in doc["traces"]:
+        out.print(f"trace: {path} (open in https://ui.perfetto.dev or chrome://tracing)", highlight=False)

@@ -35,7 +35,7 @@ def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> 
 def load_trainable(spec: str, purpose: str) -> Any:
     """A causal LM with its tokenizer, or a clear error."""
     from unbottle.core.errors import ConfigError
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.base import require_causal_lm
 
     loaded = require_causal_lm(resolve(spec).load(), spec, purpose)
@@ -180,7 +180,7 @@ def run_compare(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.base import require_causal_lm
     from unbottle.training.compare import compare_strategies
 

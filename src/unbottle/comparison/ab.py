@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from unbottle.benchmarking.config import check_threads
-from unbottle.benchmarking.prompts import make_prompts
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
+from unbottle.data.prompts import make_prompts
 
 AB_SCENARIOS = ("decode", "prefill", "generate")
 

@@ -1,7 +1,7 @@
 """The unit of evidence: every raw sample of one metric, with its unit and the scenario that made it.
 
 A mean alone is never stored; percentiles and confidence intervals are derived from ``samples``
-when needed (``unbottle.stats.summarize``), so any later comparison can be paired and re-derived.
+when needed (``unbottle.stats.summarize(m.samples)``), so any later comparison can be paired and re-derived.
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ class Measurement:
     higher_is_better: bool = False
     scenario: str = ""
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def summary(self, confidence: float = 0.95) -> Any:
-        """Percentiles, mean, stdev and a bootstrap CI of the median (see ``unbottle.stats``)."""
-        from unbottle.stats import summarize
-
-        return summarize(self.samples, confidence=confidence)
 
     @property
     def label(self) -> str:

@@ -8,16 +8,14 @@ truncated in exactly one place.
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import EvalError
+from unbottle.data import EVAL_DESCRIPTION, EVAL_TEXT, packaged_text
 from unbottle.evaluation.convention import BosConvention, detect_convention
 
-CORPUS_PACKAGE = "unbottle.data.corpora"
-CORPUS = "persuasion.txt"
-CORPUS_DESCRIPTION = "packaged corpus persuasion.txt (Jane Austen, Persuasion, 1818)"
+CORPUS, CORPUS_DESCRIPTION = EVAL_TEXT, EVAL_DESCRIPTION
 
 
 def load_text(path: str | Path) -> tuple[str, str]:
@@ -56,8 +54,7 @@ def load_text(path: str | Path) -> tuple[str, str]:
 
 def default_text() -> tuple[str, str]:
     """The packaged Persuasion corpus and its description."""
-    text = resources.files(CORPUS_PACKAGE).joinpath(CORPUS).read_text(encoding="utf-8")
-    return text, CORPUS_DESCRIPTION
+    return packaged_text(EVAL_TEXT), EVAL_DESCRIPTION
 
 
 def resolve_text(text: str | None, source: str | None) -> tuple[str, str]:

@@ -56,7 +56,7 @@ def evaluate(
             )
         )
     if reference_loaded is None and config.reference:
-        from unbottle.sources import load
+        from unbottle.models import load
 
         reference_loaded = load(config.reference)
     if reference_loaded is not None:

@@ -38,7 +38,7 @@ def onnx_exports(candidates: list[Any]) -> list[dict[str, Any]]:
 
 def gguf_pending(spec: str) -> bool:
     """True when ``spec`` is a ``.gguf`` file whose safetensors cache is not written yet."""
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.gguf_file import _DONE, GGUFSource
 
     path = Path(spec).expanduser()
@@ -63,7 +63,7 @@ def genai_builds(candidates: list[Any]) -> list[dict[str, Any]]:
 def from_gguf(spec: str) -> bool:
     """True when ``spec`` loads from a ``.gguf`` file (a path, or a packaged model shipped as one)."""
     from unbottle.core.errors import UnbottleError
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.gguf_file import GGUFSource
 
     try:

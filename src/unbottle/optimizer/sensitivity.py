@@ -68,7 +68,7 @@ def _proxy(configs: list[PassConfig]) -> tuple[int, Any]:
 def _capture_inputs(loaded: Any, seed: int) -> dict[str, Any]:
     import torch
 
-    from unbottle.benchmarking.prompts import make_prompts
+    from unbottle.data.prompts import make_prompts
 
     model = loaded.model
     ids = make_prompts(

@@ -107,9 +107,9 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     from unbottle.comparison.accuracy import compare_evals
     from unbottle.comparison.speed import compare_rounds
     from unbottle.evaluation import EvalResult
+    from unbottle.models import resolve
     from unbottle.optimizer.candidates import candidates_from_payload
     from unbottle.passes.recipe import apply_and_save
-    from unbottle.sources import resolve
 
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
@@ -156,7 +156,7 @@ def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_causal_lm(spec: str) -> Any:
-    from unbottle.sources import resolve
+    from unbottle.models import resolve
     from unbottle.sources.base import require_causal_lm
 
     return require_causal_lm(
@@ -169,10 +169,10 @@ def load_causal_lm(spec: str) -> Any:
 
 def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
     """This model's weight bytes and its peak resident memory over one decode, nothing else loaded."""
-    from unbottle.benchmarking.prompts import make_prompts
     from unbottle.benchmarking.scenarios import decode_once
     from unbottle.benchmarking.timing import make_timer
     from unbottle.benchmarking.tracker import ResourceTracker
+    from unbottle.data.prompts import make_prompts
     from unbottle.passes.sizes import model_size
 
     gc.collect()

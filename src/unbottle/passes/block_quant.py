@@ -21,13 +21,13 @@ from typing import Any
 import gguf
 import numpy as np
 
+from unbottle.data import CALIBRATION_TEXT, packaged_text  # calibration: not the evaluation text
 from unbottle.sources import gguf_blocks as gb
 
 FORMATS = ("q4_0", "q4_1", "q5_1", "q8_0")
 BLOCK = 32
 # shrink of the block's range from below and from above, as fractions of it (0, 0: min-max)
 _SHRINKS = [(a, b) for a in (0.0, 0.04, 0.1) for b in (0.0, 0.04, 0.1)]
-CALIBRATION_TEXT = "pride_and_prejudice.txt"  # not the evaluation text (persuasion.txt)
 
 
 def quantize(weight: np.ndarray, fmt: str, importance: np.ndarray | None = None) -> gb.NBitsWeight:
@@ -140,10 +140,8 @@ def activation_importance(
 
 
 def _calibration_ids(tokenizer: Any, vocab: int, tokens: int) -> list[int]:
-    from importlib import resources
-
     if tokenizer is None:
         return np.random.default_rng(0).integers(0, vocab, tokens).tolist()
-    text = resources.files("unbottle.data.corpora.austen").joinpath(CALIBRATION_TEXT).read_text("utf-8")
+    text = packaged_text(CALIBRATION_TEXT)
     ids = tokenizer(text[: tokens * 8], add_special_tokens=False)["input_ids"][:tokens]
     return [i for i in ids if i < vocab]

@@ -14,8 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
-
-STATIC_CACHE_ATTR = "_unbottle_static_cache_len"
+from unbottle.runtime.caches import STATIC_CACHE_ATTR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,38 +90,3 @@ def with_positions(forward: Any) -> Any:
         return forward(*args, **kwargs)
 
     return call
-
-
-def new_cache(model: Any, needed_len: int, batch: int = 1) -> Any:
-    """The KV cache a decode loop should use: the runtime's own when it has one (``model.new_cache``,
-    e.g. GenAI's preallocated buffers), static when the compile pass asked for one, else dynamic.
-
-    A static cache attends over all its positions every step, so it is sized to the need, rounded up
-    to the bucket: lengths within one bucket share a compiled graph.
-    """
-    from transformers import DynamicCache, StaticCache
-
-    if callable(getattr(model, "new_cache", None)):
-        return model.new_cache(needed_len, batch)
-
-    bucket = getattr(model, STATIC_CACHE_ATTR, None)
-    if bucket is None:
-        return DynamicCache(config=model.config)
-    size = -(-needed_len // bucket) * bucket
-    return full_static_layers(StaticCache(config=model.config, max_cache_len=size), size)
-
-
-def full_static_layers(cache: Any, size: int) -> Any:
-    """``cache`` with its sliding-window layers (Mistral, Gemma 2/3) replaced by full static ones.
-
-    transformers' static sliding layer counts positions in a Python int that torch.compile guards on,
-    so every decode step recompiled (tiny-gemma3: 8 recompiles in 12 tokens, then eager). A full
-    layer counts in a tensor; the model's masks still cut each sliding layer's window from the
-    positions, so only the cache memory of those layers grows (to ``size`` positions).
-    """
-    from transformers.cache_utils import StaticLayer
-
-    for i, layer in enumerate(cache.layers):
-        if getattr(layer, "is_sliding", False):
-            cache.layers[i] = StaticLayer(max_cache_len=size)
-    return cache

@@ -274,7 +274,7 @@ def verify(model: Any, ort_model: Any, config: OnnxExportConfig) -> str:
     import torch
     from transformers import DynamicCache
 
-    from unbottle.passes.onnx_export import cache_keyword
+    from unbottle.runtime.caches import cache_keyword
 
     vocab = int(model.config.get_text_config(decoder=True).vocab_size)
     probe = torch.randint(0, vocab, (1, 10), generator=torch.Generator().manual_seed(0))

@@ -26,6 +26,8 @@ import logging
 import warnings
 from typing import Any
 
+from unbottle.runtime.caches import cache_keyword
+
 INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_index")
 # Part of every cached export's key: bump it when a change here changes the graph written.
 EXPORT_FORMAT = 2
@@ -44,13 +46,6 @@ def past_names(n_layers: int, prefix: str = "past") -> list[str]:
 def cache_layers(model: Any) -> int:
     """Decoder layers that keep a cache (the text config's ``num_hidden_layers``)."""
     return int(model.config.get_text_config(decoder=True).num_hidden_layers)
-
-
-def cache_keyword(model: Any) -> str:
-    """transformers 5.2x renamed ``past_key_values`` to ``cache``; the keyword this model's forward takes."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def unsupported(model: Any, attention: str = "eager") -> str | None:

@@ -302,7 +302,7 @@ def _calibration(model: Any, config: StructuredPruneConfig, context: PassContext
         if not batches:
             raise PassError("prune-structured importance=activation: the calibration data given is empty")
         return batches, "the caller's calibration data"
-    from unbottle.benchmarking.prompts import make_prompts
+    from unbottle.data.prompts import make_prompts
 
     vocab = model.config.vocab_size
     batches = [

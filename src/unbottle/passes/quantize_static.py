@@ -96,7 +96,7 @@ def calibration_batches(model: Any, config: StaticInt8Config, context: PassConte
     Returns:
         The ``(B, T)`` token-id batches and a description of where they came from.
     """
-    from unbottle.benchmarking.prompts import CORPUS, make_prompts
+    from unbottle.data.prompts import CORPUS, make_prompts
 
     if context.calibration is not None:
         batches = list(context.calibration())[: config.calibration_batches]

@@ -118,9 +118,8 @@ def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int,
     """(step, prepare, tokens, context) for prefill and decode."""
     import torch
 
-    from unbottle.benchmarking.prompts import make_prompts
-    from unbottle.benchmarking.scenarios import cache_keyword, forward_kwargs
-    from unbottle.passes.compile import new_cache
+    from unbottle.data.prompts import make_prompts
+    from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
 
     model = loaded.model
     prompt = make_prompts(loaded.tokenizer, model.config.vocab_size, 1, config.prompt_length, config.seed)

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from unbottle.core.measurement import Measurement
+from unbottle.stats import summarize
 
 # Display scaling: seconds read better as milliseconds in a table.
 _DISPLAY = {"s": ("ms", 1000.0), "tokens/s": ("tok/s", 1.0)}
@@ -45,7 +46,7 @@ def measurements_table(measurements: list[Measurement], title: str = "") -> Tabl
     table.add_column("95% CI p50", justify="right", no_wrap=True)
     for m in measurements:
         unit, scale = _DISPLAY.get(m.unit, (m.unit, 1.0))
-        s = m.summary()
+        s = summarize(m.samples)
         ci = f"{fmt(s.ci_low * scale)}–{fmt(s.ci_high * scale)}" if s.n > 1 else "-"
         name = m.name.rsplit(".", 1)[-1]
         table.add_row(

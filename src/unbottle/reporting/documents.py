@@ -10,12 +10,13 @@ from typing import Any
 
 from unbottle.benchmarking.headline import headline
 from unbottle.core.measurement import Measurement
+from unbottle.stats import summarize
 
 SCHEMA_VERSION = 1
 
 
 def metric_entry(m: Measurement) -> dict[str, Any]:
-    s = m.summary()
+    s = summarize(m.samples)
     return {
         "name": m.name,
         "scenario": m.scenario,

@@ -12,7 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from unbottle.reporting.figures import BAD, BASE, GOOD, NEUTRAL, esc_label, guard_limit, styled
+from unbottle.reporting.styles import BAD, BASE, GOOD, NEUTRAL, esc_label, guard_limit, styled
 
 _STAGES = {
     "screen": ("screened (point estimate)", "circle-open"),

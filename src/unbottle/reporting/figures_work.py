@@ -13,9 +13,9 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from unbottle.reporting.figures import BASE, NEUTRAL, SERIES, Chart, ratio_forest, styled
 from unbottle.reporting.kinds_work import breakdown_seconds
-from unbottle.reporting.summary import Report
+from unbottle.reporting.parts import Report
+from unbottle.reporting.styles import BASE, NEUTRAL, SERIES, Chart, ratio_forest, styled
 
 _PART_ORDER = ("data_s", "forward_s", "backward_s", "comm_s", "optimizer_s", "other_s")
 

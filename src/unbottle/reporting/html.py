@@ -13,9 +13,11 @@ import html
 import json
 from typing import Any
 
-from unbottle.reporting.figures import Chart, charts_for
+from unbottle.reporting.figures import charts_for
+from unbottle.reporting.parts import Report, TableData
 from unbottle.reporting.reproduce import display_lines
-from unbottle.reporting.summary import Report, TableData, manifest_rows, run_rows
+from unbottle.reporting.styles import Chart
+from unbottle.reporting.summary import manifest_rows, run_rows
 
 _CSS = """
 :root { --fg:#1b1f23; --muted:#5f6b76; --line:#d8dee4; --good:#2e7d32; --bad:#c62828; --neutral:#6d6d6d;

@@ -8,26 +8,23 @@ Optimisation, profile and training runs are in ``unbottle.reporting.kinds_work``
 
 from __future__ import annotations
 
-from typing import Any
-
-from unbottle.core.measurement import Measurement
+from unbottle.reporting import kinds_distill, kinds_work
 from unbottle.reporting.console import fmt
-from unbottle.reporting.summary import Report, Stat, TableData, Tone
-
-# Display scaling: seconds read better as milliseconds.
-DISPLAY = {"s": ("ms", 1000.0), "tokens/s": ("tok/s", 1.0)}
-VERDICT_TONE: dict[str, Tone] = {
-    "better": "good",
-    "worse": "bad",
-    "no significant difference": "neutral",
-    "noise": "neutral",
-}
+from unbottle.reporting.parts import Report, Stat, TableData
+from unbottle.reporting.tables import (
+    VERDICT_TONE,
+    ci_text,
+    comparison_tables,
+    comparison_verdict,
+    flatten,
+    headline_stat,
+    measurement_tables,
+    ratio_text,
+)
 
 
 def describe(report: Report) -> None:
     """Fill ``report``'s verdict, headline and tables for its kind (the generic view as fallback)."""
-    from unbottle.reporting import kinds_distill, kinds_work
-
     builders = {
         "bench": _bench,
         "eval": _eval,
@@ -52,36 +49,26 @@ def describe(report: Report) -> None:
     _generic(report)
 
 
-def ci_text(low: float | None, high: float | None, scale: float = 1.0, digits: int = 4) -> str:
-    if low is None or high is None:
-        return ""
-    return f"{fmt(low * scale, digits)} – {fmt(high * scale, digits)}"
-
-
-def ratio_text(ratio: dict[str, Any]) -> tuple[str, str]:
-    """(``×1.23``, ``1.19 – 1.27``) of a ratio estimate; no interval for a single measurement."""
-    ci = "" if ratio["ci_low"] == ratio["ci_high"] else f"{ratio['ci_low']:.3f} – {ratio['ci_high']:.3f}"
-    return f"×{ratio['point']:.3f}", ci
-
-
 def _bench(report: Report) -> bool:
     head = report.document.get("headline") or {}
     if not report.measurements:
         return False
     for d in head.get("decode", []):
         b = d["batch_size"]
-        report.headline.append(_stat(f"decode tokens/s, batch {b}", d["tokens_per_s"], "tok/s"))
+        report.headline.append(headline_stat(f"decode tokens/s, batch {b}", d["tokens_per_s"], "tok/s"))
         if d.get("token_latency_s"):
-            report.headline.append(_stat(f"token latency, batch {b}", d["token_latency_s"], "ms", 1000))
+            report.headline.append(
+                headline_stat(f"token latency, batch {b}", d["token_latency_s"], "ms", 1000)
+            )
         if d.get("ttft_s"):
-            report.headline.append(_stat(f"time to first token, batch {b}", d["ttft_s"], "ms", 1000))
+            report.headline.append(headline_stat(f"time to first token, batch {b}", d["ttft_s"], "ms", 1000))
     for p in head.get("prefill", []):
         report.headline.append(
-            _stat(f"prefill tokens/s, {p['prompt_length']} tokens", p["tokens_per_s"], "tok/s")
+            headline_stat(f"prefill tokens/s, {p['prompt_length']} tokens", p["tokens_per_s"], "tok/s")
         )
     for g in head.get("generate", []):
         report.headline.append(
-            _stat(f"generate tokens/s, batch {g['batch_size']}", g["tokens_per_s"], "tok/s")
+            headline_stat(f"generate tokens/s, batch {g['batch_size']}", g["tokens_per_s"], "tok/s")
         )
     if head.get("peak_rss_mib") is not None:
         report.headline.append(Stat("peak RSS", f"{fmt(head['peak_rss_mib'])} MiB"))
@@ -95,31 +82,6 @@ def _bench(report: Report) -> bool:
     )
     report.tables += measurement_tables(report.measurements)
     return True
-
-
-def _stat(label: str, stat: dict[str, Any], unit: str, scale: float = 1.0) -> Stat:
-    low, high = stat["ci95"]
-    return Stat(label, f"{fmt(stat['p50'] * scale)} {unit}", ci_text(low, high, scale))
-
-
-def measurement_tables(measurements: list[Measurement]) -> list[TableData]:
-    """One table per scenario point: n, percentiles, mean and the 95% CI of the median."""
-    groups: dict[str, list[Measurement]] = {}
-    for m in measurements:
-        params = " ".join(f"{k}={v}" for k, v in m.params.items())
-        groups.setdefault(f"{m.scenario}  {params}".strip(), []).append(m)
-    tables = []
-    for title, ms in groups.items():
-        rows = []
-        for m in ms:
-            unit, scale = DISPLAY.get(m.unit, (m.unit, 1.0))
-            s = m.summary()
-            ci = ci_text(s.ci_low, s.ci_high, scale) if s.n > 1 else "-"
-            values = (s.p50, s.p90, s.p99, s.mean)
-            rows.append((m.name, unit or "-", str(s.n), *(fmt(v * scale) for v in values), ci))
-        columns = ("metric", "unit", "n", "p50", "p90", "p99", "mean", "95% CI of p50")
-        tables.append(TableData(title, columns, tuple(rows)))
-    return tables
 
 
 def _eval(report: Report) -> bool:
@@ -165,48 +127,6 @@ def _comparison(report: Report) -> bool:
     return True
 
 
-def comparison_verdict(doc: dict[str, Any]) -> str:
-    """One sentence: the goals' outcome, else how many metrics got better or worse."""
-    goals = doc.get("goals") or []
-    regressions = doc.get("regressions") or []
-    worse = f"; worse: {', '.join(regressions)}" if regressions else ""
-    if goals:
-        explained = "; ".join(g["explanation"] for g in goals)
-        return f"goals {doc['overall']}: {explained}{worse}"
-    counts: dict[str, int] = {}
-    for m in doc["metrics"].values():
-        counts[m["verdict"]] = counts.get(m["verdict"], 0) + 1
-    tally = ", ".join(f"{v} on {n}" for v, n in counts.items())
-    return f"B = {doc['b']} vs A = {doc['a']}: {tally} of {len(doc['metrics'])} metric(s){worse}"
-
-
-def comparison_tables(doc: dict[str, Any], title: str = "") -> list[TableData]:
-    """The metrics (A, B, B/A with 95% CI, verdict) and, when there are goals, the goals."""
-    rows = []
-    for name, m in doc["metrics"].items():
-        unit, scale = DISPLAY.get(m["unit"], (m["unit"], 1.0))
-        point, ci = ratio_text(m["ratio"])
-        verdict = m["verdict"]
-        if m.get("noise_floor_pct") is not None:
-            verdict += f" (noise ±{m['noise_floor_pct']:.1f}%)"
-        a, b = m["a"]["point"] * scale, m["b"]["point"] * scale
-        rows.append((name, f"{fmt(a)} {unit}", f"{fmt(b)} {unit}", point, ci or "measured once", verdict))
-    columns = ("metric", "A", "B", "B/A", "95% CI", "verdict")
-    tables = [TableData(title or f"B = {doc['b']}  vs  A = {doc['a']}", columns, tuple(rows))]
-    goals = doc.get("goals") or []
-    if goals:
-        goal_rows = tuple(
-            (
-                f"{g['goal']['metric']}:{g['goal']['kind']}={g['goal']['value']:g}",
-                "pass" if g["passed"] else "fail",
-                g["explanation"],
-            )
-            for g in goals
-        )
-        tables.append(TableData("goals (judged on the 95% CI bound)", ("goal", "result", "why"), goal_rows))
-    return tables
-
-
 def _generic(report: Report) -> None:
     """Config and result fields as recorded, for kinds without a dedicated view."""
     run = report.run
@@ -220,18 +140,3 @@ def _generic(report: Report) -> None:
         report.tables.append(TableData("result (as recorded)", ("field", "value"), tuple(result)))
     if report.measurements:
         report.tables += measurement_tables(report.measurements)
-
-
-def flatten(data: dict[str, Any], prefix: str = "", depth: int = 3) -> list[tuple[str, str]]:
-    """``(dotted.key, value)`` rows of a nested dict; deep or long values are summarised."""
-    rows: list[tuple[str, str]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and depth > 1:
-            rows += flatten(value, f"{name}.", depth - 1)
-        elif isinstance(value, list) and len(value) > 8:
-            rows.append((name, f"[{len(value)} items]"))
-        else:
-            text = f"{value:.6g}" if isinstance(value, float) else str(value)
-            rows.append((name, text if len(text) <= 200 else text[:197] + "…"))
-    return rows

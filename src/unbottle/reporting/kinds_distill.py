@@ -7,7 +7,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from unbottle.reporting.summary import Report, Stat, TableData
+from unbottle.reporting.parts import Report, Stat, TableData
+from unbottle.reporting.styles import SERIES, Chart, styled
 
 
 def describe(report: Report) -> bool:
@@ -67,8 +68,6 @@ def describe(report: Report) -> bool:
 
 
 def perplexity_bars(report: Report) -> Any:
-    from unbottle.reporting.figures import SERIES, Chart, styled
-
     models = report.result.get("models") or {}
     if not models:
         return None
@@ -96,8 +95,6 @@ def perplexity_bars(report: Report) -> Any:
 
 
 def training_curves(report: Report) -> Any:
-    from unbottle.reporting.figures import SERIES, Chart, styled
-
     runs = report.result.get("runs") or {}
     fig = go.Figure()
     for i, (name, run) in enumerate(runs.items()):

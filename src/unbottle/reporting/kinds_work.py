@@ -10,8 +10,8 @@ import statistics
 from typing import Any
 
 from unbottle.reporting.console import fmt
-from unbottle.reporting.kinds import VERDICT_TONE, comparison_tables, flatten, ratio_text
-from unbottle.reporting.summary import Report, Stat, TableData
+from unbottle.reporting.parts import Report, Stat, TableData
+from unbottle.reporting.tables import VERDICT_TONE, comparison_tables, flatten, ratio_text
 
 
 def accuracy_text(change: dict[str, Any] | None, with_ci: bool = True) -> tuple[str, str]:

@@ -6,8 +6,9 @@ the environment manifest sits in a collapsed ``<details>`` block to keep the des
 
 from __future__ import annotations
 
+from unbottle.reporting.parts import Report, TableData
 from unbottle.reporting.reproduce import display_lines
-from unbottle.reporting.summary import Report, TableData, manifest_rows, run_rows
+from unbottle.reporting.summary import manifest_rows, run_rows
 
 
 def cell(text: object) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError
+from unbottle.reporting.markdown import render_markdown
+from unbottle.reporting.summary import build_report, report_json
 
 
 class ReportFormat(enum.StrEnum):
@@ -29,14 +31,11 @@ def render(report: Any, fmt: ReportFormat | str) -> str:
     """The text of ``report`` (a ``Report``) in format ``fmt``."""
     fmt = ReportFormat(fmt)
     if fmt is ReportFormat.html:
-        from unbottle.reporting.html import render_html
+        from unbottle.reporting.html import render_html  # plotly: loaded only for HTML
 
         return render_html(report)
     if fmt is ReportFormat.md:
-        from unbottle.reporting.markdown import render_markdown
-
         return render_markdown(report)
-    from unbottle.reporting.summary import report_json
     from unbottle.store import codec
 
     return json.dumps(codec.plain(report_json(report)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -86,7 +85,5 @@ def write_report(
     Raises:
         StoreError: no such run. ConfigError: the file cannot be written.
     """
-    from unbottle.reporting.summary import build_report
-
     report = build_report(store, ref)
     return write_atomic(path or default_path(report.run.id, fmt), render(report, fmt))

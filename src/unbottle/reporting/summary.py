@@ -10,12 +10,12 @@ interrupted or is still running gets a report too, saying so above whatever it h
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
-from unbottle.core.measurement import Measurement
-from unbottle.reporting.reproduce import Reproduction, reproduction
-
-Tone = Literal["good", "bad", "neutral", ""]
+from unbottle.reporting import kinds
+from unbottle.reporting.documents import run_document
+from unbottle.reporting.parts import Report
+from unbottle.reporting.reproduce import reproduction
 
 _STATUS_NOTES = {
     "failed": "this run failed before it finished; what it recorded before failing is shown below",
@@ -24,78 +24,12 @@ _STATUS_NOTES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Stat:
-    """One headline number: ``value`` carries its unit, ``ci`` is the 95% interval or empty."""
-
-    label: str
-    value: str
-    ci: str = ""
-    tone: Tone = ""
-    note: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class TableData:
-    """A table of display strings; the first column names the row."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    caption: str = ""
-
-
-@dataclasses.dataclass
-class Report:
-    """Everything a rendered report shows about one run.
-
-    Attributes:
-        run: the stored run (a ``RunRecord``).
-        status: its effective status (a dead ``running`` run reads ``interrupted``).
-        document: the run's JSON document (``unbottle.reporting.documents.run_document``).
-        measurements: its raw measurements.
-        trials: an optimisation's recorded trials by key (empty for other kinds).
-        related: for a ``compare`` run, the measurements of the two runs it compared, by run id.
-        verdict: one plain sentence: what the run found.
-        status_note: why the report may be incomplete, or empty for a complete run.
-        headline: the numbers a reader looks at first.
-        tables: the details, in reading order.
-        notes: remarks the run recorded or the report adds.
-        reproduce: the command lines that make the run again.
-    """
-
-    run: Any
-    status: str
-    document: dict[str, Any]
-    measurements: list[Measurement]
-    trials: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    related: dict[int, list[Measurement]] = dataclasses.field(default_factory=dict)
-    verdict: str = ""
-    status_note: str = ""
-    headline: list[Stat] = dataclasses.field(default_factory=list)
-    tables: list[TableData] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    reproduce: Reproduction | None = None
-
-    @property
-    def result(self) -> dict[str, Any]:
-        """The run's stored result, ``{}`` when it has none (a failed or interrupted run)."""
-        return self.run.result or {}
-
-    @property
-    def title(self) -> str:
-        return f"unbottle {self.run.kind} report — run {self.run.id}: {self.run.model}"
-
-
 def build_report(store: Any, ref: int | str) -> Report:
     """Read run ``ref`` (an id or ``"last"``) from ``store`` and say what it found.
 
     Raises:
         StoreError: no such run; the message names the latest run and `unbottle runs list`.
     """
-    from unbottle.reporting import kinds
-    from unbottle.reporting.documents import run_document
-
     run = store.get_run(ref)
     measurements = store.measurements(run.id)
     report = Report(

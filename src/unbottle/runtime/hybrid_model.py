@@ -104,7 +104,7 @@ class HybridCausalLM(GenaiCausalLM):
         import torch
         from transformers import DynamicCache
 
-        from unbottle.benchmarking.scenarios import cache_keyword, forward_kwargs
+        from unbottle.runtime.caches import cache_keyword, forward_kwargs
         from unbottle.runtime.ort_model import full_layers
 
         past = DynamicCache(config=self.torch_model.config)

@@ -58,7 +58,8 @@ def resolve(spec: str, allow_pickle: bool = False) -> ModelSource:
     """Turn a model spec into a source without loading weights.
 
     Args:
-        spec: a known model name, a model folder, or a ``.gguf`` file.
+        spec: a known model name, a model folder, or a ``.gguf`` file (a folder saved by unbottle
+            resolves one layer up, in ``unbottle.models``).
         allow_pickle: let a folder with only pickle checkpoints load, via ``weights_only=True``.
 
     Raises:
@@ -68,9 +69,10 @@ def resolve(spec: str, allow_pickle: bool = False) -> ModelSource:
         return MODELS.get(spec)()
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "unbottle-recipe.json").is_file():
-        from unbottle.sources.recipe_folder import RecipeSource
-
-        return RecipeSource(path, spec=spec)
+        raise ModelLoadError(
+            f"{spec!r} is a folder saved by unbottle (a recipe: a source plus passes); resolve it with "
+            "unbottle.models.resolve (or unbottle.load), which re-applies its passes"
+        )
     if path.is_dir():
         return HFFolderSource(path, spec=spec, allow_pickle=allow_pickle)
     if path.is_file():

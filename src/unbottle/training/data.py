@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from unbottle.core.errors import ConfigError
+from unbottle.data import CORPORA, EVAL_TEXT
 
-HELD_OUT = "persuasion.txt"
+HELD_OUT = EVAL_TEXT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Corpus:
 
 def default_corpora() -> tuple[Corpus, Corpus]:
     """(train, validation): the five packaged Austen novels, and *Persuasion* held out."""
-    root = resources.files("unbottle.data.corpora")
+    root = resources.files(CORPORA)
     train = tuple(sorted(Path(str(p)) for p in root.joinpath("austen").iterdir() if p.name.endswith(".txt")))
     held = (Path(str(root.joinpath(HELD_OUT))),)
     return Corpus(train, "packaged Austen novels (5)"), Corpus(held, "packaged Persuasion (held out)")

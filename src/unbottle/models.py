@@ -1,7 +1,10 @@
-"""Folders written by ``unbottle apply``: a recipe, and the baked weights when there are any.
+"""Any model spec to a loaded model: what every verb accepts as MODEL.
 
-Loading restores the optimised model: the baked weights (or the source model when nothing is
-baked), then the recipe's remaining passes re-applied in order.
+A known name, a Hugging Face folder or a ``.gguf`` file is a plain source (``unbottle.sources``); a
+folder written by ``unbottle apply`` or ``optimize`` holds a recipe (a source plus passes) and the
+baked weights when there are any, so it resolves here, above both the sources and the passes:
+loading restores the optimised model — the baked weights (or the source model when nothing is
+baked), then the recipe's remaining passes re-applied in order, or the saved ONNX Runtime model.
 """
 
 from __future__ import annotations
@@ -9,7 +12,29 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from unbottle.passes.apply import apply_
+from unbottle.passes.recipe import RECIPE_FILE, read_recipe
+from unbottle.sources import resolve as resolve_source
 from unbottle.sources.base import Loaded, ModelSource
+from unbottle.sources.hf_folder import HFFolderSource
+
+
+def resolve(spec: str, allow_pickle: bool = False) -> ModelSource:
+    """Turn a model spec into a source without loading weights: a recipe folder, else
+    ``sources.resolve`` (a known name, a model folder or a ``.gguf`` file).
+
+    Raises:
+        ModelLoadError: the spec names nothing loadable; the message says what is allowed.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / RECIPE_FILE).is_file():
+        return RecipeSource(path, spec=spec)
+    return resolve_source(spec, allow_pickle=allow_pickle)
+
+
+def load(spec: str, dtype: str | None = None, allow_pickle: bool = False) -> Loaded:
+    """Resolve ``spec`` and load it (see ``resolve``)."""
+    return resolve(spec, allow_pickle=allow_pickle).load(dtype)
 
 
 class RecipeSource(ModelSource):
@@ -18,17 +43,11 @@ class RecipeSource(ModelSource):
     kind = "recipe"
 
     def __init__(self, path: Path, spec: str | None = None) -> None:
-        from unbottle.passes.recipe import read_recipe
-
         super().__init__(spec or str(path))
         self.path = path
         self.recipe = read_recipe(path)
 
     def load(self, dtype: str | None = None) -> Loaded:
-        from unbottle.passes.apply import apply_
-        from unbottle.sources import resolve
-        from unbottle.sources.hf_folder import HFFolderSource
-
         start = time.perf_counter()
         configs = self.recipe.configs()
         if self.recipe.onnx:
@@ -92,7 +111,6 @@ class RecipeSource(ModelSource):
         from unbottle.core.errors import ModelLoadError
         from unbottle.runtime.hybrid_model import HybridCausalLM
         from unbottle.runtime.ort_model import META_FILE
-        from unbottle.sources import resolve
 
         if self.recipe.baked:
             raise ModelLoadError(
