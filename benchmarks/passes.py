@@ -66,7 +66,7 @@ def build(base, passes: list[str]):
 def peak_rss_mib(model: str, passes: list[str], threads: int) -> float | None:
     """Load, apply and decode once in a fresh process; return its peak RSS (VmHWM)."""
     code = (
-        "import re,torch,sys; from unbottle.sources import load;"
+        "import re,torch,sys; from unbottle.models import load;"
         "from unbottle.passes import apply_, parse_pass;"
         "from unbottle.benchmarking.scenarios import decode_once;"
         "from unbottle.benchmarking.timing import CpuTimer;"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,6 +18,7 @@ from unbottle.cli.common import (
     stderr_say,
 )
 from unbottle.core.errors import ConfigError
+from unbottle.reporting import views
 
 EXAMPLES = """
 Examples:
@@ -105,37 +106,6 @@ def distill(
         for m in result.pop("measurements"):
             run.add(m)
         run.complete({**result, "threads": threads_used})
-    out.print(distill_table(result))
+    out.print(views.distill_table(result))
     if json_:
         print_json({"run_id": run.id, "kind": "distill", **result, "threads": threads_used})
-
-
-def distill_table(doc: dict[str, Any]) -> Any:
-    """Perplexity of every model on the same held-out windows, and the measured distillation gain."""
-    from rich.table import Table
-
-    table = Table(
-        title=f"held-out perplexity ({doc['eval'].get('corpus', 'held-out text')}, "
-        f"{doc['eval'].get('eval_tokens')} tokens)",
-        title_justify="left",
-        header_style="bold",
-    )
-    for col in ("model", "parameters", "perplexity [95% CI]", "tokens/s (training)"):
-        table.add_column(col)
-    speed = {"distilled student": "distilled", "no-distill student": "no-distill"}
-    for name, m in doc["models"].items():
-        run = doc["runs"].get(speed.get(name, ""), {})
-        table.add_row(
-            name,
-            f"{m['parameters'] / 1e6:.1f}M",
-            f"{m['perplexity']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]",
-            f"{run['tokens_per_s']:.0f}" if run else "-",
-        )
-    for label, c in doc["comparisons"].items():
-        p = c["pct"]
-        table.caption = (table.caption or "") + (
-            f"{label}: perplexity {p['point']:+.1f}% [{p['ci_low']:+.1f}, {p['ci_high']:+.1f}] "
-            f"({c['verdict']})\n"
-        )
-    table.caption_justify = "left"
-    return table

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -97,6 +97,7 @@ def apply(
     from unbottle.models import resolve
     from unbottle.passes import check_composition, parse_pass, unavailable
     from unbottle.passes.recipe import apply_and_save
+    from unbottle.reporting import views
     from unbottle.store import Store
 
     configs = [parse_pass(p) for p in pass_]
@@ -125,7 +126,7 @@ def apply(
             "model": loaded.info.to_dict(),
         }
         run.complete(result)
-    out.print(reports_table(recipe.reports))
+    out.print(views.reports_table(recipe.reports))
     how = (
         "the ONNX Runtime model is saved in onnx/ and opened directly"
         if recipe.onnx
@@ -136,23 +137,3 @@ def apply(
     )
     if json_:
         print_json({"run_id": run.id, **result})
-
-
-def reports_table(reports: list[dict[str, Any]]) -> Table:
-    table = Table(title="what each pass changed", title_justify="left", header_style="bold")
-    for col in ("pass", "touched", "skipped", "params", "bytes", "seconds", "notes"):
-        table.add_column(col)
-    for r in reports:
-        skipped = "; ".join(f"{k}: {v}" for k, v in list(r["skipped"].items())[:3])
-        if len(r["skipped"]) > 3:
-            skipped += f" (+{len(r['skipped']) - 3} more)"
-        table.add_row(
-            r["name"],
-            str(len(r["touched"])),
-            skipped or "-",
-            f"{r['params_before'] / 1e6:.2f}M → {r['params_after'] / 1e6:.2f}M",
-            f"{r['bytes_before'] / 2**20:.1f} → {r['bytes_after'] / 2**20:.1f} MiB",
-            f"{r['seconds']:.1f}",
-            "; ".join(r["notes"]) or "-",
-        )
-    return table

@@ -18,6 +18,7 @@ from unbottle.cli.common import (
     stderr_say,
 )
 from unbottle.core.errors import ConfigError
+from unbottle.reporting import views
 
 EXAMPLES = """
 Examples:
@@ -170,38 +171,10 @@ def train(
         for m in result.pop("measurements"):
             run.add(m)
         run.complete({**result, "threads": settings})
-    show_training(result)
+    for shown in views.training(result):
+        out.print(shown)
     if json_:
         print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
-
-
-def show_training(result: dict[str, Any]) -> None:
-    from unbottle.reporting.console import key_value_table
-
-    s = result["summary"]
-    out.print(
-        key_value_table(
-            {
-                "steps": f"{s['steps']} (resumed from step {result['resumed_from']})"
-                if result["resumed_from"]
-                else s["steps"],
-                "tokens/s (median step)": f"{s['tokens_per_s']:.0f}",
-                "step time": f"{s['step_s'] * 1e3:.1f} ms: "
-                + ", ".join(f"{k.removesuffix('_s')} {v:.0%}" for k, v in s["breakdown"].items()),
-                "loss": f"{s['first_loss']:.3f} → {s['last_loss']:.3f}",
-                "validation": ", ".join(
-                    f"step {v['step']}: loss {v['val_loss']:.3f}, ppl {v['val_perplexity']:.1f}"
-                    for v in result["validation"]
-                ),
-                "MFU": f"{s['mfu']:.1%} of {s['peak_gflops']:.0f} GFLOP/s ({s['peak_dtype']}, measured)",
-                "peak RSS": f"{s['peak_rss_mib']:.0f} MiB",
-                "saved": result["model_dir"],
-            }
-        )
-    )
-    for f in result.get("diagnosis", []):
-        tries = f" → try {', '.join(f['try'])}" if f["try"] else ""
-        out.print(f"{f['bound']}: {f['text']}{tries}", highlight=False)
 
 
 _FLAGS = {
@@ -264,41 +237,6 @@ def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, th
     with store.recording("train", model, config, manifest()) as run, Progress(quiet) as progress:
         result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say, progress)
         run.complete({**result, "threads": settings})
-    out.print(compare_table(result["compare"]))
+    out.print(views.compare_table(result["compare"]))
     if json_:
         print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
-
-
-def compare_table(doc: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    ref = doc["reference"]
-    table = Table(
-        title=f"training strategies, interleaved (reference: {ref})",
-        title_justify="left",
-        header_style="bold",
-    )
-    for col in (
-        "strategy",
-        "tokens/s (median)",
-        f"× {ref} [95% CI]",
-        "loss, last segment vs ref",
-        "loss after each round",
-    ):
-        table.add_column(col)
-    import statistics
-
-    for name, e in doc["strategies"].items():
-        ratio, loss = "-", "-"
-        if "speed" in e:
-            r = e["speed"]["pct"]
-            ratio = f"{1 + r['point'] / 100:.2f} [{1 + r['ci_low'] / 100:.2f}, {1 + r['ci_high'] / 100:.2f}]"
-            lc = e["loss_change"]
-            loss = f"{lc['pct']:+.2f}% [{lc['ci_low']:+.2f}, {lc['ci_high']:+.2f}]" + (
-                " CHANGED" if lc["flagged"] else ""
-            )
-        rounds, warm = len(e["tokens_per_s"]), doc.get("warmup_steps", 1)
-        step = (len(e["losses"]) - warm) // rounds  # warm-up steps, then a segment per round
-        curve = " ".join(f"{e['losses'][warm - 1 + step * (r + 1)]:.3f}" for r in range(rounds))
-        table.add_row(name, f"{statistics.median(e['tokens_per_s']):.0f}", ratio, loss, curve)
-    return table

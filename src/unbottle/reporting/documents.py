@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from unbottle.benchmarking.headline import headline
 from unbottle.core.measurement import Measurement
+from unbottle.reporting.run_kinds import kind_of
 from unbottle.stats import summarize
 
 SCHEMA_VERSION = 1
@@ -36,7 +36,8 @@ def metric_entry(m: Measurement) -> dict[str, Any]:
 
 
 def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
-    """The full JSON document of a stored run (``run`` is a ``RunRecord``), by kind."""
+    """The full JSON document of a stored run (``run`` is a ``RunRecord``); its kind adds its fields
+    (``run_kinds``)."""
     result = run.result or {}
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -48,19 +49,9 @@ def run_document(run: Any, measurements: list[Measurement]) -> dict[str, Any]:
         "config": run.config,
         "threads": result.get("threads"),
     }
-    if run.kind == "bench":
-        doc["headline"] = headline(measurements)
-    elif run.kind == "eval":
-        from unbottle.evaluation import EvalResult
-        from unbottle.reporting.evals import eval_entry
-
-        doc["evals"] = [eval_entry(EvalResult.from_dict(e)) for e in result.get("evals", [])]
-    elif run.kind in ("ab", "compare"):
-        doc["comparison"] = result.get("comparison")
-    elif run.kind == "optimize":
-        doc["optimize"] = result.get("optimize")
-    elif run.kind == "profile":
-        doc["profile"] = result.get("profile")
+    kind = kind_of(run.kind)
+    if kind is not None:
+        doc.update(kind.document(result, measurements))
     doc.update(
         {
             "metrics": [metric_entry(m) for m in measurements],

@@ -8,45 +8,13 @@ the report still renders. Profile and training charts are in ``unbottle.reportin
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from unbottle.core.measurement import Measurement
-from unbottle.reporting import figures_work, kinds_distill
 from unbottle.reporting.figures_pareto import candidate_latency_figure, pareto_figure
 from unbottle.reporting.parts import Report
 from unbottle.reporting.styles import SERIES, Chart, esc_label, ratio_forest, styled
-
-
-def charts_for(report: Report) -> tuple[list[Chart], list[str]]:
-    """The charts of ``report``'s run and notes on any that could not be drawn."""
-    makers: dict[str, list[Callable[[Report], Chart | None]]] = {
-        "bench": [_bench_latency],
-        "eval": [_eval_scores],
-        "ab": [_comparison_ratios, _ab_latency],
-        "compare": [_comparison_ratios, _compare_latency],
-        "optimize": [_pareto, _verification_latency, _candidate_latency, _verification_ratios],
-        "profile": [figures_work.hotspots, figures_work.roofline],
-        "train": [
-            figures_work.step_breakdown,
-            figures_work.loss_curves,
-            figures_work.strategy_losses,
-            figures_work.strategy_speed,
-        ],
-        "distill": [kinds_distill.perplexity_bars, kinds_distill.training_curves],
-    }
-    charts, notes = [], []
-    for make in makers.get(report.run.kind, []):
-        try:
-            chart = make(report)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as exc:
-            notes.append(f"chart {make.__name__.strip('_')} skipped: its data is incomplete ({exc!r})")
-            continue
-        if chart is not None:
-            charts.append(chart)
-    return charts, notes
 
 
 def _ms(samples: list[float]) -> list[float]:
@@ -115,7 +83,7 @@ def _setting_labels(measurements: list[Measurement], drop: tuple[str, ...]) -> l
     ]
 
 
-def _bench_latency(report: Report) -> Chart | None:
+def bench_latency(report: Report) -> Chart | None:
     fig = latency_boxes([("", m) for m in report.measurements], legend=False)
     if fig is None:
         return None
@@ -131,7 +99,7 @@ def _side_series(report: Report) -> list[tuple[str, Measurement]]:
     return [(names.get(m.params.get("side"), str(m.params.get("side"))), m) for m in report.measurements]
 
 
-def _ab_latency(report: Report) -> Chart | None:
+def ab_latency(report: Report) -> Chart | None:
     fig = latency_boxes(_side_series(report), drop=("side", "per"))
     if fig is None:
         return None
@@ -139,7 +107,7 @@ def _ab_latency(report: Report) -> Chart | None:
     return Chart("latency", "latency distributions per side", fig, caption)
 
 
-def _compare_latency(report: Report) -> Chart | None:
+def compare_latency(report: Report) -> Chart | None:
     series = [(f"run {rid}", m) for rid, ms in report.related.items() for m in ms]
     fig = latency_boxes(series)
     if fig is None:
@@ -147,7 +115,7 @@ def _compare_latency(report: Report) -> Chart | None:
     return Chart("latency", "latency distributions of the compared runs", fig, "one dot per measured repeat")
 
 
-def _verification_latency(report: Report) -> Chart | None:
+def verification_latency(report: Report) -> Chart | None:
     fig = latency_boxes(_side_series(report), drop=("side", "per"))
     if fig is None:
         return None
@@ -157,7 +125,7 @@ def _verification_latency(report: Report) -> Chart | None:
     return Chart("latency", "latency distributions: baseline vs winner", fig, caption)
 
 
-def _comparison_ratios(report: Report) -> Chart | None:
+def comparison_ratios(report: Report) -> Chart | None:
     doc = report.document.get("comparison")
     if not doc or not doc.get("metrics"):
         return None
@@ -165,7 +133,7 @@ def _comparison_ratios(report: Report) -> Chart | None:
     return Chart("ratios", "B/A ratios with 95% confidence intervals", ratio_forest(doc["metrics"]), caption)
 
 
-def _verification_ratios(report: Report) -> Chart | None:
+def verification_ratios(report: Report) -> Chart | None:
     doc = (report.document.get("optimize") or {}).get("verification")
     if not doc:
         return None
@@ -175,7 +143,7 @@ def _verification_ratios(report: Report) -> Chart | None:
     )
 
 
-def _eval_scores(report: Report) -> Chart | None:
+def eval_scores(report: Report) -> Chart | None:
     evals = [e for e in report.result.get("evals", []) if len(e.get("scores") or []) >= 2]
     if not evals:
         return None
@@ -198,7 +166,7 @@ def _eval_scores(report: Report) -> Chart | None:
     )
 
 
-def _pareto(report: Report) -> Chart | None:
+def pareto(report: Report) -> Chart | None:
     opt = report.document.get("optimize")
     if not opt:
         return None
@@ -206,7 +174,7 @@ def _pareto(report: Report) -> Chart | None:
     return None if fig is None else Chart("pareto", "speed vs accuracy of every trial", fig, caption)
 
 
-def _candidate_latency(report: Report) -> Chart | None:
+def candidate_latency(report: Report) -> Chart | None:
     opt = report.document.get("optimize")
     if not opt or not report.trials:
         return None

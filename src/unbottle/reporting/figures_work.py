@@ -269,3 +269,46 @@ def strategy_speed(report: Report) -> Chart | None:
     medians = ", ".join(f"{n} {statistics.median(v):,.0f}" for n, v in rounds.items())
     caption = f"paired across interleaved rounds; median tokens/s per strategy: {medians}"
     return Chart("strategy-speed", f"training speed against {ref}", fig, caption)
+
+
+def perplexity_bars(report: Report) -> Any:
+    models = report.result.get("models") or {}
+    if not models:
+        return None
+    names = list(models)
+    values = [models[n]["perplexity"] for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            marker_color=[SERIES[i % len(SERIES)] for i in range(len(names))],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [models[n]["ci95"][1] - v for n, v in zip(names, values, strict=True)],
+                "arrayminus": [v - models[n]["ci95"][0] for n, v in zip(names, values, strict=True)],
+            },
+            text=[f"{v:,.1f}" for v in values],
+            textposition="outside",
+        )
+    )
+    styled(fig, 420, y="perplexity (log scale; 95% CI)", legend=False)
+    fig.update_yaxes(type="log")
+    caption = "every model on the same held-out windows; lower is better"
+    return Chart("distill-perplexity", "held-out perplexity", fig, caption)
+
+
+def training_curves(report: Report) -> Any:
+    runs = report.result.get("runs") or {}
+    fig = go.Figure()
+    for i, (name, run) in enumerate(runs.items()):
+        history = run.get("history") or []
+        ce = [h.get("ce", h.get("loss")) for h in history]  # the distilled run's CE part; else its loss
+        color = SERIES[i % len(SERIES)]
+        steps = [h["step"] for h in history]
+        fig.add_trace(go.Scatter(x=steps, y=ce, mode="lines", name=f"{name}: CE", line={"color": color}))
+    if not fig.data:
+        return None
+    styled(fig, 380, x="step", y="training cross-entropy (nats/token)")
+    caption = "the cross-entropy part of each student's training loss, same batches, same start"
+    return Chart("distill-curves", "training curves", fig, caption)

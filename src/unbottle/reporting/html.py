@@ -13,9 +13,9 @@ import html
 import json
 from typing import Any
 
-from unbottle.reporting.figures import charts_for
 from unbottle.reporting.parts import Report, TableData
 from unbottle.reporting.reproduce import display_lines
+from unbottle.reporting.run_kinds import charts_for
 from unbottle.reporting.styles import Chart
 from unbottle.reporting.summary import manifest_rows, run_rows
 

@@ -2,13 +2,12 @@
 
 One function per kind fills a ``Report`` from the run's stored document. Kinds this module does not
 know (and runs whose result is missing or shaped differently, e.g. a failed run or one written by a
-newer unbottle) fall back to ``_generic``: the config and the result's fields as recorded.
+newer unbottle) fall back to ``generic``: the config and the result's fields as recorded.
 Optimisation, profile and training runs are in ``unbottle.reporting.kinds_work``.
 """
 
 from __future__ import annotations
 
-from unbottle.reporting import kinds_distill, kinds_work
 from unbottle.reporting.console import fmt
 from unbottle.reporting.parts import Report, Stat, TableData
 from unbottle.reporting.tables import (
@@ -23,33 +22,7 @@ from unbottle.reporting.tables import (
 )
 
 
-def describe(report: Report) -> None:
-    """Fill ``report``'s verdict, headline and tables for its kind (the generic view as fallback)."""
-    builders = {
-        "bench": _bench,
-        "eval": _eval,
-        "ab": _comparison,
-        "compare": _comparison,
-        "optimize": kinds_work.optimize,
-        "profile": kinds_work.profile,
-        "train": kinds_work.train,
-        "distill": kinds_distill.describe,
-    }
-    builder = builders.get(report.run.kind)
-    if builder is not None:
-        try:
-            if builder(report):
-                return
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            report.notes.append(
-                f"this {report.run.kind} result has a shape this report does not read "
-                f"({type(exc).__name__}: {exc}); its recorded fields are shown as they are"
-            )
-            report.headline, report.tables = [], []
-    _generic(report)
-
-
-def _bench(report: Report) -> bool:
+def bench(report: Report) -> bool:
     head = report.document.get("headline") or {}
     if not report.measurements:
         return False
@@ -84,7 +57,7 @@ def _bench(report: Report) -> bool:
     return True
 
 
-def _eval(report: Report) -> bool:
+def evals(report: Report) -> bool:
     evals = report.document.get("evals") or []
     if not evals:
         return False
@@ -115,7 +88,7 @@ def _eval(report: Report) -> bool:
     return True
 
 
-def _comparison(report: Report) -> bool:
+def comparison(report: Report) -> bool:
     doc = report.document.get("comparison")
     if not doc:
         return False
@@ -127,7 +100,7 @@ def _comparison(report: Report) -> bool:
     return True
 
 
-def _generic(report: Report) -> None:
+def generic(report: Report) -> None:
     """Config and result fields as recorded, for kinds without a dedicated view."""
     run = report.run
     if not report.verdict:

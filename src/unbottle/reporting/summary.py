@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from unbottle.reporting import kinds
 from unbottle.reporting.documents import run_document
 from unbottle.reporting.parts import Report
 from unbottle.reporting.reproduce import reproduction
+from unbottle.reporting.run_kinds import describe
 
 _STATUS_NOTES = {
     "failed": "this run failed before it finished; what it recorded before failing is shown below",
@@ -41,7 +41,7 @@ def build_report(store: Any, ref: int | str) -> Report:
         reproduce=reproduction(run),
     )
     _load_related(store, report)
-    kinds.describe(report)
+    describe(report)
     report.notes += [str(n) for n in report.result.get("notes", []) if str(n) not in report.notes]
     return report
 
