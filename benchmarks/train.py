@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from unbottle.cli.train_run import datasets
 from unbottle.models import load
 from unbottle.training.compare import compare_strategies
 from unbottle.training.loader import LoaderConfig
+from unbottle.training.session import datasets
 from unbottle.training.trainer import TrainConfig
 
 

@@ -74,10 +74,11 @@ def distill(
     import dataclasses
 
     from unbottle.benchmarking import apply_threads
-    from unbottle.cli.distill_run import DistillSettings, run_distill
     from unbottle.core.env import manifest
     from unbottle.store import Store
+    from unbottle.training.distillation import DistillSettings, run_distill
     from unbottle.training.loader import LoaderConfig
+    from unbottle.training.spec import TrainSpec
     from unbottle.training.trainer import TrainConfig
 
     if precision not in ("fp32", "bf16"):
@@ -102,7 +103,8 @@ def distill(
         Progress(quiet) as progress,
         store.recording("distill", teacher, config, manifest(seed=cfg.seed)) as run,
     ):
-        result = run_distill(teacher, data, seq_len, cfg, loader, run_dir, settings, resume, say, progress)
+        spec = TrainSpec(teacher, data, seq_len, "cache", cfg, loader, run_dir, resume)
+        result = run_distill(spec, settings, say, progress)
         for m in result.pop("measurements"):
             run.add(m)
         run.complete({**result, "threads": threads_used})

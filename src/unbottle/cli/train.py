@@ -96,6 +96,8 @@ def train(
     from unbottle.core.env import manifest
     from unbottle.store import Store
     from unbottle.training.loader import LoaderConfig
+    from unbottle.training.session import run_training
+    from unbottle.training.spec import TrainSpec
     from unbottle.training.trainer import TrainConfig
 
     argv = _argv(locals())  # the same command for each worker under --nproc
@@ -125,49 +127,33 @@ def train(
     run_dir = output or Path("trained") / Path(model.rstrip("/")).name
     if (run_dir / "latest").exists() and not resume:
         raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
+    spec = TrainSpec(model, data, seq_len, data_mode, cfg, loader, run_dir, resume)
     if compare is not None:
-        _compare(
-            model, data, seq_len, compare, cfg, loader, run_dir, rounds, segment_steps, threads, json_, quiet
-        )
+        _compare(spec, compare, rounds, segment_steps, threads, json_, quiet)
         return
     from unbottle.training.distributed import init_from_env, launch, rank_device
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:  # options checked above, once, before launching
         raise typer.Exit(launch(nproc, argv))
     rank, world = init_from_env(cfg.device)
-    cfg = dataclasses.replace(cfg, device=rank_device(cfg.device))
+    spec = dataclasses.replace(spec, train=dataclasses.replace(cfg, device=rank_device(cfg.device)))
     settings = apply_threads(threads)
     say = stderr_say(quiet or bool(rank))
     quiet_saves(quiet or bool(rank))
     if rank:
-        from unbottle.cli.train_run import run_training
-
-        run_training(
-            model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, None, rank, world, batching
-        )
+        run_training(spec, say, None, rank, world, batching)
         return
     store = Store()
-    config = {
-        "model": model,
-        "data": data,
-        "seq_len": seq_len,
-        "data_mode": data_mode,
-        "train": cfg.to_dict(),
-        "loader": loader.to_dict(),
-        "output": str(run_dir),
-    }
     from unbottle.profiling.peaks import cached_peaks
 
     peaks = cached_peaks(store, settings["torch_num_threads"])  # for MFU; measured once per machine
     from unbottle.cli.progress import Progress
-    from unbottle.cli.train_run import run_training
 
     with (
         Progress(quiet) as progress,  # only rank 0 gets here: the other ranks show nothing
-        store.recording("train", model, config, manifest(seed=cfg.seed)) as run,
+        store.recording("train", model, spec.stored(), manifest(seed=cfg.seed)) as run,
     ):
-        result = run_training(model, data, seq_len, data_mode, cfg, loader, run_dir, resume, say, peaks,
-                              0, world, batching, progress)  # fmt: skip
+        result = run_training(spec, say, peaks, 0, world, batching, progress)
         for m in result.pop("measurements"):
             run.add(m)
         run.complete({**result, "threads": settings})
@@ -206,36 +192,38 @@ def _argv(params: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _compare(model, data, seq_len, text, cfg, loader, run_dir, rounds, steps, threads, json_, quiet) -> None:
+def _compare(spec: Any, text: str, rounds: int, steps: int, threads: Any, json_: bool, quiet: bool) -> None:
     import dataclasses
 
     from unbottle.benchmarking import apply_threads
-    from unbottle.cli.train_run import run_compare
     from unbottle.core.env import manifest
     from unbottle.store import Store
     from unbottle.training.compare import parse_strategies
+    from unbottle.training.session import run_compare
 
     names = parse_strategies(text)
     if rounds < 2 or steps < 1:
         raise ConfigError(
             f"--rounds {rounds} / --segment-steps {steps} given; allowed: rounds >= 2, steps >= 1"
         )
-    cfg = dataclasses.replace(cfg, max_steps=10**9, warmup_steps=max(1, steps))
+    spec = dataclasses.replace(
+        spec, train=dataclasses.replace(spec.train, max_steps=10**9, warmup_steps=max(1, steps))
+    )
     settings = apply_threads(threads)
     say = stderr_say(quiet)
     store = Store()
     config = {
-        "model": model,
-        "data": data,
-        "seq_len": seq_len,
+        "model": spec.model,
+        "data": spec.data,
+        "seq_len": spec.seq_len,
         "compare": names,
         "rounds": rounds,
         "segment_steps": steps,
     }
     from unbottle.cli.progress import Progress
 
-    with store.recording("train", model, config, manifest()) as run, Progress(quiet) as progress:
-        result = run_compare(model, data, seq_len, names, cfg, loader, run_dir, rounds, steps, say, progress)
+    with store.recording("train", spec.model, config, manifest()) as run, Progress(quiet) as progress:
+        result = run_compare(spec, names, rounds, steps, say, progress)
         run.complete({**result, "threads": settings})
     out.print(views.compare_table(result["compare"]))
     if json_:

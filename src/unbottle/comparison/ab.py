@@ -15,7 +15,7 @@ from typing import Any
 from unbottle.benchmarking.config import check_threads
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
-from unbottle.core.config import Config
+from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
 from unbottle.data.prompts import make_prompts
@@ -64,16 +64,16 @@ class ABConfig(Config):
     def __post_init__(self) -> None:
         if self.scenario not in AB_SCENARIOS:
             raise ConfigError(f"--scenario {self.scenario!r} given; allowed: {', '.join(AB_SCENARIOS)}")
-        for flag, value, low in [
-            ("--rounds", self.rounds, 3),
-            ("--repeats-per-round", self.repeats_per_round, 1),
-            ("--batch-size", self.batch_size, 1),
-            ("--prompt-length", self.prompt_length, 1),
-            ("--new-tokens", self.new_tokens, 2),
-            ("--warmup", self.warmup, 0),
-        ]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+        check_at_least(
+            [
+                ("--rounds", self.rounds, 3),
+                ("--repeats-per-round", self.repeats_per_round, 1),
+                ("--batch-size", self.batch_size, 1),
+                ("--prompt-length", self.prompt_length, 1),
+                ("--new-tokens", self.new_tokens, 2),
+                ("--warmup", self.warmup, 0),
+            ]
+        )
         if self.threads is not None:
             check_threads(self.threads)
 

@@ -64,3 +64,18 @@ def _from_jsonable(value: Any, field: dataclasses.Field) -> Any:
     if isinstance(value, list):
         return tuple(value)
     return value
+
+
+def check_at_least(checks: list[tuple[str, Any, int]]) -> None:
+    """Each ``(name, value, low)``: ``value`` must be an integer (not a bool) of at least ``low``.
+
+    ``name`` is how the user gave it (a flag such as ``--rounds``; ending in ``=`` for a ``key=value``
+    part, which the value follows directly).
+
+    Raises:
+        ConfigError: the first value out of range, naming it and the range allowed.
+    """
+    for name, value, low in checks:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            sep = "" if name.endswith("=") else " "
+            raise ConfigError(f"{name}{sep}{value!r} given; allowed: an integer >= {low}")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from unbottle.core.config import Config
+from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.stats import Goal
 
@@ -86,21 +86,20 @@ class OptimizeConfig(Config):
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective {self.objective!r} given; allowed: {', '.join(OBJECTIVES)}")
-        for flag, value, low in [
-            ("--batch-size", self.batch_size, 1),
-            ("--workload prompt=", self.prompt_length, 1),
-            ("--workload new=", self.new_tokens, 2),
-            ("--screen-rounds", self.screen_rounds, 3),
-            ("--screen-new-tokens", self.screen_new_tokens, 2),
-            ("--screen-tokens", self.screen_tokens, 64),
-            ("--full-rounds", self.full_rounds, 3),
-            ("--eval-tokens", self.eval_tokens, 64),
-            ("--finalists", self.finalists, 1),
-            ("--max-items", self.max_items, 1),
-        ]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                sep = "" if flag.endswith("=") else " "
-                raise ConfigError(f"{flag}{sep}{value!r} given; allowed: an integer >= {low}")
+        check_at_least(
+            [
+                ("--batch-size", self.batch_size, 1),
+                ("--workload prompt=", self.prompt_length, 1),
+                ("--workload new=", self.new_tokens, 2),
+                ("--screen-rounds", self.screen_rounds, 3),
+                ("--screen-new-tokens", self.screen_new_tokens, 2),
+                ("--screen-tokens", self.screen_tokens, 64),
+                ("--full-rounds", self.full_rounds, 3),
+                ("--eval-tokens", self.eval_tokens, 64),
+                ("--finalists", self.finalists, 1),
+                ("--max-items", self.max_items, 1),
+            ]
+        )
         if self.max_trials is not None and self.max_trials < 1:
             raise ConfigError(
                 f"--max-trials {self.max_trials} given; allowed: 1 or more (a search that tries no "

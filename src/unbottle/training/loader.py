@@ -11,8 +11,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from unbottle.core.config import Config
-from unbottle.core.errors import ConfigError
+from unbottle.core.config import Config, check_at_least
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +33,13 @@ class LoaderConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for flag, value, low in [
-            ("--batch-size", self.batch_size, 1),
-            ("--workers", self.workers, 0),
-            ("--prefetch", self.prefetch, 1),
-        ]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+        check_at_least(
+            [
+                ("--batch-size", self.batch_size, 1),
+                ("--workers", self.workers, 0),
+                ("--prefetch", self.prefetch, 1),
+            ]
+        )
 
 
 class ResumableSampler:

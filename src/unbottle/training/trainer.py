@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unbottle.core.config import Config
+from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.training.loader import LoaderConfig, ResumableSampler, make_loader, to_device
 from unbottle.training.losses import LOSSES, LossModel, next_token_loss
@@ -56,9 +56,7 @@ class TrainConfig(Config):
         ]:
             if value not in allowed:
                 raise ConfigError(f"{flag} {value!r} given; allowed: {', '.join(allowed)}")
-        for flag, value, low in [("--max-steps", self.max_steps, 1), ("--grad-accum", self.grad_accum, 1)]:
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {low}")
+        check_at_least([("--max-steps", self.max_steps, 1), ("--grad-accum", self.grad_accum, 1)])
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError(
                 "--precision fp16 given on the CPU; fp16 with loss scaling is for GPUs: "

@@ -1,5 +1,6 @@
-"""The work behind ``unbottle distill``: teacher, student, the distilled and the plain (no-distill) runs
-from the same initial student, held-out perplexity of all of them on the same windows, the saved student.
+"""A distillation run end to end (what ``unbottle distill`` records): teacher, student, the distilled
+and the plain (no-distill) runs from the same initial student, held-out perplexity of all of them on
+the same windows, the saved student.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any
+
+from unbottle.training.spec import TrainSpec
 
 PURPOSE = "unbottle distill distils causal language models"
 
@@ -74,25 +77,16 @@ def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str
         )
 
 
-def run_distill(
-    teacher_spec: str,
-    data: str | None,
-    seq_len: int,
-    cfg: Any,
-    loader: Any,
-    out: Path,
-    s: DistillSettings,
-    resume: bool,
-    say: Any,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Distil and measure; ``progress`` (a ``cli.progress.Progress``) draws the evaluations and steps."""
-    from unbottle.cli.train_run import datasets, load_trainable
+def run_distill(spec: TrainSpec, s: DistillSettings, say: Any, progress: Any = None) -> dict[str, Any]:
+    """Distil ``spec.model`` (the teacher) and measure; ``progress`` (a ``cli.progress.Progress``) draws
+    the evaluations and steps."""
+    from unbottle.training.session import datasets, load_trainable
 
-    say(f"loading teacher {teacher_spec} …")
-    teacher = load_trainable(teacher_spec, PURPOSE)
+    cfg, loader, out = spec.train, spec.loader, spec.output
+    say(f"loading teacher {spec.model} …")
+    teacher = load_trainable(spec.model, PURPOSE)
     student, described = make_student(teacher, s.student)
-    train_ds, _ = datasets(data, seq_len, "cache", teacher.tokenizer)
+    train_ds, _ = datasets(spec.data, spec.seq_len, "cache", teacher.tokenizer)
     plain = copy.deepcopy(student) if s.baseline else None
     say("held-out perplexity of the teacher and of the untrained student …")
     evals = {
@@ -102,7 +96,7 @@ def run_distill(
         ),
     }
     trainers = _trainers(student, plain, teacher, train_ds, cfg, loader, out, s)
-    resumed = {name: t.step for name, t in trainers.items() if resume and t.resume()}
+    resumed = {name: t.step for name, t in trainers.items() if spec.resume and t.resume()}
     _train_interleaved(trainers, cfg, progress)
     for name, model in (("distilled", student), ("no-distill", plain)):
         if model is not None:
@@ -128,7 +122,7 @@ def _train_interleaved(trainers: dict[str, Any], cfg: Any, progress: Any = None)
 
     With ``progress``, each run has its own bar over ``max_steps``.
     """
-    from unbottle.cli.train_run import steps_task
+    from unbottle.training.session import steps_task
 
     chunk = max(1, min(10, cfg.max_steps // 5))
     on_step = {

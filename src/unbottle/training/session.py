@@ -1,10 +1,13 @@
-"""The work behind ``unbottle train``: data, trainer, validation, summary, measurements."""
+"""A training run end to end (what ``unbottle train`` records): data, trainer, validation, the saved
+model, its summary and measurements; and the strategy A/B (``--compare``)."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 from typing import Any
+
+from unbottle.training.spec import TrainSpec
 
 TRAIN_PURPOSE = "unbottle train trains causal language models"
 
@@ -45,14 +48,7 @@ def load_trainable(spec: str, purpose: str) -> Any:
 
 
 def run_training(
-    model: str,
-    data: str | None,
-    seq_len: int,
-    data_mode: str,
-    cfg: Any,
-    loader: Any,
-    run_dir: Path,
-    resume: bool,
+    spec: TrainSpec,
     say: Any,
     peaks: Any,
     rank: int = 0,
@@ -60,20 +56,23 @@ def run_training(
     batching: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Train, validate and save; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
+    """Train, validate and save; ``peaks`` (measured machine peaks) give the MFU; ``rank``/``world``
+    place this process in a distributed run; ``batching``: ``--batch-size auto`` and
+    ``--global-batch``; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
     from unbottle.benchmarking.tracker import ResourceTracker
     from unbottle.training.trainer import Trainer
 
-    say(f"loading {model} …")
-    loaded = load_trainable(model, TRAIN_PURPOSE)
+    say(f"loading {spec.model} …")
+    loaded = load_trainable(spec.model, TRAIN_PURPOSE)
     say("preparing data (tokenised once, then cached) …")
-    train_ds, val_ds = datasets(data, seq_len, data_mode, loaded.tokenizer)
+    train_ds, val_ds = datasets(spec.data, spec.seq_len, spec.data_mode, loaded.tokenizer)
     cfg, loader, found = _batching(
-        loaded.model, seq_len, cfg, loader, world, batching or {}, say, len(train_ds)
+        loaded.model, spec.seq_len, spec.train, spec.loader, world, batching or {}, say, len(train_ds)
     )
+    run_dir = spec.output
     trainer = Trainer(loaded.model, train_ds, cfg, loader, run_dir, rank, world)
-    resumed_from = trainer.step if resume and trainer.resume() else 0
-    if resume and not resumed_from:
+    resumed_from = trainer.step if spec.resume and trainer.resume() else 0
+    if spec.resume and not resumed_from:
         say(f"no checkpoint in {run_dir}: starting from step 0")
     validation = []
     steps = steps_task(progress, "training", cfg.max_steps, trainer.step)
@@ -97,7 +96,7 @@ def run_training(
     result = _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
     return {
         **result,
-        "diagnosis": diagnose(result["summary"], cfg, data_mode, loader.workers),
+        "diagnosis": diagnose(result["summary"], cfg, spec.data_mode, loader.workers),
         "world": world,
         "micro_batch": loader.batch_size,
         "grad_accum": cfg.grad_accum,
@@ -167,34 +166,26 @@ def _result(
 
 
 def run_compare(
-    model: str,
-    data: str | None,
-    seq_len: int,
-    names: list[str],
-    cfg: Any,
-    loader: Any,
-    run_dir: Path,
-    rounds: int,
-    steps: int,
-    say: Any,
-    progress: Any = None,
+    spec: TrainSpec, names: list[str], rounds: int, steps: int, say: Any, progress: Any = None
 ) -> dict[str, Any]:
-    """Strategy A/B (``--compare``): interleaved training segments from the same starting state."""
+    """Strategy A/B (``--compare``): ``rounds`` interleaved segments of ``steps`` steps per strategy, all
+    from the same starting state."""
     from unbottle.models import resolve
     from unbottle.sources.base import require_causal_lm
     from unbottle.training.compare import compare_strategies
 
-    loaded = require_causal_lm(resolve(model).load(), model, TRAIN_PURPOSE)
+    loaded = require_causal_lm(resolve(spec.model).load(), spec.model, TRAIN_PURPOSE)
     say("preparing data for both pipelines …")
-    cached, _ = datasets(data, seq_len, "cache", loaded.tokenizer)
-    naive, _ = datasets(data, seq_len, "on-the-fly", loaded.tokenizer)
+    cached, _ = datasets(spec.data, spec.seq_len, "cache", loaded.tokenizer)
+    naive, _ = datasets(spec.data, spec.seq_len, "on-the-fly", loaded.tokenizer)
     say(f"comparing {', '.join(names)}: {rounds} rounds of {steps} steps each …")
     on_segment = None
     if progress is not None:
         task = progress.task("strategy A/B", rounds * len(names), "segments")
         on_segment = lambda name: task.advance(note=name)  # noqa: E731
     doc = compare_strategies(
-        loaded.model, {"cache": cached, "on-the-fly": naive}, names, cfg, loader, run_dir, rounds, steps,
+        loaded.model, {"cache": cached, "on-the-fly": naive}, names, spec.train, spec.loader, spec.output,
+        rounds, steps,
         on_segment,
     )  # fmt: skip
     return {"compare": doc, "model": loaded.info.to_dict()}
