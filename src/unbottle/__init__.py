@@ -1,7 +1,8 @@
 """unbottle: find and remove the performance bottlenecks of transformer models.
 
-The verbs (``optimize``, ``profile``, ``bench``, ``evaluate``, ``ab``, ``compare``, ``report``) record
-their runs in the store exactly as the CLI does and return the document its ``--json`` prints; the
+The verbs (``optimize``, ``profile``, ``bench``, ``evaluate``, ``ab``, ``compare``, ``report``,
+``apply``) record their runs in the store exactly as the CLI does and return the document its
+``--json`` prints; the
 building blocks beneath them (``load``, ``benchmark``, ``apply_``, ``run_ab``, ...) record nothing.
 Everything is imported lazily so that ``import unbottle`` stays cheap (no torch import).
 """
@@ -26,6 +27,7 @@ _VERBS = {
     "ab": "unbottle.api:ab",
     "compare": "unbottle.api:compare",
     "report": "unbottle.api:report",
+    "apply": "unbottle.api:apply",
     "load": "unbottle.models:load",
     "resolve": "unbottle.models:resolve",
     "benchmark": "unbottle.benchmarking:benchmark",

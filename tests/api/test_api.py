@@ -79,3 +79,11 @@ def test_settings_are_checked_by_their_field_names_before_any_run():
     with pytest.raises(ConfigError, match=r"time_budget 'soon' given"):
         unbottle.optimize("tiny-llama", time_budget="soon")
     assert Store().list_runs() == []
+
+
+def test_apply_from_python_saves_a_loadable_recipe_and_records_it(tmp_path):
+    doc = unbottle.apply("tiny-llama", ["wo-int8"], tmp_path / "int8", threads=1)
+    assert doc["reports"][0]["name"] == "wo-int8" and Store().get_run(doc["run_id"]).kind == "apply"
+    assert unbottle.load(str(tmp_path / "int8")).info.source_kind == "recipe"
+    with pytest.raises(ConfigError, match="exists"):
+        unbottle.apply("tiny-llama", ["wo-int8"], tmp_path / "int8")

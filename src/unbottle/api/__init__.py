@@ -10,6 +10,7 @@ from unbottle.api.comparing import ab, compare
 from unbottle.api.hotspots import profile
 from unbottle.api.reports import report
 from unbottle.api.speed import bench
+from unbottle.api.transform import apply
 from unbottle.api.tuning import optimize
 
-__all__ = ["ab", "bench", "compare", "evaluate", "optimize", "profile", "report"]
+__all__ = ["ab", "apply", "bench", "compare", "evaluate", "optimize", "profile", "report"]

@@ -91,49 +91,30 @@ def apply(
     quiet: QuietOpt = False,
 ) -> None:
     """Apply passes in order and save the result with its recipe (loadable by every verb)."""
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.core.errors import ConfigError, PassError
-    from unbottle.models import resolve
-    from unbottle.passes import check_composition, parse_pass, unavailable
-    from unbottle.passes.recipe import apply_and_save
+    from unbottle.api.transform import apply as run_apply
+    from unbottle.passes.recipe import read_recipe
     from unbottle.reporting import views
-    from unbottle.store import Store
 
-    configs = [parse_pass(p) for p in pass_]
-    check_composition(configs)
-    for c in configs:
-        if reasons := unavailable(c):
-            raise PassError(f"pass {c.name!r} can't run on this machine: {'; '.join(reasons)}")
-    if output.exists() and not overwrite:
-        raise ConfigError(
-            f"output folder {output} exists; choose another -o or pass --overwrite to replace it"
-        )
-    source = resolve(model)
-    apply_threads(threads)
-    if not quiet:
-        err.print(f"loading {source.describe()} …", highlight=False)
-    loaded = source.load()
-    store = Store()
-    config = {"model": model, "passes": [c.to_dict() for c in configs], "output": str(output.resolve())}
-    with store.recording("apply", model, config, manifest()) as run:
-        recipe, _ = apply_and_save(loaded, configs, model, output, overwrite)
-        baked = recipe.baked
-        result = {
-            "output": str(output),
-            "reports": recipe.reports,
-            "baked": baked,
-            "model": loaded.info.to_dict(),
-        }
-        run.complete(result)
-    out.print(views.reports_table(recipe.reports))
+    doc = run_apply(model, pass_, output, overwrite=overwrite, threads=threads, progress=_Say(quiet))
+    out.print(views.reports_table(doc["reports"]))
     how = (
         "the ONNX Runtime model is saved in onnx/ and opened directly"
-        if recipe.onnx
-        else f"{baked} pass(es) baked into weights, {len(configs) - baked} re-applied on load"
+        if read_recipe(output).onnx
+        else f"{doc['baked']} pass(es) baked into weights, {len(pass_) - doc['baked']} re-applied on load"
     )
     out.print(
         f"saved to {output} ({how}); load it with any verb, e.g. `unbottle bench {output}`", highlight=False
     )
     if json_:
-        print_json({"run_id": run.id, **result})
+        print_json(doc)
+
+
+class _Say:
+    """``apply``'s progress: its loading line on stderr, unless quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            err.print(text, highlight=False)
