@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from unbottle.core.errors import ConfigError, ModelLoadError
 from unbottle.sources import gguf_blocks as gb
+from unbottle.sources import gguf_reader as gr
+from unbottle.sources.gguf_rows import concat_rows, widen
 from unbottle.sources.packaged import package_folder
 
 EXACT_TYPES = {"Q4_0", "Q5_0", "Q6_K", "Q8_0"}
@@ -31,12 +33,12 @@ def smol_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def smol(smol_path: Path) -> dict[str, gb.GGUFTensor]:
-    return gb.gguf_tensors(smol_path)
+def smol(smol_path: Path) -> dict[str, gr.GGUFTensor]:
+    return gr.gguf_tensors(smol_path)
 
 
 @pytest.fixture(scope="module")
-def gemma(tmp_path_factory: pytest.TempPathFactory) -> dict[str, gb.GGUFTensor]:
+def gemma(tmp_path_factory: pytest.TempPathFactory) -> dict[str, gr.GGUFTensor]:
     from unbottle.core.errors import ModelLoadError
     from unbottle.models import resolve
 
@@ -46,10 +48,10 @@ def gemma(tmp_path_factory: pytest.TempPathFactory) -> dict[str, gb.GGUFTensor]:
             path = resolve("gemma3-270m").gguf_path()
         except ModelLoadError as exc:
             pytest.skip(f"gemma3-270m is not installed: {exc}")
-    return gb.gguf_tensors(path)
+    return gr.gguf_tensors(path)
 
 
-def _real(tensors: dict[str, gb.GGUFTensor], name: str, rows: int | None = None) -> tuple[np.ndarray, str]:
+def _real(tensors: dict[str, gr.GGUFTensor], name: str, rows: int | None = None) -> tuple[np.ndarray, str]:
     t = tensors[name]
     return np.asarray(t.data[:rows]), t.qtype  # raw (N, bytes per row)
 
@@ -256,7 +258,7 @@ def test_gguf_tensors_matches_gguf_reader(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     reader = gguf.GGUFReader(path)
-    ours = gb.gguf_tensors(path)
+    ours = gr.gguf_tensors(path)
     assert list(ours) == [t.name for t in reader.tensors] == ["norm", "q8", "q4k"]
     for t in reader.tensors:
         got = ours[t.name]
@@ -265,7 +267,7 @@ def test_gguf_tensors_matches_gguf_reader(tmp_path):
 
 
 def test_read_nbits_converts_every_quantized_tensor(smol_path):
-    weights = gb.read_nbits(smol_path)
+    weights = gr.read_nbits(smol_path)
     assert len(weights) == 211 and weights["token_embd.weight"].n == 49152
     assert {w.qtype for w in weights.values()} == {"Q4_1", "Q8_0"}
 
@@ -293,12 +295,12 @@ def test_gguf_tensors_rejects_a_file_that_is_not_gguf(tmp_path):
     path = tmp_path / "model.gguf"
     path.write_bytes(b"PK\x03\x04" + bytes(60))
     with pytest.raises(ModelLoadError, match="not a readable GGUF file"):
-        gb.gguf_tensors(path)
+        gr.gguf_tensors(path)
 
 
 def test_read_nbits_names_a_missing_tensor(smol_path):
     with pytest.raises(ModelLoadError, match="no tensor 'blk.99.attn_q.weight'"):
-        gb.read_nbits(smol_path, ["blk.99.attn_q.weight"])
+        gr.read_nbits(smol_path, ["blk.99.attn_q.weight"])
 
 
 def test_permute_rows_rejects_an_order_that_is_not_a_permutation():
@@ -315,14 +317,14 @@ def test_permute_rows_rejects_an_order_that_is_not_a_permutation():
 @pytest.mark.parametrize(("qtype", "bits", "block"), [("Q4_0", 8, 16), ("Q4_1", 8, 32), ("Q4_1", 4, 16)])
 def test_widen_keeps_every_weight(qtype, bits, block):
     weight = gb.blocks_to_nbits(_synthetic(qtype), qtype)
-    wide = gb.widen(weight, bits, block)
+    wide = widen(weight, bits, block)
     assert (wide.bits, wide.block_size) == (bits, block)
     assert np.array_equal(gb.dequantize(wide), gb.dequantize(weight))
 
 
 def test_concat_rows_of_mixed_formats_equals_their_stacked_dequantizations():
     parts = [gb.blocks_to_nbits(_synthetic(q, rows=r), q) for q, r in (("Q4_0", 8), ("Q5_1", 4), ("Q8_0", 6))]
-    fused = gb.concat_rows(parts)
+    fused = concat_rows(parts)
     assert (fused.qtype, fused.bits, fused.block_size, fused.n) == ("Q4_0+Q5_1+Q8_0", 8, 32, 18)
     assert fused.offsets is not None and not fused.offsets[:8].any(), "rows without a minimum get offset 0"
     assert np.array_equal(gb.dequantize(fused), np.concatenate([gb.dequantize(p) for p in parts]))
@@ -331,6 +333,6 @@ def test_concat_rows_of_mixed_formats_equals_their_stacked_dequantizations():
 def test_widen_and_concat_refuse_what_cannot_be_exact():
     weight = gb.blocks_to_nbits(_synthetic("Q8_0"), "Q8_0")
     with pytest.raises(ConfigError, match="can't widen a 8-bit, 32-wide Q8_0 weight to 4 bits"):
-        gb.widen(weight, 4, 32)
+        widen(weight, 4, 32)
     with pytest.raises(ConfigError, match="different K"):
-        gb.concat_rows([weight, gb.blocks_to_nbits(_synthetic("Q8_0", k=128), "Q8_0")])
+        concat_rows([weight, gb.blocks_to_nbits(_synthetic("Q8_0", k=128), "Q8_0")])

@@ -12,38 +12,15 @@ rest is refused up front and left to the ``onnx`` pass. Builds are cached by wei
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, Stage, handler
+from unbottle.passes.genai_build import SUPPORTED, architecture_of, build, build_key, default_folder, reusable
 
 PRECISIONS = ("int4", "int8", "fp32")
 ALGOS = ("rtn", "k_quant")
-BUILD_FORMAT = 4  # bump when a change here changes the files written
-# transformers architecture → what the builder calls it (it dispatches on config.architectures[0]).
-SUPPORTED = (
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-    "Qwen3ForCausalLM",
-    "GemmaForCausalLM",
-    "Gemma2ForCausalLM",
-    "Gemma3ForCausalLM",
-    "Phi3ForCausalLM",
-    "PhiForCausalLM",
-    "SmolLM3ForCausalLM",
-    "OlmoForCausalLM",
-    "GraniteForCausalLM",
-    "NemotronForCausalLM",
-)
 _RUN_ONLY = ("threads", "output", "verify", "prefill")
 _BLOCKS_ONLY = ("block_format", "output_format", "calibrate", "exclude")
 WEIGHTS = ("quantize", "gguf", "blocks")
@@ -213,12 +190,6 @@ class GenaiConfig(PassConfig):
         return options
 
 
-def architecture_of(model: Any) -> str:
-    """The transformers class name the builder dispatches on (``LlamaForCausalLM``, ...)."""
-    names = list(getattr(model.config, "architectures", None) or [])
-    return names[0] if names else type(model).__name__
-
-
 def check_buildable(model: Any) -> None:
     """Refuse weights the builder can't take (non-float32); architectures are refused by
     ``GenaiConfig.unsupported`` before any pass runs.
@@ -253,7 +224,7 @@ def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applie
             )
     key = build_key(model, config, weights_digest(model))
     folder = Path(config.output) if config.output else default_folder(key)
-    meta = _reusable(folder, key)
+    meta = reusable(folder, key)
     notes = []
     if meta is None:
         meta = build(model, context.tokenizer, config, folder, key, gguf)
@@ -282,176 +253,3 @@ def runtime_for(folder: Path, model: Any, config: GenaiConfig, n_parameters: int
 
         return HybridCausalLM(folder, model, **kw)
     return GenaiCausalLM(folder, model.config, getattr(model, "generation_config", None), **kw)
-
-
-def build(
-    model: Any, tokenizer: Any, config: GenaiConfig, folder: Path, key: str, gguf: Path | None = None
-) -> dict[str, Any]:
-    """Save ``model`` as a transformers folder, run the builder on it, and move the result to ``folder``.
-
-    With ``gguf`` (weights=gguf) the built graph's weights are then replaced by that file's blocks.
-
-    Written aside and renamed into place, so an interrupted build never looks finished.
-
-    Raises:
-        ValueError: the builder failed (its last lines of output are in the message).
-    """
-    from unbottle.passes import onnx_quantize as oq
-    from unbottle.sources.hf_folder import quiet_transformers
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
-        source = staging / "hf"
-        with quiet_transformers():
-            model.save_pretrained(source)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(source)
-        _name_architecture(source / "config.json", architecture_of(model))
-        out = staging / "model"
-        _run_builder(source, out, staging / "cache", config.frame())
-        shutil.rmtree(source)  # the float copy is no longer needed; free its disk before rewriting
-        imported = None
-        if gguf is not None:
-            from unbottle.passes.genai_gguf import import_blocks
-
-            imported = import_blocks(out / "model.onnx", Path(gguf), model, config.accuracy_level)
-        elif config.weights == "blocks":
-            imported = _quantize_blocks(model, tokenizer, config, out / "model.onnx")
-        summary = oq.op_summary(out / "model.onnx")
-        ops = summary["ops"]
-        quantized = sum(v for k, v in ops.items() if k.endswith("MatMulNBits"))
-        meta = {
-            "key": key,
-            "graph": "model.onnx",
-            "config": config.to_dict(),
-            "stored_bytes": sum(summary["weight_bytes"].values()),
-            "ops": ops,
-            "touched": [f"{quantized} MatMulNBits"] if quantized else [],
-            "notes": [_describe_build(config, imported), *oq.describe(summary)],
-        }
-        (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        try:
-            os.replace(out, folder)
-        except OSError:  # another process finished the same build first
-            if (done := _reusable(folder, key)) is None:
-                raise
-            return done
-        return meta
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _quantize_blocks(model: Any, tokenizer: Any, config: GenaiConfig, graph: Path) -> dict[str, Any]:
-    """The builder's graph re-weighted with block formats computed from ``model``'s float weights."""
-    from unbottle.passes import block_quant
-    from unbottle.passes.base import matches
-    from unbottle.passes.genai_gguf import quantize_into
-
-    importance = None
-    if config.calibrate:
-        importance = block_quant.activation_importance(model, tokenizer)
-    output = model.get_output_embeddings()
-    output_name = next((n for n, m in model.named_modules() if m is output), "lm_head")
-
-    def format_of(module: str) -> str:
-        if config.exclude and matches(module, config.exclude):
-            return "q8_0"
-        return config.output_format if module == output_name else config.block_format
-
-    imported = quantize_into(graph, model, config.accuracy_level, format_of, importance)
-    imported["calibration"] = None
-    if importance is not None:
-        imported["calibration"] = (
-            block_quant.CALIBRATION_TEXT if tokenizer else "random token ids (no tokenizer)"
-        )
-    return imported
-
-
-def _describe_build(config: GenaiConfig, imported: dict[str, Any] | None) -> str:
-    if imported is None:
-        return f"built by the ONNX Runtime GenAI model builder ({config.precision})"
-    formats = ", ".join(f"{n} {t}" for t, n in imported["formats"].items())
-    fused = f"; {imported['fused']} sibling MatMuls fused" if imported.get("fused") else ""
-    if config.weights == "blocks":
-        how = (
-            f"searched under activation importance on {imported['calibration']}"
-            if imported.get("calibration")
-            else "min-max per block (gguf.quants)"
-        )
-        return (
-            f"built by the ONNX Runtime GenAI model builder with llama.cpp block formats computed from the "
-            f"float weights ({how}): MatMuls {formats}{fused}; embedding: {imported['embedding']}"
-        )
-    return (
-        f"built by the ONNX Runtime GenAI model builder with the GGUF file's own blocks: MatMuls {formats} "
-        f"({imported['offset_nodes']} with per-block offsets{fused}); embedding: {imported['embedding']}"
-    )
-
-
-def _run_builder(source: Path, out: Path, cache: Path, config: GenaiConfig) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "unbottle.passes._genai_builder",
-        *("-i", str(source), "-o", str(out), "-p", config.precision, "-e", "cpu", "-c", str(cache)),
-        "--extra_options",
-        *config.builder_options(),
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0 or not (out / "genai_config.json").exists():
-        lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "Error" in ln or "Exception" in ln] or lines[-2:]
-        raise ValueError(f"the GenAI model builder failed (exit {done.returncode}): {errors[-1][:400]}")
-
-
-def _name_architecture(path: Path, architecture: str) -> None:
-    """The builder dispatches on ``architectures[0]``, which a GGUF conversion leaves out."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data["architectures"] = [architecture]
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-
-
-def _reusable(folder: Path, key: str) -> dict[str, Any] | None:
-    """The metadata of a finished build of the same key in ``folder``; None when it must be built.
-
-    Raises:
-        ValueError: ``folder`` exists and holds something other than a build by this pass.
-    """
-    manifest = folder / "export.json"
-    if manifest.exists():
-        meta = json.loads(manifest.read_text(encoding="utf-8"))
-        return meta if meta.get("key") == key and (folder / meta["graph"]).exists() else None
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(
-            f"genai output folder {folder} exists and is not an unbottle build; give an empty or new folder"
-        )
-    return None
-
-
-def default_folder(key: str) -> Path:
-    from unbottle.sources.gguf_file import cache_root
-
-    return cache_root() / "genai" / key[:16]
-
-
-def build_key(model: Any, config: GenaiConfig, digest: str) -> str:
-    """A hash of the weights' digest, the model config, the settings and the library versions."""
-    import onnxruntime
-    import onnxruntime_genai
-    import torch
-    import transformers
-
-    versions = [
-        torch.__version__,
-        transformers.__version__,
-        onnxruntime.__version__,
-        onnxruntime_genai.__version__,
-    ]
-    h = hashlib.sha256(digest.encode())
-    h.update(json.dumps([config.file_key(), versions, BUILD_FORMAT], sort_keys=True).encode())
-    h.update(model.config.to_json_string(use_diff=False).encode())
-    return h.hexdigest()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from unbottle.sources import gguf_blocks as gb
+from unbottle.sources.gguf_rows import concat_rows
 
 
 class GraphEditor:
@@ -67,7 +68,7 @@ class GraphEditor:
         self.graph.node.append(
             helper.make_node("Split", [first.output[0], sizes], outputs, axis=-1, name=f"{first.name}/split")
         )
-        return first, gb.concat_rows(parts)
+        return first, concat_rows(parts)
 
     def _add_offsets(self, node: Any, base: str, weight: gb.NBitsWeight) -> None:
         """``y = MatMulNBits(x) + blocksum(x) @ offsets.T``, the MatMulNBits output renamed."""

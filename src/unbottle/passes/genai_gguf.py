@@ -24,6 +24,8 @@ import numpy as np
 
 from unbottle.passes.genai_edit import GraphEditor, save, sibling_groups
 from unbottle.sources import gguf_blocks as gb
+from unbottle.sources import gguf_reader as gr
+from unbottle.sources.gguf_rows import concat_rows
 
 # builder node path (layers.N/<group>/<proj>) → the GGUF tensors whose rows it holds, in order
 _PARTS = {
@@ -60,7 +62,7 @@ def import_blocks(graph_path: Path, gguf_path: Path, model: Any, accuracy_level:
         ValueError: a node the file has no tensors for, an unsupported block type, or a weight whose
             dequantization differs from the model's (naming the node and what to do).
     """
-    tensors = gb.gguf_tensors(gguf_path)
+    tensors = gr.gguf_tensors(gguf_path)
     expected = _expected_weights(model)
     text = model.config.get_text_config(decoder=True)
     heads = {"attn_q": text.num_attention_heads, "attn_k": getattr(text, "num_key_value_heads", None)}
@@ -113,7 +115,7 @@ def quantize_into(
 
     def node_weight(node: str) -> tuple[list[str], gb.NBitsWeight]:
         parts = _gguf_names(node, names)
-        return parts, gb.concat_rows([blocks(p) for p in parts])
+        return parts, concat_rows([blocks(p) for p in parts])
 
     def embedding() -> gb.NBitsWeight:
         if tied:
@@ -186,7 +188,7 @@ def _expected_weights(model: Any) -> Callable[[str], np.ndarray]:
     return lambda name: lookup(name)[1].weight.detach().float().numpy()
 
 
-def _gguf_names(node: str, tensors: dict[str, gb.GGUFTensor]) -> list[str]:
+def _gguf_names(node: str, tensors: dict[str, gr.GGUFTensor]) -> list[str]:
     if node.startswith("/lm_head/"):
         return ["output.weight" if "output.weight" in tensors else "token_embd.weight"]
     match = _LAYER_NODE.match(node)
@@ -216,7 +218,7 @@ def _checked(
         weight, want = gb.blocks_to_nbits(t.data, t.qtype), expected(name)
         checked[name] = _matching_order(name, weight, want, heads.get(name.split(".")[-2]))
         parts.append(checked[name])
-    return gb.concat_rows(parts)
+    return concat_rows(parts)
 
 
 def _matching_order(name: str, weight: gb.NBitsWeight, want: np.ndarray, heads: int | None) -> gb.NBitsWeight:

@@ -25,9 +25,6 @@ forms:
 from __future__ import annotations
 
 import dataclasses
-import struct
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Literal
 
 import gguf
@@ -167,7 +164,7 @@ _FORMATS = {
 SUPPORTED_TYPES: tuple[str, ...] = tuple(_FORMATS)
 
 
-def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """(..., m) codes -> MatMulNBits bytes: 8 bits as is, 4 bits two per byte, low nibble first."""
     if bits == 8:
         return np.ascontiguousarray(codes, dtype=np.uint8)
@@ -176,8 +173,8 @@ def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.ascontiguousarray(codes[..., 0::2] | (codes[..., 1::2] << 4), dtype=np.uint8)
 
 
-def _unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """Inverse of ``_pack``: (..., bytes) -> (..., count) codes."""
+def unpack_codes(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of ``pack_codes``: (..., bytes) -> (..., count) codes."""
     if bits == 8:
         return packed[..., :count]
     return np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)[..., :count]
@@ -233,7 +230,7 @@ def blocks_to_nbits(raw: np.ndarray, qtype, affine: Affine = "offset") -> NBitsW
         codes, scale, zero_points = _float_zero_points(codes, scale, offset)
         offset = None
     scale = np.ascontiguousarray(scale, np.float32)
-    return NBitsWeight(name, bits, group, _pack(codes, bits), scale, zero_points, offset)
+    return NBitsWeight(name, bits, group, pack_codes(codes, bits), scale, zero_points, offset)
 
 
 def _centre(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray, middle: int, bits: int):
@@ -251,7 +248,7 @@ def _centre(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray, middle: in
     err = (a - (total - b_part)) + (b - b_part)
     exact = (err == 0) & (total.astype(np.float32) == total)  # (N, G)
     offset = np.where(exact, total, a).astype(np.float32)
-    zero_points = None if exact.all() else _pack(np.where(exact, default, shift).astype(np.uint8), bits)
+    zero_points = None if exact.all() else pack_codes(np.where(exact, default, shift).astype(np.uint8), bits)
     return (codes + np.uint8(shift) if shift else codes), zero_points, offset
 
 
@@ -272,12 +269,12 @@ def _float_zero_points(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray)
 def dequantize(weight: NBitsWeight) -> np.ndarray:
     """MatMulNBits' dequantization of ``weight`` in numpy: W as float32 (N, K)."""
     n, groups = weight.scales.shape
-    q = _unpack(weight.b, weight.bits, weight.block_size).astype(np.float32)  # (N, G, block)
+    q = unpack_codes(weight.b, weight.bits, weight.block_size).astype(np.float32)  # (N, G, block)
     zp = weight.zero_points
     if zp is None:
         zp = np.full((n, groups), 2 ** (weight.bits - 1), np.float32)
     elif zp.dtype == np.uint8:
-        zp = _unpack(zp, weight.bits, groups).astype(np.float32)  # (N, G)
+        zp = unpack_codes(zp, weight.bits, groups).astype(np.float32)  # (N, G)
     w = (q - zp[..., None]) * weight.scales[..., None]
     if weight.offsets is not None:
         w = w + weight.offsets[..., None]
@@ -337,210 +334,3 @@ def gather_arrays(weight: NBitsWeight) -> tuple[np.ndarray, np.ndarray, np.ndarr
             "or offsets; use a type without a minimum (Q4_0, Q5_0, Q6_K, Q8_0) or dequantize the embedding"
         )
     return weight.b.reshape(weight.n, -1), weight.scales, weight.zero_points
-
-
-@dataclasses.dataclass(frozen=True)
-class GGUFTensor:
-    """One tensor of a GGUF file: its type, GGUF shape and raw bytes.
-
-    Attributes:
-        name: the GGUF name (``"blk.0.attn_q.weight"``).
-        qtype: the ``gguf.GGMLQuantizationType`` name (``"Q4_K"``, ``"F32"``, ...).
-        shape: GGUF order, (ne0, ne1, ...): (K, N) for a weight.
-        data: uint8 memory map (rows, bytes per row), as ``GGUFReader`` gives ``tensor.data`` for a
-            quantized tensor (float tensors too are bytes here: view them as their dtype).
-    """
-
-    name: str
-    qtype: str
-    shape: tuple[int, ...]
-    data: np.ndarray
-
-
-# GGUF metadata value types of fixed size (gguf.GGUFValueType: 8 is a string, 9 an array)
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def _skip_value(buf, off: int, vtype: int) -> int:
-    """Offset just past a metadata value of type ``vtype`` starting at ``off``."""
-    if vtype in _SCALAR_BYTES:
-        return off + _SCALAR_BYTES[vtype]
-    if vtype == 8:
-        return off + 8 + struct.unpack_from("<Q", buf, off)[0]
-    if vtype != 9:
-        raise ValueError(f"unknown metadata value type {vtype}")
-    item, count = struct.unpack_from("<IQ", buf, off)
-    off += 12
-    if item in _SCALAR_BYTES:
-        return off + count * _SCALAR_BYTES[item]
-    if item == 8:  # vocabularies: hundreds of thousands of strings, walked without building them
-        for _ in range(count):
-            off += 8 + struct.unpack_from("<Q", buf, off)[0]
-        return off
-    for _ in range(count):
-        off = _skip_value(buf, off, item)
-    return off
-
-
-def _string(buf, off: int) -> tuple[str, int]:
-    (length,) = struct.unpack_from("<Q", buf, off)
-    return bytes(buf[off + 8 : off + 8 + length]).decode("utf-8", errors="replace"), off + 8 + length
-
-
-def gguf_tensors(path: Path | str) -> dict[str, GGUFTensor]:
-    """The tensor table of a GGUF file, with each tensor's bytes memory-mapped (nothing is read yet).
-
-    ``gguf.GGUFReader`` builds a numpy view for every metadata array entry, which takes ~10 s for
-    Gemma 3's 262k-token vocabulary; this walks past the metadata and reads only the tensor table.
-
-    Raises:
-        ModelLoadError: the file is not a little-endian GGUF v2/v3 file or is truncated.
-    """
-    try:
-        buf = np.memmap(path, mode="r")
-        magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", buf, 0)
-        if magic != b"GGUF" or version not in (2, 3):
-            raise ValueError(f"magic {magic!r} version {version}, expected b'GGUF' version 2 or 3")
-        off, alignment = 24, gguf.GGUF_DEFAULT_ALIGNMENT
-        for _ in range(n_kv):
-            key, off = _string(buf, off)
-            (vtype,) = struct.unpack_from("<I", buf, off)
-            if key == "general.alignment" and vtype == 4:
-                (alignment,) = struct.unpack_from("<I", buf, off + 4)
-            off = _skip_value(buf, off + 4, vtype)
-        infos = []
-        for _ in range(n_tensors):
-            name, off = _string(buf, off)
-            (n_dims,) = struct.unpack_from("<I", buf, off)
-            shape = struct.unpack_from(f"<{n_dims}Q", buf, off + 4)
-            qtype, start = struct.unpack_from("<IQ", buf, off + 4 + 8 * n_dims)
-            off += 4 + 8 * n_dims + 12
-            infos.append((name, gguf.GGMLQuantizationType(qtype), shape, start))
-        base = -(-off // alignment) * alignment
-        out = {}
-        for name, qtype, shape, start in infos:
-            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            row_bytes = shape[0] // block * type_size
-            rows = int(np.prod(shape[1:], dtype=np.int64))
-            begin = base + start
-            if begin + rows * row_bytes > buf.shape[0]:
-                raise ValueError(f"tensor {name} ends past the end of the file")
-            data = buf[begin : begin + rows * row_bytes].reshape(rows, row_bytes)
-            out[name] = GGUFTensor(name, qtype.name, tuple(int(d) for d in shape), data)
-        return out
-    except (ValueError, struct.error, OSError) as exc:
-        raise ModelLoadError(f"{path} is not a readable GGUF file ({exc}); re-download it") from None
-
-
-def read_nbits(
-    path: Path | str, names: Iterable[str] | None = None, affine: Affine = "offset"
-) -> dict[str, NBitsWeight]:
-    """Read block-quantized tensors of a GGUF file as MatMulNBits weights.
-
-    Args:
-        path: the .gguf file (memory-mapped; only the converted tensors are read).
-        names: GGUF tensor names (``"blk.0.attn_q.weight"``); None means every quantized tensor.
-        affine: the form of formats with a minimum; see ``blocks_to_nbits``.
-
-    Returns:
-        GGUF name -> weight, in file order. Float tensors (F32, F16, BF16) are left out.
-
-    Raises:
-        ModelLoadError: a name is not in the file, or a tensor has an unsupported type.
-    """
-    tensors = gguf_tensors(path)
-    if names is None:
-        names = [n for n, t in tensors.items() if t.qtype not in ("F32", "F16", "BF16", "F64")]
-    out = {}
-    for name in names:
-        if name not in tensors:
-            raise ModelLoadError(f"{path} has no tensor {name!r}; it has e.g. {', '.join(list(tensors)[:3])}")
-        try:
-            out[name] = blocks_to_nbits(tensors[name].data, tensors[name].qtype, affine)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{path}: tensor {name}: {exc}") from None
-    return out
-
-
-def widen(weight: NBitsWeight, bits: int, block_size: int) -> NBitsWeight:
-    """The same weight with ``bits`` per code and blocks of ``block_size``, exactly.
-
-    4-bit codes become 8-bit codes shifted onto the wider default zero point; a block splits into
-    smaller ones that repeat its scale, zero point and offset. Used to fuse rows of mixed formats
-    (a Q4_K query beside a Q6_K value) into one MatMulNBits.
-
-    Raises:
-        ConfigError: fewer bits than the weight has, or a block size that does not divide its own.
-    """
-    if bits not in (4, 8) or bits < weight.bits or weight.block_size % block_size:
-        raise ConfigError(
-            f"can't widen a {weight.bits}-bit, {weight.block_size}-wide {weight.qtype} weight to {bits} bits "
-            f"in blocks of {block_size}; give >= {weight.bits} bits and a divisor of {weight.block_size}"
-        )
-    if (bits, block_size) == (weight.bits, weight.block_size):
-        return weight
-    n, groups = weight.scales.shape
-    split = weight.block_size // block_size
-    shift = 2 ** (bits - 1) - 2 ** (weight.bits - 1)
-    codes = _unpack(weight.b, weight.bits, weight.block_size) + np.uint8(shift)  # (N, G, block)
-    zp = weight.zero_points
-    if zp is not None and zp.dtype == np.uint8:
-        zp = _pack(np.repeat(_unpack(zp, weight.bits, groups) + np.uint8(shift), split, axis=1), bits)
-    elif zp is not None:  # float zero points move with the codes
-        zp = np.repeat(zp + np.float32(shift), split, axis=1)
-
-    def repeat(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.repeat(a, split, axis=1)
-
-    return NBitsWeight(
-        weight.qtype,
-        bits,
-        block_size,
-        _pack(codes.reshape(n, groups * split, block_size), bits),
-        repeat(weight.scales),
-        zp,
-        repeat(weight.offsets),
-    )
-
-
-def concat_rows(weights: list[NBitsWeight]) -> NBitsWeight:
-    """One weight holding the rows of ``weights`` in order (a fused q/k/v or gate/up), exactly.
-
-    Mixed formats meet at the widest bits and the smallest block; zero points and offsets are filled
-    in with their neutral values for parts without them.
-
-    Raises:
-        ConfigError: the parts differ in K, or mix float and uint8 zero points.
-    """
-    if len({w.k for w in weights}) != 1:
-        raise ConfigError(f"can't fuse rows of weights with different K: {[w.k for w in weights]}")
-    bits, block = max(w.bits for w in weights), min(w.block_size for w in weights)
-    parts = [widen(w, bits, block) for w in weights]
-    zps = [p.zero_points for p in parts]
-    if len({z.dtype for z in zps if z is not None}) > 1:
-        raise ConfigError("can't fuse weights whose zero points mix float and uint8")
-    if all(z is None for z in zps):
-        zero_points = None
-    elif any(z is not None and z.dtype != np.uint8 for z in zps):
-        zero_points = np.concatenate(
-            [
-                np.full(p.scales.shape, 2 ** (bits - 1), np.float32) if z is None else z
-                for p, z in zip(parts, zps, strict=True)
-            ]
-        )
-    else:
-        default = [_pack(np.full(p.scales.shape, 2 ** (bits - 1), np.uint8), bits) for p in parts]
-        zero_points = np.concatenate([d if z is None else z for d, z in zip(default, zps, strict=True)])
-    offsets = None
-    if any(p.offsets is not None for p in parts):
-        offsets = np.concatenate([np.zeros_like(p.scales) if p.offsets is None else p.offsets for p in parts])
-    qtype = "+".join(dict.fromkeys(w.qtype for w in weights))
-    return NBitsWeight(
-        qtype,
-        bits,
-        block,
-        np.concatenate([p.b for p in parts]),
-        np.concatenate([p.scales for p in parts]),
-        zero_points,
-        offsets,
-    )
