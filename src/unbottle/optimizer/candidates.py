@@ -318,3 +318,29 @@ def short_key(key: str) -> str:
         return m.group(0) if len(names) <= 2 else f"exclude=<{len(names)} layers>"
 
     return _EXCLUDE.sub(shorten, key)
+
+
+def profile_order(store: Any, cfg: Any, log: Any) -> tuple[list[str] | None, int | None]:
+    """(order, profile run id): the latest stored profile of ``cfg.model`` at these threads gives its
+    recommendations for the objective's phase, best first; without one (and without candidates named
+    by the user) the host's stored peaks rank the weight formats (``host_order``). None when the
+    objective has no phase or the user named the candidates."""
+    from unbottle.core.env import physical_cores
+    from unbottle.profiling.peaks import stored_peaks
+
+    wanted = OBJECTIVE_PHASE.get(cfg.objective)
+    threads = cfg.threads or physical_cores()
+    if wanted is None:
+        return None, None
+    for run in store.list_runs(limit=100, kind="profile"):
+        r = run.result or {}
+        if run.model == cfg.model and (r.get("threads") or {}).get("torch_num_threads") == threads:
+            order = r["profile"]["diagnosis"].get("recommended_by_phase", {}).get(wanted)
+            if order:
+                log(f"candidate order from profile run {run.id}: {', '.join(order)} first")
+                return order, run.id
+    if cfg.candidates:
+        return None, None
+    order, why = host_order(stored_peaks(store, threads), cfg.objective)
+    log(why)
+    return order, None

@@ -116,3 +116,19 @@ def advice(busy: dict[str, Any], threads_fixed: bool) -> str:
     if free is not None and free < busy["threads"] and not threads_fixed:
         return f"re-run when the machine is quiet, or with --threads {free} (the cores left free)"
     return "re-run when the machine is quiet"
+
+
+def baseline_disturbance(store: Any, cfg: Any, base: dict[str, Any]) -> dict[str, Any] | None:
+    """``disturbance`` of a search's baseline against this host's stored noise floor (speed objectives
+    only: size and memory don't depend on a quiet machine)."""
+    from unbottle.comparison.ab import ABConfig
+    from unbottle.comparison.noise import lookup_noise_floor, noise_key
+
+    scenario = cfg.objective_spec()[0]
+    if scenario is None:
+        return None
+    threads = base["threads"]["torch_num_threads"]
+    metric = f"{scenario}.tokens_per_s"
+    found = lookup_noise_floor(store, noise_key(ABConfig(**cfg.ab_settings("screen")).to_dict(), threads))
+    floor = found[0].get(metric) if found else None
+    return disturbance(base, metric, threads, floor)

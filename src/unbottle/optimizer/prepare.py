@@ -17,6 +17,7 @@ from typing import Any
 
 RECORD_KEY = "prepare"  # the trial key the outcome is recorded under (not a trial of the search)
 FILL = "unbottle.optimizer.prepare:fill_caches"  # the worker function, for ``run_isolated``
+PREPARE_TIMEOUT_S = 1800.0
 
 
 def onnx_exports(candidates: list[Any]) -> list[dict[str, Any]]:
@@ -177,3 +178,55 @@ def describe(result: dict[str, Any], seconds: float) -> str:
         else:
             done.append(f"{what} {'already cached' if e['reused'] else 'written'} in {e['seconds']:.0f} s")
     return f"prepared in {seconds:.0f} s, outside the time budget: " + ("; ".join(done) or "caches in place")
+
+
+def prepare_search(search: Any) -> None:
+    """Fill the model caches ``search``'s trials read (in one worker, outside the time budget), then
+    start its budget's clock; once per search."""
+    from unbottle.core.errors import UnbottleError
+
+    if search.preparation is not None:
+        return
+    start = time.monotonic()
+    exports = onnx_exports(search.first_round()[0])
+    builds = genai_builds(search.first_round()[0])
+    try:
+        gguf = gguf_pending(search.cfg.model)
+    except UnbottleError:
+        gguf = False  # an unloadable model: the baseline says why
+    search.preparation = {"worker": False, "gguf_converted": False, "onnx_exports": []}
+    recorded = search.recorded.get(RECORD_KEY)
+    ready = exports_ready(recorded, exports) and exports_ready(recorded, builds, "builds")
+    if gguf or not ready:
+        _fill_caches(search, gguf, exports, builds)
+    search.preparation["seconds"] = time.monotonic() - start
+    search.log(f"prepared in {search.preparation['seconds']:.1f} s; the time budget starts now")
+    search.start = time.monotonic()
+    if search.on_clock_start is not None:
+        search.on_clock_start()
+
+
+def _fill_caches(
+    search: Any, gguf: bool, exports: list[dict[str, Any]], builds: list[dict[str, Any]]
+) -> None:
+    from unbottle.optimizer.isolate import run_isolated
+
+    what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
+    what += ["the GenAI builds"] * bool(builds)
+    search.log(f"preparing outside the time budget: {' and '.join(what)} …")
+    payload = {"model": search.cfg.model, "onnx": exports, "genai": builds}
+    limit = max(PREPARE_TIMEOUT_S, search.cfg.trial_timeout_s)
+    outcome = run_isolated(FILL, payload, limit, search.memory_limit())
+    assert search.preparation is not None
+    search.preparation["worker"] = True
+    if outcome.status != "ok":
+        search.log(f"preparation {outcome.status}: {outcome.reason}; the trials will meet it again")
+        search.preparation["failed"] = outcome.reason
+        return
+    search.log(describe(outcome.result, outcome.seconds))
+    if RECORD_KEY not in search.recorded:  # recorded once; later runs check its folders
+        data = {"key": RECORD_KEY, "stage": "prepare", **outcome.to_dict()}
+        search.store.record_trial(search.key, RECORD_KEY, data)
+    search.preparation.update(
+        gguf_converted=outcome.result["converted"], onnx_exports=outcome.result["exports"]
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.comparison.document import comparison_document
+from unbottle.core.errors import ConfigError
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
 from unbottle.stats import MetricComparison
@@ -221,3 +222,18 @@ def _pareto(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
         for k, r in latest.items()
     ]
     return {"points": points, "front": judge.pareto_front(points)}
+
+
+def check_output(output: Path, overwrite: bool, key: str) -> None:
+    """Refuse an existing output folder unless --overwrite, or it was saved by this same search."""
+    if not output.exists() or overwrite:
+        return
+    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
+
+    if (output / RECIPE_FILE).exists():
+        try:
+            if read_recipe(output).search == key:
+                return
+        except Exception:  # unreadable recipe: treat like any other existing folder
+            pass
+    raise ConfigError(f"output folder {output} exists; choose another -o or pass --overwrite to replace it")

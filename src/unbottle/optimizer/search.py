@@ -20,27 +20,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unbottle.core.errors import BenchError, ConfigError, UnbottleError
+from unbottle.core.errors import BenchError, ConfigError
 from unbottle.optimizer import host, judge
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
 from unbottle.optimizer.candidates import (
-    OBJECTIVE_PHASE,
     Candidate,
     compositions,
     fallbacks,
     first_round,
+    profile_order,
     short_key,
 )
 from unbottle.optimizer.config import OptimizeConfig
-from unbottle.optimizer.result import result_document, staging_folder
+from unbottle.optimizer.result import check_output, result_document, staging_folder
 
 TRIAL = "unbottle.optimizer.trial:"
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
 REMEASURE_PAUSE_S = 10.0  # between a disturbed baseline and its second measurement
 PLAN_SLACK_S = 2.0  # the parent's own work between trials
-PREPARE_TIMEOUT_S = 1800.0
 OUT_OF_TIME = "the time budget ran out"
 
 
@@ -86,7 +85,7 @@ class Search:
         self.preparation: dict[str, Any] | None = None
         self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
         self._round: tuple[list[Candidate], dict[str, str], int] | None = None
-        _check_output(output, overwrite, self.key)
+        check_output(output, overwrite, self.key)
         if config.time_budget_s < MIN_BUDGET_S:
             raise ConfigError(
                 f"--time-budget {config.time_budget_s:g} s given; measuring the baseline alone needs at "
@@ -125,7 +124,7 @@ class Search:
         timeout = min(self.cfg.trial_timeout_s, budget)
         self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
         full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
-        outcome = run_isolated(TRIAL + function, full, timeout, self._memory_limit())
+        outcome = run_isolated(TRIAL + function, full, timeout, self.memory_limit())
         cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
         data = {
             "key": key,
@@ -152,7 +151,7 @@ class Search:
         self.store.record_trial(self.key, key, data)
         self.trials[key] = data
 
-    def _memory_limit(self) -> float:
+    def memory_limit(self) -> float:
         if self.cfg.memory_limit_mib is not None:
             return self.cfg.memory_limit_mib
         import psutil
@@ -200,73 +199,11 @@ class Search:
 
     def prepare(self) -> None:
         """Fill the model caches the trials read, then start the budget's clock (once)."""
-        if self.preparation is not None:
-            return
-        start = time.monotonic()
-        exports = caches.onnx_exports(self.first_round()[0])
-        builds = caches.genai_builds(self.first_round()[0])
-        try:
-            gguf = caches.gguf_pending(self.cfg.model)
-        except UnbottleError:
-            gguf = False  # an unloadable model: the baseline says why
-        self.preparation = {"worker": False, "gguf_converted": False, "onnx_exports": []}
-        recorded = self.recorded.get(caches.RECORD_KEY)
-        ready = caches.exports_ready(recorded, exports) and caches.exports_ready(recorded, builds, "builds")
-        if gguf or not ready:
-            self._fill_caches(gguf, exports, builds)
-        self.preparation["seconds"] = time.monotonic() - start
-        self.log(f"prepared in {self.preparation['seconds']:.1f} s; the time budget starts now")
-        self.start = time.monotonic()
-        if self.on_clock_start is not None:
-            self.on_clock_start()
-
-    def _fill_caches(self, gguf: bool, exports: list[dict[str, Any]], builds: list[dict[str, Any]]) -> None:
-        from unbottle.optimizer.isolate import run_isolated
-
-        what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
-        what += ["the GenAI builds"] * bool(builds)
-        self.log(f"preparing outside the time budget: {' and '.join(what)} …")
-        payload = {"model": self.cfg.model, "onnx": exports, "genai": builds}
-        limit = max(PREPARE_TIMEOUT_S, self.cfg.trial_timeout_s)
-        outcome = run_isolated(caches.FILL, payload, limit, self._memory_limit())
-        assert self.preparation is not None
-        self.preparation["worker"] = True
-        if outcome.status != "ok":
-            self.log(f"preparation {outcome.status}: {outcome.reason}; the trials will meet it again")
-            self.preparation["failed"] = outcome.reason
-            return
-        self.log(caches.describe(outcome.result, outcome.seconds))
-        if caches.RECORD_KEY not in self.recorded:  # recorded once; later runs check its folders
-            data = {"key": caches.RECORD_KEY, "stage": "prepare", **outcome.to_dict()}
-            self.store.record_trial(self.key, caches.RECORD_KEY, data)
-        self.preparation.update(
-            gguf_converted=outcome.result["converted"], onnx_exports=outcome.result["exports"]
-        )
+        caches.prepare_search(self)
 
     def profile_order(self) -> list[str] | None:
-        """The latest stored profile of this model at these threads: its recommendations for the
-        objective's phase, best first (None when there is none, or the objective has no phase)."""
-        from unbottle.core.env import physical_cores
-
-        wanted = OBJECTIVE_PHASE.get(self.cfg.objective)
-        threads = self.cfg.threads or physical_cores()
-        if wanted is None:
-            return None
-        for run in self.store.list_runs(limit=100, kind="profile"):
-            r = run.result or {}
-            if run.model == self.cfg.model and (r.get("threads") or {}).get("torch_num_threads") == threads:
-                order = r["profile"]["diagnosis"].get("recommended_by_phase", {}).get(wanted)
-                if order:
-                    self.log(f"candidate order from profile run {run.id}: {', '.join(order)} first")
-                    self.profile_run = run.id
-                    return order
-        if self.cfg.candidates:
-            return None
-        from unbottle.optimizer.candidates import host_order
-        from unbottle.profiling.peaks import stored_peaks
-
-        order, why = host_order(stored_peaks(self.store, threads), self.cfg.objective)
-        self.log(why)
+        """``candidates.profile_order`` for this search (notes the profile run it came from)."""
+        order, self.profile_run = profile_order(self.store, self.cfg, self.log)
         return order
 
     def screen_all(
@@ -323,21 +260,7 @@ class Search:
         return data
 
     def disturbance(self, base: dict[str, Any]) -> dict[str, Any] | None:
-        """``host.disturbance`` of a baseline, against this host's stored noise floor (speed
-        objectives only: size and memory don't depend on a quiet machine)."""
-        from unbottle.comparison.ab import ABConfig
-        from unbottle.comparison.noise import lookup_noise_floor, noise_key
-
-        scenario = self.cfg.objective_spec()[0]
-        if scenario is None:
-            return None
-        threads = base["threads"]["torch_num_threads"]
-        metric = f"{scenario}.tokens_per_s"
-        found = lookup_noise_floor(
-            self.store, noise_key(ABConfig(**self.cfg.ab_settings("screen")).to_dict(), threads)
-        )
-        floor = found[0].get(metric) if found else None
-        return host.disturbance(base, metric, threads, floor)
+        return host.baseline_disturbance(self.store, self.cfg, base)
 
     def make_plan(self) -> planning.Plan:
         """Price the trials with the baseline's rates and fit the sizes to the time left."""
@@ -493,18 +416,3 @@ class Search:
             if summary["guard"] and summary["guard"]["passed"]:
                 break
         return verified
-
-
-def _check_output(output: Path, overwrite: bool, key: str) -> None:
-    """Refuse an existing output folder unless --overwrite, or it was saved by this same search."""
-    if not output.exists() or overwrite:
-        return
-    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
-
-    if (output / RECIPE_FILE).exists():
-        try:
-            if read_recipe(output).search == key:
-                return
-        except Exception:  # unreadable recipe: treat like any other existing folder
-            pass
-    raise ConfigError(f"output folder {output} exists; choose another -o or pass --overwrite to replace it")
