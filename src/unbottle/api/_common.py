@@ -20,8 +20,8 @@ class Silent:
     """The progress a verb reports to when the caller gives none (the CLI gives its bars).
 
     The interface a verb may call: ``message(text)``, ``task(label, total, unit, ...)`` → a task with
-    ``update``/``advance``/``tick``/``done``, ``evaluations(prefix)`` and ``counter(label)`` →
-    callbacks or None, and ``bench(label, repeats, elapsed_s)`` for benchmark points.
+    ``update``/``advance``/``tick``/``done``, and ``evaluations(prefix)`` and ``counter(label)`` →
+    callbacks or None. ``bench`` also calls a callable progress as ``(label, repeats, elapsed_s)``.
     """
 
     def message(self, text: str) -> None: ...

@@ -37,6 +37,7 @@ def ab(
     from unbottle.models import resolve
 
     config, goals = config_of(ABConfig, config, settings), _goals(goals)
+    _check_goal_metrics(goals, config, eval)
     progress, store = progress or Silent(), store_of(store)
     a_vs_a = model_a == model_b
     src_a = resolve(model_a)
@@ -102,6 +103,21 @@ def _goals(goals: Any) -> list[Any]:
     from unbottle.stats import Goal
 
     return [g if isinstance(g, Goal) else Goal.parse(g) for g in goals or ()]
+
+
+def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:
+    """Every goal names a metric this comparison measures (before anything loads)."""
+    from unbottle.core.errors import ConfigError
+
+    known = config.metric_names()
+    if eval_config is not None:
+        known += ["perplexity"] + (["accuracy"] if eval_config.task else [])
+    for g in goals:
+        if g.metric not in known:
+            raise ConfigError(
+                f"goal names unknown metric {g.metric!r}; metrics in this comparison: "
+                f"{', '.join(known)}" + ("" if eval_config else " (add --eval for accuracy metrics)")
+            )
 
 
 def _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, order, extra) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
@@ -31,9 +32,9 @@ def profile(
     from unbottle.sources.base import require_causal_lm
 
     progress, store = progress or Silent(), store_of(store)
-    if config is None and settings.get("trace_dir") is None:
-        settings["trace_dir"] = str(store.root / "traces")
     config = config_of(ProfileConfig, config, settings)
+    if config.trace_dir is None:
+        config = dataclasses.replace(config, trace_dir=str(store.root / "traces"))
     trace_paths(config.trace_dir, "probe")  # an unwritable trace folder fails before anything loads
     source = resolve(model)
     threads = apply_threads(config.threads)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -68,7 +68,6 @@ def ab(
         else None
     )
     goals = [Goal.parse(g) for g in goal or []]
-    _check_goal_metrics(goals, config, eval_config)
     from unbottle.api.comparing import ab as run_ab
     from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
@@ -77,19 +76,5 @@ def ab(
     store = Store()
     with Progress(quiet) as progress:
         doc = run_ab(model_a, model_b, config, eval=eval_config, goals=goals, store=store, progress=progress)
-    show_run(store, doc["run_id"], json_)
+    show_run(store, doc["run_id"], json_, doc)
     exit_on_regression(doc["comparison"], fail_on_regression)
-
-
-def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:
-    from unbottle.core.errors import ConfigError
-
-    known = config.metric_names()
-    if eval_config is not None:
-        known += ["perplexity"] + (["accuracy"] if eval_config.task else [])
-    for g in goals:
-        if g.metric not in known:
-            raise ConfigError(
-                f"goal names unknown metric {g.metric!r}; metrics in this comparison: "
-                f"{', '.join(known)}" + ("" if eval_config else " (add --eval for accuracy metrics)")
-            )

@@ -72,4 +72,4 @@ def bench(
     store = Store()
     with BenchProgress(quiet, points=config.n_points()) as progress:
         doc = run_bench(model, config, store=store, progress=progress, allow_pickle=allow_pickle)
-    show_run(store, doc["run_id"], json_)
+    show_run(store, doc["run_id"], json_, doc)

@@ -88,3 +88,10 @@ def stderr_say(quiet: bool) -> Callable[[str], None]:
     if quiet:
         return lambda _m: None
     return lambda m: err.print(m, highlight=False)
+
+
+class StatusLines:
+    """The progress of a verb that only says what it is doing (``message``): plain lines on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.message = stderr_say(quiet)

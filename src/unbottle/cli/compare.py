@@ -32,5 +32,5 @@ def compare(
 
     store = Store()
     doc = run_compare(run_a, run_b, goals=goal or (), store=store)
-    show_run(store, doc["run_id"], json_)
+    show_run(store, doc["run_id"], json_, doc)
     exit_on_regression(doc["comparison"], fail_on_regression)

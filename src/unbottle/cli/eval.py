@@ -71,4 +71,4 @@ def eval_(
         doc = evaluate(
             model, config, threads=threads, store=store, progress=progress, allow_pickle=allow_pickle
         )
-    show_run(store, doc["run_id"], json_)
+    show_run(store, doc["run_id"], json_, doc)

@@ -73,6 +73,7 @@ def optimize(
 
     Re-running the same command after an interruption continues the search where it stopped.
     """
+    from unbottle.api.tuning import default_output
     from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
 
     prompt_length, new_tokens = parse_workload(workload)
@@ -94,11 +95,6 @@ def optimize(
     run_optimize(config, output or default_output(model), overwrite, quiet, json_, report)
 
 
-def default_output(model: str) -> Path:
-    name = Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
-    return Path("optimized") / name
-
-
 def log_line(quiet: bool, budget: Any = None) -> Any:
     """The search's log: ``[  12 s] line`` on stderr (above the bars on a terminal); each line also
     moves ``budget``, a clock task of ``cli.progress`` over the time budget, if given."""
@@ -117,9 +113,8 @@ def log_line(quiet: bool, budget: Any = None) -> Any:
 
 def run_optimize(
     config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool, report: bool = True
-) -> dict[str, Any]:
+) -> None:
     from unbottle.api.tuning import optimize, report_path
-    from unbottle.cli.common import err
     from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
     from unbottle.store import Store
@@ -146,8 +141,7 @@ def run_optimize(
             log=search_log,
             on_clock_start=start_clock,
         )
-    show_run(store, doc["run_id"], json_)
+    show_run(store, doc["run_id"], json_, doc)
     path = report_path(output, doc["optimize"])
     if report and path.exists():
         err.print(f"report: {path}", highlight=False)
-    return doc["optimize"]

@@ -11,8 +11,8 @@ from rich.table import Table
 from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
+    StatusLines,
     ThreadsOpt,
-    err,
     handle_errors,
     out,
     print_json,
@@ -95,7 +95,7 @@ def apply(
     from unbottle.passes.recipe import read_recipe
     from unbottle.reporting import views
 
-    doc = run_apply(model, pass_, output, overwrite=overwrite, threads=threads, progress=_Say(quiet))
+    doc = run_apply(model, pass_, output, overwrite=overwrite, threads=threads, progress=StatusLines(quiet))
     out.print(views.reports_table(doc["reports"]))
     how = (
         "the ONNX Runtime model is saved in onnx/ and opened directly"
@@ -107,14 +107,3 @@ def apply(
     )
     if json_:
         print_json(doc)
-
-
-class _Say:
-    """``apply``'s progress: its loading line on stderr, unless quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            err.print(text, highlight=False)

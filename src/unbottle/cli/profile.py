@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
+    StatusLines,
     ThreadsOpt,
     handle_errors,
-    stderr_say,
 )
 
 EXAMPLES = """
@@ -50,16 +50,9 @@ def profile(
         prompt_length=prompt_length,
         decode_tokens=decode_tokens,
         threads=threads,
-        trace_dir=trace or str(store.root / "traces"),
+        trace_dir=trace,
         refresh_peaks=refresh_peaks,
         device=device,
     )
-    doc = run_profile(model, config, store=store, progress=_Say(stderr_say(quiet)))
-    show_run(store, doc["run_id"], json_)
-
-
-class _Say:
-    """The profile's progress: one status line per step on stderr."""
-
-    def __init__(self, say: Any) -> None:
-        self.message = say
+    doc = run_profile(model, config, store=store, progress=StatusLines(quiet))
+    show_run(store, doc["run_id"], json_, doc)

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from unbottle.cli.common import err, out, print_json
 from unbottle.reporting.console import key_value_table
 from unbottle.reporting.documents import run_document
 from unbottle.reporting.run_kinds import kind_of
 
 
-def show_run(store: Any, ref: int | str, json_: bool) -> None:
-    """Print a stored run's tables and, with ``json_``, its JSON document as the last stdout line."""
+def show_run(store: Any, ref: int | str, json_: bool, doc: dict[str, Any] | None = None) -> None:
+    """Print a stored run's tables and, with ``json_``, its JSON document as the last stdout line.
+
+    ``doc``: the run's document when the caller has it already (a verb returns it), else rebuilt.
+    """
     run = store.get_run(ref)
     measurements = store.measurements(run.id)
-    doc = run_document(run, measurements)
+    doc = doc if doc is not None else run_document(run, measurements)
     info = doc["model"] or {}
     size = f"{info.get('n_parameters', 0) / 1e6:.1f}M params" if info else "-"
     out.print(
@@ -51,4 +56,6 @@ def _view(run: Any, doc: dict[str, Any], measurements: list[Any]) -> list[Any]:
     try:
         return kind.view(doc, measurements, run.result or {})
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        return [f"this {run.kind} result has a shape this view does not read ({type(exc).__name__}: {exc})"]
+        return [
+            Text(f"this {run.kind} result has a shape this view does not read ({type(exc).__name__}: {exc})")
+        ]
