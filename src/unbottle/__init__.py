@@ -1,7 +1,7 @@
 """unbottle: find and remove the performance bottlenecks of transformer models.
 
 The verbs (``optimize``, ``profile``, ``bench``, ``evaluate``, ``ab``, ``compare``, ``report``,
-``apply``) record their runs in the store exactly as the CLI does and return the document its
+``apply``, ``train``, ``distill``) record their runs in the store exactly as the CLI does and return the document its
 ``--json`` prints; the
 building blocks beneath them (``load``, ``benchmark``, ``apply_``, ``run_ab``, ...) record nothing.
 Everything is imported lazily so that ``import unbottle`` stays cheap (no torch import).
@@ -28,6 +28,8 @@ _VERBS = {
     "compare": "unbottle.api:compare",
     "report": "unbottle.api:report",
     "apply": "unbottle.api:apply",
+    "train": "unbottle.api:train",
+    "distill": "unbottle.api:distill",
     "load": "unbottle.models:load",
     "resolve": "unbottle.models:resolve",
     "benchmark": "unbottle.benchmarking:benchmark",

@@ -89,3 +89,56 @@ def test_apply_from_python_saves_a_loadable_recipe_and_records_it(tmp_path):
     assert unbottle.load(str(tmp_path / "int8")).info.source_kind == "recipe"
     with pytest.raises(ConfigError, match="exists"):
         unbottle.apply("tiny-llama", ["wo-int8"], tmp_path / "int8")
+
+
+def test_train_and_distill_from_python_are_stored_runs(tmp_path):
+    doc = unbottle.train(
+        "tiny-llama", max_steps=3, seq_len=32, batch_size=4, threads=1, output=str(tmp_path / "t")
+    )
+    assert doc["kind"] == "train" and doc["summary"]["steps"] == 3 and Store().get_run(doc["run_id"])
+    assert unbottle.load(doc["model_dir"]).info.n_parameters == doc["model"]["n_parameters"]
+    with pytest.raises(ConfigError, match=r"holds checkpoints; set resume=True to continue"):
+        unbottle.train("tiny-llama", max_steps=3, output=str(tmp_path / "t"))
+    compared = unbottle.train("tiny-llama", compare=("base", "bf16"), rounds=2, segment_steps=1,
+                              seq_len=32, batch_size=2, threads=1, output=str(tmp_path / "c"))  # fmt: skip
+    assert compared["compare"]["reference"] == "base"
+    distilled = unbottle.distill(
+        "tiny-llama", student="layers=1", max_steps=2, seq_len=32, batch_size=2, eval_tokens=256,
+        window=64, baseline=False, threads=1, output=str(tmp_path / "d"),
+    )  # fmt: skip
+    assert distilled["kind"] == "distill" and Store().get_run(distilled["run_id"]).status == "complete"
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"lr": -1}, r"lr=-1 given; allowed: a finite number > 0"),
+        ({"lr": float("nan")}, r"lr=nan given"),
+        ({"seq_len": 0}, r"seq_len=0 given; allowed: an integer >= 2"),
+        ({"eval_every": -1}, r"eval_every=-1 given"),
+        ({"checkpoint_every": -5}, r"checkpoint_every=-5 given"),
+        ({"batch_size": "many"}, r"batch_size='many' given"),
+        ({"data_mode": "fast"}, r"data_mode='fast' given; allowed: cache, on-the-fly"),
+        ({"compare": ("base", "bf16"), "rounds": 1}, r"rounds=1 given"),
+    ],
+)
+def test_bad_training_settings_are_refused_by_field_name_before_any_work(settings, words):
+    with pytest.raises(ConfigError, match=words):
+        unbottle.train("tiny-llama", **settings)
+    assert Store().list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--lr", "-1"], "--lr -1.0 given"),
+        (["--seq-len", "0"], "--seq-len 0 given"),
+        (["--eval-every", "-1"], "--eval-every -1 given"),
+        (["--checkpoint-every", "-5"], "--checkpoint-every -5 given"),
+    ],
+)
+def test_the_cli_names_the_same_bad_settings_by_flag(args, words):
+    result = CliRunner().invoke(app, ["train", "tiny-llama", *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+    bad = CliRunner().invoke(app, ["distill", "tiny-llama", "--lr", "nan"])
+    assert bad.exit_code == 2 and "--lr nan given" in bad.output, bad.output

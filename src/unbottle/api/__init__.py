@@ -8,9 +8,10 @@ verb's config dataclass, given as keyword arguments or as the config itself.
 from unbottle.api.accuracy import evaluate
 from unbottle.api.comparing import ab, compare
 from unbottle.api.hotspots import profile
+from unbottle.api.learning import distill, train
 from unbottle.api.reports import report
 from unbottle.api.speed import bench
 from unbottle.api.transform import apply
 from unbottle.api.tuning import optimize
 
-__all__ = ["ab", "apply", "bench", "compare", "evaluate", "optimize", "profile", "report"]
+__all__ = ["ab", "apply", "bench", "compare", "distill", "evaluate", "optimize", "profile", "report", "train"]

@@ -7,17 +7,7 @@ from typing import Annotated
 
 import typer
 
-from unbottle.cli.common import (
-    JsonOpt,
-    QuietOpt,
-    ThreadsOpt,
-    handle_errors,
-    out,
-    print_json,
-    quiet_saves,
-    stderr_say,
-)
-from unbottle.core.errors import ConfigError
+from unbottle.cli.common import JsonOpt, QuietOpt, ThreadsOpt, handle_errors, out, print_json, quiet_saves
 from unbottle.reporting import views
 
 EXAMPLES = """
@@ -71,43 +61,19 @@ def distill(
     Loss: KL on temperature-softened logits + cross-entropy. Held-out perplexity of the teacher, the
     distilled student and the plain student, on the same windows, with paired CIs.
     """
-    import dataclasses
-
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.store import Store
-    from unbottle.training.distillation import DistillSettings, run_distill
-    from unbottle.training.loader import LoaderConfig
-    from unbottle.training.spec import TrainSpec
-    from unbottle.training.trainer import TrainConfig
-
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"--precision {precision!r} given; allowed: fp32, bf16")
-    cfg = TrainConfig(max_steps=max_steps, grad_accum=grad_accum, lr=lr, precision=precision,
-                      warmup_steps=max(1, max_steps // 10), checkpoint_every=checkpoint_every)  # fmt: skip
-    loader = LoaderConfig(batch_size=batch_size)
-    settings = DistillSettings(student, alpha, temperature, baseline, eval_text, eval_tokens, window)
-    run_dir = output or Path("distilled") / Path(teacher.rstrip("/")).name
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ConfigError(f"{run_dir} is not empty; pass --resume to continue it or choose another -o")
-    threads_used = apply_threads(threads)
-    say = stderr_say(quiet)
-    quiet_saves(quiet)
-    store = Store()
-    config = {"teacher": teacher, "data": data, "seq_len": seq_len, "train": cfg.to_dict(),
-              "loader": loader.to_dict(), "distill": dataclasses.asdict(settings),
-              "output": str(run_dir)}  # fmt: skip
+    from unbottle.api import distill as distill_verb
     from unbottle.cli.progress import Progress
+    from unbottle.training.settings import DistillRun
 
-    with (
-        Progress(quiet) as progress,
-        store.recording("distill", teacher, config, manifest(seed=cfg.seed)) as run,
-    ):
-        spec = TrainSpec(teacher, data, seq_len, "cache", cfg, loader, run_dir, resume)
-        result = run_distill(spec, settings, say, progress)
-        for m in result.pop("measurements"):
-            run.add(m)
-        run.complete({**result, "threads": threads_used})
-    out.print(views.distill_table(result))
+    settings = DistillRun(
+        student=student, data=data, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum,
+        max_steps=max_steps, lr=lr, alpha=alpha, temperature=temperature, precision=precision,
+        baseline=baseline, eval_text=eval_text, eval_tokens=eval_tokens, window=window,
+        checkpoint_every=checkpoint_every, output=str(output) if output else None, resume=resume,
+    )  # fmt: skip
+    quiet_saves(quiet)
+    with Progress(quiet) as progress:
+        doc = distill_verb(teacher, settings, threads=threads, progress=progress)
+    out.print(views.distill_table(doc))
     if json_:
-        print_json({"run_id": run.id, "kind": "distill", **result, "threads": threads_used})
+        print_json(doc)

@@ -15,7 +15,7 @@ from unbottle.cli.common import (
     out,
     print_json,
     quiet_saves,
-    stderr_say,
+    str_list,
 )
 from unbottle.core.errors import ConfigError
 from unbottle.reporting import views
@@ -89,78 +89,49 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train MODEL; report tokens/s, where each step's time went, validation loss and MFU."""
-    import dataclasses
     import os
 
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.store import Store
-    from unbottle.training.loader import LoaderConfig
-    from unbottle.training.session import run_training
-    from unbottle.training.spec import TrainSpec
-    from unbottle.training.trainer import TrainConfig
+    from unbottle.api import train as train_verb
+    from unbottle.training.settings import TrainSettings
 
     argv = _argv(locals())  # the same command for each worker under --nproc
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} given; allowed: 1 or more")
-    if data_mode not in ("cache", "on-the-fly"):
-        raise ConfigError(f"--data-mode {data_mode!r} given; allowed: cache, on-the-fly")
-    cfg = TrainConfig(
-        max_steps=max_steps,
-        grad_accum=grad_accum,
-        lr=lr,
-        warmup_steps=max(1, max_steps // 10),
-        precision=precision,
-        loss=loss,
-        compile=compile_,
-        checkpointing=checkpointing,
-        parallel=parallel,
-        device=device,
-        checkpoint_every=checkpoint_every,
-        eval_every=eval_every,
-    )
-    auto = batch_size.strip().lower() == "auto"
-    if not auto and not batch_size.strip().isdigit():
-        raise ConfigError(f"--batch-size {batch_size!r} given; allowed: a positive integer or auto")
-    loader = LoaderConfig(batch_size=1 if auto else int(batch_size), workers=workers)
-    batching = {"auto": auto, "global": global_batch, "budget_mib": memory_budget}
-    run_dir = output or Path("trained") / Path(model.rstrip("/")).name
-    if (run_dir / "latest").exists() and not resume:
-        raise ConfigError(f"{run_dir} holds checkpoints; pass --resume to continue them or choose another -o")
-    spec = TrainSpec(model, data, seq_len, data_mode, cfg, loader, run_dir, resume)
-    if compare is not None:
-        _compare(spec, compare, rounds, segment_steps, threads, json_, quiet)
-        return
-    from unbottle.training.distributed import init_from_env, launch, rank_device
+    settings = TrainSettings(
+        data=data, seq_len=seq_len, batch_size=_batch_size(batch_size), global_batch=global_batch,
+        memory_budget=memory_budget, grad_accum=grad_accum, max_steps=max_steps, lr=lr,
+        precision=precision, loss=loss, compile=compile_, checkpointing=checkpointing, parallel=parallel,
+        device=device, data_mode=data_mode, workers=workers, eval_every=eval_every,
+        checkpoint_every=checkpoint_every, output=str(output) if output else None, resume=resume,
+        compare=str_list(compare) if compare is not None else None, rounds=rounds,
+        segment_steps=segment_steps,
+    )  # fmt: skip
+    settings.spec(model)  # a run folder with checkpoints not resumed: refused before launching
+    if nproc > 1 and compare is None and "WORLD_SIZE" not in os.environ:
+        from unbottle.training.distributed import launch
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # options checked above, once, before launching
-        raise typer.Exit(launch(nproc, argv))
-    rank, world = init_from_env(cfg.device)
-    spec = dataclasses.replace(spec, train=dataclasses.replace(cfg, device=rank_device(cfg.device)))
-    settings = apply_threads(threads)
-    say = stderr_say(quiet or bool(rank))
+        raise typer.Exit(launch(nproc, argv))  # options checked above, once, before launching
+    rank = int(os.environ.get("RANK", "0"))
     quiet_saves(quiet or bool(rank))
-    if rank:
-        run_training(spec, say, None, rank, world, batching)
-        return
-    store = Store()
-    from unbottle.profiling.peaks import cached_peaks
-
-    peaks = cached_peaks(store, settings["torch_num_threads"])  # for MFU; measured once per machine
     from unbottle.cli.progress import Progress
 
-    with (
-        Progress(quiet) as progress,  # only rank 0 gets here: the other ranks show nothing
-        store.recording("train", model, spec.stored(), manifest(seed=cfg.seed)) as run,
-    ):
-        result = run_training(spec, say, peaks, 0, world, batching, progress)
-        for m in result.pop("measurements"):
-            run.add(m)
-        run.complete({**result, "threads": settings})
-    for shown in views.training(result):
-        out.print(shown)
+    with Progress(quiet or bool(rank)) as progress:  # only rank 0 shows and prints
+        doc = train_verb(model, settings, threads=threads, progress=progress)
+    if rank:
+        return
+    shown = views.compare_table(doc["compare"]) if compare is not None else views.training(doc)
+    for part in shown if isinstance(shown, list) else [shown]:
+        out.print(part)
     if json_:
-        print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
+        print_json(doc)
+
+
+def _batch_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit():
+        raise ConfigError(f"--batch-size {text!r} given; allowed: a positive integer or auto")
+    return int(text)
 
 
 _FLAGS = {
@@ -190,41 +161,3 @@ def _argv(params: dict[str, Any]) -> list[str]:
         if on
     ]
     return argv
-
-
-def _compare(spec: Any, text: str, rounds: int, steps: int, threads: Any, json_: bool, quiet: bool) -> None:
-    import dataclasses
-
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.store import Store
-    from unbottle.training.compare import parse_strategies
-    from unbottle.training.session import run_compare
-
-    names = parse_strategies(text)
-    if rounds < 2 or steps < 1:
-        raise ConfigError(
-            f"--rounds {rounds} / --segment-steps {steps} given; allowed: rounds >= 2, steps >= 1"
-        )
-    spec = dataclasses.replace(
-        spec, train=dataclasses.replace(spec.train, max_steps=10**9, warmup_steps=max(1, steps))
-    )
-    settings = apply_threads(threads)
-    say = stderr_say(quiet)
-    store = Store()
-    config = {
-        "model": spec.model,
-        "data": spec.data,
-        "seq_len": spec.seq_len,
-        "compare": names,
-        "rounds": rounds,
-        "segment_steps": steps,
-    }
-    from unbottle.cli.progress import Progress
-
-    with store.recording("train", spec.model, config, manifest()) as run, Progress(quiet) as progress:
-        result = run_compare(spec, names, rounds, steps, say, progress)
-        run.complete({**result, "threads": settings})
-    out.print(views.compare_table(result["compare"]))
-    if json_:
-        print_json({"run_id": run.id, "kind": "train", **result, "threads": settings})
