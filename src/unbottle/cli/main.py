@@ -45,9 +45,13 @@ def main(
     """unbottle: profile → diagnose → apply → verify → report."""
     import sys
 
+    from unbottle.core.naming import SPEAKS_FLAGS
     from unbottle.store import COMMAND_LINE
 
     # every run this command records keeps the line that made it; forgotten when the command ends, so
     # a run started later from Python in the same process (a notebook, a test) is not credited to it
     token = COMMAND_LINE.set(list(sys.argv))
     ctx.call_on_close(lambda: COMMAND_LINE.reset(token))
+    # while a command runs, errors name settings by their flags (--rounds), not their fields (rounds)
+    flags = SPEAKS_FLAGS.set(True)
+    ctx.call_on_close(lambda: SPEAKS_FLAGS.reset(flags))
