@@ -66,12 +66,12 @@ class ABConfig(Config):
             raise ConfigError(f"--scenario {self.scenario!r} given; allowed: {', '.join(AB_SCENARIOS)}")
         check_at_least(
             [
-                ("--rounds", self.rounds, 3),
-                ("--repeats-per-round", self.repeats_per_round, 1),
-                ("--batch-size", self.batch_size, 1),
-                ("--prompt-length", self.prompt_length, 1),
-                ("--new-tokens", self.new_tokens, 2),
-                ("--warmup", self.warmup, 0),
+                ("rounds", self.rounds, 3),
+                ("repeats_per_round", self.repeats_per_round, 1),
+                ("batch_size", self.batch_size, 1),
+                ("prompt_length", self.prompt_length, 1),
+                ("new_tokens", self.new_tokens, 2),
+                ("warmup", self.warmup, 0),
             ]
         )
         if self.threads is not None:

@@ -11,6 +11,7 @@ import json
 from typing import Any, ClassVar, TypeVar
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 
 C = TypeVar("C", bound="Config")
 
@@ -66,16 +67,17 @@ def _from_jsonable(value: Any, field: dataclasses.Field) -> Any:
     return value
 
 
-def check_at_least(checks: list[tuple[str, Any, int]]) -> None:
-    """Each ``(name, value, low)``: ``value`` must be an integer (not a bool) of at least ``low``.
+def check_at_least(checks: list[tuple[Any, ...]]) -> None:
+    """Each ``(field, value, low)`` or ``(field, value, low, flag)``: ``value`` must be an integer (not
+    a bool) of at least ``low``.
 
-    ``name`` is how the user gave it (a flag such as ``--rounds``; ending in ``=`` for a ``key=value``
-    part, which the value follows directly).
+    ``field`` is the config's field name; ``flag`` how the CLI spells it when that is not ``--`` + the
+    field with dashes (ending in ``=`` for a ``key=value`` part, which the value follows directly).
 
     Raises:
         ConfigError: the first value out of range, naming it and the range allowed.
     """
-    for name, value, low in checks:
+    for field, value, low, *flag in checks:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            sep = "" if name.endswith("=") else " "
-            raise ConfigError(f"{name}{sep}{value!r} given; allowed: an integer >= {low}")
+            shown = given(field, value, *flag, quote=True)
+            raise ConfigError(f"{shown} given; allowed: an integer >= {low}")

@@ -88,16 +88,16 @@ class OptimizeConfig(Config):
             raise ConfigError(f"--objective {self.objective!r} given; allowed: {', '.join(OBJECTIVES)}")
         check_at_least(
             [
-                ("--batch-size", self.batch_size, 1),
-                ("--workload prompt=", self.prompt_length, 1),
-                ("--workload new=", self.new_tokens, 2),
-                ("--screen-rounds", self.screen_rounds, 3),
-                ("--screen-new-tokens", self.screen_new_tokens, 2),
-                ("--screen-tokens", self.screen_tokens, 64),
-                ("--full-rounds", self.full_rounds, 3),
-                ("--eval-tokens", self.eval_tokens, 64),
-                ("--finalists", self.finalists, 1),
-                ("--max-items", self.max_items, 1),
+                ("batch_size", self.batch_size, 1),
+                ("prompt_length", self.prompt_length, 1, "--workload prompt="),
+                ("new_tokens", self.new_tokens, 2, "--workload new="),
+                ("screen_rounds", self.screen_rounds, 3),
+                ("screen_new_tokens", self.screen_new_tokens, 2),
+                ("screen_tokens", self.screen_tokens, 64),
+                ("full_rounds", self.full_rounds, 3),
+                ("eval_tokens", self.eval_tokens, 64),
+                ("finalists", self.finalists, 1),
+                ("max_items", self.max_items, 1),
             ]
         )
         if self.max_trials is not None and self.max_trials < 1:

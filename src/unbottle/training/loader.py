@@ -35,9 +35,9 @@ class LoaderConfig(Config):
     def __post_init__(self) -> None:
         check_at_least(
             [
-                ("--batch-size", self.batch_size, 1),
-                ("--workers", self.workers, 0),
-                ("--prefetch", self.prefetch, 1),
+                ("batch_size", self.batch_size, 1),
+                ("workers", self.workers, 0),
+                ("prefetch", self.prefetch, 1),
             ]
         )
 

@@ -56,7 +56,7 @@ class TrainConfig(Config):
         ]:
             if value not in allowed:
                 raise ConfigError(f"{flag} {value!r} given; allowed: {', '.join(allowed)}")
-        check_at_least([("--max-steps", self.max_steps, 1), ("--grad-accum", self.grad_accum, 1)])
+        check_at_least([("max_steps", self.max_steps, 1), ("grad_accum", self.grad_accum, 1)])
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError(
                 "--precision fp16 given on the CPU; fp16 with loss scaling is for GPUs: "
