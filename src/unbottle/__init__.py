@@ -1,9 +1,9 @@
 """unbottle: find and remove the performance bottlenecks of transformer models.
 
 The verbs (``optimize``, ``profile``, ``bench``, ``evaluate``, ``ab``, ``compare``, ``report``,
-``apply``, ``train``, ``distill``) record their runs in the store exactly as the CLI does and return the document its
-``--json`` prints; the
-building blocks beneath them (``load``, ``benchmark``, ``apply_``, ``run_ab``, ...) record nothing.
+``apply``, ``train``, ``distill``) record their runs in the store exactly as the CLI does and return
+the document its ``--json`` prints (``progress=unbottle.reporting.progress.Progress()`` draws bars);
+the building blocks beneath them (``load``, ``benchmark``, ``apply_``, ``run_ab``, ...) record nothing.
 Everything is imported lazily so that ``import unbottle`` stays cheap (no torch import).
 """
 

@@ -9,9 +9,9 @@ import types
 from rich.console import Console
 from typer.testing import CliRunner
 
-from unbottle.cli import progress as progress_module
 from unbottle.cli.main import app
-from unbottle.cli.progress import BenchProgress, Progress
+from unbottle.reporting import progress as progress_module
+from unbottle.reporting.progress import BenchProgress, Progress
 
 
 def _console(terminal: bool) -> Console:

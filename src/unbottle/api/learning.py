@@ -27,7 +27,7 @@ def train(
             ``precision="bf16"``, ``compare=("naive", "base")``, ``output="runs/t1"``, ...).
         threads: torch threads; default the physical cores.
         store, progress: the store to record in (default ``$UNBOTTLE_HOME``) and a progress display
-            (``cli.progress.Progress``; default none).
+            (``reporting.progress.Progress``; default none).
 
     Under ``torchrun`` (``WORLD_SIZE`` set) each process calls this; only rank 0 records and returns
     the document, the others return ``{}``.

@@ -69,8 +69,8 @@ def ab(
     )
     goals = [Goal.parse(g) for g in goal or []]
     from unbottle.api.comparing import ab as run_ab
-    from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
+    from unbottle.reporting.progress import Progress
     from unbottle.store import Store
 
     store = Store()

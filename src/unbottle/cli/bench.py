@@ -15,7 +15,7 @@ from unbottle.cli.common import (
     int_list,
     str_list,
 )
-from unbottle.cli.progress import BenchProgress
+from unbottle.reporting.progress import BenchProgress
 
 EXAMPLES = """
 Examples:

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 
 from unbottle.core.errors import ConfigError, UnbottleError
+from unbottle.reporting.progress import err
 
 # Off a terminal (pipes, CI logs) rich assumes 80 columns and truncates tables; logs take wider lines.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,37 +21,53 @@ Examples:
 """
 
 
+_Teacher = Annotated[str, typer.Argument(help="Teacher model spec (a causal LM).")]
+_Student = Annotated[
+    str,
+    typer.Option(help="half | layers=N[,intermediate=M] (built from the teacher's layers) | a model spec."),
+]
+_Data = Annotated[str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")]
+_SeqLen = Annotated[int, typer.Option(help="Tokens per sample.")]
+_BatchSize = Annotated[int, typer.Option(help="Samples per micro-batch.")]
+_GradAccum = Annotated[int, typer.Option(help="Micro-batches per optimiser step.")]
+_MaxSteps = Annotated[int, typer.Option(help="Optimiser steps (each run).")]
+_Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
+_Alpha = Annotated[float, typer.Option(help="Weight of the KL term (1 - alpha: cross-entropy).")]
+_Temperature = Annotated[float, typer.Option(help="Softmax temperature of the KL term.")]
+_Precision = Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")]
+_Baseline = Annotated[
+    bool, typer.Option(help="Also train the same student without distillation (the measured gain).")
+]
+_EvalText = Annotated[
+    str | None, typer.Option(help="Held-out text file or folder [default: packaged Persuasion].")
+]
+_EvalTokens = Annotated[int, typer.Option(help="Held-out tokens for perplexity.")]
+_Window = Annotated[int, typer.Option(help="Perplexity window (tokens).")]
+_CheckpointEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end).")]
+_Output = Annotated[Path | None, typer.Option("--output", "-o", help="Run folder.")]
+_Resume = Annotated[bool, typer.Option(help="Continue both runs from their last checkpoints.")]
+
+
 @handle_errors
 def distill(
-    teacher: Annotated[str, typer.Argument(help="Teacher model spec (a causal LM).")],
-    student: Annotated[
-        str,
-        typer.Option(
-            help="half | layers=N[,intermediate=M] (built from the teacher's layers) | a model spec."
-        ),
-    ] = "half",
-    data: Annotated[
-        str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")
-    ] = None,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Samples per micro-batch.")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
-    max_steps: Annotated[int, typer.Option(help="Optimiser steps (each run).")] = 100,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
-    alpha: Annotated[float, typer.Option(help="Weight of the KL term (1 - alpha: cross-entropy).")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the KL term.")] = 2.0,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
-    baseline: Annotated[
-        bool, typer.Option(help="Also train the same student without distillation (the measured gain).")
-    ] = True,
-    eval_text: Annotated[
-        str | None, typer.Option(help="Held-out text file or folder [default: packaged Persuasion].")
-    ] = None,
-    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens for perplexity.")] = 8192,
-    window: Annotated[int, typer.Option(help="Perplexity window (tokens).")] = 512,
-    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end).")] = 0,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue both runs from their last checkpoints.")] = False,
+    teacher: _Teacher,
+    student: _Student = "half",
+    data: _Data = None,
+    seq_len: _SeqLen = 128,
+    batch_size: _BatchSize = 8,
+    grad_accum: _GradAccum = 1,
+    max_steps: _MaxSteps = 100,
+    lr: _Lr = 3e-4,
+    alpha: _Alpha = 0.5,
+    temperature: _Temperature = 2.0,
+    precision: _Precision = "fp32",
+    baseline: _Baseline = True,
+    eval_text: _EvalText = None,
+    eval_tokens: _EvalTokens = 8192,
+    window: _Window = 512,
+    checkpoint_every: _CheckpointEvery = 0,
+    output: _Output = None,
+    resume: _Resume = False,
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -62,7 +78,7 @@ def distill(
     distilled student and the plain student, on the same windows, with paired CIs.
     """
     from unbottle.api import distill as distill_verb
-    from unbottle.cli.progress import Progress
+    from unbottle.reporting.progress import Progress
     from unbottle.training.settings import DistillRun
 
     settings = DistillRun(

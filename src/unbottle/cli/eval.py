@@ -50,9 +50,9 @@ def eval_(
 ) -> None:
     """Evaluate accuracy with per-sample scores (windows, items), stored for paired comparisons."""
     from unbottle.api.accuracy import evaluate
-    from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
     from unbottle.evaluation import EvalConfig
+    from unbottle.reporting.progress import Progress
     from unbottle.store import Store
 
     config = EvalConfig(

@@ -24,48 +24,55 @@ Examples:
 """
 
 
+_Model = Annotated[str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")]
+_Objective = Annotated[str, typer.Option(help="decode, latency, ttft, prefill, throughput, size or memory.")]
+_Workload = Annotated[
+    str,
+    typer.Option(
+        help="The request to serve: prompt tokens in, new tokens out. Its prefill, decode and whole "
+        "latency are each verified; a phase that gets slower is named in the verdict."
+    ),
+]
+_Candidate = Annotated[
+    list[str] | None,
+    typer.Option(help="Passes to try, e.g. 'wo-int8 + compile'; repeat. [default: built-in]"),
+]
+_TimeBudget = Annotated[
+    str,
+    typer.Option(
+        help="Wall time for the search, verification included: 900, 900s, 15m, 1h. "
+        "Too little for one candidate and the verification is refused with the budget that fits."
+    ),
+]
+_MaxTrials = Annotated[int | None, typer.Option(help="Candidate trials at most (1 or more).")]
+_Task = Annotated[str | None, typer.Option(help="Multiple-choice task added to the guard.")]
+_EvalTokens = Annotated[int, typer.Option(help="Perplexity tokens for finalists and verification.")]
+_BatchSize = Annotated[int, typer.Option(help="Batch rows of the benchmark (throughput objective).")]
+_Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the winner.")]
+_Overwrite = Annotated[bool, typer.Option(help="Replace the output folder if it exists.")]
+_MemoryLimit = Annotated[float | None, typer.Option(help="MiB per trial worker [default: 75% of RAM].")]
+_Report = Annotated[
+    bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
+]
+
+
 @handle_errors
 def optimize(
-    model: Annotated[
-        str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")
-    ] = "smollm2-135m",
-    objective: Annotated[
-        str, typer.Option(help="decode, latency, ttft, prefill, throughput, size or memory.")
-    ] = "decode",
-    workload: Annotated[
-        str,
-        typer.Option(
-            help="The request to serve: prompt tokens in, new tokens out. Its prefill, decode and whole "
-            "latency are each verified; a phase that gets slower is named in the verdict."
-        ),
-    ] = "prompt=256,new=64",
+    model: _Model = "smollm2-135m",
+    objective: _Objective = "decode",
+    workload: _Workload = "prompt=256,new=64",
     goal: GoalOpt = None,
-    candidate: Annotated[
-        list[str] | None,
-        typer.Option(help="Passes to try, e.g. 'wo-int8 + compile'; repeat. [default: built-in]"),
-    ] = None,
-    time_budget: Annotated[
-        str,
-        typer.Option(
-            help="Wall time for the search, verification included: 900, 900s, 15m, 1h. "
-            "Too little for one candidate and the verification is refused with the budget that fits."
-        ),
-    ] = "13m",
-    max_trials: Annotated[int | None, typer.Option(help="Candidate trials at most (1 or more).")] = None,
-    task: Annotated[str | None, typer.Option(help="Multiple-choice task added to the guard.")] = None,
-    eval_tokens: Annotated[
-        int, typer.Option(help="Perplexity tokens for finalists and verification.")
-    ] = 4096,
-    batch_size: Annotated[int, typer.Option(help="Batch rows of the benchmark (throughput objective).")] = 1,
+    candidate: _Candidate = None,
+    time_budget: _TimeBudget = "13m",
+    max_trials: _MaxTrials = None,
+    task: _Task = None,
+    eval_tokens: _EvalTokens = 4096,
+    batch_size: _BatchSize = 1,
     threads: ThreadsOpt = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the winner.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace the output folder if it exists.")] = False,
-    memory_limit: Annotated[
-        float | None, typer.Option(help="MiB per trial worker [default: 75% of RAM].")
-    ] = None,
-    report: Annotated[
-        bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
-    ] = True,
+    output: _Output = None,
+    overwrite: _Overwrite = False,
+    memory_limit: _MemoryLimit = None,
+    report: _Report = True,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -97,7 +104,7 @@ def optimize(
 
 def log_line(quiet: bool, budget: Any = None) -> Any:
     """The search's log: ``[  12 s] line`` on stderr (above the bars on a terminal); each line also
-    moves ``budget``, a clock task of ``cli.progress`` over the time budget, if given."""
+    moves ``budget``, a clock task of ``reporting.progress`` over the time budget, if given."""
     import time
 
     start = time.monotonic()
@@ -115,8 +122,8 @@ def run_optimize(
     config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool, report: bool = True
 ) -> None:
     from unbottle.api.tuning import optimize, report_path
-    from unbottle.cli.progress import Progress
     from unbottle.cli.show import show_run
+    from unbottle.reporting.progress import Progress
     from unbottle.store import Store
 
     store = Store()

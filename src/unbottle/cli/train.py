@@ -31,59 +31,73 @@ Examples:
 """
 
 
+_Model = Annotated[
+    str, typer.Argument(help="Model spec: a tiny config to train from scratch, or a real model.")
+]
+_Data = Annotated[str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")]
+_SeqLen = Annotated[int, typer.Option(help="Tokens per sample.")]
+_BatchSize = Annotated[str, typer.Option(help="Samples per micro-batch, or auto (largest that fits).")]
+_GlobalBatch = Annotated[int | None, typer.Option(help="Samples per optimiser step (sets accumulation).")]
+_MemoryBudget = Annotated[
+    float | None,
+    typer.Option(
+        help="MiB a step may add to the loaded model, for --batch-size auto [default: 80% of free]."
+    ),
+]
+_GradAccum = Annotated[int, typer.Option(help="Micro-batches per optimiser step.")]
+_MaxSteps = Annotated[int, typer.Option(help="Optimiser steps.")]
+_Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
+_Precision = Annotated[
+    str, typer.Option(help="fp32, bf16 (autocast), bf16-pure, or fp16 (GPU, loss scaling).")
+]
+_Loss = Annotated[
+    str, typer.Option(help="full; chunked (output layer in chunks); fused (+ its gradient, fastest).")
+]
+_Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model and loss.")]
+_Checkpointing = Annotated[
+    bool, typer.Option(help="Activation checkpointing: recompute activations in backward.")
+]
+_Parallel = Annotated[str, typer.Option(help="With --nproc > 1: ddp or fsdp.")]
+_Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+_DataMode = Annotated[str, typer.Option(help="cache (tokenise once) or on-the-fly (naive).")]
+_Workers = Annotated[int, typer.Option(help="DataLoader workers.")]
+_EvalEvery = Annotated[int, typer.Option(help="Validate every N steps (0: at the end only).")]
+_CheckpointEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end only).")]
+_Output = Annotated[Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, model).")]
+_Resume = Annotated[bool, typer.Option(help="Continue from the last checkpoint in the run folder.")]
+_Nproc = Annotated[int, typer.Option(help="Processes (DDP through torchrun; gloo on CPU).")]
+_Compare = Annotated[str | None, typer.Option(help="Strategy A/B, e.g. naive,base,bf16 (first = reference).")]
+_Rounds = Annotated[int, typer.Option(help="Rounds of the strategy A/B.")]
+_SegmentSteps = Annotated[int, typer.Option(help="Steps per strategy per round in the A/B.")]
+
+
 @handle_errors
 def train(
-    model: Annotated[
-        str, typer.Argument(help="Model spec: a tiny config to train from scratch, or a real model.")
-    ],
-    data: Annotated[
-        str | None, typer.Option(help="Text file or folder of .txt [default: packaged Austen].")
-    ] = None,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
-    batch_size: Annotated[
-        str, typer.Option(help="Samples per micro-batch, or auto (largest that fits).")
-    ] = "8",
-    global_batch: Annotated[
-        int | None, typer.Option(help="Samples per optimiser step (sets accumulation).")
-    ] = None,
-    memory_budget: Annotated[
-        float | None,
-        typer.Option(
-            help="MiB a step may add to the loaded model, for --batch-size auto [default: 80% of free]."
-        ),
-    ] = None,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
-    max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 50,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
-    precision: Annotated[
-        str, typer.Option(help="fp32, bf16 (autocast), bf16-pure, or fp16 (GPU, loss scaling).")
-    ] = "fp32",
-    loss: Annotated[
-        str,
-        typer.Option(help="full; chunked (output layer in chunks); fused (+ its gradient, fastest)."),
-    ] = "full",
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model and loss.")] = False,
-    checkpointing: Annotated[
-        bool, typer.Option(help="Activation checkpointing: recompute activations in backward.")
-    ] = False,
-    parallel: Annotated[str, typer.Option(help="With --nproc > 1: ddp or fsdp.")] = "ddp",
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    data_mode: Annotated[str, typer.Option(help="cache (tokenise once) or on-the-fly (naive).")] = "cache",
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Validate every N steps (0: at the end only).")] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end only).")] = 0,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, model).")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in the run folder.")
-    ] = False,
-    nproc: Annotated[int, typer.Option(help="Processes (DDP through torchrun; gloo on CPU).")] = 1,
-    compare: Annotated[
-        str | None, typer.Option(help="Strategy A/B, e.g. naive,base,bf16 (first = reference).")
-    ] = None,
-    rounds: Annotated[int, typer.Option(help="Rounds of the strategy A/B.")] = 3,
-    segment_steps: Annotated[int, typer.Option(help="Steps per strategy per round in the A/B.")] = 5,
+    model: _Model,
+    data: _Data = None,
+    seq_len: _SeqLen = 128,
+    batch_size: _BatchSize = "8",
+    global_batch: _GlobalBatch = None,
+    memory_budget: _MemoryBudget = None,
+    grad_accum: _GradAccum = 1,
+    max_steps: _MaxSteps = 50,
+    lr: _Lr = 3e-4,
+    precision: _Precision = "fp32",
+    loss: _Loss = "full",
+    compile_: _Compile = False,
+    checkpointing: _Checkpointing = False,
+    parallel: _Parallel = "ddp",
+    device: _Device = "cpu",
+    data_mode: _DataMode = "cache",
+    workers: _Workers = 0,
+    eval_every: _EvalEvery = 0,
+    checkpoint_every: _CheckpointEvery = 0,
+    output: _Output = None,
+    resume: _Resume = False,
+    nproc: _Nproc = 1,
+    compare: _Compare = None,
+    rounds: _Rounds = 3,
+    segment_steps: _SegmentSteps = 5,
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -92,20 +106,11 @@ def train(
     import os
 
     from unbottle.api import train as train_verb
-    from unbottle.training.settings import TrainSettings
 
     argv = _argv(locals())  # the same command for each worker under --nproc
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} given; allowed: 1 or more")
-    settings = TrainSettings(
-        data=data, seq_len=seq_len, batch_size=_batch_size(batch_size), global_batch=global_batch,
-        memory_budget=memory_budget, grad_accum=grad_accum, max_steps=max_steps, lr=lr,
-        precision=precision, loss=loss, compile=compile_, checkpointing=checkpointing, parallel=parallel,
-        device=device, data_mode=data_mode, workers=workers, eval_every=eval_every,
-        checkpoint_every=checkpoint_every, output=str(output) if output else None, resume=resume,
-        compare=str_list(compare) if compare is not None else None, rounds=rounds,
-        segment_steps=segment_steps,
-    )  # fmt: skip
+    settings = _settings(locals())
     settings.spec(model)  # a run folder with checkpoints not resumed: refused before launching
     if nproc > 1 and compare is None and "WORLD_SIZE" not in os.environ:
         from unbottle.training.distributed import launch
@@ -113,17 +118,32 @@ def train(
         raise typer.Exit(launch(nproc, argv))  # options checked above, once, before launching
     rank = int(os.environ.get("RANK", "0"))
     quiet_saves(quiet or bool(rank))
-    from unbottle.cli.progress import Progress
+    from unbottle.reporting.progress import Progress
 
     with Progress(quiet or bool(rank)) as progress:  # only rank 0 shows and prints
         doc = train_verb(model, settings, threads=threads, progress=progress)
-    if rank:
-        return
-    shown = views.compare_table(doc["compare"]) if compare is not None else views.training(doc)
-    for part in shown if isinstance(shown, list) else [shown]:
-        out.print(part)
-    if json_:
-        print_json(doc)
+    if not rank:
+        for part in [views.compare_table(doc["compare"])] if compare is not None else views.training(doc):
+            out.print(part)
+        if json_:
+            print_json(doc)
+
+
+def _settings(params: dict[str, Any]) -> Any:
+    """The command's options as the verb's ``TrainSettings`` (same names, but for these four)."""
+    import dataclasses
+
+    from unbottle.training.settings import TrainSettings
+
+    same = {f.name: params[f.name] for f in dataclasses.fields(TrainSettings) if f.name in params}
+    compare = params["compare"]
+    return TrainSettings(**{
+        **same,
+        "compile": params["compile_"],
+        "batch_size": _batch_size(params["batch_size"]),
+        "output": str(params["output"]) if params["output"] else None,
+        "compare": str_list(compare) if compare is not None else None,
+    })  # fmt: skip
 
 
 def _batch_size(text: str) -> int | str:

@@ -78,7 +78,7 @@ def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str
 
 
 def run_distill(spec: TrainSpec, s: DistillSettings, say: Any, progress: Any = None) -> dict[str, Any]:
-    """Distil ``spec.model`` (the teacher) and measure; ``progress`` (a ``cli.progress.Progress``) draws
+    """Distil ``spec.model`` (the teacher) and measure; ``progress`` (a ``reporting.progress.Progress``) draws
     the evaluations and steps."""
     from unbottle.training.session import datasets, load_trainable
 

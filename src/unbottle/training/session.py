@@ -58,7 +58,7 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, validate and save; ``peaks`` (measured machine peaks) give the MFU; ``rank``/``world``
     place this process in a distributed run; ``batching``: ``--batch-size auto`` and
-    ``--global-batch``; ``progress`` (a ``cli.progress.Progress``) draws the steps."""
+    ``--global-batch``; ``progress`` (a ``reporting.progress.Progress``) draws the steps."""
     from unbottle.benchmarking.tracker import ResourceTracker
     from unbottle.training.trainer import Trainer
 

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Column
 from rich.text import Text
 
-from unbottle.cli.common import err
+# the one stderr console: the CLI's messages and errors print through it too, so they land above live bars
+err = Console(stderr=True, soft_wrap=True)
 
 PLAIN_EVERY_S = 15.0  # a plain line at least this often while a task advances
 PLAIN_PARTS = 10  # and at most one per tenth of a task's total
