@@ -40,23 +40,18 @@ def ab(
     _check_goal_metrics(goals, config, eval)
     progress, store = progress or Silent(), store_of(store)
     a_vs_a = model_a == model_b
-    src_a = resolve(model_a)
-    src_b = src_a if a_vs_a else resolve(model_b)
+    sources = [resolve(model_a)] if a_vs_a else [resolve(model_a), resolve(model_b)]  # both, then load
     threads = apply_threads(config.threads)
     key = noise_key(config.to_dict(), threads["torch_num_threads"])
     floor = None if a_vs_a else lookup_noise_floor(store, key)
-    progress.message(f"loading A: {src_a.describe()} …")
-    loaded_a = loaded_b = src_a.load()
-    if not a_vs_a:
-        progress.message(f"loading B: {src_b.describe()} …")
-        loaded_b = src_b.load()
-    run_config = {
-        "model_a": model_a,
-        "model_b": model_b,
-        "ab": config.to_dict(),
-        "eval": eval.to_dict() if eval else None,
-        "goals": [g.to_dict() for g in goals],
-    }
+    loaded = []
+    for name, source in zip("AB", sources, strict=False):
+        progress.message(f"loading {name}: {source.describe()} …")
+        loaded.append(source.load())
+    loaded_a, loaded_b = loaded[0], loaded[-1]
+    run_config = {"model_a": model_a, "model_b": model_b, "ab": config.to_dict(),
+                  "eval": eval.to_dict() if eval else None,
+                  "goals": [g.to_dict() for g in goals]}  # fmt: skip
     with store.recording("ab", f"{model_a} vs {model_b}", run_config, manifest(seed=config.seed)) as run:
         bar = progress.task(f"A/B {config.scenario}", config.rounds, "rounds")
         rounds = run_ab(loaded_a, loaded_b, config, progress=lambda _label, done, _s: bar.update(done))
@@ -65,19 +60,10 @@ def ab(
         comparisons = compare_rounds(rounds, floor[0] if floor else None)
         extra = _eval_part(loaded_a, loaded_b, eval, comparisons, run, progress)
         doc = _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, rounds.order, extra)
-        run.complete(
-            {
-                "comparison": doc,
-                "a_vs_a": a_vs_a,
-                "noise_key": key,
-                "model": loaded_a.info.to_dict(),
-                "model_b": loaded_b.info.to_dict(),
-                "threads": threads,
-                "order": rounds.order,
-                "noise_floor_pct": doc.get("noise_floor_pct"),
-                **extra.get("stored", {}),
-            }
-        )
+        stored = {"comparison": doc, "a_vs_a": a_vs_a, "noise_key": key, "model": loaded_a.info.to_dict(),
+                  "model_b": loaded_b.info.to_dict(), "threads": threads, "order": rounds.order,
+                  "noise_floor_pct": doc.get("noise_floor_pct")}  # fmt: skip
+        run.complete({**stored, **extra.get("stored", {})})
     return document(store, run.id)
 
 

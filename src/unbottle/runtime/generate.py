@@ -38,23 +38,10 @@ def greedy_generate(
     Raises:
         ValueError: sampling, beam search, or an argument this loop doesn't implement.
     """
-    import copy
-
     import torch
     from transformers import DynamicCache
 
-    config = copy.deepcopy(generation_config or model.generation_config)
-    unknown = sorted(k for k in kwargs if k not in _IGNORED and not hasattr(config, k))
-    if unknown:
-        raise ValueError(f"generate() got arguments this greedy loop doesn't implement: {unknown}")
-    for key, value in kwargs.items():
-        if key not in _IGNORED:
-            setattr(config, key, value)
-    if config.do_sample or (config.num_beams or 1) > 1:
-        raise ValueError(
-            f"do_sample={config.do_sample}, num_beams={config.num_beams} given; the ONNX Runtime model "
-            "generates greedily only: pass do_sample=False, num_beams=1"
-        )
+    config = _config(generation_config or model.generation_config, kwargs)
     prompt = torch.as_tensor(input_ids).long()
     batch, length = prompt.shape
     new = config.max_new_tokens if config.max_new_tokens is not None else config.max_length - length
@@ -62,23 +49,15 @@ def greedy_generate(
     pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
     mask = torch.ones_like(prompt) if attention_mask is None else torch.as_tensor(attention_mask).long()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding starts at 0
-    if cache_factory is not None:
-        cache = cache_factory(length + max(new, 0), batch)
-    else:
-        cache = DynamicCache(config=model.config)
+    factory = cache_factory or (lambda _length, _batch: DynamicCache(config=model.config))
+    cache = factory(length + max(new, 0), batch)
     done = torch.zeros(batch, dtype=torch.bool)
     tokens = [prompt]
     step_ids, step_positions = prompt, positions
     with torch.inference_mode():
         for step in range(max(new, 0)):
-            out = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
+                        cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
             logits = out.logits[:, -1, :].float()  # (B, V)
             if eos and step < (config.min_new_tokens or 0):
                 logits[:, eos] = float("-inf")
@@ -92,6 +71,25 @@ def greedy_generate(
             step_positions = step_positions[:, -1:] + 1  # (B, 1)
             mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype)], dim=1)  # (B, P + 1)
     return torch.cat(tokens, dim=1)
+
+
+def _config(base: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the generation config with ``overrides`` set; what this loop can't do is refused."""
+    import copy
+
+    config = copy.deepcopy(base)
+    unknown = sorted(k for k in overrides if k not in _IGNORED and not hasattr(config, k))
+    if unknown:
+        raise ValueError(f"generate() got arguments this greedy loop doesn't implement: {unknown}")
+    for key, value in overrides.items():
+        if key not in _IGNORED:
+            setattr(config, key, value)
+    if config.do_sample or (config.num_beams or 1) > 1:
+        raise ValueError(
+            f"do_sample={config.do_sample}, num_beams={config.num_beams} given; the ONNX Runtime model "
+            "generates greedily only: pass do_sample=False, num_beams=1"
+        )
+    return config
 
 
 def _ids(value: Any) -> list[int]:
