@@ -78,7 +78,7 @@ def test_settings_are_checked_by_their_field_names_before_any_run():
         unbottle.bench("tiny-llama", rounds=3)
     with pytest.raises(ConfigError, match=r"goal names unknown metric 'speed'"):
         unbottle.ab("tiny-llama", "tiny-llama", goals=["speed:percent-max-degradation=5"])
-    with pytest.raises(ConfigError, match=r"time_budget 'soon' given"):
+    with pytest.raises(ConfigError, match=r"time_budget='soon' given"):
         unbottle.optimize("tiny-llama", time_budget="soon")
     assert Store().list_runs() == []
 

@@ -95,9 +95,9 @@ def test_other_scenarios_compare_latency_and_throughput(tiny_llama, scenario):
     ("kwargs", "words"),
     [
         ({"scenario": "train"}, "allowed: decode, prefill, generate"),
-        ({"rounds": 2}, "--rounds 2"),
-        ({"batch_size": 0}, "--batch-size 0"),
-        ({"threads": 10_000}, "--threads 10000"),
+        ({"rounds": 2}, "rounds=2 given"),
+        ({"batch_size": 0}, "batch_size=0 given"),
+        ({"threads": 10_000}, "threads=10000 given"),
     ],
 )
 def test_ab_config_rejects_bad_values(kwargs, words):

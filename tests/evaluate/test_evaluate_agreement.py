@@ -116,7 +116,7 @@ def test_agreement_refuses_models_whose_tokenizers_differ(tiny_llama: Loaded) ->
         (dict(n_prompts=0), ["n_prompts=0"]),
         (dict(new_tokens=0), ["new_tokens=0"]),
         (dict(window=4096, prompt_length=4000, new_tokens=200), ["prompt_length + new_tokens is 4200"]),
-        (dict(eval_tokens=64), ["--eval-tokens", "window of 128"]),
+        (dict(eval_tokens=64), ["raise eval_tokens to at least 128", "window of 128"]),
     ],
 )
 def test_agreement_rejects_bad_sizes(tiny_llama: Loaded, kwargs: dict, words: list[str]) -> None:

@@ -21,13 +21,13 @@ def test_eval_config_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     "kwargs,words",
     [
-        (dict(eval_tokens=0), "--eval-tokens 0"),
-        (dict(window=-1), "--window -1"),
+        (dict(eval_tokens=0), "eval_tokens=0 given"),
+        (dict(window=-1), "window=-1 given"),
         (dict(window=1, stride=1, eval_tokens=10), "at least 2 tokens"),
-        (dict(stride=513), "--stride 513 is larger than --window 512"),
-        (dict(max_items=0), "--max-items 0"),
-        (dict(batch_size=0), "--batch-size 0"),
-        (dict(eval_tokens=100), "--eval-tokens 100 is less than one --window (512)"),
+        (dict(stride=513), "stride=513 is larger than window=512"),
+        (dict(max_items=0), "max_items=0 given"),
+        (dict(batch_size=0), "batch_size=0 given"),
+        (dict(eval_tokens=100), "eval_tokens=100 is less than one window (512)"),
     ],
 )
 def test_eval_config_rejects_bad_values(kwargs: dict, words: str) -> None:

@@ -31,7 +31,7 @@ def test_a_task_adds_the_one_point_accuracy_goal():
         ),
         (("accuracy:max-degradation=1",), None, "needs a task"),
         (("perplexity:percent-min-improvement=1",), None, "no speed optimisation can promise"),
-        (("decode.tokens_per_s:percent-min-improvement=10",), None, "--objective"),
+        (("decode.tokens_per_s:percent-min-improvement=10",), None, "chosen with objective"),
         (("perplexity:threshold=0.5",), None, "always > 1"),
         (("perplexity<1%",), None, "expected METRIC:KIND=VALUE"),
     ],
@@ -90,4 +90,4 @@ def test_a_bad_workload_names_the_part_and_the_form_allowed(text, why):
     with pytest.raises(ConfigError) as caught:
         parse_workload(text)
     message = str(caught.value)
-    assert why in message and f"--workload {text!r}" in message and "prompt=512,new=128" in message
+    assert why in message and f"workload={text!r} given" in message and "prompt=512,new=128" in message

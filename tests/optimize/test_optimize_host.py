@@ -28,8 +28,8 @@ def test_disturbance_flags_other_processes_holding_the_cores_the_threads_need():
     assert busy is not None and busy["free_cores"] == 1
     assert "other processes kept 1.0 of the 2 cores busy" in busy["reasons"][0]
     assert host.disturbance(_base(others=1.0, spread=2.0), METRIC, threads=1, floor_pct=None) is None
-    assert "--threads 1" in host.advice(busy, threads_fixed=False)
-    assert "--threads" not in host.advice(busy, threads_fixed=True)
+    assert "threads=1" in host.advice(busy, threads_fixed=False)
+    assert "threads" not in host.advice(busy, threads_fixed=True)
 
 
 def test_disturbance_judges_the_a_vs_a_spread_against_the_stored_floor_else_an_absolute_bound():

@@ -72,7 +72,7 @@ def test_make_plan_refuses_an_impossible_budget_with_the_budget_that_fits():
     with pytest.raises(ConfigError) as caught:
         planning.make_plan(CFG, RATES, _total(smallest) - 1)
     minutes = math.ceil((RATES.baseline_s + _total(smallest)) / 60)
-    assert f"needs about {minutes} min; give --time-budget {minutes + 1}m" in str(caught.value)
+    assert f"needs about {minutes} min; give time_budget={minutes + 1}m" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
@@ -108,7 +108,7 @@ def test_a_tight_budget_screens_at_smaller_sizes_and_a_resumed_search_plans_the_
 
 def test_an_impossible_budget_is_refused_after_the_baseline_and_before_any_candidate(fake_workers):
     fake_workers.baseline_s, fake_workers.eval_s = 400.0, {"screen": 40.0, "full": 160.0}
-    with pytest.raises(ConfigError, match=r"needs about \d+ min; give --time-budget \d+m"):
+    with pytest.raises(ConfigError, match=r"needs about \d+ min; give time_budget=\d+m"):
         _search(780, []).run()
     assert fake_workers.functions() == ["baseline"]
 

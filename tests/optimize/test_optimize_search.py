@@ -70,7 +70,7 @@ def test_no_applicable_pass_still_reports_the_baseline(tmp_path, monkeypatch):
 
 def test_max_trials_stops_the_search_and_says_so(tmp_path):
     doc = _search(tmp_path, candidates=("wo-int8", "dynamic-int8"), max_trials=1).run()
-    assert doc["not_tried"] == {"dynamic-int8": "--max-trials 1 reached"}
+    assert doc["not_tried"] == {"dynamic-int8": "max_trials=1 reached"}
     assert doc["winner"]["key"] == "wo-int8"  # screened only, then verified
 
 
@@ -87,7 +87,7 @@ def test_a_model_that_is_not_a_causal_lm_fails_clearly(tmp_path):
 
 def test_an_existing_output_is_refused_unless_overwrite_or_the_same_search(tmp_path):
     (tmp_path / "out").mkdir()
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="choose another output or pass overwrite"):
         _search(tmp_path)
     cfg = OptimizeConfig(model="tiny-llama", **SMALL)
     Search(cfg, Store(), tmp_path / "out", overwrite=True)  # accepted

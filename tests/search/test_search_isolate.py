@@ -42,3 +42,14 @@ def test_hanging_trial_is_killed_at_its_timeout():
     out = run_isolated("fake_trials:sleeps", {"s": 60}, timeout_s=1.5)
     assert out.status == "timeout" and "1.5 s" in out.reason
     assert out.seconds < 10
+
+
+def test_the_worker_names_settings_as_its_parent_does():
+    from unbottle.core.naming import SPEAKS_FLAGS
+
+    assert run_isolated("unbottle.core.naming:opt", "seq_len", timeout_s=60).result == "seq_len"
+    token = SPEAKS_FLAGS.set(True)  # as while a CLI command runs
+    try:
+        assert run_isolated("unbottle.core.naming:opt", "seq_len", timeout_s=60).result == "--seq-len"
+    finally:
+        SPEAKS_FLAGS.reset(token)

@@ -157,7 +157,7 @@ def test_load_pickle_only_folder_is_refused_without_allow_pickle(
         load(str(folder))
     message = str(err.value)
     assert message.startswith("pytorch_model.bin is a pickle checkpoint, which can run arbitrary code")
-    assert "pass --allow-pickle" in message and "weights_only=True" in message
+    assert "pass allow_pickle" in message and "weights_only=True" in message
 
 
 def test_load_pickle_only_folder_with_allow_pickle_matches_original_logits(
@@ -210,7 +210,7 @@ def test_load_single_pickle_file_is_refused_with_allow_pickle_hint(tmp_path: Pat
     message = str(err.value)
     assert message.startswith("weights.pt is a pickle checkpoint")
     assert message.endswith(
-        "--allow-pickle to load it with torch.load(weights_only=True) (on the folder that holds it)"
+        "allow_pickle to load it with torch.load(weights_only=True) (on the folder that holds it)"
     )
 
 

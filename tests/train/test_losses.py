@@ -55,5 +55,5 @@ def test_post_processed_logits_are_caught_by_the_first_use_check():
 
     model.forward = scaled
     assert head is model.get_output_embeddings()
-    with pytest.raises(ConfigError, match="use --loss full"):
+    with pytest.raises(ConfigError, match="use loss=full"):
         LossModel(model, "fused")(torch.randint(0, model.config.vocab_size, (2, 17)))

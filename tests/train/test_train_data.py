@@ -99,5 +99,5 @@ def test_the_loader_yields_whole_batches_with_workers(small_corpus, tiny_llama, 
 
 
 def test_loader_settings_are_checked():
-    with pytest.raises(ConfigError, match="--workers -1 given"):
+    with pytest.raises(ConfigError, match="workers=-1 given"):
         LoaderConfig(workers=-1)

@@ -75,7 +75,7 @@ def test_the_chunked_and_fused_losses_train_exactly_like_the_full_one(dataset, t
 
 
 def test_fp16_and_a_missing_gpu_are_refused_on_the_cpu(dataset, tmp_path):
-    with pytest.raises(ConfigError, match="use --precision bf16"):
+    with pytest.raises(ConfigError, match="use precision=bf16"):
         TrainConfig(precision="fp16")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):

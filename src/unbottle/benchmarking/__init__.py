@@ -19,6 +19,7 @@ from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.core.errors import BenchError
 from unbottle.core.measurement import Measurement
+from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
 
 __all__ = [
@@ -158,7 +159,7 @@ def _to_measurements(
 
 def _check_context(loaded: Any, config: BenchConfig) -> None:
     longest = max(max(config.prompt_lengths), config.decode_prompt_length + config.new_tokens)
-    check_positions(loaded, longest, "lower --prompt-lengths or --new-tokens")
+    check_positions(loaded, longest, f"lower {opt('prompt_lengths')} or {opt('new_tokens')}")
 
 
 def check_positions(loaded: Any, longest: int, fix: str) -> None:
@@ -177,7 +178,9 @@ def _to_device(model: Any, device: str) -> Any:
     import torch
 
     if not torch.cuda.is_available():
-        raise BenchError(f"--device {device} given but torch sees no CUDA device; use --device cpu")
+        raise BenchError(
+            f"{given('device', device)} given but torch sees no CUDA device; use {given('device', 'cpu')}"
+        )
     return model.to(device)
 
 

@@ -9,6 +9,7 @@ import dataclasses
 
 from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 
 SCENARIOS = ("prefill", "decode", "generate")
 
@@ -51,19 +52,21 @@ class BenchConfig(Config):
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown or not self.scenarios:
             raise ConfigError(f"scenario(s) {unknown or '(none)'} given; allowed: {', '.join(SCENARIOS)}")
-        _positive_list("--prompt-lengths", self.prompt_lengths)
-        _positive_list("--batch-sizes", self.batch_sizes)
-        _positive("--new-tokens", self.new_tokens, minimum=2)
-        _positive("--decode-prompt-length", self.decode_prompt_length)
-        _positive("--min-repeats", self.min_repeats)
+        _positive_list("prompt_lengths", self.prompt_lengths)
+        _positive_list("batch_sizes", self.batch_sizes)
+        _positive("new_tokens", self.new_tokens, minimum=2)
+        _positive("decode_prompt_length", self.decode_prompt_length)
+        _positive("min_repeats", self.min_repeats)
         if self.warmup < 0:
-            raise ConfigError(f"--warmup {self.warmup} given; allowed: 0 or more")
+            raise ConfigError(f"{given('warmup', self.warmup)} given; allowed: 0 or more")
         if not self.min_time_s >= 0:
-            raise ConfigError(f"--min-time {self.min_time_s} given; allowed: 0 or more seconds")
+            raise ConfigError(
+                f"{given('min_time_s', self.min_time_s, '--min-time')} given; allowed: 0 or more seconds"
+            )
         if self.threads is not None:
             check_threads(self.threads)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
+            raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
 
     def n_points(self) -> int:
         """How many scenario points a benchmark runs (the order of ``unbottle.benchmarking._points``): one per
@@ -82,19 +85,19 @@ def check_threads(threads: int) -> None:
     available = logical_cpus()
     if not 1 <= threads <= available:
         raise ConfigError(
-            f"--threads {threads} given; this machine lets this process use {available} CPU(s): "
+            f"{given('threads', threads)} given; this machine lets this process use {available} CPU(s): "
             f"use 1..{available}"
         )
 
 
-def _positive(flag: str, value: int, minimum: int = 1) -> None:
+def _positive(field: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{flag} {value!r} given; allowed: an integer >= {minimum}")
+        raise ConfigError(f"{given(field, value, quote=True)} given; allowed: an integer >= {minimum}")
 
 
-def _positive_list(flag: str, values: tuple[int, ...]) -> None:
+def _positive_list(field: str, values: tuple[int, ...]) -> None:
     if not values:
-        raise ConfigError(f"{flag} is empty; give at least one positive integer, e.g. 32,512")
+        raise ConfigError(f"{opt(field)} is empty; give at least one positive integer, e.g. 32,512")
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{flag} contains {v!r}; allowed: positive integers, e.g. 32,512")
+            raise ConfigError(f"{opt(field)} contains {v!r}; allowed: positive integers, e.g. 32,512")

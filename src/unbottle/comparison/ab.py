@@ -18,6 +18,7 @@ from unbottle.benchmarking.timing import make_timer
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
+from unbottle.core.naming import given
 from unbottle.data.prompts import make_prompts
 
 AB_SCENARIOS = ("decode", "prefill", "generate")
@@ -63,7 +64,9 @@ class ABConfig(Config):
 
     def __post_init__(self) -> None:
         if self.scenario not in AB_SCENARIOS:
-            raise ConfigError(f"--scenario {self.scenario!r} given; allowed: {', '.join(AB_SCENARIOS)}")
+            raise ConfigError(
+                f"{given('scenario', self.scenario, quote=True)} given; allowed: {', '.join(AB_SCENARIOS)}"
+            )
         check_at_least(
             [
                 ("rounds", self.rounds, 3),

@@ -10,6 +10,7 @@ from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
+from unbottle.core.naming import opt
 from unbottle.stats import MetricComparison
 
 SPEED_PREFIXES = ("prefill.", "decode.", "generate.")
@@ -38,7 +39,7 @@ def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, 
     if not common:
         raise ConfigError(
             "the two bench runs share no scenario point (same scenario and parameters); "
-            "run both with the same --prompt-lengths/--batch-sizes/--new-tokens"
+            f"run both with the same {opt('prompt_lengths')}/{opt('batch_sizes')}/{opt('new_tokens')}"
         )
     return {
         k: compare_samples(k, ka[k].unit, ka[k].higher_is_better, ka[k].samples, kb[k].samples, paired=False)

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from unbottle.core.errors import EvalError
+from unbottle.core.naming import given, opt
 from unbottle.evaluation.base import EvalResult
 from unbottle.evaluation.common import (
     Window,
@@ -76,7 +77,7 @@ def agreement(
     require_causal_lm(candidate, "agreement")
     check_same_vocab(candidate, reference)
     for loaded in (candidate, reference):
-        check_positions(loaded, window, f"window={window}", "lower --window")
+        check_positions(loaded, window, given("window", window), f"lower {opt('window')}")
         check_positions(loaded, prompt_length + new_tokens, "prompt_length + new_tokens", "shorten either")
     text, description = resolve_text(text, None)
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
@@ -85,7 +86,7 @@ def agreement(
         raise EvalError(
             f"prompt_length={prompt_length} given; with {highest} tokens to evaluate and "
             f"{stream.window_prefix} prefix token(s) per prompt it must lie between {lowest} and {highest}; "
-            "change prompt_length or raise --eval-tokens"
+            f"change prompt_length or raise {opt('eval_tokens')}"
         )
     windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
     details = {

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from unbottle.core.errors import EvalError
+from unbottle.core.naming import given, opt
 from unbottle.sources.base import Loaded
 
 
@@ -102,17 +103,22 @@ def check_sizes(**sizes: int | None) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise EvalError(f"{name}={value!r} given; allowed: a positive integer; set {flag} to 1 or more")
+            raise EvalError(
+                f"{given(name, value, quote=True)} given; allowed: a positive integer; "
+                f"set {opt(name)} to 1 or more"
+            )
 
 
 def check_window(window: int, stride: int) -> None:
     if window < 2:
-        raise EvalError(f"window={window} given; a window needs at least 2 tokens; set --window to 2 or more")
+        raise EvalError(
+            f"{given('window', window)} given; a window needs at least 2 tokens; "
+            f"set {opt('window')} to 2 or more"
+        )
     if stride > window:
         raise EvalError(
-            f"stride={stride} is larger than window={window}, which would skip tokens between windows; "
-            f"set --stride to at most {window}"
+            f"{given('stride', stride)} is larger than {given('window', window)}, which would skip tokens "
+            f"between windows; set {opt('stride')} to at most {window}"
         )
 
 

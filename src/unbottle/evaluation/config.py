@@ -6,6 +6,7 @@ import dataclasses
 
 from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,17 +42,17 @@ class EvalConfig(Config):
             if value is None and name == "max_items":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} {value!r} given; allowed: a positive integer")
+                raise ConfigError(f"{given(name, value, quote=True)} given; allowed: a positive integer")
         if self.window < 2:
-            raise ConfigError(f"--window {self.window} given; a window needs at least 2 tokens")
+            raise ConfigError(f"{given('window', self.window)} given; a window needs at least 2 tokens")
         if self.stride > self.window:
             raise ConfigError(
-                f"--stride {self.stride} is larger than --window {self.window}, which would skip tokens; "
+                f"{given('stride', self.stride)} is larger than {given('window', self.window)}, "
+                "which would skip tokens; "
                 f"use a stride of at most {self.window}"
             )
         if self.eval_tokens < self.window:
             raise ConfigError(
-                f"--eval-tokens {self.eval_tokens} is less than one --window ({self.window}); "
-                "raise --eval-tokens or lower --window"
+                f"{given('eval_tokens', self.eval_tokens)} is less than one {opt('window')} "
+                f"({self.window}); raise {opt('eval_tokens')} or lower {opt('window')}"
             )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import EvalError
+from unbottle.core.naming import given, opt
 from unbottle.data import EVAL_DESCRIPTION, EVAL_TEXT, packaged_text
 from unbottle.evaluation.convention import BosConvention, detect_convention
 
@@ -134,18 +135,20 @@ def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, descr
     prefix = list(convention.prefix)
     if convention.mode == "every-window" and window < len(prefix) + 2:
         raise EvalError(
-            f"window={window} given, but this tokenizer starts every window with {len(prefix)} prefix "
-            f"token(s) {prefix}, leaving fewer than 2 text tokens; set --window to {len(prefix) + 2} or more"
+            f"{given('window', window)} given, but this tokenizer starts every window with {len(prefix)} "
+            f"prefix token(s) {prefix}, leaving fewer than 2 text tokens; "
+            f"set {opt('window')} to {len(prefix) + 2} or more"
         )
     ids = prefix + list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
     n = min(len(ids), eval_tokens)
     if n < window:
         if eval_tokens < window:
-            fix = f"raise --eval-tokens to at least {window} or lower --window"
+            fix = f"raise {opt('eval_tokens')} to at least {window} or lower {opt('window')}"
         else:
-            fix = f"give a longer text or lower --window to {len(ids)} or less"
+            fix = f"give a longer text or lower {opt('window')} to {len(ids)} or less"
         raise EvalError(
-            f"{description} gives {len(ids)} tokens (BOS included) and --eval-tokens is {eval_tokens}, "
+            f"{description} gives {len(ids)} tokens (BOS included) and {opt('eval_tokens')} is "
+            f"{eval_tokens}, "
             f"so {n} tokens are evaluated: fewer than one window of {window}; {fix}"
         )
     return TokenStream(

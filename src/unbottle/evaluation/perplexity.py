@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unbottle.core.naming import given, opt
 from unbottle.evaluation.base import EvalResult
 from unbottle.evaluation.common import (
     Window,
@@ -73,7 +74,9 @@ def perplexity(
     check_sizes(eval_tokens=eval_tokens, window=window, stride=stride, batch_size=batch_size)
     check_window(window, stride)
     tokenizer = require_causal_lm(loaded, "perplexity")
-    check_positions(loaded, window, f"window={window}", f"set --window to {_limit(loaded)} or less")
+    check_positions(
+        loaded, window, given("window", window), f"set {opt('window')} to {_limit(loaded)} or less"
+    )
     text, description = resolve_text(text, None if source is None else str(source))
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
     windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)

@@ -14,6 +14,7 @@ from typing import Any
 
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 from unbottle.stats import Goal
 
 # objective name → (A/B scenario or None, metric name, unit, higher is better, what it is)
@@ -85,7 +86,9 @@ class OptimizeConfig(Config):
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"--objective {self.objective!r} given; allowed: {', '.join(OBJECTIVES)}")
+            raise ConfigError(
+                f"{given('objective', self.objective, quote=True)} given; allowed: {', '.join(OBJECTIVES)}"
+            )
         check_at_least(
             [
                 ("batch_size", self.batch_size, 1),
@@ -102,12 +105,13 @@ class OptimizeConfig(Config):
         )
         if self.max_trials is not None and self.max_trials < 1:
             raise ConfigError(
-                f"--max-trials {self.max_trials} given; allowed: 1 or more (a search that tries no "
+                f"{given('max_trials', self.max_trials)} given; allowed: 1 or more (a search that tries no "
                 "candidate has nothing to verify; `unbottle bench` and `unbottle eval` measure the "
                 "model alone)"
             )
         if not self.time_budget_s > 0:
-            raise ConfigError(f"--time-budget {self.time_budget_s!r} given; allowed: seconds > 0")
+            shown = given("time_budget_s", self.time_budget_s, "--time-budget", quote=True)
+            raise ConfigError(f"{shown} given; allowed: seconds > 0")
         if self.threads is not None:
             from unbottle.benchmarking.config import check_threads
 
@@ -124,10 +128,10 @@ class OptimizeConfig(Config):
             if g.metric not in ACCURACY_METRICS:
                 raise ConfigError(
                     f"goal {str(g)!r} is on {g.metric!r}; the accuracy guard takes goals on "
-                    f"{', '.join(ACCURACY_METRICS)} (the objective is chosen with --objective)"
+                    f"{', '.join(ACCURACY_METRICS)} (the objective is chosen with {opt('objective')})"
                 )
             if g.metric == "accuracy" and not self.task:
-                raise ConfigError(f"goal {str(g)!r} needs a task: add --task NAME")
+                raise ConfigError(f"goal {str(g)!r} needs a task: add {given('task', 'NAME')}")
             if g.kind in ("min-improvement", "percent-min-improvement"):
                 raise ConfigError(
                     f"goal {str(g)!r} asks accuracy to improve, which no speed optimisation can promise; "
@@ -173,16 +177,18 @@ class OptimizeConfig(Config):
         }
 
 
-def parse_duration(text: str | float, name: str = "time_budget") -> float:
-    """``900``, ``"900s"``, ``"15m"``, ``"1.5h"`` → seconds; ``name`` says what was given in an error."""
+def parse_duration(text: str | float, name: str | None = None) -> float:
+    """``900``, ``"900s"``, ``"15m"``, ``"1.5h"`` → seconds; ``name`` says what was given in an error
+    (default: ``time_budget``, ``--time-budget`` from the CLI)."""
     import re
 
+    shown = f"{name} {text!r}" if name else given("time_budget", text, quote=True)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
     if not match:
-        raise ConfigError(f"{name} {text!r} given; allowed: seconds or a duration like 900s, 15m, 1h")
+        raise ConfigError(f"{shown} given; allowed: seconds or a duration like 900s, 15m, 1h")
     value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
     if value <= 0:
-        raise ConfigError(f"{name} {text!r} given; it must be more than 0")
+        raise ConfigError(f"{shown} given; it must be more than 0")
     return value
 
 
@@ -193,17 +199,16 @@ def parse_workload(text: str) -> tuple[int, int]:
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         key, eq, value = part.partition("=")
         key = key.strip()
+        shown = given("workload", text, quote=True)
         if not eq or key not in values:
-            raise ConfigError(f"--workload {text!r} given: {part!r} is not understood; {allowed}")
+            raise ConfigError(f"{shown} given: {part!r} is not understood; {allowed}")
         try:
             values[key] = int(value)
         except ValueError:
-            raise ConfigError(
-                f"--workload {text!r} given: {key}={value!r} is not a number; {allowed}"
-            ) from None
+            raise ConfigError(f"{shown} given: {key}={value!r} is not a number; {allowed}") from None
         low = 1 if key == "prompt" else 2
         if values[key] < low:
-            raise ConfigError(f"--workload {text!r} given: {key} must be at least {low}; {allowed}")
+            raise ConfigError(f"{shown} given: {key} must be at least {low}; {allowed}")
     return values["prompt"], values["new"]
 
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from unbottle.comparison.noise import disturbed_above
+from unbottle.core.naming import given
 
 LOAD_SLACK_CORES = 0.5  # other processes may use this much of the cores our threads need
 
@@ -114,7 +115,7 @@ def advice(busy: dict[str, Any], threads_fixed: bool) -> str:
     """What to do about a busy host, in one clause."""
     free = busy.get("free_cores")
     if free is not None and free < busy["threads"] and not threads_fixed:
-        return f"re-run when the machine is quiet, or with --threads {free} (the cores left free)"
+        return f"re-run when the machine is quiet, or with {given('threads', free)} (the cores left free)"
     return "re-run when the machine is quiet"
 
 

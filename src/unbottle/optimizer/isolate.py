@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import psutil
 
+from unbottle.core.naming import SPEAKS_FLAGS
+
 Status = Literal["ok", "failed", "timeout", "out-of-memory", "crashed"]
 
 
@@ -69,7 +71,15 @@ def run_isolated(
     """
     with tempfile.TemporaryDirectory(prefix="unbottle-trial-") as tmp:
         result_path = Path(tmp) / "result.json"
-        message = json.dumps({"target": target, "payload": payload, "result_path": str(result_path)})
+        # the worker names settings as this process does (flags under the CLI, fields from Python)
+        message = json.dumps(
+            {
+                "target": target,
+                "payload": payload,
+                "result_path": str(result_path),
+                "speaks_flags": SPEAKS_FLAGS.get(),
+            }
+        )
         start = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "unbottle.optimizer.worker"],

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 
 # (field, smallest value it is scaled down to, what it is): screening first, then the verification.
 SCREEN_STEPS = (
@@ -229,13 +230,14 @@ def _refusal(cfg: Any, rates: Rates, smallest: Sizes) -> str:
     one, verify = screen_s(cfg, rates, smallest), verify_s(cfg, rates, smallest)
     needed = rates.baseline_s + one + verify
     minutes = math.ceil(needed / 60)
+    budget = given("time_budget_s", f"{cfg.time_budget_s:g}", "--time-budget")
     return (
-        f"--time-budget {cfg.time_budget_s:g} s can't hold one candidate and the verification of "
-        f"{cfg.model}: measured here, the baseline takes {rates.baseline_s:.0f} s, one screening trial "
-        f"about {one:.0f} s and the verification about {verify:.0f} s even at the smallest sizes "
-        f"({smallest.screen_rounds} rounds × {smallest.screen_new_tokens} tokens, {smallest.screen_tokens} "
-        f"and {smallest.eval_tokens} evaluation tokens), so the search needs about {minutes} min; "
-        f"give --time-budget {minutes + 1}m"
+        f"{budget} s can't hold one candidate and the verification of {cfg.model}: measured here, the "
+        f"baseline takes {rates.baseline_s:.0f} s, one screening trial about {one:.0f} s and the "
+        f"verification about {verify:.0f} s even at the smallest sizes ({smallest.screen_rounds} rounds × "
+        f"{smallest.screen_new_tokens} tokens, {smallest.screen_tokens} and {smallest.eval_tokens} "
+        f"evaluation tokens), so the search needs about {minutes} min; "
+        f"give {given('time_budget', f'{minutes + 1}m')}"
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from unbottle.comparison.document import comparison_document
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import opt
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
 from unbottle.stats import MetricComparison
@@ -108,7 +109,7 @@ def publish(search: Any, winner: dict[str, Any]) -> Path:
     elif not ((out / RECIPE_FILE).exists() and read_recipe(out).search == search.key):
         raise StoreError(
             f"the verified model's folder {staged} is gone and {out} does not hold it; "
-            "re-run with --overwrite to verify and save it again"
+            f"re-run with {opt('overwrite')} to verify and save it again"
         )
     for other in out.parent.glob(f".{out.name}.verify-*"):
         shutil.rmtree(other, ignore_errors=True)
@@ -236,4 +237,7 @@ def check_output(output: Path, overwrite: bool, key: str) -> None:
                 return
         except Exception:  # unreadable recipe: treat like any other existing folder
             pass
-    raise ConfigError(f"output folder {output} exists; choose another -o or pass --overwrite to replace it")
+    raise ConfigError(
+        f"output folder {output} exists; choose another {opt('output', flag='-o')} or pass "
+        f"{opt('overwrite')} to replace it"
+    )

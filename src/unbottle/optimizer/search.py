@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import BenchError, ConfigError
+from unbottle.core.naming import given, opt
 from unbottle.optimizer import host, judge
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
@@ -88,8 +89,9 @@ class Search:
         check_output(output, overwrite, self.key)
         if config.time_budget_s < MIN_BUDGET_S:
             raise ConfigError(
-                f"--time-budget {config.time_budget_s:g} s given; measuring the baseline alone needs at "
-                f"least {MIN_BUDGET_S:g} s (a few minutes for a real model): raise it"
+                f"{given('time_budget_s', f'{config.time_budget_s:g}', '--time-budget')} s given; measuring "
+                f"the baseline alone needs at least {MIN_BUDGET_S:g} s (a few minutes for a real model): "
+                "raise it"
             )
 
     # ---- clock -------------------------------------------------------------------------------
@@ -253,7 +255,8 @@ class Search:
         if data is None or data["status"] == "timeout":
             raise ConfigError(
                 f"the time budget ({self.cfg.time_budget_s:g} s) ran out while measuring the baseline; "
-                "give a larger --time-budget (the default model needs about 2 minutes for it)"
+                f"give a larger {opt('time_budget_s', flag='--time-budget')} (the default model needs about "
+                "2 minutes for it)"
             )
         if data["status"] != "ok":
             raise BenchError(f"measuring the baseline failed: {data['reason']}")
@@ -288,12 +291,13 @@ class Search:
         minutes = math.ceil((self.rates.baseline_s + 2 * self.plan.screen_s + self.plan.verify_s) / 60) + 1
         return (
             f"the time budget ({self.cfg.time_budget_s:g} s) ran out before any candidate finished "
-            f"screening (one was planned at {self.plan.screen_s:.0f} s); give --time-budget {minutes}m"
+            f"screening (one was planned at {self.plan.screen_s:.0f} s); "
+            f"give {given('time_budget', f'{minutes}m')}"
         )
 
     def screen(self, cand: Candidate, base: dict[str, Any], reserve: float) -> dict[str, Any] | None:
         if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
-            self.not_tried[cand.key] = f"--max-trials {self.cfg.max_trials} reached"
+            self.not_tried[cand.key] = f"{given('max_trials', self.cfg.max_trials)} reached"
             return None
         payload = self._payload(cand, base, "screen")
         data = self.trial(f"screen:{cand.key}", "measure", payload, reserve, self._cost("screen_s"))

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from unbottle.core.naming import opt
 from unbottle.optimizer.config import OptimizeConfig
 
 FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
@@ -38,7 +39,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         loaded = load_causal_lm(cfg.model)
         load_s = time.perf_counter() - start
-        check_positions(loaded, cfg.prompt_length + cfg.new_tokens, "give a shorter --workload")
+        check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
         own = own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
         for stage in ("screen", "full"):

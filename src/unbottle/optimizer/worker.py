@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from unbottle.core.naming import SPEAKS_FLAGS
+
 
 def _die_with_parent() -> None:
     """Linux: have the kernel kill this worker when the search process dies (even by SIGKILL), so
@@ -32,6 +34,7 @@ def main() -> None:
     _die_with_parent()
     job = json.loads(sys.stdin.read())
     module, _, attr = job["target"].partition(":")
+    SPEAKS_FLAGS.set(bool(job.get("speaks_flags")))  # errors name settings as the parent's caller knows them
     try:
         result = {"result": getattr(importlib.import_module(module), attr)(job["payload"])}
     except Exception as exc:  # every failure of the trial is data for the search, not a crash

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError, PassError
+from unbottle.core.naming import opt
 from unbottle.passes.base import HANDLERS, STAGE_ORDER, PassConfig, PassContext, PassReport
 from unbottle.passes.sizes import model_size
 
@@ -23,7 +24,8 @@ def check_composition(configs: list[PassConfig]) -> None:
         if STAGE_ORDER[later.stage] < STAGE_ORDER[earlier.stage]:
             raise ConfigError(
                 f"pass {later.name!r} ({later.stage}) cannot follow {earlier.name!r} ({earlier.stage}): "
-                "passes run in the order torch → compile → export → runtime; reorder the --pass options"
+                "passes run in the order torch → compile → export → runtime; "
+                f"reorder {opt('passes', flag='--pass')}"
             )
     for i, c in enumerate(configs):
         blockers = [e.name for e in configs[:i] if not type(e).exportable]
@@ -31,7 +33,7 @@ def check_composition(configs: list[PassConfig]) -> None:
             raise ConfigError(
                 f"pass {c.name!r} cannot export what {', '.join(repr(b) for b in blockers)} produce(s) "
                 "(quantized or bf16 layers); quantize inside the export instead, e.g. "
-                "--pass onnx:quantize=int8-block"
+                f"{opt('passes', flag='--pass')} onnx:quantize=int8-block"
             )
     for stage in ("compile", "export"):
         if sum(c.stage == stage for c in configs) > 1:

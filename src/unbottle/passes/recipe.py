@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError, ModelLoadError
+from unbottle.core.naming import opt
 from unbottle.passes.base import PassConfig
 
 RECIPE_FILE = "unbottle-recipe.json"
@@ -101,7 +102,10 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
     from unbottle.core.env import library_versions
 
     if out.exists() and not overwrite:
-        raise ConfigError(f"output folder {out} exists; choose another -o or pass --overwrite to replace it")
+        raise ConfigError(
+            f"output folder {out} exists; choose another {opt('output', flag='-o')} or pass "
+            f"{opt('overwrite')} to replace it"
+        )
     recipe.libraries = library_versions()
     recipe.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.parent.mkdir(parents=True, exist_ok=True)

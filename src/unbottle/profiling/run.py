@@ -8,6 +8,7 @@ from typing import Any
 
 from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +37,27 @@ class ProfileConfig(Config):
     def __post_init__(self) -> None:
         if not isinstance(self.prompt_length, int) or self.prompt_length < 8:
             raise ConfigError(
-                f"--prompt-length {self.prompt_length!r} given; a prefill window shorter than 8 tokens is "
-                "too short to see the phase: use 8 or more"
+                f"{given('prompt_length', self.prompt_length, quote=True)} given; a prefill window shorter "
+                "than 8 tokens is too short to see the phase: use 8 or more"
             )
         if not isinstance(self.decode_tokens, int) or self.decode_tokens < 4:
             raise ConfigError(
-                f"--decode-tokens {self.decode_tokens!r} given; fewer than 4 decode steps are too short "
-                "to see the phase: use 4 or more"
+                f"{given('decode_tokens', self.decode_tokens, quote=True)} given; fewer than 4 decode steps "
+                "are too short to see the phase: use 4 or more"
             )
         if self.threads is not None:
             from unbottle.benchmarking.config import check_threads
 
             check_threads(self.threads)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"--device {self.device!r} given; allowed: cpu, cuda, cuda:N")
+            raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
         if self.device.startswith("cuda"):
             import torch
 
             if not torch.cuda.is_available():
                 raise ConfigError(
-                    f"--device {self.device} given but no CUDA GPU is visible; use --device cpu"
+                    f"{given('device', self.device)} given but no CUDA GPU is visible; "
+                    f"use {given('device', 'cpu')}"
                 )
 
 
@@ -71,7 +73,8 @@ def trace_paths(trace_dir: str | None, label: str) -> dict[str, str | None]:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(
-            f"--trace {trace_dir!r}: cannot write there ({exc.strerror}); choose a writable folder"
+            f"{given('trace_dir', trace_dir, '--trace', quote=True)}: cannot write there ({exc.strerror}); "
+            "choose a writable folder"
         ) from None
     return {phase: str(folder / f"{label}-{phase}.trace.json") for phase in ("prefill", "decode")}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import opt
 from unbottle.reporting.markdown import render_markdown
 from unbottle.reporting.summary import build_report, report_json
 
@@ -69,7 +70,8 @@ def write_atomic(path: Path, text: str) -> Path:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise ConfigError(
-            f"cannot write the report to {path} ({exc.strerror or exc}); choose a writable file with -o"
+            f"cannot write the report to {path} ({exc.strerror or exc}); "
+            f"choose a writable file with {opt('path', flag='-o')}"
         ) from exc
     return path
 

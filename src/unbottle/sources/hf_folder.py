@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ModelLoadError
+from unbottle.core.naming import opt
 from unbottle.sources.base import (
     Loaded,
     ModelInfo,
@@ -32,7 +33,7 @@ def pickle_refusal(paths: list[Path]) -> str:
     names = ", ".join(p.name for p in paths)
     return (
         f"{names} is a pickle checkpoint, which can run arbitrary code when loaded; unbottle loads "
-        "safetensors or GGUF weights. Convert it to safetensors, or pass --allow-pickle to load it "
+        f"safetensors or GGUF weights. Convert it to safetensors, or pass {opt('allow_pickle')} to load it "
         "with torch.load(weights_only=True)"
     )
 

@@ -13,6 +13,7 @@ import gc
 from typing import Any
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 
 
 def _peak_bytes(model: Any, batch: int, seq_len: int, vocab: int, precision: str) -> float | None:
@@ -51,7 +52,7 @@ def find_micro_batch(
             if b == 1:
                 raise ConfigError(
                     f"one sample of {seq_len} tokens needs {peak or float('inf'):.3g} bytes, over the memory "
-                    f"budget of {budget_bytes:.3g}; lower --seq-len or raise the budget"
+                    f"budget of {budget_bytes:.3g}; lower {opt('seq_len')} or raise the budget"
                 )
             return {"batch": 1, "measured": measured, "budget_bytes": budget_bytes}
         measured[b] = peak
@@ -91,7 +92,8 @@ def accumulation(global_batch: int | None, micro: int, world: int) -> int:
     if global_batch < per_step or global_batch % per_step:
         nearest = max(per_step, global_batch // per_step * per_step)
         raise ConfigError(
-            f"--global-batch {global_batch} is not a multiple of micro-batch {micro} × {world} process(es) "
+            f"{given('global_batch', global_batch)} is not a multiple of micro-batch {micro} × {world} "
+            "process(es) "
             f"= {per_step}; use a multiple of {per_step} (e.g. {nearest})"
         )
     return global_batch // per_step

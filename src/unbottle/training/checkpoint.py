@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError, TrainError
+from unbottle.core.naming import given, opt
 
 PREFIX = "lm."  # the causal LM inside the loss module
 
@@ -70,7 +71,8 @@ def save(trainer: Any) -> Path:
             left = f"the previous checkpoint {kept.name} is intact" if kept else "there was none before"
             raise TrainError(
                 f"could not write the step-{trainer.step} checkpoint in {trainer.out}: "
-                f"{exc.strerror or exc}; {left} — free space or choose another -o, then rerun with --resume"
+                f"{exc.strerror or exc}; {left} — free space or choose another {opt('output', flag='-o')}, "
+                f"then rerun with {opt('resume')}"
             ) from exc
     if trainer.world > 1:
         import torch.distributed as dist
@@ -145,7 +147,7 @@ def _check_fits(trainer: Any, folder: Path, meta: dict[str, Any]) -> None:
     if meta.get("world", 1) != trainer.world:
         raise ConfigError(
             f"checkpoint {folder} was written by {meta.get('world', 1)} process(es); resume it with "
-            f"--nproc {meta.get('world', 1)} (the data position is per process)"
+            f"{given('nproc', meta.get('world', 1))} (the data position is per process)"
         )
 
 

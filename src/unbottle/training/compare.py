@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 
 WARMUP_STEPS = 2
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -42,8 +43,8 @@ def parse_strategies(text: str) -> list[str]:
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown or len(names) < 2:
         raise ConfigError(
-            f"--compare {text!r} given; give two or more of {', '.join(STRATEGIES)}, comma-separated "
-            "(the first is the reference)"
+            f"{given('compare', text, quote=True)} given; give two or more of {', '.join(STRATEGIES)}, "
+            "comma-separated (the first is the reference)"
         )
     return names
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 from unbottle.data import CORPORA, EVAL_TEXT
 
 HELD_OUT = EVAL_TEXT
@@ -64,12 +65,15 @@ def corpus_at(path: str) -> Corpus:
         files = tuple(sorted(p.rglob("*.txt")))
         if not files:
             raise ConfigError(
-                f"--data {path!r} is a folder without .txt files; give text files or a folder of them"
+                f"{given('data', path, quote=True)} is a folder without .txt files; "
+                "give text files or a folder of them"
             )
         return Corpus(files, f"{len(files)} file(s) in {p}")
     if p.is_file():
         return Corpus((p,), str(p))
-    raise ConfigError(f"--data {path!r} does not exist; give a UTF-8 text file or a folder of .txt files")
+    raise ConfigError(
+        f"{given('data', path, quote=True)} does not exist; give a UTF-8 text file or a folder of .txt files"
+    )
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -98,7 +102,7 @@ def token_cache(corpus: Corpus, tokenizer: Any, seq_len: int, root: Path | None 
     if ids.size < seq_len + 1:
         raise ConfigError(
             f"{corpus.description} gives {ids.size} tokens, fewer than one sequence of {seq_len} (+1 for the "
-            "labels); give more text or a smaller --seq-len"
+            f"labels); give more text or a smaller {opt('seq_len')}"
         )
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{key}.{os.getpid()}.npy"

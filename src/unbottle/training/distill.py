@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 from unbottle.training.losses import autocast
 
 _SPEC = re.compile(r"^(half|layers=\d+)(,intermediate=\d+)?$|^intermediate=\d+$")
@@ -42,14 +43,18 @@ def parse_shape(text: str, n_layers: int, intermediate: int | None) -> StudentSh
     keep = n_layers // 2 if "half" in parts else int(parts.get("layers", n_layers))
     width = int(parts["intermediate"]) if "intermediate" in parts else None
     if not 1 <= keep <= n_layers:
-        raise ConfigError(f"--student {text!r}: layers={keep}; allowed: 1 to the teacher's {n_layers}")
+        raise ConfigError(
+            f"{given('student', text, quote=True)}: layers={keep}; allowed: 1 to the teacher's {n_layers}"
+        )
     if width is not None and (intermediate is None or not 1 <= width <= intermediate):
         raise ConfigError(
-            f"--student {text!r}: intermediate={width}; allowed: 1 to the teacher's MLP width {intermediate}"
+            f"{given('student', text, quote=True)}: intermediate={width}; allowed: 1 to the teacher's MLP "
+            f"width {intermediate}"
         )
     if keep == n_layers and width in (None, intermediate):
         raise ConfigError(
-            f"--student {text!r} is as large as the teacher; give fewer layers or a narrower MLP"
+            f"{given('student', text, quote=True)} is as large as the teacher; give fewer layers or a "
+            "narrower MLP"
         )
     if keep == 1:
         return StudentShape((n_layers - 1,), width)
@@ -62,7 +67,7 @@ def _decoder_layers(model: Any) -> Any:
     if not isinstance(layers, torch.nn.ModuleList):
         raise ConfigError(
             f"{type(model).__name__} keeps no decoder layer list where unbottle looks "
-            "(model.<base>.layers); distil it into an existing model with --student MODEL"
+            f"(model.<base>.layers); distil it into an existing model with {given('student', 'MODEL')}"
         )
     return layers
 
@@ -117,7 +122,7 @@ def check_same_tokenizer(teacher: Any, student: Any, student_spec: str) -> None:
         raise ConfigError(
             f"student {student_spec!r} has another tokenizer than teacher {teacher.info.spec!r} "
             f"(output vocabularies {sizes[1]} vs {sizes[0]}); their distributions don't align: give a "
-            "student of the teacher's family, or a shape such as --student half"
+            f"student of the teacher's family, or a shape such as {given('student', 'half')}"
         )
 
 
@@ -132,8 +137,8 @@ class DistillLoss(torch.nn.Module):
         super().__init__()
         if not 0 <= alpha <= 1 or temperature <= 0:
             raise ConfigError(
-                f"--alpha {alpha} / --temperature {temperature} given; allowed: 0 <= alpha <= 1, "
-                "temperature > 0"
+                f"{given('alpha', alpha)} / {given('temperature', temperature)} given; allowed: "
+                "0 <= alpha <= 1, temperature > 0"
             )
         self.lm, self.alpha, self.temperature, self.dtype = student, alpha, temperature, dtype
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))

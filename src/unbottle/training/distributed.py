@@ -15,6 +15,8 @@ import subprocess
 import sys
 from typing import Any
 
+from unbottle.core.naming import given
+
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run the workers through torchrun on this machine; return torchrun's exit code."""
@@ -82,7 +84,9 @@ def fsdp(module: Any, lm: Any) -> Any:
     if layers is None:
         from unbottle.core.errors import ConfigError
 
-        raise ConfigError(f"--parallel fsdp: no decoder layers found in {type(lm).__name__}; use ddp")
+        raise ConfigError(
+            f"{given('parallel', 'fsdp')}: no decoder layers found in {type(lm).__name__}; use ddp"
+        )
     for layer in layers:
         fully_shard(layer)
     fully_shard(module)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
 
 LOSSES = ("full", "chunked", "fused")
 LOSS_CHUNK = 256  # positions per chunk
@@ -82,7 +83,7 @@ class LossModel(torch.nn.Module):
     def __init__(self, lm: Any, mode: str = "full", dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if mode not in LOSSES:
-            raise ConfigError(f"--loss {mode!r} given; allowed: {', '.join(LOSSES)}")
+            raise ConfigError(f"{given('loss', mode, quote=True)} given; allowed: {', '.join(LOSSES)}")
         self.lm, self.mode, self.dtype = lm, mode, dtype
         self.checked = mode == "full"
 
@@ -91,7 +92,9 @@ class LossModel(torch.nn.Module):
             return next_token_loss(self.lm, batch, self.dtype)
         head = self.lm.get_output_embeddings()
         if getattr(head, "bias", None) is not None:
-            raise ConfigError(f"--loss {self.mode} needs an output layer without bias; use --loss full")
+            raise ConfigError(
+                f"{given('loss', self.mode)} needs an output layer without bias; use {given('loss', 'full')}"
+            )
         decoder = getattr(self.lm, self.lm.base_model_prefix)
         with autocast(batch.device, self.dtype):
             hidden = decoder(input_ids=batch[:, :-1]).last_hidden_state.flatten(0, 1)
@@ -121,7 +124,7 @@ class LossModel(torch.nn.Module):
         got = float(loss.detach())
         if abs(got - full) > 1e-3 * abs(full):
             raise ConfigError(
-                f"--loss {self.mode} gives {got:.5f} where the model's own forward gives {full:.5f}: "
-                "this architecture post-processes its logits; use --loss full"
+                f"{given('loss', self.mode)} gives {got:.5f} where the model's own forward gives {full:.5f}: "
+                f"this architecture post-processes its logits; use {given('loss', 'full')}"
             )
         self.checked = True

@@ -18,6 +18,7 @@ from typing import Any
 
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 from unbottle.training.loader import LoaderConfig, ResumableSampler, make_loader, to_device
 from unbottle.training.losses import LOSSES, LossModel, next_token_loss
 
@@ -49,21 +50,24 @@ class TrainConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for flag, value, allowed in [
-            ("--loss", self.loss, LOSSES),
-            ("--precision", self.precision, PRECISIONS),
-            ("--parallel", self.parallel, PARALLEL),
+        for name, value, allowed in [
+            ("loss", self.loss, LOSSES),
+            ("precision", self.precision, PRECISIONS),
+            ("parallel", self.parallel, PARALLEL),
         ]:
             if value not in allowed:
-                raise ConfigError(f"{flag} {value!r} given; allowed: {', '.join(allowed)}")
+                raise ConfigError(f"{given(name, value, quote=True)} given; allowed: {', '.join(allowed)}")
         check_at_least([("max_steps", self.max_steps, 1), ("grad_accum", self.grad_accum, 1)])
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError(
-                "--precision fp16 given on the CPU; fp16 with loss scaling is for GPUs: "
-                "use --precision bf16 here (this CPU computes bf16 natively)"
+                f"{given('precision', 'fp16')} given on the CPU; fp16 with loss scaling is for GPUs: "
+                f"use {given('precision', 'bf16')} here (this CPU computes bf16 natively)"
             )
         if self.precision == "bf16-pure" and self.parallel == "fsdp":
-            raise ConfigError("--precision bf16-pure with --parallel fsdp is not supported; use bf16")
+            raise ConfigError(
+                f"{given('precision', 'bf16-pure')} with {given('parallel', 'fsdp')} is not supported; "
+                "use bf16"
+            )
 
     def autocast_dtype(self) -> Any:
         import torch
@@ -85,11 +89,13 @@ def _device(name: str) -> Any:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} given; allowed: cpu, cuda, cuda:N") from exc
+        raise ConfigError(f"{given('device', name, quote=True)} given; allowed: cpu, cuda, cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} given, but this machine has no CUDA GPU; use --device cpu")
+        raise ConfigError(
+            f"{given('device', name)} given, but this machine has no CUDA GPU; use {given('device', 'cpu')}"
+        )
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r} given; allowed: cpu, cuda, cuda:N")
+        raise ConfigError(f"{given('device', name, quote=True)} given; allowed: cpu, cuda, cuda:N")
     return device
 
 
@@ -115,15 +121,15 @@ class Trainer:
         if len(dataset) < loader.batch_size * world:
             raise ConfigError(
                 f"the training data has {len(dataset)} samples, fewer than one batch of "
-                f"{loader.batch_size} × {world} process(es); give more text, or a smaller --batch-size "
-                "or --seq-len"
+                f"{loader.batch_size} × {world} process(es); give more text, or a smaller "
+                f"{opt('batch_size')} or {opt('seq_len')}"
             )
         self.rank, self.world = rank, world
         self.device = _device(config.device)
         self.base = model.to(self.device)  # the plain module (checkpoints, saving)
         if config.checkpointing:
             if not getattr(model, "supports_gradient_checkpointing", False):
-                raise ConfigError(f"--checkpointing: {type(model).__name__} does not support it")
+                raise ConfigError(f"{opt('checkpointing')}: {type(model).__name__} does not support it")
             kwargs = {"use_reentrant": False}
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
