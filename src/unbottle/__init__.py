@@ -9,6 +9,7 @@ Everything is imported lazily so that ``import unbottle`` stays cheap (no torch 
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -44,8 +45,6 @@ __all__ = ["__version__", *_VERBS]
 
 def __getattr__(name: str) -> Any:
     if name in _VERBS:
-        import importlib
-
         module, _, attr = _VERBS[name].partition(":")
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'unbottle' has no attribute {name!r}")

@@ -9,14 +9,20 @@ baked), then the recipe's remaining passes re-applied in order, or the saved ONN
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+from unbottle.core.errors import ModelLoadError
 from unbottle.passes.apply import apply_
 from unbottle.passes.recipe import RECIPE_FILE, read_recipe
+from unbottle.runtime import OrtCausalLM
+from unbottle.runtime.genai_model import GenaiCausalLM
+from unbottle.runtime.hybrid_model import HybridCausalLM
+from unbottle.runtime.ort_model import META_FILE
 from unbottle.sources import resolve as resolve_source
-from unbottle.sources.base import Loaded, ModelSource
-from unbottle.sources.hf_folder import HFFolderSource
+from unbottle.sources.base import Loaded, ModelInfo, ModelSource
+from unbottle.sources.hf_folder import HFFolderSource, load_tokenizer
 
 
 def resolve(spec: str, allow_pickle: bool = False) -> ModelSource:
@@ -69,11 +75,6 @@ class RecipeSource(ModelSource):
 
     def _load_onnx(self, configs: list, start: float) -> Loaded:
         """The saved ONNX Runtime model, opened directly (no re-export)."""
-        from unbottle.core.errors import ModelLoadError
-        from unbottle.runtime import OrtCausalLM
-        from unbottle.sources.base import ModelInfo
-        from unbottle.sources.hf_folder import load_tokenizer
-
         folder = self.path / self.recipe.onnx
         if not folder.is_dir():
             raise ModelLoadError(
@@ -85,8 +86,6 @@ class RecipeSource(ModelSource):
         if (folder / "genai_config.json").exists() and torch_prefill:
             model = self._hybrid(folder, notes)
         elif (folder / "genai_config.json").exists():
-            from unbottle.runtime.genai_model import GenaiCausalLM
-
             model = GenaiCausalLM.load(folder)
         else:
             model = OrtCausalLM.load(folder)
@@ -106,12 +105,6 @@ class RecipeSource(ModelSource):
 
     def _hybrid(self, folder: Path, notes: list[str]):
         """The GenAI graph with the recipe's source model (float) for prompts (``genai:prefill=torch``)."""
-        import json
-
-        from unbottle.core.errors import ModelLoadError
-        from unbottle.runtime.hybrid_model import HybridCausalLM
-        from unbottle.runtime.ort_model import META_FILE
-
         if self.recipe.baked:
             raise ModelLoadError(
                 f"{self.path}: a torch-prefill GenAI model loads its float model from the recipe's source, "

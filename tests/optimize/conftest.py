@@ -84,5 +84,5 @@ class FakeWorkers:
 def fake_workers(monkeypatch) -> FakeWorkers:
     fake = FakeWorkers()
     monkeypatch.setattr("unbottle.optimizer.isolate.run_isolated", fake)
-    monkeypatch.setattr("unbottle.optimizer.search.REMEASURE_PAUSE_S", 0.0)
+    monkeypatch.setattr("unbottle.optimizer.baseline.REMEASURE_PAUSE_S", 0.0)
     return fake

@@ -18,8 +18,8 @@ import pytest
 from unbottle.core.errors import BenchError, ConfigError
 from unbottle.evaluation import EvalConfig, evaluate
 from unbottle.models import resolve
+from unbottle.optimizer import baseline as baseline_module
 from unbottle.optimizer import candidates as cm
-from unbottle.optimizer import search as search_module
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.trial import FAULT_ENV
@@ -136,7 +136,7 @@ def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path, monkeypa
     """The candidate is made slower on purpose (``slow:`` sleeps before each of its forward calls, many
     times a tiny-llama decode step), so the outcome holds on any host under any load."""
     monkeypatch.setenv(FAULT_ENV, "slow:wo-int8")
-    monkeypatch.setattr(search_module, "REMEASURE_PAUSE_S", 0.0)  # a busy host re-measures at once
+    monkeypatch.setattr(baseline_module, "REMEASURE_PAUSE_S", 0.0)  # a busy host re-measures at once
     search = _search(tmp_path, objective="decode", candidates=("wo-int8",), screen_rounds=3)
     doc = search.run()
     row = next(r for r in doc["trials"] if r["key"] == "screen:wo-int8")

@@ -63,7 +63,8 @@ def test_composition_refuses_export_after_torch_quantization():
 
 
 def test_unavailable_pass_is_refused_with_the_reason(tiny_llama, monkeypatch):
-    monkeypatch.setattr("unbottle.core.env.cpu_info", lambda: {"flags": {}})
+    for user in ("base", "precision"):  # a CPU without any of the flags the passes look for
+        monkeypatch.setattr(f"unbottle.passes.{user}.cpu_info", lambda: {"flags": {}})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PassError, match="fp16 needs a GPU or a CPU with AVX512-FP16"):
         apply_(tiny_llama, parse_pass("precision:dtype=float16"))

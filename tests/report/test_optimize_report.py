@@ -38,7 +38,7 @@ class _Search:
 @pytest.fixture
 def fake_search(monkeypatch, make_optimize_doc):
     monkeypatch.setattr(_Search, "make_doc", staticmethod(make_optimize_doc))
-    monkeypatch.setattr("unbottle.optimizer.search.Search", _Search)
+    monkeypatch.setattr("unbottle.api.tuning.Search", _Search)
     return _Search
 
 

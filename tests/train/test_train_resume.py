@@ -7,6 +7,7 @@ import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.models import load
+from unbottle.training import checkpoint
 from unbottle.training.data import TokenDataset, corpus_at, default_corpora, token_cache
 from unbottle.training.loader import LoaderConfig
 from unbottle.training.trainer import TrainConfig, Trainer, lr_factor
@@ -107,12 +108,12 @@ def test_a_disk_full_save_keeps_the_previous_checkpoint(dataset, tmp_path, monke
         real(dict(list(state.items())[:2]), path)  # a partial file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
     with pytest.raises(
         TrainError, match="No space left on device; the previous checkpoint step-0000001 is intact"
     ):
         t.save()
-    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    monkeypatch.setattr(checkpoint, "save_file", real)
     assert (tmp_path / "run" / "latest").read_text() == "step-0000001"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["latest", "step-0000001"]
     again = _trainer(dataset, tmp_path / "run")

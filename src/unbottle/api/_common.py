@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from unbottle.core.errors import ConfigError
+from unbottle.reporting.documents import run_document
+from unbottle.store import Store
 
 
 class _Quiet:
@@ -40,7 +43,6 @@ def store_of(store: Any) -> Any:
     """``store`` itself, or the default store (``$UNBOTTLE_HOME``, else ``./.unbottle``)."""
     if store is not None:
         return store
-    from unbottle.store import Store
 
     return Store()
 
@@ -48,8 +50,6 @@ def store_of(store: Any) -> Any:
 def config_of(kind: type, config: Any, settings: dict[str, Any]) -> Any:
     """``config`` as given, or ``kind(**settings)``; both at once, or an unknown setting, is refused
     naming the fields ``kind`` takes."""
-    import dataclasses
-
     if config is not None:
         if settings:
             raise ConfigError(
@@ -66,6 +66,4 @@ def config_of(kind: type, config: Any, settings: dict[str, Any]) -> Any:
 
 def document(store: Any, run_id: int) -> dict[str, Any]:
     """The run's JSON document, as ``--json`` prints it and ``unbottle runs show`` rebuilds it."""
-    from unbottle.reporting.documents import run_document
-
     return run_document(store.get_run(run_id), store.measurements(run_id))

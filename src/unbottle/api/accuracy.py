@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
+from unbottle.benchmarking import apply_threads
+from unbottle.evaluation import EvalConfig
+from unbottle.evaluation import evaluate as run_evaluations
+from unbottle.models import resolve
 
 
 def evaluate(
@@ -26,11 +30,6 @@ def evaluate(
         threads: torch threads; default the physical cores.
         store, progress, allow_pickle: as ``bench``.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.evaluation import EvalConfig
-    from unbottle.evaluation import evaluate as run_evaluations
-    from unbottle.models import resolve
-
     config = config_of(EvalConfig, config, settings)
     progress = progress or Silent()
     store = store_of(store)

@@ -6,6 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
+from unbottle.benchmarking import apply_threads
+from unbottle.comparison.ab import ABConfig, run_ab
+from unbottle.comparison.accuracy import compare_evals
+from unbottle.comparison.document import comparison_document
+from unbottle.comparison.noise import lookup_noise_floor, noise_floor_from, noise_key
+from unbottle.comparison.runs import compare_stored
+from unbottle.comparison.speed import compare_rounds
+from unbottle.core.env import manifest
+from unbottle.core.errors import ConfigError
+from unbottle.evaluation import evaluate
+from unbottle.models import resolve
+from unbottle.reporting.evals import eval_entry
+from unbottle.stats import Goal
 
 
 def ab(
@@ -29,13 +42,6 @@ def ab(
         goals: ``stats.Goal`` objects or ``"METRIC:KIND=VALUE"`` strings.
         store, progress: as ``bench``.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.comparison.ab import ABConfig, run_ab
-    from unbottle.comparison.noise import lookup_noise_floor, noise_key
-    from unbottle.comparison.speed import compare_rounds
-    from unbottle.core.env import manifest
-    from unbottle.models import resolve
-
     config, goals = config_of(ABConfig, config, settings), _goals(goals)
     _check_goal_metrics(goals, config, eval)
     progress, store = progress or Silent(), store_of(store)
@@ -70,9 +76,6 @@ def ab(
 def compare(run_a: int | str, run_b: int | str, *, goals: Any = (), store: Any = None) -> dict[str, Any]:
     """Compare two stored bench runs (unpaired) or eval runs (paired by sample) and record the result;
     return its document (``compare --json``). ``run_a``/``run_b``: ids or ``"last"``."""
-    from unbottle.comparison.document import comparison_document
-    from unbottle.comparison.runs import compare_stored
-
     goals, store = _goals(goals), store_of(store)
     a, b = store.get_run(run_a), store.get_run(run_b)
     comparisons = compare_stored(a, store.measurements(a.id), b, store.measurements(b.id))
@@ -86,15 +89,11 @@ def compare(run_a: int | str, run_b: int | str, *, goals: Any = (), store: Any =
 
 
 def _goals(goals: Any) -> list[Any]:
-    from unbottle.stats import Goal
-
     return [g if isinstance(g, Goal) else Goal.parse(g) for g in goals or ()]
 
 
 def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None:
     """Every goal names a metric this comparison measures (before anything loads)."""
-    from unbottle.core.errors import ConfigError
-
     known = config.metric_names()
     if eval_config is not None:
         known += ["perplexity"] + (["accuracy"] if eval_config.task else [])
@@ -107,9 +106,6 @@ def _check_goal_metrics(goals: list[Any], config: Any, eval_config: Any) -> None
 
 
 def _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, order, extra) -> dict[str, Any]:
-    from unbottle.comparison.document import comparison_document
-    from unbottle.comparison.noise import noise_floor_from
-
     more: dict[str, Any] = {"a_vs_a": a_vs_a, "noise_key": key, "order": order}
     if a_vs_a:
         more["noise_floor_pct"] = noise_floor_from({k: v for k, v in comparisons.items() if "." in k})
@@ -124,9 +120,6 @@ def _eval_part(loaded_a, loaded_b, eval_config, comparisons, run, progress) -> d
     """With an eval config: evaluate both on the same samples, add paired accuracy comparisons in place."""
     if eval_config is None:
         return {}
-    from unbottle.comparison.accuracy import compare_evals
-    from unbottle.evaluation import evaluate
-    from unbottle.reporting.evals import eval_entry
 
     progress.message("evaluating A …")
     evals_a = evaluate(loaded_a, eval_config, progress=progress.evaluations("A: "))

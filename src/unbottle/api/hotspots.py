@@ -6,6 +6,11 @@ import dataclasses
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
+from unbottle.benchmarking import apply_threads
+from unbottle.models import resolve
+from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
+from unbottle.profiling.run import trace_paths
+from unbottle.sources.base import require_causal_lm
 
 
 def profile(
@@ -25,12 +30,6 @@ def profile(
             ``trace_dir`` says otherwise.
         store, progress: as ``bench``.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.models import resolve
-    from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
-    from unbottle.profiling.run import trace_paths
-    from unbottle.sources.base import require_causal_lm
-
     progress, store = progress or Silent(), store_of(store)
     config = config_of(ProfileConfig, config, settings)
     if config.trace_dir is None:

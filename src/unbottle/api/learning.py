@@ -7,6 +7,14 @@ import dataclasses
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, store_of
+from unbottle.benchmarking import apply_threads
+from unbottle.core.env import manifest
+from unbottle.profiling.peaks import cached_peaks
+from unbottle.training.compare import parse_strategies
+from unbottle.training.distillation import DistillSettings, run_distill
+from unbottle.training.distributed import init_from_env, rank_device
+from unbottle.training.session import run_compare, run_training
+from unbottle.training.settings import DistillRun, TrainSettings
 
 
 def train(
@@ -32,18 +40,11 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE`` set) each process calls this; only rank 0 records and returns
     the document, the others return ``{}``.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.training.settings import TrainSettings
-
     config = config_of(TrainSettings, config, settings)
     spec = config.spec(model)
     progress = progress or Silent()
     if config.compare is not None:
         return _strategies(spec, config, apply_threads(threads), store_of(store), progress)
-    from unbottle.core.env import manifest
-    from unbottle.profiling.peaks import cached_peaks
-    from unbottle.training.distributed import init_from_env, rank_device
-    from unbottle.training.session import run_training
 
     rank, world = init_from_env(spec.train.device)
     spec = dataclasses.replace(
@@ -65,10 +66,6 @@ def train(
 
 def _strategies(spec: Any, config: Any, in_force: Any, store: Any, progress: Any) -> dict[str, Any]:
     """The strategy A/B: ``config.rounds`` interleaved segments per strategy from one starting state."""
-    from unbottle.core.env import manifest
-    from unbottle.training.compare import parse_strategies
-    from unbottle.training.session import run_compare
-
     names = parse_strategies(",".join(config.compare))
     steps = config.segment_steps
     spec = dataclasses.replace(
@@ -100,11 +97,6 @@ def distill(
             ``max_steps=100``, ``alpha=0.5``, ``output="distilled/smol-half"``, ...).
         threads, store, progress: as ``train``.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.env import manifest
-    from unbottle.training.distillation import DistillSettings, run_distill
-    from unbottle.training.settings import DistillRun
-
     config = config_of(DistillRun, config, settings)
     spec = config.spec(teacher)
     progress, store = progress or Silent(), store_of(store)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from unbottle.api._common import store_of
+from unbottle.reporting.output import write_report
+
 
 def report(
     run: int | str = "last",
@@ -18,7 +21,4 @@ def report(
 
     ``format``: ``html``, ``md`` or ``json``. Use ``reporting.output.render`` for the text alone.
     """
-    from unbottle.api._common import store_of
-    from unbottle.reporting.output import write_report
-
     return write_report(store_of(store), run, None if path is None else Path(path), format)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
+from unbottle.benchmarking import BenchConfig, apply_threads, benchmark
+from unbottle.core.env import manifest
+from unbottle.models import resolve
 
 
 def bench(
@@ -30,10 +33,6 @@ def bench(
     Raises:
         ConfigError, ModelLoadError: bad settings or a model that can't be loaded (before any run).
     """
-    from unbottle.benchmarking import BenchConfig, apply_threads, benchmark
-    from unbottle.core.env import manifest
-    from unbottle.models import resolve
-
     config = config_of(BenchConfig, config, settings)
     progress = progress or Silent()
     store = store_of(store)

@@ -6,6 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.api._common import Silent, store_of
+from unbottle.benchmarking import apply_threads
+from unbottle.core.errors import ConfigError, PassError
+from unbottle.models import resolve
+from unbottle.passes import check_composition, parse_pass, unavailable
+from unbottle.passes.recipe import apply_and_save
 
 
 def apply(
@@ -31,12 +36,6 @@ def apply(
         ConfigError, PassError: an unknown pass, a combination that can't work, a pass this machine
             can't run, or an existing output — all before the model loads.
     """
-    from unbottle.benchmarking import apply_threads
-    from unbottle.core.errors import ConfigError, PassError
-    from unbottle.models import resolve
-    from unbottle.passes import check_composition, parse_pass, unavailable
-    from unbottle.passes.recipe import apply_and_save
-
     configs = [parse_pass(p) if isinstance(p, str) else p for p in passes]
     check_composition(configs)
     for c in configs:

@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.api._common import config_of, document, store_of
+from unbottle.comparison.ab import ABConfig, ABRounds
+from unbottle.core.env import manifest
+from unbottle.core.errors import UnbottleError
+from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
+from unbottle.optimizer.search import Search
+from unbottle.reporting.output import write_report
 
 
 def optimize(
@@ -44,11 +50,6 @@ def optimize(
         store: as ``bench``.
         log: called with each line of the search's log; on_clock_start: when the budget's clock starts.
     """
-    from unbottle.comparison.ab import ABConfig, ABRounds
-    from unbottle.core.env import manifest
-    from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
-    from unbottle.optimizer.search import Search
-
     if time_budget is not None:
         settings["time_budget_s"] = parse_duration(time_budget)
     if workload is not None:
@@ -93,9 +94,6 @@ def report_path(output: Path, doc: dict[str, Any]) -> Path:
 
 def _write_report(store: Any, run_id: int, path: Path, log: Callable[[str], None] | None) -> None:
     """Write the run's HTML report; a failure only warns through ``log`` (the run is stored)."""
-    from unbottle.core.errors import UnbottleError
-    from unbottle.reporting.output import write_report
-
     try:
         write_report(store, run_id, path)
     except UnbottleError as exc:

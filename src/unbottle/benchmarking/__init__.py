@@ -11,16 +11,21 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from unbottle.benchmarking.config import SCENARIOS, BenchConfig, check_threads
 from unbottle.benchmarking.headline import headline
 from unbottle.benchmarking.runner import ProgressFn, repeat
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
+from unbottle.core.env import physical_cores, thread_settings
 from unbottle.core.errors import BenchError
 from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
+from unbottle.models import load
+from unbottle.sources import Loaded
 
 __all__ = [
     "SCENARIOS",
@@ -60,10 +65,6 @@ class BenchResult:
 
 def apply_threads(threads: int | None) -> dict[str, Any]:
     """Set torch's intra-op threads (default: physical cores); return the settings in force."""
-    import torch
-
-    from unbottle.core.env import physical_cores, thread_settings
-
     n = threads if threads is not None else physical_cores()
     check_threads(n)
     torch.set_num_threads(n)
@@ -87,9 +88,6 @@ def benchmark(
     Raises:
         BenchError: the model cannot run these scenarios (e.g. it is not a causal LM).
     """
-    from unbottle.models import load
-    from unbottle.sources import Loaded
-
     config = config or BenchConfig()
     threads = apply_threads(config.threads)
     loaded = model if isinstance(model, Loaded) else load(model)
@@ -175,7 +173,6 @@ def check_positions(loaded: Any, longest: int, fix: str) -> None:
 def _to_device(model: Any, device: str) -> Any:
     if device == "cpu":
         return model
-    import torch
 
     if not torch.cuda.is_available():
         raise BenchError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from unbottle.core.config import Config
+from unbottle.core.env import logical_cpus
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
 
@@ -80,8 +81,6 @@ class BenchConfig(Config):
 
 def check_threads(threads: int) -> None:
     """Threads must be between 1 and the CPUs this process may use."""
-    from unbottle.core.env import logical_cpus
-
     available = logical_cpus()
     if not 1 <= threads <= available:
         raise ConfigError(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from unbottle.benchmarking.runner import Samples
 from unbottle.benchmarking.timing import CpuTimer, CudaTimer
 from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
@@ -16,8 +18,6 @@ from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
 
 def prefill_once(model: Any, prompt: Any, timer: CpuTimer | CudaTimer) -> Samples:
     """One forward over the whole prompt ``(B, T)``, no cache kept."""
-    import torch
-
     with torch.inference_mode():
         timer.start()
         model(input_ids=prompt, use_cache=False, **forward_kwargs(model))
@@ -36,8 +36,6 @@ def decode_once(
     ``request_latency`` (the whole request: prompt in, ``new_tokens`` out). When
     ``record`` is a list, each step's ``(B, 1)`` token ids are appended to it (for checks).
     """
-    import torch
-
     kw = forward_kwargs(model)
     batch = prompt.shape[0]
     cache_kw = cache_keyword(model)
@@ -68,8 +66,6 @@ def decode_once(
 
 def generate_once(model: Any, prompt: Any, new_tokens: int, timer: CpuTimer | CudaTimer) -> Samples:
     """``model.generate`` from ``prompt`` to exactly ``new_tokens`` greedy tokens."""
-    import torch
-
     mask = torch.ones_like(prompt)
     pad = model.generation_config.pad_token_id
     if pad is None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 
 class CpuTimer:
     """``perf_counter`` stopwatch."""
@@ -26,8 +28,6 @@ class CudaTimer:
     """CUDA-event stopwatch; ``stop`` synchronises and returns seconds of device time."""
 
     def __init__(self, device: Any) -> None:
-        import torch
-
         self._torch = torch
         self.device = device
         self._start = torch.cuda.Event(enable_timing=True)

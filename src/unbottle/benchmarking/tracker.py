@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 
 from unbottle.core.measurement import Measurement
 
@@ -72,13 +73,9 @@ class ResourceTracker:
         hwm = _peak_rss_bytes() if self.peak_rss_method == "hwm" else None
         self.peak_rss_bytes = max(hwm or 0, max(self.rss_samples))
         if self.device.startswith("cuda"):
-            import torch
-
             self.cuda_max_allocated_bytes = torch.cuda.max_memory_allocated(self.device)
 
     def _start_cuda(self) -> None:
-        import torch
-
         torch.cuda.reset_peak_memory_stats(self.device)
         try:
             import pynvml

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api.comparing import ab as run_ab
 from unbottle.cli.common import (
     FailOnRegressionOpt,
     GoalOpt,
@@ -15,6 +16,12 @@ from unbottle.cli.common import (
     exit_on_regression,
     handle_errors,
 )
+from unbottle.cli.show import show_run
+from unbottle.comparison.ab import ABConfig
+from unbottle.evaluation import EvalConfig
+from unbottle.reporting.progress import Progress
+from unbottle.stats import Goal
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -49,10 +56,6 @@ def ab(
     quiet: QuietOpt = False,
 ) -> None:
     """Run A and B in alternating rounds; report B/A per metric with a paired bootstrap 95% CI."""
-    from unbottle.comparison.ab import ABConfig
-    from unbottle.evaluation import EvalConfig
-    from unbottle.stats import Goal
-
     config = ABConfig(
         scenario=scenario,
         rounds=rounds,
@@ -68,10 +71,6 @@ def ab(
         else None
     )
     goals = [Goal.parse(g) for g in goal or []]
-    from unbottle.api.comparing import ab as run_ab
-    from unbottle.cli.show import show_run
-    from unbottle.reporting.progress import Progress
-    from unbottle.store import Store
 
     store = Store()
     with Progress(quiet) as progress:

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api.speed import bench as run_bench
+from unbottle.benchmarking import BenchConfig
 from unbottle.cli.common import (
     AllowPickleOpt,
     JsonOpt,
@@ -15,7 +17,9 @@ from unbottle.cli.common import (
     int_list,
     str_list,
 )
+from unbottle.cli.show import show_run
 from unbottle.reporting.progress import BenchProgress
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -51,11 +55,6 @@ def bench(
     quiet: QuietOpt = False,
 ) -> None:
     """Benchmark prefill, decode (with KV cache) and generate; every raw sample goes to the store."""
-    from unbottle.api.speed import bench as run_bench
-    from unbottle.benchmarking import BenchConfig
-    from unbottle.cli.show import show_run
-    from unbottle.store import Store
-
     config = BenchConfig(
         scenarios=str_list(scenarios),
         prompt_lengths=int_list("--prompt-lengths", prompt_lengths),

@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api.comparing import compare as run_compare
 from unbottle.cli.common import FailOnRegressionOpt, GoalOpt, JsonOpt, exit_on_regression, handle_errors
+from unbottle.cli.show import show_run
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -26,10 +29,6 @@ def compare(
     json_: JsonOpt = False,
 ) -> None:
     """Compare two stored bench runs (unpaired) or eval runs (paired by sample); the result is stored."""
-    from unbottle.api.comparing import compare as run_compare
-    from unbottle.cli.show import show_run
-    from unbottle.store import Store
-
     store = Store()
     doc = run_compare(run_a, run_b, goals=goal or (), store=store)
     show_run(store, doc["run_id"], json_, doc)

@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api import distill as distill_verb
 from unbottle.cli.common import JsonOpt, QuietOpt, ThreadsOpt, handle_errors, out, print_json, quiet_saves
 from unbottle.reporting import views
+from unbottle.reporting.progress import Progress
+from unbottle.training.settings import DistillRun
 
 EXAMPLES = """
 Examples:
@@ -77,10 +80,6 @@ def distill(
     Loss: KL on temperature-softened logits + cross-entropy. Held-out perplexity of the teacher, the
     distilled student and the plain student, on the same windows, with paired CIs.
     """
-    from unbottle.api import distill as distill_verb
-    from unbottle.reporting.progress import Progress
-    from unbottle.training.settings import DistillRun
-
     settings = DistillRun(
         student=student, data=data, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum,
         max_steps=max_steps, lr=lr, alpha=alpha, temperature=temperature, precision=precision,

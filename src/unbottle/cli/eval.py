@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api.accuracy import evaluate
 from unbottle.cli.common import (
     AllowPickleOpt,
     JsonOpt,
@@ -13,6 +14,10 @@ from unbottle.cli.common import (
     ThreadsOpt,
     handle_errors,
 )
+from unbottle.cli.show import show_run
+from unbottle.evaluation import EvalConfig
+from unbottle.reporting.progress import Progress
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -49,12 +54,6 @@ def eval_(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate accuracy with per-sample scores (windows, items), stored for paired comparisons."""
-    from unbottle.api.accuracy import evaluate
-    from unbottle.cli.show import show_run
-    from unbottle.evaluation import EvalConfig
-    from unbottle.reporting.progress import Progress
-    from unbottle.store import Store
-
     config = EvalConfig(
         eval_text=eval_text,
         eval_tokens=eval_tokens,

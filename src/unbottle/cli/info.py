@@ -8,6 +8,8 @@ import typer
 from rich.table import Table
 
 from unbottle.cli.common import handle_errors, out, print_json
+from unbottle.core.env import manifest
+from unbottle.sources import MODELS
 
 
 @handle_errors
@@ -15,8 +17,6 @@ def models(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
 ) -> None:
     """List the known model names; any HF model folder or .gguf file path works too."""
-    from unbottle.sources import MODELS
-
     table = Table(title="known models (or give a model folder / .gguf path)", title_justify="left")
     table.add_column("name", style="bold")
     table.add_column("what it is")
@@ -32,8 +32,6 @@ def env(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
 ) -> None:
     """Print the environment manifest stored with every run."""
-    from unbottle.core.env import manifest
-
     doc = manifest()
     cpu = doc["cpu"]
     flags = ", ".join(k for k, v in cpu.get("flags", {}).items() if v) or "unknown"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from unbottle import __version__
 from unbottle.cli import ab, bench, compare, distill, info, optimize, passes, profile, report, runs, train
 from unbottle.cli import eval as eval_cli
+from unbottle.core.naming import SPEAKS_FLAGS
+from unbottle.store import COMMAND_LINE
 
 app = typer.Typer(
     name="unbottle",
@@ -43,10 +47,6 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
 ) -> None:
     """unbottle: profile → diagnose → apply → verify → report."""
-    import sys
-
-    from unbottle.core.naming import SPEAKS_FLAGS
-    from unbottle.store import COMMAND_LINE
 
     # every run this command records keeps the line that made it; forgotten when the command ends, so
     # a run started later from Python in the same process (a notebook, a test) is not credited to it

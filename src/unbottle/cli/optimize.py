@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from unbottle.api import tuning
 from unbottle.cli.common import GoalOpt, JsonOpt, QuietOpt, ThreadsOpt, err, handle_errors
+from unbottle.cli.show import show_run
+from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
+from unbottle.reporting.progress import Progress
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -80,9 +86,6 @@ def optimize(
 
     Re-running the same command after an interruption continues the search where it stopped.
     """
-    from unbottle.api.tuning import default_output
-    from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
-
     prompt_length, new_tokens = parse_workload(workload)
     config = OptimizeConfig(
         model=model,
@@ -99,14 +102,12 @@ def optimize(
         threads=threads,
         memory_limit_mib=memory_limit,
     )
-    run_optimize(config, output or default_output(model), overwrite, quiet, json_, report)
+    run_optimize(config, output or tuning.default_output(model), overwrite, quiet, json_, report)
 
 
 def log_line(quiet: bool, budget: Any = None) -> Any:
     """The search's log: ``[  12 s] line`` on stderr (above the bars on a terminal); each line also
     moves ``budget``, a clock task of ``reporting.progress`` over the time budget, if given."""
-    import time
-
     start = time.monotonic()
 
     def log(line: str) -> None:
@@ -121,11 +122,6 @@ def log_line(quiet: bool, budget: Any = None) -> Any:
 def run_optimize(
     config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool, report: bool = True
 ) -> None:
-    from unbottle.api.tuning import optimize, report_path
-    from unbottle.cli.show import show_run
-    from unbottle.reporting.progress import Progress
-    from unbottle.store import Store
-
     store = Store()
     with Progress(quiet) as progress:
         clock: list[Any] = []  # the time-budget bar, from when the search's clock starts
@@ -139,7 +135,7 @@ def run_optimize(
         def start_clock() -> None:
             clock.append(progress.task("optimize (time budget)", config.time_budget_s, "s", clock=True))
 
-        doc = optimize(
+        doc = tuning.optimize(
             config=config,
             output=output,
             overwrite=overwrite,
@@ -149,6 +145,6 @@ def run_optimize(
             on_clock_start=start_clock,
         )
     show_run(store, doc["run_id"], json_, doc)
-    path = report_path(output, doc["optimize"])
+    path = tuning.report_path(output, doc["optimize"])
     if report and path.exists():
         err.print(f"report: {path}", highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from unbottle.api.transform import apply as run_apply
 from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
@@ -17,6 +18,9 @@ from unbottle.cli.common import (
     out,
     print_json,
 )
+from unbottle.passes import PASSES, config_class, describe_params
+from unbottle.passes.recipe import read_recipe
+from unbottle.reporting import views
 
 APPLY_EXAMPLES = """
 Examples:
@@ -32,8 +36,6 @@ Examples:
 @handle_errors
 def passes(json_: JsonOpt = False) -> None:
     """List every pass: parameters, what it needs, and whether this machine can run it."""
-    from unbottle.passes import PASSES, config_class, describe_params
-
     table = Table(
         title="optimisation passes (--pass NAME:key=value,...)",
         title_justify="left",
@@ -91,10 +93,6 @@ def apply(
     quiet: QuietOpt = False,
 ) -> None:
     """Apply passes in order and save the result with its recipe (loadable by every verb)."""
-    from unbottle.api.transform import apply as run_apply
-    from unbottle.passes.recipe import read_recipe
-    from unbottle.reporting import views
-
     doc = run_apply(model, pass_, output, overwrite=overwrite, threads=threads, progress=StatusLines(quiet))
     out.print(views.reports_table(doc["reports"]))
     how = (

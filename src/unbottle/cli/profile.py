@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from unbottle.api.hotspots import profile as run_profile
 from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
@@ -13,6 +14,9 @@ from unbottle.cli.common import (
     ThreadsOpt,
     handle_errors,
 )
+from unbottle.cli.show import show_run
+from unbottle.profiling import ProfileConfig
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -40,11 +44,6 @@ def profile(
     quiet: QuietOpt = False,
 ) -> None:
     """Machine peaks, hotspots per phase and module group, roofline (MFU/MBU), ranked diagnosis."""
-    from unbottle.api.hotspots import profile as run_profile
-    from unbottle.cli.show import show_run
-    from unbottle.profiling import ProfileConfig
-    from unbottle.store import Store
-
     store = Store()
     config = ProfileConfig(
         prompt_length=prompt_length,

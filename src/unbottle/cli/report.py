@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from unbottle.cli.common import err, handle_errors
-from unbottle.reporting.output import ReportFormat
+from unbottle.reporting.output import ReportFormat, default_path, render, write_atomic
+from unbottle.reporting.summary import build_report
+from unbottle.store import Store
 
 EXAMPLES = """
 Examples:
@@ -37,10 +39,6 @@ def report(
     format_: Annotated[ReportFormat, typer.Option("--format", help="html, md or json.")] = ReportFormat.html,
 ) -> None:
     """Write the report of a stored run: verdict, headline ratios with CIs, charts, manifest, commands."""
-    from unbottle.reporting.output import default_path, render, write_atomic
-    from unbottle.reporting.summary import build_report
-    from unbottle.store import Store
-
     built = build_report(Store(), ref)
     text = render(built, format_)
     to_stdout = str(output) == "-" or (output is None and format_ is not ReportFormat.html)

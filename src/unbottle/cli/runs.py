@@ -8,6 +8,8 @@ import typer
 from rich.table import Table
 
 from unbottle.cli.common import handle_errors, out, print_json
+from unbottle.cli.show import show_run
+from unbottle.store import Store
 
 app = typer.Typer(help="List and show stored runs.", no_args_is_help=True)
 
@@ -20,8 +22,6 @@ def list_(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
 ) -> None:
     """List runs, newest first."""
-    from unbottle.store import Store
-
     store = Store()
     runs = store.list_runs(limit=limit, kind=kind)
     table = Table(title=f"runs in {store.path}", title_justify="left", header_style="bold")
@@ -53,7 +53,4 @@ def show(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
 ) -> None:
     """Show one run; its table is rebuilt from the stored raw samples."""
-    from unbottle.cli.show import show_run
-    from unbottle.store import Store
-
     show_run(Store(), ref, json_)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from unbottle.api import train as train_verb
 from unbottle.cli.common import (
     JsonOpt,
     QuietOpt,
@@ -19,6 +22,9 @@ from unbottle.cli.common import (
 )
 from unbottle.core.errors import ConfigError
 from unbottle.reporting import views
+from unbottle.reporting.progress import Progress
+from unbottle.training.distributed import launch
+from unbottle.training.settings import TrainSettings
 
 EXAMPLES = """
 Examples:
@@ -103,22 +109,15 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train MODEL; report tokens/s, where each step's time went, validation loss and MFU."""
-    import os
-
-    from unbottle.api import train as train_verb
-
     argv = _argv(locals())  # the same command for each worker under --nproc
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} given; allowed: 1 or more")
     settings = _settings(locals())
     settings.spec(model)  # a run folder with checkpoints not resumed: refused before launching
     if nproc > 1 and compare is None and "WORLD_SIZE" not in os.environ:
-        from unbottle.training.distributed import launch
-
         raise typer.Exit(launch(nproc, argv))  # options checked above, once, before launching
     rank = int(os.environ.get("RANK", "0"))
     quiet_saves(quiet or bool(rank))
-    from unbottle.reporting.progress import Progress
 
     with Progress(quiet or bool(rank)) as progress:  # only rank 0 shows and prints
         doc = train_verb(model, settings, threads=threads, progress=progress)
@@ -131,10 +130,6 @@ def train(
 
 def _settings(params: dict[str, Any]) -> Any:
     """The command's options as the verb's ``TrainSettings`` (same names, but for these four)."""
-    import dataclasses
-
-    from unbottle.training.settings import TrainSettings
-
     same = {f.name: params[f.name] for f in dataclasses.fields(TrainSettings) if f.name in params}
     compare = params["compare"]
     return TrainSettings(**{

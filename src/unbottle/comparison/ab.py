@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
+from unbottle.benchmarking import apply_threads, check_positions
 from unbottle.benchmarking.config import check_threads
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
@@ -121,10 +123,6 @@ def run_ab(
         config: the A/B settings.
         progress: called as ``progress(label, rounds_done, elapsed_s)``.
     """
-    import time
-
-    from unbottle.benchmarking import apply_threads, check_positions
-
     longest = config.prompt_length + (0 if config.scenario == "prefill" else config.new_tokens)
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")

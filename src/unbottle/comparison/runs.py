@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbottle.comparison.ab import ABConfig, ABRounds
+from unbottle.comparison.accuracy import compare_evals
+from unbottle.comparison.speed import compare_rounds, compare_samples
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
 from unbottle.core.naming import opt
+from unbottle.evaluation import EvalResult
 from unbottle.stats import MetricComparison
 
 SPEED_PREFIXES = ("prefill.", "decode.", "generate.")
@@ -32,8 +36,6 @@ def metric_keys(measurements: list[Measurement]) -> dict[str, Measurement]:
 
 
 def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, MetricComparison]:
-    from unbottle.comparison.speed import compare_samples
-
     ka, kb = metric_keys(a), metric_keys(b)
     common = [k for k in ka if k in kb]
     if not common:
@@ -53,8 +55,6 @@ def compare_stored(run_a: Any, ms_a: list[Measurement], run_b: Any, ms_b: list[M
     if kinds == ("bench", "bench"):
         return compare_bench_runs(ms_a, ms_b)
     if kinds == ("eval", "eval"):
-        from unbottle.comparison.accuracy import compare_evals
-        from unbottle.evaluation import EvalResult
 
         def evals(run):
             return [EvalResult.from_dict(e) for e in (run.result or {}).get("evals", [])]
@@ -72,11 +72,6 @@ def recompute_ab(run: Any, measurements: list[Measurement]) -> dict[str, MetricC
     Uses the per-round values, the per-sample evaluation scores and the noise floor the run used;
     the bootstrap is seeded, so the result equals what the run reported.
     """
-    from unbottle.comparison.ab import ABConfig, ABRounds
-    from unbottle.comparison.accuracy import compare_evals
-    from unbottle.comparison.speed import compare_rounds
-    from unbottle.evaluation import EvalResult
-
     result = run.result or {}
     config = ABConfig.from_dict(run.config["ab"])
     rounds = ABRounds.from_measurements(config, measurements, result.get("order", []))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unbottle.comparison.ab import AB_METRICS
 from unbottle.stats import (
     Estimate,
     MetricComparison,
@@ -63,8 +64,6 @@ def compare_samples(
 
 def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[str, MetricComparison]:
     """Every metric of an interleaved A/B (``unbottle.comparison.ab.ABRounds``), paired by round."""
-    from unbottle.comparison.ab import AB_METRICS
-
     out = {}
     for name, a_values in rounds.a.items():
         unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]

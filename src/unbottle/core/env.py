@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 
 import unbottle
 
@@ -172,10 +173,8 @@ def parse_lscpu_caches(caches: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _torch_cpu_capability() -> str | None:
     try:
-        import torch
-
         return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # torch missing or too old: the manifest must still be written
+    except Exception:  # an older torch without it: the manifest must still be written
         return None
 
 
@@ -195,18 +194,13 @@ def thread_settings() -> dict[str, Any]:
     """Torch's intra-/inter-op thread counts and the threading environment variables.
 
     Returns:
-        ``{"torch_num_threads", "torch_num_interop_threads"}`` (None without torch) and each of
+        ``{"torch_num_threads", "torch_num_interop_threads"}`` and each of
         ``THREAD_ENV_VARS`` as its string value or None when unset.
     """
-    try:
-        import torch
-
-        threads: dict[str, Any] = {
-            "torch_num_threads": torch.get_num_threads(),
-            "torch_num_interop_threads": torch.get_num_interop_threads(),
-        }
-    except ImportError:
-        threads = {"torch_num_threads": None, "torch_num_interop_threads": None}
+    threads: dict[str, Any] = {
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+    }
     return {**threads, **{name: os.environ.get(name) for name in THREAD_ENV_VARS}}
 
 
@@ -218,12 +212,10 @@ def gpu_info() -> list[dict[str, Any]]:
         ``multiprocessors``, ``cuda_version`` (torch's CUDA runtime) and ``driver_version`` (or None).
     """
     try:
-        import torch
-
         if not torch.cuda.is_available():
             return []
         count = torch.cuda.device_count()
-    except Exception:  # no torch, or a broken CUDA install: report no GPU rather than fail the run
+    except Exception:  # a broken CUDA install: report no GPU rather than fail the run
         return []
     driver = _nvidia_driver_version()
     devices = []

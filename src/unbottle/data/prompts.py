@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
+
 from unbottle.data import EVAL_TEXT, packaged_text
 
 CORPUS = EVAL_TEXT  # benchmark prompts read the evaluation text: timing, not scoring
@@ -30,8 +32,6 @@ def make_prompts(tokenizer: Any, vocab_size: int, batch_size: int, length: int, 
         length: tokens per row.
         seed: selects the windows (or the random ids).
     """
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     if tokenizer is None:
         return torch.randint(0, vocab_size, (batch_size, length), generator=gen)

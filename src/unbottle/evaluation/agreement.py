@@ -12,6 +12,8 @@ import inspect
 import time
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import EvalError
 from unbottle.core.naming import given, opt
 from unbottle.evaluation.base import EvalResult
@@ -66,13 +68,38 @@ def agreement(
     Raises:
         EvalError: the vocabularies differ, a size is invalid, or the text is unusable.
     """
-    import torch
-
     start = time.perf_counter()
     stride = window if stride is None else stride
     sizes = dict(eval_tokens=eval_tokens, window=window, stride=stride, n_prompts=n_prompts)
     check_sizes(**sizes, prompt_length=prompt_length, new_tokens=new_tokens, batch_size=batch_size)
     check_window(window, stride)
+    stream, description = _stream(candidate, reference, text, eval_tokens, window, prompt_length, new_tokens)
+    windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
+    details = {"candidate": candidate.info.spec, "reference": reference.info.spec, "corpus": description,
+               "eval_tokens": len(stream.ids), "eval_tokens_requested": eval_tokens, "window": window,
+               "stride": stride, "n_windows": len(windows), "scored_tokens": sum(w.n_scored for w in windows),
+               **stream.convention.details(), "batch_size": batch_size}  # fmt: skip
+    with torch.inference_mode():
+        kl, top1 = _window_agreement(candidate.model, reference.model, stream.ids, windows, batch_size)
+        seconds = time.perf_counter() - start
+        greedy = _greedy_result(candidate, reference, stream.ids, stream.window_prefix, n_prompts,
+                                prompt_length, new_tokens, batch_size)  # fmt: skip
+    greedy.details = {**details, **greedy.details}
+    return [
+        _per_window(metric, sums, windows, higher, unit, seconds, details)
+        for metric, sums, higher, unit in (
+            ("kl_divergence", kl, False, "nats/token"),
+            ("top1_agreement", top1, True, "fraction"),
+        )
+    ] + [greedy]
+
+
+def _stream(
+    candidate: Loaded, reference: Loaded, text: str | None, eval_tokens: int, window: int,
+    prompt_length: int, new_tokens: int,
+) -> tuple[Any, str]:  # fmt: skip
+    """The token stream both models are scored on, and its description; refused when the two models
+    can't be compared or the sizes don't fit them or the text."""
     tokenizer = require_causal_lm(reference, "agreement")
     require_causal_lm(candidate, "agreement")
     check_same_vocab(candidate, reference)
@@ -88,41 +115,7 @@ def agreement(
             f"{stream.window_prefix} prefix token(s) per prompt it must lie between {lowest} and {highest}; "
             f"change prompt_length or raise {opt('eval_tokens')}"
         )
-    windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
-    details = {
-        "candidate": candidate.info.spec,
-        "reference": reference.info.spec,
-        "corpus": description,
-        "eval_tokens": len(stream.ids),
-        "eval_tokens_requested": eval_tokens,
-        "window": window,
-        "stride": stride,
-        "n_windows": len(windows),
-        "scored_tokens": sum(w.n_scored for w in windows),
-        **stream.convention.details(),
-        "batch_size": batch_size,
-    }
-    with torch.inference_mode():
-        kl, top1 = _window_agreement(candidate.model, reference.model, stream.ids, windows, batch_size)
-        seconds = time.perf_counter() - start
-        greedy = _greedy_result(
-            candidate,
-            reference,
-            stream.ids,
-            stream.window_prefix,
-            n_prompts,
-            prompt_length,
-            new_tokens,
-            batch_size,
-        )
-    greedy.details = {**details, **greedy.details}
-    return [
-        _per_window(metric, sums, windows, higher, unit, seconds, details)
-        for metric, sums, higher, unit in (
-            ("kl_divergence", kl, False, "nats/token"),
-            ("top1_agreement", top1, True, "fraction"),
-        )
-    ] + [greedy]
+    return stream, description
 
 
 def check_same_vocab(candidate: Loaded, reference: Loaded) -> None:
@@ -168,8 +161,6 @@ def _window_agreement(
     candidate: Any, reference: Any, ids: Any, windows: list[Window], batch_size: int
 ) -> tuple[list[float], list[float]]:
     """Per window: summed KL(ref || cand) in nats and count of equal argmaxes over its scored tokens."""
-    import torch
-
     kl_sums: list[float] = []
     agree_sums: list[float] = []
     for batch in batches_of_equal_length(windows, batch_size):
@@ -202,8 +193,6 @@ def _greedy_result(
     With a per-window prefix (``prefix > 0``) each prompt is the prefix then ``prompt_length -
     prefix`` stream tokens taken after the stream's own prefix.
     """
-    import torch
-
     start = time.perf_counter()
     span = prompt_length - prefix
     starts = torch.linspace(prefix, len(ids) - span, n_prompts).round().long().tolist()
@@ -238,7 +227,6 @@ def _greedy_matches(
 
 def _greedy(model: Any, prompts: Any, new_tokens: int) -> Any:
     """Greedy-decode ``new_tokens`` tokens after each prompt with the KV cache: (B, new_tokens) on CPU."""
-    import torch
     from transformers import DynamicCache
 
     params = inspect.signature(model.forward).parameters

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import EvalError
 from unbottle.core.naming import given, opt
 from unbottle.sources.base import Loaded
@@ -81,8 +83,6 @@ def plan_windows(n_tokens: int, window: int, stride: int, prefix: int = 0) -> li
 
 def window_inputs(ids: Any, batch: list[Window]) -> Any:
     """The model inputs of windows of one length, ``(B, T)``: each one's prefix, then its span."""
-    import torch
-
     return torch.stack([torch.cat([ids[: w.prefix], ids[w.begin : w.end]]) for w in batch])  # (B, T)
 
 
@@ -154,8 +154,6 @@ def model_vocab_size(model: Any) -> int:
 
 
 def device_of(model: Any) -> Any:
-    import torch
-
     try:
         return next(model.parameters()).device
     except StopIteration:

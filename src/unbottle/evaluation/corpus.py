@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import EvalError
 from unbottle.core.naming import given, opt
 from unbottle.data import EVAL_DESCRIPTION, EVAL_TEXT, packaged_text
@@ -129,8 +131,6 @@ def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, descr
         EvalError: fewer tokens than one window remain, or (``every-window``) the window is too
             short to hold the prefix and two text tokens.
     """
-    import torch
-
     convention = detect_convention(tokenizer)
     prefix = list(convention.prefix)
     if convention.mode == "every-window" and window < len(prefix) + 2:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import EvalError
 from unbottle.evaluation.base import EvalResult
 from unbottle.evaluation.common import check_positions, check_sizes, device_of, require_causal_lm
@@ -55,8 +57,6 @@ def multiple_choice(
         EvalError: invalid sizes, a model without tokenizer, a task that can't be loaded, or a
             sequence longer than the model's positions.
     """
-    import torch
-
     start = time.perf_counter()
     check_sizes(max_items=max_items, batch_size=batch_size)
     tokenizer = require_causal_lm(loaded, "multiple-choice")
@@ -69,7 +69,6 @@ def multiple_choice(
     for index, scores in zip(chosen, logprobs, strict=True):
         predicted = max(range(len(scores)), key=scores.__getitem__)  # first of equal maxima
         correct.append(1.0 if predicted in task.items[index].correct else 0.0)
-    items = [task.items[i] for i in chosen]
     return EvalResult(
         evaluator="multiple-choice",
         metric="accuracy",
@@ -81,21 +80,28 @@ def multiple_choice(
         sample_ids=[str(i) for i in chosen],
         weights=None,
         seconds=time.perf_counter() - start,
-        details={
-            "task": task.name,
-            "task_path": task.path,
-            "n_items": len(chosen),
-            "n_items_total": len(task.items),
-            "subset": "all items"
-            if len(chosen) == len(task.items)
-            else f"first {len(chosen)} after a shuffle",
-            "subset_seed": seed,
-            "length_normalize": length_normalize,
-            "chance_accuracy": sum(len(it.correct) / len(it.options) for it in items) / len(items),
-            **detect_convention(tokenizer).details(),
-            "batch_size": batch_size,
-        },
+        details=_details(task, chosen, seed, length_normalize, tokenizer, batch_size),
     )
+
+
+def _details(
+    task: Task, chosen: list[int], seed: int, length_normalize: bool, tokenizer: Any, batch_size: int
+) -> dict[str, Any]:
+    """Which items were scored and how, with the accuracy a guess would get on them."""
+    items = [task.items[i] for i in chosen]
+    every = len(chosen) == len(task.items)
+    return {
+        "task": task.name,
+        "task_path": task.path,
+        "n_items": len(chosen),
+        "n_items_total": len(task.items),
+        "subset": "all items" if every else f"first {len(chosen)} after a shuffle",
+        "subset_seed": seed,
+        "length_normalize": length_normalize,
+        "chance_accuracy": sum(len(it.correct) / len(it.options) for it in items) / len(items),
+        **detect_convention(tokenizer).details(),
+        "batch_size": batch_size,
+    }
 
 
 def choose_items(n_total: int, max_items: int | None, seed: int) -> list[int]:
@@ -199,8 +205,6 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 def _score_batch(loaded: Loaded, batch: list[tuple[list[int], int]]) -> list[float]:
     """Summed log-probability of each sequence's tokens after its context (float32)."""
-    import torch
-
     tokenizer, device = loaded.tokenizer, device_of(loaded.model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     T = max(len(ids) for ids, _ in batch)

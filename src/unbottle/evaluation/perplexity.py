@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from unbottle.core.naming import given, opt
 from unbottle.evaluation.base import EvalResult
 from unbottle.evaluation.common import (
@@ -68,26 +71,23 @@ def perplexity(
         EvalError: a size is invalid, the model can't be evaluated, or the text is missing, empty,
             not UTF-8 or shorter than one window.
     """
-    import torch
-
     start = time.perf_counter()
     check_sizes(eval_tokens=eval_tokens, window=window, stride=stride, batch_size=batch_size)
     check_window(window, stride)
     tokenizer = require_causal_lm(loaded, "perplexity")
-    check_positions(
-        loaded, window, given("window", window), f"set {opt('window')} to {_limit(loaded)} or less"
-    )
+    fix = f"set {opt('window')} to {_limit(loaded)} or less"
+    check_positions(loaded, window, given("window", window), fix)
     text, description = resolve_text(text, None if source is None else str(source))
     stream = token_stream(tokenizer, text, eval_tokens, window, description)
     windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
     with torch.inference_mode():
         sums = window_nll(loaded.model, stream.ids, windows, batch_size, progress)
     counts = [w.n_scored for w in windows]
-    total_nll, total_tokens = math.fsum(sums), sum(counts)
+    total_nll = math.fsum(sums)
     return EvalResult(
         evaluator="perplexity",
         metric="perplexity",
-        value=math.exp(total_nll / total_tokens),
+        value=math.exp(total_nll / sum(counts)),
         higher_is_better=False,
         score_name="window_nll",
         score_unit="nats/token",
@@ -95,21 +95,30 @@ def perplexity(
         sample_ids=[w.sample_id for w in windows],
         weights=[float(c) for c in counts],
         seconds=time.perf_counter() - start,
-        details={
-            "corpus": description,
-            "eval_tokens": len(stream.ids),
-            "eval_tokens_requested": stream.requested,
-            "text_tokens": stream.available,
-            "window": window,
-            "stride": stride,
-            "step": windows[1].begin - windows[0].begin if len(windows) > 1 else 0,
-            "n_windows": len(windows),
-            "scored_tokens": total_tokens,
-            "total_nll_nats": total_nll,
-            **stream.convention.details(),
-            "batch_size": batch_size,
-        },
+        details=_details(description, stream, windows, (window, stride, batch_size), total_nll),
     )
+
+
+def _details(
+    description: str, stream: Any, windows: list[Any], sizes: tuple[int, int, int], total_nll: float
+) -> dict[str, Any]:
+    """What a perplexity run scored: the text, its windows (``sizes``: window, stride, batch size) and
+    its tokenisation."""
+    window, stride, batch_size = sizes
+    return {
+        "corpus": description,
+        "eval_tokens": len(stream.ids),
+        "eval_tokens_requested": stream.requested,
+        "text_tokens": stream.available,
+        "window": window,
+        "stride": stride,
+        "step": windows[1].begin - windows[0].begin if len(windows) > 1 else 0,
+        "n_windows": len(windows),
+        "scored_tokens": sum(w.n_scored for w in windows),
+        "total_nll_nats": total_nll,
+        **stream.convention.details(),
+        "batch_size": batch_size,
+    }
 
 
 def window_nll(
@@ -128,9 +137,6 @@ def window_nll(
         batch_size: windows per forward; only windows of equal length share a batch.
         progress: called as ``progress(windows_done, windows_total)``, first with 0.
     """
-    import torch
-    import torch.nn.functional as F
-
     device = device_of(model)
     sums: list[float] = []
     if progress is not None:

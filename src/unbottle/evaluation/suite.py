@@ -10,6 +10,7 @@ from unbottle.evaluation.config import EvalConfig
 from unbottle.evaluation.corpus import default_text, load_text
 from unbottle.evaluation.multiple_choice import multiple_choice
 from unbottle.evaluation.perplexity import perplexity
+from unbottle.models import load
 from unbottle.sources.base import Loaded
 
 
@@ -56,8 +57,6 @@ def evaluate(
             )
         )
     if reference_loaded is None and config.reference:
-        from unbottle.models import load
-
         reference_loaded = load(config.reference)
     if reference_loaded is not None:
         results.extend(

@@ -17,10 +17,13 @@ import math
 import re
 from typing import Any
 
+from unbottle.core.env import physical_cores
 from unbottle.core.errors import ConfigError
 from unbottle.passes import check_composition, parse_pass, unavailable
-from unbottle.passes.base import PassConfig
+from unbottle.passes.base import PassConfig, matches
+from unbottle.passes.registry import config_class
 from unbottle.profiling.diagnose import WEIGHT_FORMAT_CANDIDATES, compute_recommendations
+from unbottle.profiling.peaks import stored_peaks
 from unbottle.profiling.roofline import format_decode_gain
 
 # First round, in order of expected decode gain on a CPU (memory-bound batch-1 decoding: fewer
@@ -143,8 +146,6 @@ def parse_candidate(text: str, origin: str = "single") -> Candidate:
 
 
 def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
-    from unbottle.passes.registry import config_class
-
     return [config_class(p["name"]).from_dict({k: v for k, v in p.items() if k != "name"}) for p in passes]
 
 
@@ -280,7 +281,6 @@ def fallbacks(candidate: Candidate, sensitivity: dict[str, float]) -> list[Candi
     )
     if idx is None or not sensitivity:
         return []
-    from unbottle.passes.base import matches
 
     target = candidate.configs[idx]
     ranked = [
@@ -325,9 +325,6 @@ def profile_order(store: Any, cfg: Any, log: Any) -> tuple[list[str] | None, int
     recommendations for the objective's phase, best first; without one (and without candidates named
     by the user) the host's stored peaks rank the weight formats (``host_order``). None when the
     objective has no phase or the user named the candidates."""
-    from unbottle.core.env import physical_cores
-    from unbottle.profiling.peaks import stored_peaks
-
     wanted = OBJECTIVE_PHASE.get(cfg.objective)
     threads = cfg.threads or physical_cores()
     if wanted is None:

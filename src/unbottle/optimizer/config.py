@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
+from unbottle.benchmarking.config import check_threads
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
@@ -113,8 +115,6 @@ class OptimizeConfig(Config):
             shown = given("time_budget_s", self.time_budget_s, "--time-budget", quote=True)
             raise ConfigError(f"{shown} given; allowed: seconds > 0")
         if self.threads is not None:
-            from unbottle.benchmarking.config import check_threads
-
             check_threads(self.threads)
         object.__setattr__(self, "goals", tuple(self.goals))
         object.__setattr__(self, "candidates", tuple(self.candidates))
@@ -180,8 +180,6 @@ class OptimizeConfig(Config):
 def parse_duration(text: str | float, name: str | None = None) -> float:
     """``900``, ``"900s"``, ``"15m"``, ``"1.5h"`` → seconds; ``name`` says what was given in an error
     (default: ``time_budget``, ``--time-budget`` from the CLI)."""
-    import re
-
     shown = f"{name} {text!r}" if name else given("time_budget", text, quote=True)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
     if not match:

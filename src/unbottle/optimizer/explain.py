@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbottle.core.env import cpu_info
+
 TORCHAO_SUBCLASS = {"wo-int4", "static-int8"}
 
 
@@ -34,8 +36,6 @@ def explain(
 
 
 def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:
-    from unbottle.core.env import cpu_info
-
     flags = cpu_info().get("flags", {})
     out = []
     size = result["comparisons"].get("size.weights")

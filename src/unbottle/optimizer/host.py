@@ -14,7 +14,10 @@ import os
 import time
 from typing import Any
 
-from unbottle.comparison.noise import disturbed_above
+import psutil
+
+from unbottle.comparison.ab import ABConfig
+from unbottle.comparison.noise import disturbed_above, lookup_noise_floor, noise_key
 from unbottle.core.naming import given
 
 LOAD_SLACK_CORES = 0.5  # other processes may use this much of the cores our threads need
@@ -29,16 +32,12 @@ class HostLoad:
     """
 
     def __enter__(self) -> HostLoad:
-        import psutil
-
         self._proc = psutil.Process()
         self._start = (time.perf_counter(), psutil.cpu_times(), self._proc.cpu_times())
         self.result: dict[str, Any] = {}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import psutil
-
         wall0, sys0, own0 = self._start
         wall, sys1, own1 = time.perf_counter() - wall0, psutil.cpu_times(), self._proc.cpu_times()
         total = _total(sys1) - _total(sys0)
@@ -122,9 +121,6 @@ def advice(busy: dict[str, Any], threads_fixed: bool) -> str:
 def baseline_disturbance(store: Any, cfg: Any, base: dict[str, Any]) -> dict[str, Any] | None:
     """``disturbance`` of a search's baseline against this host's stored noise floor (speed objectives
     only: size and memory don't depend on a quiet machine)."""
-    from unbottle.comparison.ab import ABConfig
-    from unbottle.comparison.noise import lookup_noise_floor, noise_key
-
     scenario = cfg.objective_spec()[0]
     if scenario is None:
         return None

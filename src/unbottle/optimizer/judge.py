@@ -126,3 +126,10 @@ def screening_goals(goals: list[Goal]) -> list[Goal]:
             g = dataclasses.replace(g, value=g.value * SCREEN_SLACK)
         out.append(g)
     return out
+
+
+def closest(faster: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of screened candidates that were faster, the one whose accuracy changed least (None: none)."""
+    if not faster:
+        return None
+    return min(faster, key=lambda s: degradation(accuracy_change(s["trial"]["result"]["comparisons"])))

@@ -15,6 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from unbottle.core.errors import UnbottleError
+from unbottle.models import resolve
+from unbottle.optimizer import isolate
+from unbottle.optimizer.trial import load_causal_lm
+from unbottle.passes import apply_
+from unbottle.passes.genai import GenaiConfig
+from unbottle.passes.onnx import (
+    OnnxExportConfig,
+    _reusable,
+    default_folder,
+    export_key,
+    weights_digest,
+    write_export,
+)
+from unbottle.sources.gguf_file import _DONE, GGUFSource
+
 RECORD_KEY = "prepare"  # the trial key the outcome is recorded under (not a trial of the search)
 FILL = "unbottle.optimizer.prepare:fill_caches"  # the worker function, for ``run_isolated``
 PREPARE_TIMEOUT_S = 1800.0
@@ -39,9 +55,6 @@ def onnx_exports(candidates: list[Any]) -> list[dict[str, Any]]:
 
 def gguf_pending(spec: str) -> bool:
     """True when ``spec`` is a ``.gguf`` file whose safetensors cache is not written yet."""
-    from unbottle.models import resolve
-    from unbottle.sources.gguf_file import _DONE, GGUFSource
-
     path = Path(spec).expanduser()
     if path.suffix.lower() != ".gguf" or not path.is_file():
         return False
@@ -63,10 +76,6 @@ def genai_builds(candidates: list[Any]) -> list[dict[str, Any]]:
 
 def from_gguf(spec: str) -> bool:
     """True when ``spec`` loads from a ``.gguf`` file (a path, or a packaged model shipped as one)."""
-    from unbottle.core.errors import UnbottleError
-    from unbottle.models import resolve
-    from unbottle.sources.gguf_file import GGUFSource
-
     try:
         source = resolve(spec)
     except UnbottleError:
@@ -92,8 +101,6 @@ def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
     Payload: ``model`` (the spec) and ``onnx`` (``onnx_exports``). An export that fails is reported
     with its reason; the candidate's own trial then fails the same way and says so.
     """
-    from unbottle.optimizer.trial import load_causal_lm
-
     start = time.perf_counter()
     loaded = load_causal_lm(payload["model"])
     out: dict[str, Any] = {
@@ -106,8 +113,6 @@ def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         try:
             if digest is None:
-                from unbottle.passes.onnx import weights_digest
-
                 digest = weights_digest(loaded.model)
             folder, reused = _float_export(loaded.model, settings, digest)
             entry = {"settings": settings, "folder": str(folder), "reused": reused}
@@ -120,9 +125,6 @@ def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _genai_build(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """One GenAI build into its cache (reused when there); a failure is reported, not raised."""
-    from unbottle.passes import apply_
-    from unbottle.passes.genai import GenaiConfig
-
     t = time.perf_counter()
     try:
         built, [report] = apply_(loaded, [GenaiConfig.from_dict(settings)], copy_model=False)
@@ -135,14 +137,6 @@ def _genai_build(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
 
 def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Path, bool]:
     """The cached float export for these settings, written when missing (as ``float_graph`` does)."""
-    from unbottle.passes.onnx import (
-        OnnxExportConfig,
-        _reusable,  # the cache check float_graph itself uses
-        default_folder,
-        export_key,
-        write_export,
-    )
-
     config = OnnxExportConfig(opset=settings["opset"], attention=settings["attention"], verify=False)
     key = export_key(model, config, digest)
     folder = default_folder(key)
@@ -154,8 +148,6 @@ def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Pa
 
 def _label(settings: dict[str, Any]) -> str:
     """``genai:weights=gguf`` for the recorded settings of a build (run-only settings left out)."""
-    from unbottle.passes.genai import GenaiConfig
-
     config = GenaiConfig.from_dict({**settings, "verify": True})
     return config.label()
 
@@ -183,8 +175,6 @@ def describe(result: dict[str, Any], seconds: float) -> str:
 def prepare_search(search: Any) -> None:
     """Fill the model caches ``search``'s trials read (in one worker, outside the time budget), then
     start its budget's clock; once per search."""
-    from unbottle.core.errors import UnbottleError
-
     if search.preparation is not None:
         return
     start = time.monotonic()
@@ -209,14 +199,13 @@ def prepare_search(search: Any) -> None:
 def _fill_caches(
     search: Any, gguf: bool, exports: list[dict[str, Any]], builds: list[dict[str, Any]]
 ) -> None:
-    from unbottle.optimizer.isolate import run_isolated
 
     what = ["the GGUF → safetensors conversion"] * gguf + ["the float ONNX export"] * bool(exports)
     what += ["the GenAI builds"] * bool(builds)
     search.log(f"preparing outside the time budget: {' and '.join(what)} …")
     payload = {"model": search.cfg.model, "onnx": exports, "genai": builds}
     limit = max(PREPARE_TIMEOUT_S, search.cfg.trial_timeout_s)
-    outcome = run_isolated(FILL, payload, limit, search.memory_limit())
+    outcome = isolate.run_isolated(FILL, payload, limit, search.memory_limit())
     assert search.preparation is not None
     search.preparation["worker"] = True
     if outcome.status != "ok":

@@ -7,16 +7,23 @@ the verification's (interleaved A/B on the saved, reloaded model), never the scr
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
 
 from unbottle.comparison.document import comparison_document
-from unbottle.core.errors import ConfigError
+from unbottle.core.errors import ConfigError, StoreError
 from unbottle.core.naming import opt
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
+from unbottle.passes.recipe import RECIPE_FILE, read_recipe
 from unbottle.stats import MetricComparison
+
+
+def _objective(cfg: Any) -> dict[str, Any]:
+    spec = cfg.objective_spec()
+    return {"name": cfg.objective, "metric": spec[1], "what": spec[4]}
 
 
 def result_document(
@@ -33,11 +40,7 @@ def result_document(
     doc: dict[str, Any] = {
         "search_key": search.key,
         "model": cfg.model,
-        "objective": {
-            "name": cfg.objective,
-            "metric": cfg.objective_spec()[1],
-            "what": cfg.objective_spec()[4],
-        },
+        "objective": _objective(cfg),
         "guard": [str(g) for g in search.goals],
         "workload": {"prompt": cfg.prompt_length, "new": cfg.new_tokens, "batch": cfg.batch_size},
         "baseline": _baseline_summary(base),
@@ -58,18 +61,19 @@ def result_document(
     if winner is None:
         doc["verdict"] = _busy_warning(search.host_busy) + _no_winner_verdict(screened, ranked, verified)
         return doc
-    comparisons = {
-        k: MetricComparison.from_dict(v) for k, v in winner["trial"]["result"]["comparisons"].items()
-    }
-    verification = comparison_document(comparisons, search.goals, cfg.model, winner["cand"].key)
+    compared = winner["trial"]["result"]["comparisons"]
+    verification = comparison_document(
+        {k: MetricComparison.from_dict(v) for k, v in compared.items()}, search.goals, cfg.model,
+        winner["cand"].key,
+    )  # fmt: skip
     output = publish(search, winner)
-    phases = judge.phases(winner["trial"]["result"]["comparisons"])
+    phases = judge.phases(compared)
     doc.update(
         winner={
             "key": winner["cand"].key,
             "passes": winner["cand"].to_payload(),
             "gain": winner["gain"],
-            "accuracy": judge.accuracy_change(winner["trial"]["result"]["comparisons"]),
+            "accuracy": judge.accuracy_change(compared),
             "guard_passed": winner["guard"]["passed"],
             "reproduced": _reproduced(search, winner),
             "phases": phases,
@@ -90,16 +94,11 @@ def _winner(verified: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def staging_folder(output: Path, key: str) -> Path:
-    import hashlib
-
     return output.parent / f".{output.name}.verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def publish(search: Any, winner: dict[str, Any]) -> Path:
     """Move the winner's saved folder into place (once); other verified folders are removed."""
-    from unbottle.core.errors import StoreError
-    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
-
     out = search.output.resolve()
     staged = Path(winner["trial"]["result"]["output"])
     if staged.exists():
@@ -229,7 +228,6 @@ def check_output(output: Path, overwrite: bool, key: str) -> None:
     """Refuse an existing output folder unless --overwrite, or it was saved by this same search."""
     if not output.exists() or overwrite:
         return
-    from unbottle.passes.recipe import RECIPE_FILE, read_recipe
 
     if (output / RECIPE_FILE).exists():
         try:

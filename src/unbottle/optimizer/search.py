@@ -20,11 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unbottle.core.errors import BenchError, ConfigError
-from unbottle.core.naming import given, opt
-from unbottle.optimizer import host, judge
+import psutil
+
+from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given
+from unbottle.optimizer import host, isolate, judge
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
+from unbottle.optimizer.baseline import measure as measure_baseline
 from unbottle.optimizer.candidates import (
     Candidate,
     compositions,
@@ -39,7 +42,6 @@ from unbottle.optimizer.result import check_output, result_document, staging_fol
 TRIAL = "unbottle.optimizer.trial:"
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
-REMEASURE_PAUSE_S = 10.0  # between a disturbed baseline and its second measurement
 PLAN_SLACK_S = 2.0  # the parent's own work between trials
 OUT_OF_TIME = "the time budget ran out"
 
@@ -113,8 +115,6 @@ class Search:
         A trial is not started when less than ``expected`` seconds (its planned cost) are left beside
         ``reserve``; with ``record=False`` its outcome is returned without being stored.
         """
-        from unbottle.optimizer.isolate import run_isolated
-
         if key in self.recorded:
             self.trials[key] = self.recorded[key]
             self.resumed += 1
@@ -126,7 +126,7 @@ class Search:
         timeout = min(self.cfg.trial_timeout_s, budget)
         self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
         full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
-        outcome = run_isolated(TRIAL + function, full, timeout, self.memory_limit())
+        outcome = isolate.run_isolated(TRIAL + function, full, timeout, self.memory_limit())
         cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
         data = {
             "key": key,
@@ -146,17 +146,16 @@ class Search:
             + (f" — {data['reason']}" if data["reason"] else "")
         )
         if record:
-            self._record(key, data)
+            self.record(key, data)
         return data
 
-    def _record(self, key: str, data: dict[str, Any]) -> None:
+    def record(self, key: str, data: dict[str, Any]) -> None:
         self.store.record_trial(self.key, key, data)
         self.trials[key] = data
 
     def memory_limit(self) -> float:
         if self.cfg.memory_limit_mib is not None:
             return self.cfg.memory_limit_mib
-        import psutil
 
         return 0.75 * psutil.virtual_memory().total / 2**20
 
@@ -220,47 +219,8 @@ class Search:
 
     # ---- the baseline: measured, checked for a busy host, kept only when quiet ------------------
     def baseline(self) -> dict[str, Any]:
-        """The baseline's result: read back when an earlier run kept it, else measured (twice when
-        the first measurement looks disturbed; see ``unbottle.optimizer.host``)."""
-        if "baseline" in self.recorded:  # only a quiet baseline is ever recorded under this key
-            self.base_trial = self.trial("baseline", "baseline", {})
-            return self.base_trial["result"]
-        for attempt in (1, 2):
-            data = self._checked(self.trial("baseline", "baseline", {}, record=False))
-            busy = self.disturbance(data["result"])
-            if busy is None:
-                self._record("baseline", data)
-                break
-            n = 1 + sum(k.startswith("baseline:disturbed") for k in {*self.recorded, *self.trials})
-            self._record(
-                f"baseline:disturbed-{n}", {**data, "key": f"baseline:disturbed-{n}", "host_busy": busy}
-            )
-            why = "; ".join(busy["reasons"])
-            if attempt == 1:
-                self.log(
-                    f"the baseline looks disturbed ({why}); measuring it again in {REMEASURE_PAUSE_S:g} s"
-                )
-                time.sleep(REMEASURE_PAUSE_S)
-            else:
-                self.host_busy = {**busy, "advice": host.advice(busy, self.cfg.threads is not None)}
-                self.log(
-                    f"WARNING: the host is busy ({why}), in both baseline measurements; going on, but "
-                    f"speeds measured now are unreliable and this baseline is not kept for later runs; "
-                    f"{self.host_busy['advice']}"
-                )
-        self.base_trial = data
-        return data["result"]
-
-    def _checked(self, data: dict[str, Any] | None) -> dict[str, Any]:
-        if data is None or data["status"] == "timeout":
-            raise ConfigError(
-                f"the time budget ({self.cfg.time_budget_s:g} s) ran out while measuring the baseline; "
-                f"give a larger {opt('time_budget_s', flag='--time-budget')} (the default model needs about "
-                "2 minutes for it)"
-            )
-        if data["status"] != "ok":
-            raise BenchError(f"measuring the baseline failed: {data['reason']}")
-        return data
+        """The baseline's result (``unbottle.optimizer.baseline.measure``)."""
+        return measure_baseline(self)
 
     def disturbance(self, base: dict[str, Any]) -> dict[str, Any] | None:
         return host.baseline_disturbance(self.store, self.cfg, base)
@@ -342,12 +302,9 @@ class Search:
             if s["gain"] is None or s["gain"][0] < MIN_GAIN or s["guard"]["passed"]:
                 continue
             cand = s["cand"]
+            payload = {"passes": cand.to_payload()}
             data = self.trial(
-                f"sensitivity:{cand.key}",
-                "sensitivity",
-                {"passes": cand.to_payload()},
-                reserve,
-                self._cost("screen_s"),
+                f"sensitivity:{cand.key}", "sensitivity", payload, reserve, self._cost("screen_s")
             )
             if data is None or data["status"] != "ok" or not data["result"]["scores"]:
                 continue
@@ -364,18 +321,10 @@ class Search:
     def closest(self, screened: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """When nothing kept the guard: the faster candidate that lost the least accuracy, so the
         search still ends with a saved model and says which goal it missed."""
-        faster = [s for s in screened if s["gain"] is not None and s["gain"][0] >= MIN_GAIN]
-        if not faster:
-            return []
-
-        def loss(s: dict[str, Any]) -> float:
-            return judge.degradation(judge.accuracy_change(s["trial"]["result"]["comparisons"]))
-
-        best = min(faster, key=loss)
-        self.log(
-            f"no candidate kept the guard; verifying the closest, {short_key(best['cand'].key)}, to save it"
-        )
-        return [best]
+        best = judge.closest([s for s in screened if s["gain"] is not None and s["gain"][0] >= MIN_GAIN])
+        if best is not None:
+            self.log(f"no candidate kept the guard; verifying the closest, {short_key(best['cand'].key)}")
+        return [] if best is None else [best]
 
     def finals(self, good: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
         """Measure the top screened candidates fully; rank guard-passing finalists first."""
@@ -391,12 +340,13 @@ class Search:
             self.candidate_trials += 1
             done.append(self._summary(s["cand"], data))
         finals = {d["cand"].key: d for d in done if d["gain"] is not None}
-        passing = sorted((d for d in finals.values() if d["guard"]["passed"]), key=lambda d: -d["gain"][0])
-        failing = sorted(
-            (d for d in finals.values() if not d["guard"]["passed"]), key=lambda d: -d["gain"][0]
+        by_gain = sorted(finals.values(), key=lambda d: -d["gain"][0])
+        rest = [s for s in good if s["cand"].key not in finals]  # screened only: between the two
+        return (
+            [d for d in by_gain if d["guard"]["passed"]]
+            + rest
+            + [d for d in by_gain if not d["guard"]["passed"]]
         )
-        rest = [s for s in good if s["cand"].key not in finals]
-        return passing + rest + failing
 
     def verify_best(self, ranked: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
         """Verify the best; if its guard fails on the CI bound, the next one while time allows."""

@@ -16,7 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
+from unbottle.data.prompts import make_prompts
+from unbottle.passes import apply_, block_quant
 from unbottle.passes.base import PassConfig, linear_layers
+from unbottle.passes.registry import config_class
+from unbottle.sources.gguf_blocks import dequantize
 
 CALIBRATION_ROWS = 2
 CALIBRATION_LENGTH = 128
@@ -28,8 +34,6 @@ def layer_sensitivity(loaded: Any, configs: list[PassConfig], seed: int = 0) -> 
     Passes before it that run in torch are applied first, so the layers are measured as they will
     be quantized. Returns ``({}, reason)`` when no pass in ``configs`` quantizes weights.
     """
-    from unbottle.passes import apply_
-
     idx, proxy = _proxy(configs)
     if proxy is None:
         return {}, "no pass here quantizes weights"
@@ -57,8 +61,6 @@ def _proxy(configs: list[PassConfig]) -> tuple[int, Any]:
             if c.quantize in ("int8-block", "int4-block"):
                 return i, (8 if c.quantize == "int8-block" else 4, c.block_size, c.symmetric)
             if c.quantize == "int8-dynamic":
-                from unbottle.passes.registry import config_class
-
                 return i, config_class("dynamic-int8")(exclude=())
         elif hasattr(c, "exclude"):
             return i, dataclasses.replace(c, exclude=())
@@ -66,10 +68,6 @@ def _proxy(configs: list[PassConfig]) -> tuple[int, Any]:
 
 
 def _capture_inputs(loaded: Any, seed: int) -> dict[str, Any]:
-    import torch
-
-    from unbottle.data.prompts import make_prompts
-
     model = loaded.model
     ids = make_prompts(
         loaded.tokenizer, model.config.vocab_size, CALIBRATION_ROWS, CALIBRATION_LENGTH, seed + 7
@@ -96,8 +94,6 @@ def _relative_error(y: Any, yq: Any) -> float:
 
 
 def _compared(model: Any, quantized: Any, inputs: dict[str, Any]) -> dict[str, float]:
-    import torch
-
     scores = {}
     with torch.no_grad():
         for name, module in linear_layers(model).items():
@@ -121,7 +117,6 @@ def _dtype_of(module: Any, default: Any) -> Any:
 def _simulated(
     model: Any, inputs: dict[str, Any], bits: int, block: int, symmetric: bool
 ) -> dict[str, float]:
-    import torch
 
     scores = {}
     with torch.no_grad():
@@ -138,11 +133,6 @@ def _simulated_formats(model: Any, inputs: dict[str, Any], fmt: str, output_fmt:
     output layer), searched under the importance of the very inputs it is scored on, as the genai
     pass's weights=blocks computes it (``passes.block_quant``). An output layer already at q8_0 is
     left out: a fallback could not raise it."""
-    import torch
-
-    from unbottle.passes import block_quant
-    from unbottle.sources.gguf_blocks import dequantize
-
     output = model.get_output_embeddings()
     scores = {}
     with torch.no_grad():
@@ -162,8 +152,6 @@ def _simulated_formats(model: Any, inputs: dict[str, Any], fmt: str, output_fmt:
 
 def fake_quantize_blocks(weight: Any, bits: int, block: int, symmetric: bool) -> Any:
     """Round-to-nearest quantize-dequantize of ``weight`` per block of ``block`` input weights."""
-    import torch
-
     out_f, in_f = weight.shape
     w = weight.detach().float().reshape(out_f, in_f // block, block)
     if symmetric:

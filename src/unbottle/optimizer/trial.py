@@ -8,14 +8,35 @@ same windows and items the baseline was scored on, so every comparison is paired
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from unbottle.benchmarking import apply_threads, check_positions
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import make_timer
+from unbottle.benchmarking.tracker import ResourceTracker
+from unbottle.comparison.ab import ABConfig, run_ab
+from unbottle.comparison.accuracy import compare_evals
+from unbottle.comparison.noise import noise_floor_from
+from unbottle.comparison.speed import compare_rounds
 from unbottle.core.naming import opt
+from unbottle.data.prompts import make_prompts
+from unbottle.evaluation import EvalConfig, EvalResult, evaluate
+from unbottle.models import resolve
+from unbottle.optimizer.candidates import candidates_from_payload
 from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.host import HostLoad
+from unbottle.optimizer.sensitivity import layer_sensitivity
+from unbottle.passes import apply_
+from unbottle.passes.recipe import apply_and_save
+from unbottle.passes.sizes import model_size
+from unbottle.sources.base import require_causal_lm
+from unbottle.stats import Estimate, MetricComparison, verdict_of
 
 FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
 
@@ -27,12 +48,6 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
     Each part is timed (``load_s`` the first load, imports included; ``reload_s`` a second one;
     ``eval_s``; ``screen_ab_s``) so the search can price its later trials (``unbottle.optimizer.plan``).
     """
-    from unbottle.benchmarking import apply_threads, check_positions
-    from unbottle.comparison.ab import ABConfig, run_ab
-    from unbottle.comparison.noise import noise_floor_from
-    from unbottle.comparison.speed import compare_rounds
-    from unbottle.optimizer.host import HostLoad
-
     cfg = OptimizeConfig.from_dict(payload["config"])
     threads = apply_threads(cfg.threads)
     with HostLoad() as load:
@@ -74,9 +89,6 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
 
 def measure(payload: dict[str, Any]) -> dict[str, Any]:
     """Screen or fully measure one candidate against the baseline (``payload['stage']``)."""
-    from unbottle.comparison.accuracy import compare_evals
-    from unbottle.evaluation import EvalResult
-
     cfg = OptimizeConfig.from_dict(payload["config"])
     stage = payload["stage"]
     inject_fault(payload["key"])
@@ -102,16 +114,6 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
 
 def verify(payload: dict[str, Any]) -> dict[str, Any]:
     """Save the winner with its recipe, reload it from disk, and A/B it against the baseline in full."""
-    from pathlib import Path
-
-    from unbottle.comparison.ab import ABConfig, run_ab
-    from unbottle.comparison.accuracy import compare_evals
-    from unbottle.comparison.speed import compare_rounds
-    from unbottle.evaluation import EvalResult
-    from unbottle.models import resolve
-    from unbottle.optimizer.candidates import candidates_from_payload
-    from unbottle.passes.recipe import apply_and_save
-
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
     out = Path(payload["output"])
@@ -145,9 +147,6 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
 
 def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
     """Per-layer sensitivity of one quantization (see ``unbottle.optimizer.sensitivity``)."""
-    from unbottle.optimizer.candidates import candidates_from_payload
-    from unbottle.optimizer.sensitivity import layer_sensitivity
-
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
     loaded = load_causal_lm(cfg.model)
@@ -157,9 +156,6 @@ def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_causal_lm(spec: str) -> Any:
-    from unbottle.models import resolve
-    from unbottle.sources.base import require_causal_lm
-
     return require_causal_lm(
         resolve(spec).load(),
         spec,
@@ -170,12 +166,6 @@ def load_causal_lm(spec: str) -> Any:
 
 def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
     """This model's weight bytes and its peak resident memory over one decode, nothing else loaded."""
-    from unbottle.benchmarking.scenarios import decode_once
-    from unbottle.benchmarking.timing import make_timer
-    from unbottle.benchmarking.tracker import ResourceTracker
-    from unbottle.data.prompts import make_prompts
-    from unbottle.passes.sizes import model_size
-
     gc.collect()
     model = loaded.model
     prompt = make_prompts(
@@ -193,9 +183,6 @@ def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[
 
 
 def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, list[Any], float]:
-    from unbottle.optimizer.candidates import candidates_from_payload
-    from unbottle.passes import apply_
-
     _threads(cfg)
     loaded = load_causal_lm(cfg.model)
     start = time.perf_counter()
@@ -206,9 +193,6 @@ def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, li
 
 def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], list[str]]:
     """Interleaved rounds against a freshly loaded baseline (none when the objective isn't speed)."""
-    from unbottle.comparison.ab import ABConfig, run_ab
-    from unbottle.comparison.speed import compare_rounds
-
     if cfg.objective_spec()[0] is None:
         return {}, []
     settings = cfg.ab_settings(stage)
@@ -251,15 +235,11 @@ def _subset(r: Any, ids: set[str]) -> Any:
 
 
 def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
-    from unbottle.evaluation import EvalConfig, evaluate
-
     return evaluate(loaded, EvalConfig(**cfg.eval_settings("screen" if stage == "screen" else "full")))
 
 
 def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """Size and peak memory as comparisons (one measurement each side: the CI is the point)."""
-    from unbottle.stats import Estimate, MetricComparison, verdict_of
-
     out = {}
     for metric, key in (("size.weights", "weights_mib"), ("memory.peak_rss", "peak_rss_mib")):
         a, b = base[key], own[key]
@@ -279,8 +259,6 @@ def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any
 
 
 def _threads(cfg: OptimizeConfig) -> None:
-    from unbottle.benchmarking import apply_threads
-
     apply_threads(cfg.threads)
 
 
@@ -316,8 +294,6 @@ def _slow_down(loaded: Any) -> None:
 
 def _fault(kind: str) -> None:
     if kind == "segfault":
-        import ctypes
-
         ctypes.string_at(0)
     elif kind == "oom":
         hog = []

@@ -6,9 +6,11 @@ the file is written to a temporary name and renamed, so a half-written result is
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
+import signal
 import sys
 
 from unbottle.core.naming import SPEAKS_FLAGS
@@ -19,8 +21,6 @@ def _die_with_parent() -> None:
     an interrupted search leaves no orphan burning CPU."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -10,8 +10,11 @@ the result saves with ``save_pretrained`` and loads back with ``from_pretrained`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
+
+import torch
 
 from unbottle.passes.base import model_type
 
@@ -86,8 +89,6 @@ def unsupported(model: Any, target: str) -> str | None:
 
 def decoder_layers(model: Any, target: str) -> tuple[Any, str | None]:
     """The decoder's ``nn.ModuleList`` of layers, or None and the reason this model can't be cut."""
-    import torch
-
     if (reason := unsupported(model, target)) is not None:
         return None, reason
     layout = LAYOUTS[model_type(model)]
@@ -129,8 +130,6 @@ def writer_weights(model: Any, layer: Any) -> list[Any]:
 
 def sliced_linear(linear: Any, rows: Any = None, cols: Any = None) -> Any:
     """A new ``nn.Linear`` with ``linear``'s weight rows ``rows`` (outputs) and columns ``cols`` (inputs)."""
-    import torch
-
     weight = linear.weight  # (out, in)
     bias = linear.bias
     if rows is not None:
@@ -166,7 +165,6 @@ def shrink_mlp(mlp: Any, keep: Any) -> None:
 
 def shrink_attention(attn: Any, keep_groups: list[int], group_size: int, head_dim: int) -> None:
     """Keep only KV groups ``keep_groups``: each KV head and the ``group_size`` query heads sharing it."""
-    import torch
 
     def rows(heads: list[int]) -> Any:
         return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
@@ -189,8 +187,6 @@ def drop_layers(model: Any, remove: set[int]) -> list[int]:
     Returns:
         The original indices of the layers kept, in order.
     """
-    import torch
-
     path = LAYOUTS[model_type(model)].layers
     parent, _, attr = path.rpartition(".")
     layers = model.get_submodule(path)
@@ -214,8 +210,6 @@ def drop_layers(model: Any, remove: set[int]) -> list[int]:
 def head_counts_allowed(config: Any, kv_heads: int, group_size: int) -> bool:
     """Whether transformers accepts the config with ``kv_heads`` KV groups (e.g. Llama wants
     ``hidden_size`` divisible by the number of query heads); checked on a copy."""
-    import copy
-
     trial = copy.deepcopy(config)
     trial.num_attention_heads = kv_heads * group_size
     trial.num_key_value_heads = kv_heads

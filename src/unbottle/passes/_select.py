@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from unbottle.passes.base import conv1d_layers, linear_layers, matches
 
 
@@ -28,8 +30,6 @@ def editable_linears(model: Any, exclude: tuple[str, ...]) -> tuple[dict[str, An
     Returns:
         ``(layers, skipped)``: name → module for the editable layers, name → reason for the others.
     """
-    import torch
-
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     owners: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):

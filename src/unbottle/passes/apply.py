@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import ConfigError, PassError
 from unbottle.core.naming import opt
-from unbottle.passes.base import HANDLERS, STAGE_ORDER, PassConfig, PassContext, PassReport
+from unbottle.passes.base import HANDLERS, STAGE_ORDER, PassConfig, PassContext, PassReport, model_type
 from unbottle.passes.sizes import model_size
+from unbottle.sources import Loaded
 
 
 def check_composition(configs: list[PassConfig]) -> None:
@@ -46,8 +50,6 @@ def check_supported(model: Any, configs: list[PassConfig]) -> None:
     Raises:
         PassError: naming the pass, the architecture and the reason.
     """
-    from unbottle.passes.base import model_type
-
     for c in configs:
         if (reason := c.unsupported(model)) is not None:
             raise PassError(f"pass {c.label()!r} can't handle this {model_type(model)} model: {reason}")
@@ -85,8 +87,6 @@ def apply_(
         ConfigError: an impossible composition. PassError: a pass this machine can't run, or one
             that failed.
     """
-    from unbottle.sources import Loaded
-
     configs = [configs] if isinstance(configs, PassConfig) else list(configs)
     check_composition(configs)
     for c in configs:
@@ -111,10 +111,6 @@ def apply_(
 
 
 def _apply_one(model: Any, config: PassConfig, context: PassContext) -> tuple[Any, PassReport]:
-    import importlib
-
-    import torch
-
     handler = HANDLERS.get(type(config))
     if handler is None:  # the module registers its handler on import
         importlib.import_module(type(config).__module__)

@@ -9,12 +9,16 @@ says what it changed; layers it can't handle are skipped and listed, never fatal
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.core.config import Config
+from unbottle.core.env import cpu_info
 
 Stage = Literal["torch", "compile", "export", "runtime"]
 STAGE_ORDER: dict[str, int] = {"torch": 0, "compile": 1, "export": 2, "runtime": 3}
@@ -37,16 +41,11 @@ class Requirements:
     calibration: bool = False
 
     def missing(self) -> list[str]:
-        from unbottle.core.env import cpu_info
-
         reasons = []
         flags = cpu_info().get("flags", {})
         reasons += [f"this CPU lacks {f.upper()}" for f in self.cpu_flags if not flags.get(f)]
-        if self.gpu:
-            import torch
-
-            if not torch.cuda.is_available():
-                reasons.append("needs a CUDA GPU; none is visible")
+        if self.gpu and not torch.cuda.is_available():
+            reasons.append("needs a CUDA GPU; none is visible")
         for pkg in self.packages:
             if importlib.util.find_spec(pkg) is None:
                 reasons.append(
@@ -180,16 +179,12 @@ def matches(module_name: str, patterns: tuple[str, ...]) -> bool:
     ``lm_head`` matches ``lm_head``; ``o_proj`` matches every ``...self_attn.o_proj``;
     ``model.layers.0.*`` matches everything in layer 0.
     """
-    import fnmatch
-
     last = module_name.rsplit(".", 1)[-1]
     return any(module_name == p or last == p or fnmatch.fnmatchcase(module_name, p) for p in patterns)
 
 
 def linear_layers(model: Any) -> dict[str, Any]:
     """Every ``nn.Linear`` by qualified name, in module order."""
-    import torch
-
     return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
@@ -212,8 +207,6 @@ def conv1d_to_linear(model: Any) -> list[str]:
     model. The result no longer matches GPT-2's checkpoint layout, so only passes re-applied on load
     (not saved as weights) call this.
     """
-    import torch
-
     names = list(conv1d_layers(model))
     for name in names:
         conv = model.get_submodule(name)

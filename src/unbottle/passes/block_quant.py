@@ -20,6 +20,7 @@ from typing import Any
 
 import gguf
 import numpy as np
+import torch
 
 from unbottle.data import CALIBRATION_TEXT, packaged_text  # calibration: not the evaluation text
 from unbottle.sources import gguf_blocks as gb
@@ -112,8 +113,6 @@ def activation_importance(
 
     Without a tokenizer the text can't be read: random token ids stand in (and the caller says so).
     """
-    import torch
-
     ids = _calibration_ids(tokenizer, model.config.vocab_size, tokens)
     sums: dict[str, Any] = {}
     counts: dict[str, int] = {}

@@ -9,8 +9,12 @@ decode step instead of recompiling as the cache grows.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import shutil
 from typing import Any, ClassVar, Literal
+
+import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler
@@ -41,8 +45,6 @@ class CompileConfig(PassConfig):
             raise ConfigError(f"compile cache_bucket {self.cache_bucket} given; allowed: 16 or more tokens")
 
     def missing(self) -> list[str]:
-        import torch
-
         if not torch.cuda.is_available() and not (shutil.which("g++") or shutil.which("c++")):
             return ["inductor on CPU needs a C++ compiler (g++); install it (e.g. apt-get install g++)"]
         return []
@@ -50,8 +52,6 @@ class CompileConfig(PassConfig):
 
 @handler(CompileConfig)
 def apply_compile(model: Any, config: CompileConfig, context: PassContext) -> Applied:
-    import torch
-
     model.forward = with_positions(torch.compile(model.forward, mode=config.mode, dynamic=config.dynamic))
     notes = [f"torch.compile mode={config.mode}; the first call of each new input shape compiles (slow)"]
     if config.static_cache:
@@ -71,11 +71,6 @@ def with_positions(forward: Any) -> Any:
     the compiled code, they are an ordinary input: ``past .. past + T - 1``, what every family computes
     itself for an unpadded batch.
     """
-    import functools
-    import inspect
-
-    import torch
-
     if "position_ids" not in inspect.signature(forward).parameters:
         return forward
 

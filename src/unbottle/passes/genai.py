@@ -15,9 +15,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, Stage, handler
+from unbottle.passes.block_quant import FORMATS
 from unbottle.passes.genai_build import SUPPORTED, architecture_of, build, build_key, default_folder, reusable
+from unbottle.passes.onnx import verify, weights_digest
+from unbottle.runtime.genai_model import GenaiCausalLM
+from unbottle.runtime.hybrid_model import HybridCausalLM
+from unbottle.sources.base import count_parameters
 
 PRECISIONS = ("int4", "int8", "fp32")
 ALGOS = ("rtn", "k_quant")
@@ -114,8 +121,6 @@ class GenaiConfig(PassConfig):
             raise ConfigError(f"genai threads={self.threads} given; allowed: 1 or more, or none")
 
     def _check_blocks(self) -> None:
-        from unbottle.passes.block_quant import FORMATS
-
         if isinstance(self.exclude, str):
             object.__setattr__(self, "exclude", tuple(p for p in self.exclude.split("|") if p))
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -197,8 +202,6 @@ def check_buildable(model: Any) -> None:
     Raises:
         ValueError: naming the dtype and what to use instead.
     """
-    import torch
-
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
@@ -210,9 +213,6 @@ def check_buildable(model: Any) -> None:
 
 @handler(GenaiConfig)
 def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applied:
-    from unbottle.passes.onnx import verify, weights_digest
-    from unbottle.sources.base import count_parameters
-
     check_buildable(model)
     gguf = None
     if config.weights == "gguf":
@@ -245,11 +245,7 @@ def apply_genai(model: Any, config: GenaiConfig, context: PassContext) -> Applie
 def runtime_for(folder: Path, model: Any, config: GenaiConfig, n_parameters: int, stored_bytes: int) -> Any:
     """The model a build runs as: the GenAI graph alone, or with ``model`` for prompts
     (``prefill=torch``)."""
-    from unbottle.runtime.genai_model import GenaiCausalLM
-
     kw = {"threads": config.threads, "n_parameters": n_parameters, "stored_bytes": stored_bytes}
     if config.prefill == "torch":
-        from unbottle.runtime.hybrid_model import HybridCausalLM
-
         return HybridCausalLM(folder, model, **kw)
     return GenaiCausalLM(folder, model.config, getattr(model, "generation_config", None), **kw)

@@ -15,6 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from unbottle.passes import block_quant
+from unbottle.passes import onnx_quantize as oq
+from unbottle.passes.base import matches
+from unbottle.passes.genai_gguf import import_blocks, quantize_into
+from unbottle.sources.gguf_file import cache_root
+from unbottle.sources.hf_folder import quiet_transformers
+
 if TYPE_CHECKING:
     from unbottle.passes.genai import GenaiConfig
 
@@ -58,9 +67,6 @@ def build(
     Raises:
         ValueError: the builder failed (its last lines of output are in the message).
     """
-    from unbottle.passes import onnx_quantize as oq
-    from unbottle.sources.hf_folder import quiet_transformers
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
@@ -75,8 +81,6 @@ def build(
         shutil.rmtree(source)  # the float copy is no longer needed; free its disk before rewriting
         imported = None
         if gguf is not None:
-            from unbottle.passes.genai_gguf import import_blocks
-
             imported = import_blocks(out / "model.onnx", Path(gguf), model, config.accuracy_level)
         elif config.weights == "blocks":
             imported = _quantize_blocks(model, tokenizer, config, out / "model.onnx")
@@ -108,10 +112,6 @@ def build(
 
 def _quantize_blocks(model: Any, tokenizer: Any, config: GenaiConfig, graph: Path) -> dict[str, Any]:
     """The builder's graph re-weighted with block formats computed from ``model``'s float weights."""
-    from unbottle.passes import block_quant
-    from unbottle.passes.base import matches
-    from unbottle.passes.genai_gguf import quantize_into
-
     importance = None
     if config.calibrate:
         importance = block_quant.activation_importance(model, tokenizer)
@@ -195,8 +195,6 @@ def reusable(folder: Path, key: str) -> dict[str, Any] | None:
 
 
 def default_folder(key: str) -> Path:
-    from unbottle.sources.gguf_file import cache_root
-
     return cache_root() / "genai" / key[:16]
 
 
@@ -204,7 +202,6 @@ def build_key(model: Any, config: GenaiConfig, digest: str) -> str:
     """A hash of the weights' digest, the model config, the settings and the library versions."""
     import onnxruntime
     import onnxruntime_genai
-    import torch
     import transformers
 
     versions = [

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from unbottle.passes import block_quant
 from unbottle.passes.genai_edit import GraphEditor, save, sibling_groups
 from unbottle.sources import gguf_blocks as gb
 from unbottle.sources import gguf_reader as gr
@@ -95,8 +96,6 @@ def quantize_into(
     The embedding of a tied model gathers the output layer's blocks; an untied one gets its own, in
     the output layer's format. Same summary as ``import_blocks``.
     """
-    from unbottle.passes import block_quant
-
     expected = _expected_weights(model)
     lookup = _modules(model)
     out, embed = model.get_output_embeddings(), model.get_input_embeddings()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import torch
+
 from unbottle.core.errors import ConfigError
 from unbottle.passes._select import editable_linears, split_patterns
 from unbottle.passes.base import Applied, PassConfig, PassContext, conv1d_note, conv1d_to_linear, handler
@@ -101,8 +103,6 @@ def apply_lowrank(model: Any, config: LowRankConfig, context: PassContext) -> Ap
 
 def _rank(weight: Any, config: LowRankConfig) -> int:
     """The rank the config asks for (0 for an all-zero weight); energy needs only singular values."""
-    import torch
-
     out_features, in_features = weight.shape
     if not weight.detach().any():
         return 0
@@ -118,8 +118,6 @@ def _rank(weight: Any, config: LowRankConfig) -> int:
 
 def _truncated_svd(weight: Any, rank: int) -> tuple[Any, Any]:
     """``(first, second)`` weights ``(r, in)`` and ``(out, r)`` with ``second @ first ≈ weight``."""
-    import torch
-
     u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)  # (out,k) (k,) (k,in)
     root = s[:rank].sqrt()  # split √S between the factors so both have similar scale
     first = root[:, None] * vh[:rank]  # (r, in)
@@ -129,8 +127,6 @@ def _truncated_svd(weight: Any, rank: int) -> tuple[Any, Any]:
 
 def _factorised(linear: Any, first: Any, second: Any) -> Any:
     """``nn.Sequential(in → r, r → out)``; the bias, if any, goes on the second factor."""
-    import torch
-
     rank, in_features = first.shape
     device, dtype = linear.weight.device, linear.weight.dtype
     skip_init = torch.nn.utils.skip_init  # the weights are overwritten at once

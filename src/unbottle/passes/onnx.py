@@ -19,8 +19,16 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.core.errors import ConfigError
+from unbottle.passes import onnx_quantize as oq
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, Stage, handler
+from unbottle.passes.onnx_export import EXPORT_FORMAT, check_exportable, export_graph, unsupported
+from unbottle.runtime import OrtCausalLM
+from unbottle.runtime.caches import cache_keyword
+from unbottle.sources.base import count_parameters
+from unbottle.sources.gguf_file import cache_root
 
 QUANTIZE = ("none", "int8-dynamic", "int8-block", "int4-block")
 OPTIMIZATION = ("disable", "basic", "extended", "all")
@@ -89,8 +97,6 @@ class OnnxExportConfig(PassConfig):
             raise ConfigError(f"onnx opset={self.opset} given; allowed: 18..23")
 
     def unsupported(self, model: Any) -> str | None:
-        from unbottle.passes.onnx_export import unsupported
-
         return unsupported(model, self.attention)
 
     def file_key(self) -> dict[str, Any]:
@@ -106,10 +112,6 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @handler(OnnxExportConfig)
 def apply_onnx(model: Any, config: OnnxExportConfig, context: PassContext) -> Applied:
-    from unbottle.passes.onnx_export import check_exportable
-    from unbottle.runtime import OrtCausalLM
-    from unbottle.sources.base import count_parameters
-
     check_exportable(model, config.attention)
     digest = weights_digest(model)
     key = export_key(model, config, digest)
@@ -141,8 +143,6 @@ def write_export(model: Any, config: OnnxExportConfig, folder: Path, key: str, d
 
     The folder is written aside and moved in, so an interrupted export never looks finished.
     """
-    from unbottle.passes import onnx_quantize as oq
-
     proto = float_graph(model, config, digest)
     todo, excluded = oq.split_by_exclude(proto, config.exclude if config.quantize != "none" else ())
     staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
@@ -196,8 +196,6 @@ def float_graph(model: Any, config: OnnxExportConfig, digest: str) -> Any:
     import onnx
     import onnx_ir as ir
 
-    from unbottle.passes.onnx_export import export_graph
-
     if config.quantize == "none":
         return ir.serde.serialize_model(export_graph(model, config.opset, config.attention))
     base = OnnxExportConfig(opset=config.opset, attention=config.attention, verify=False)
@@ -227,8 +225,6 @@ def _reusable(folder: Path, key: str) -> dict[str, Any] | None:
 
 
 def default_folder(key: str) -> Path:
-    from unbottle.sources.gguf_file import cache_root
-
     return cache_root() / "onnx" / key[:16]
 
 
@@ -237,10 +233,7 @@ def export_key(model: Any, config: OnnxExportConfig, digest: str) -> str:
     import onnx
     import onnxruntime
     import onnxscript
-    import torch
     import transformers
-
-    from unbottle.passes.onnx_export import EXPORT_FORMAT
 
     versions = [torch.__version__, transformers.__version__, onnx.__version__, onnxruntime.__version__]
     h = hashlib.sha256(digest.encode())
@@ -252,8 +245,6 @@ def export_key(model: Any, config: OnnxExportConfig, digest: str) -> str:
 
 def weights_digest(model: Any) -> str:
     """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes; shared tensors once)."""
-    import torch
-
     h = hashlib.sha256()
     seen: set[int] = set()
     for name, tensor in model.state_dict(keep_vars=True).items():
@@ -271,10 +262,7 @@ def verify(model: Any, ort_model: Any, config: OnnxExportConfig) -> str:
     Raises:
         ValueError: an unquantized graph disagrees with the model (relative error above 1e-3).
     """
-    import torch
     from transformers import DynamicCache
-
-    from unbottle.runtime.caches import cache_keyword
 
     vocab = int(model.config.get_text_config(decoder=True).vocab_size)
     probe = torch.randint(0, vocab, (1, 10), generator=torch.Generator().manual_seed(0))

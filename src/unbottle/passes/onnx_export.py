@@ -26,6 +26,10 @@ import logging
 import warnings
 from typing import Any
 
+import numpy as np
+import torch
+from torch.export import Dim
+
 from unbottle.runtime.caches import cache_keyword
 
 INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_index")
@@ -78,8 +82,6 @@ def check_exportable(model: Any, attention: str = "eager") -> None:
     Raises:
         ValueError: naming what was found and what to do instead.
     """
-    import torch
-
     if (reason := unsupported(model, attention)) is not None:
         raise ValueError(reason)
     dtypes = {p.dtype for p in model.parameters()}
@@ -93,7 +95,6 @@ def check_exportable(model: Any, attention: str = "eager") -> None:
 
 def make_wrapper(model: Any) -> Any:
     """An ``nn.Module`` taking ``(input_ids, attention_mask, position_ids, logits_index, *past)`` flat."""
-    import torch
     from transformers import DynamicCache
 
     n_layers = cache_layers(model)
@@ -124,7 +125,6 @@ def make_wrapper(model: Any) -> Any:
 
 def example_inputs(model: Any) -> tuple[Any, ...]:
     """Inputs to trace with: the past comes from a real prefill, so its shapes are the model's own."""
-    import torch
     from transformers import DynamicCache
 
     vocab = int(model.config.get_text_config(decoder=True).vocab_size)
@@ -148,9 +148,6 @@ def export_graph(model: Any, opset: int, attention: str) -> Any:
         opset: the ONNX opset of the default domain.
         attention: the attention implementation traced (``eager`` exports fewer nodes than ``sdpa``).
     """
-    import torch
-    from torch.export import Dim
-
     check_exportable(model, attention)
     n_layers = cache_layers(model)
     args = example_inputs(model)
@@ -209,7 +206,6 @@ def split_gemms(model: Any) -> int:
     Runtime's weight quantizers pass over: split, they see every weight, and its graph optimiser
     fuses the pair back where that is faster.
     """
-    import numpy as np
     import onnx_ir as ir
 
     split = 0
@@ -247,7 +243,6 @@ def fold_transposed_weights(model: Any) -> int:
     A tied ``lm_head`` is traced as the embedding transposed at run time: folded, ONNX Runtime's
     weight quantizers can see (and quantize) it, and nothing is transposed per token.
     """
-    import numpy as np
     import onnx_ir as ir
 
     folded = 0

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
+import torch
+
+from unbottle.core.env import cpu_info
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, handler, matches
 
@@ -34,10 +37,6 @@ class PrecisionConfig(PassConfig):
             object.__setattr__(self, "keep_fp32", tuple(p for p in self.keep_fp32.split("|") if p))
 
     def missing(self) -> list[str]:
-        import torch
-
-        from unbottle.core.env import cpu_info
-
         if torch.cuda.is_available():
             return []
         flags = cpu_info().get("flags", {})
@@ -50,8 +49,6 @@ class PrecisionConfig(PassConfig):
 
 @handler(PrecisionConfig)
 def apply_precision(model: Any, config: PrecisionConfig, context: PassContext) -> Applied:
-    import torch
-
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     kept = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.core.errors import ConfigError
 from unbottle.passes._select import editable_linears, split_patterns
 from unbottle.passes.base import Applied, PassConfig, PassContext, handler
@@ -66,8 +68,6 @@ class MagnitudePruneConfig(PassConfig):
 
 @handler(MagnitudePruneConfig)
 def apply_prune(model: Any, config: MagnitudePruneConfig, context: PassContext) -> Applied:
-    import torch
-
     layers, skipped = editable_linears(model, config.exclude)
     if config.pattern == "2:4":
         for name, module in list(layers.items()):
@@ -106,8 +106,6 @@ def _prune_smallest(weights: list[Any], sparsity: float) -> None:
     A k-th value threshold (linear time, unlike a sort); entries equal to it are zeroed in order
     until the count is exact, so ties (e.g. weights already zero) do not change the count.
     """
-    import torch
-
     if not weights:
         return
     magnitudes = torch.cat([w.detach().abs().reshape(-1).float() for w in weights])  # (N,)
@@ -128,8 +126,6 @@ def _prune_smallest(weights: list[Any], sparsity: float) -> None:
 
 def _out_in(module: Any) -> Any:
     """The weight as an ``(out, in)`` view: an ``nn.Linear``'s own, a GPT-2 ``Conv1D``'s transposed."""
-    import torch
-
     return module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
 
 

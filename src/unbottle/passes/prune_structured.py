@@ -14,10 +14,14 @@ layers ``1 − cos(input, output)`` of the residual stream (a layer that barely 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.core.errors import ConfigError, PassError
+from unbottle.data.prompts import make_prompts
 from unbottle.passes._llama_surgery import (
     LAYOUTS,
     decoder_layers,
@@ -122,8 +126,6 @@ def _count(amount: float, total: int, unit: str, notes: list[str]) -> int:
 
 
 def _prune_mlp(model: Any, layers: Any, scores: list[Any], config: StructuredPruneConfig) -> Applied:
-    import torch
-
     sizes = {layer.mlp.gate_proj.out_features for layer in layers}
     if len(sizes) != 1:
         reason = (
@@ -146,8 +148,6 @@ def _prune_mlp(model: Any, layers: Any, scores: list[Any], config: StructuredPru
 
 
 def _prune_heads(model: Any, layers: Any, scores: list[Any], config: StructuredPruneConfig) -> Applied:
-    import torch
-
     cfg = model.config
     kv_heads, group, head_dim = _head_shape(layers[0].self_attn, cfg)
     if kv_heads < 2:
@@ -182,8 +182,6 @@ def _prune_heads(model: Any, layers: Any, scores: list[Any], config: StructuredP
 
 
 def _prune_layers(model: Any, layers: Any, scores: list[Any], config: StructuredPruneConfig) -> Applied:
-    import torch
-
     total = len(layers)
     path = LAYOUTS[model_type(model)].layers
     if total < 2:
@@ -286,8 +284,6 @@ class _Stat:
         self.tokens += x.shape[:-1].numel()
 
     def change(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        import torch
-
         before = (args[0] if args else kwargs["hidden_states"]).detach().float()  # (B, T, C)
         after = (output[0] if isinstance(output, tuple) else output).detach().float()  # (B, T, C)
         cos = torch.nn.functional.cosine_similarity(before, after, dim=-1)  # (B, T)
@@ -302,7 +298,6 @@ def _calibration(model: Any, config: StructuredPruneConfig, context: PassContext
         if not batches:
             raise PassError("prune-structured importance=activation: the calibration data given is empty")
         return batches, "the caller's calibration data"
-    from unbottle.data.prompts import make_prompts
 
     vocab = model.config.vocab_size
     batches = [
@@ -315,10 +310,6 @@ def _calibration(model: Any, config: StructuredPruneConfig, context: PassContext
 
 def _forward(model: Any, batch: Any) -> None:
     """One forward without a KV cache; a batch is token ids ``(B, T)`` or a dict of model inputs."""
-    import inspect
-
-    import torch
-
     device = next(model.parameters()).device
     # only the hooks' statistics matter: skip the full-vocabulary logits where the model allows it
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}

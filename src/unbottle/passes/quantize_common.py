@@ -14,6 +14,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
+from unbottle.core.env import cpu_info
 from unbottle.core.errors import ConfigError
 from unbottle.passes.base import linear_layers, matches
 
@@ -76,8 +79,6 @@ def select_linears(
 
 def is_quantized(weight: Any) -> bool:
     """True for a tensor subclass (torchao) or a non-floating weight."""
-    import torch
-
     return type(weight) not in (torch.Tensor, torch.nn.Parameter) or not weight.is_floating_point()
 
 
@@ -143,8 +144,6 @@ def quiet() -> Iterator[None]:
 
 def int8_gemm_note() -> str:
     """Whether this CPU has the int8 dot-product instructions that make int8 GEMMs fast."""
-    from unbottle.core.env import cpu_info
-
     flags = cpu_info().get("flags", {})
     if flags.get("amx_int8"):
         return "int8 GEMMs use AMX-INT8 on this CPU"
@@ -155,8 +154,6 @@ def int8_gemm_note() -> str:
 
 def bf16_note() -> str:
     """Whether activations cast to bf16 for a weight-only kernel run natively on this CPU."""
-    from unbottle.core.env import cpu_info
-
     flags = cpu_info().get("flags", {})
     if flags.get("avx512_bf16") or flags.get("amx_bf16"):
         return "the kernel computes in bf16 natively on this CPU (AVX512_BF16)"

@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
+import torch
+from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
 from unbottle.passes.base import (
     Applied,
     PassConfig,
@@ -66,7 +69,6 @@ class DynamicInt8Config(PassConfig):
     def missing(self) -> list[str]:
         if self.backend == "torchao":
             return Requirements(packages=("torchao",)).missing()
-        import torch
 
         engines = set(torch.backends.quantized.supported_engines) - {"none"}
         return [] if engines else ["this torch build has no quantized engine (fbgemm, x86, onednn, qnnpack)"]
@@ -96,17 +98,12 @@ def apply_dynamic_int8(model: Any, config: DynamicInt8Config, context: PassConte
 
 
 def _float32_only(name: str, module: Any) -> str | None:
-    import torch
-
     if module.weight.dtype != torch.float32:
         return f"{module.weight.dtype} weights; torch's dynamic int8 Linear takes float32 (or use torchao)"
     return None
 
 
 def _torch_dynamic(model: Any, selected: dict[str, Any], per_channel: bool) -> None:
-    import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
-
     if not selected:  # an empty spec is fine, but None would mean "every Linear"
         return
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from unbottle.passes.base import (
     Applied,
     PassConfig,
@@ -70,8 +72,6 @@ class WeightOnlyInt4Config(PassConfig):
         object.__setattr__(self, "exclude", as_patterns(self.exclude, self.name))
 
     def missing(self) -> list[str]:
-        import torch
-
         reasons = type(self).requires.missing()
         if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
             reasons.append(f"torch {torch.__version__} lacks the CPU int4 kernel _weight_int4pack_mm_for_cpu")
@@ -80,8 +80,6 @@ class WeightOnlyInt4Config(PassConfig):
 
 @handler(WeightOnlyInt4Config)
 def apply_wo_int4(model: Any, config: WeightOnlyInt4Config, context: PassContext) -> Applied:
-    import torch
-
     group = config.group_size
 
     def check(name: str, module: Any) -> str | None:
@@ -122,7 +120,6 @@ def int4_weight(w: Any, group: int, symmetric: bool) -> Any:
     Asymmetric: torchao's tinygemm qparams, ``w ≈ (q - 8) * scale + zero`` with ``q`` in [0, 15].
     Symmetric: ``w ≈ q * scale`` with ``q`` in [-8, 7], stored as ``q + 8`` with ``zero = 0``.
     """
-    import torch
     from torchao.prototype.quantization.int4 import Int4OpaqueTensor
 
     if not symmetric:
@@ -149,8 +146,6 @@ def int4_weight(w: Any, group: int, symmetric: bool) -> Any:
 
 
 def _cast_inputs(dtype: Any):
-    import torch
-
     def hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import torch
+
 from unbottle.core.errors import ConfigError
+from unbottle.data.prompts import CORPUS, make_prompts
 from unbottle.passes.base import (
     Applied,
     PassConfig,
@@ -96,8 +99,6 @@ def calibration_batches(model: Any, config: StaticInt8Config, context: PassConte
     Returns:
         The ``(B, T)`` token-id batches and a description of where they came from.
     """
-    from unbottle.data.prompts import CORPUS, make_prompts
-
     if context.calibration is not None:
         batches = list(context.calibration())[: config.calibration_batches]
         if batches:
@@ -112,8 +113,6 @@ def calibration_batches(model: Any, config: StaticInt8Config, context: PassConte
 
 def observe_ranges(model: Any, modules: dict[str, Any], batches: list[Any]) -> dict[str, float]:
     """Run the batches and record each module's largest absolute input value (an abs-max observer)."""
-    import torch
-
     ranges: dict[str, float] = {}
 
     def observer(name: str):
@@ -134,7 +133,6 @@ def observe_ranges(model: Any, modules: dict[str, Any], batches: list[Any]) -> d
 
 
 def _quantize(selected: dict[str, Any], ranges: dict[str, float], per_channel: bool) -> None:
-    import torch
     from torchao.quantization.granularity import PerRow, PerTensor
     from torchao.quantization.quant_api import Int8StaticActivationInt8WeightConfig
 

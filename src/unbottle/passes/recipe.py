@@ -17,9 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from unbottle.core.env import library_versions
 from unbottle.core.errors import ConfigError, ModelLoadError
 from unbottle.core.naming import opt
+from unbottle.passes.apply import apply_, check_supported
 from unbottle.passes.base import PassConfig
+from unbottle.passes.registry import PASSES, config_class
+from unbottle.sources import MODELS
 
 RECIPE_FILE = "unbottle-recipe.json"
 RECIPE_VERSION = 1
@@ -40,8 +44,6 @@ class Recipe:
     version: int = RECIPE_VERSION
 
     def configs(self) -> list[PassConfig]:
-        from unbottle.passes.registry import config_class
-
         out = []
         for data in self.passes:
             name = data.get("name") or _name_of(data)
@@ -53,8 +55,6 @@ class Recipe:
 
 
 def _name_of(data: dict[str, Any]) -> str:
-    from unbottle.passes.registry import PASSES
-
     for name in PASSES.names():
         if PASSES.get(name).__name__ == data.get("type"):
             return name
@@ -99,8 +99,6 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
     Raises:
         ConfigError: ``out`` exists and ``overwrite`` is False.
     """
-    from unbottle.core.env import library_versions
-
     if out.exists() and not overwrite:
         raise ConfigError(
             f"output folder {out} exists; choose another {opt('output', flag='-o')} or pass "
@@ -135,8 +133,6 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
 
 def source_spec(model: str) -> str:
     """What a recipe records as its source: a registered name as is, a path made absolute."""
-    from unbottle.sources import MODELS
-
     return model if model in MODELS else str(Path(model).expanduser().resolve())
 
 
@@ -153,8 +149,6 @@ def apply_and_save(
     The leading passes that leave a plain transformers model are baked into saved weights; the
     rest are recorded and re-applied on load (an ONNX Runtime model is saved as its graph folder).
     """
-    from unbottle.passes.apply import apply_, check_supported
-
     check_supported(loaded.model, configs)  # every pass, before the baked ones run
     baked = baked_prefix(configs)
     baked_model, reports = apply_(loaded, configs[:baked])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 
 def tensor_bytes(t: Any) -> int:
     """Bytes actually stored: the inner tensors of a subclass (``__tensor_flatten__``), else plain size."""
@@ -16,8 +18,6 @@ def tensor_bytes(t: Any) -> int:
         names, _ = t.__tensor_flatten__()
         return sum(tensor_bytes(getattr(t, n)) for n in names)
     if getattr(t, "is_quantized", False):  # torch qint8: 1 byte per element + scale/zero-point per channel
-        import torch
-
         per_channel = t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
         return t.numel() + 16 * (t.q_per_channel_scales().numel() if per_channel else 1)
     return t.numel() * t.element_size()

@@ -13,9 +13,13 @@ own cost does not inflate them.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+import torch
+from torch.autograd.profiler import record_function
 
 GROUP_PREFIX = "group::"
 # A window shorter than this is profiled up to PROFILED_RUNS times and the fastest run kept: on a loaded
@@ -74,8 +78,6 @@ def group_of(name: str, module: Any) -> str | None:
 
 def install_group_ranges(model: Any) -> list[Any]:
     """Forward hooks that open and close a profiler range around each module of a group (outermost)."""
-    from torch.autograd.profiler import record_function
-
     handles, marked = [], []
     for name, module in model.named_modules():
         group = group_of(name, module) if name else None
@@ -109,8 +111,6 @@ def profile_phase(
 
     ``prepare`` runs, untimed, before every call (e.g. a fresh KV cache filled with the prompt).
     """
-    import torch
-
     prep = prepare or (lambda: None)
     cuda = device.startswith("cuda")
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
@@ -145,8 +145,6 @@ def _least_disturbed(
     One preemption of a few milliseconds inside an operator would count as kernel time and swamp a
     window of a few milliseconds on a loaded machine; a long window averages such noise out.
     """
-    import torch
-
     best: tuple[float, Any] | None = None
     spent = 0.0
     for _ in range(PROFILED_RUNS):
@@ -215,8 +213,6 @@ def _kernel_us(events: list[Any], floor_us: float) -> tuple[float, float]:
     A call far slower than the median of its op at the same input shapes (``STALL_FACTOR``×, when there
     are at least 3 such calls) was preempted or stalled: the excess is neither work nor overhead.
     """
-    import statistics
-
     by_kind: dict[tuple[str, str], list[float]] = {}
     for e in events:
         by_kind.setdefault((e.name, str(getattr(e, "input_shapes", ""))), []).append(e.self_cpu_time_total)
@@ -241,10 +237,6 @@ def op_floor_us() -> float:
     """The fixed cost of one operator call as the profiler sees it (microseconds), measured once:
     the median self time of adding two one-element tensors. Time up to this per call is dispatch,
     not work."""
-    import statistics
-
-    import torch
-
     if not _FLOOR:
         a, b = torch.ones(1), torch.ones(1)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

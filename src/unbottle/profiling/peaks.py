@@ -14,9 +14,15 @@ store as a ``peaks`` run per host, torch version and thread count; ``refresh`` r
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psutil
+import torch
+
+from unbottle.core.env import last_level_cache, manifest
 
 BANDWIDTH_BYTES = 256 * 2**20  # the least DRAM working set, whatever the cache
 DRAM_LLC_MULTIPLE = 4  # the DRAM working set is at least this many times all last-level cache
@@ -114,8 +120,6 @@ def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES, budget_s: float | None = No
         nbytes: the working set.
         budget_s: seconds each of the three reads may take in all (None: ``REPEATS`` repeats).
     """
-    import torch
-
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     # three ways to read it once, the fastest counts: at 1 thread torch's sum is partly compute-limited,
     # and the BLAS matrix-vector product (what batch-1 decoding does) prefetches best on some hosts
@@ -134,10 +138,6 @@ def measure_bandwidths() -> dict[str, Any]:
         ``Peaks`` fields: ``bandwidth_gbps``, ``dram_working_set_bytes``, ``cache_bandwidth_gbps``,
         ``cache_working_set_bytes`` (both None without a known last-level cache) and ``llc_bytes``.
     """
-    import psutil
-
-    from unbottle.core.env import last_level_cache
-
     llc = last_level_cache()
     sizes = bandwidth_working_sets(llc, psutil.virtual_memory().available)
     cache = measure_bandwidth(sizes["cache"], budget_s=0.5) if sizes["cache"] else None
@@ -152,8 +152,6 @@ def measure_bandwidths() -> dict[str, Any]:
 
 def measure_matmul(dtype: str, n: int = MATMUL_N) -> float | None:
     """GFLOP/s (GOP/s for int8) of an n×n×n product; None when this build can't run that dtype."""
-    import torch
-
     gen = torch.Generator().manual_seed(0)
     try:
         if dtype == "int8":
@@ -172,9 +170,6 @@ def measure_matmul(dtype: str, n: int = MATMUL_N) -> float | None:
 def measure_cuda_peaks(device: str = "cuda") -> Peaks:
     """GPU peaks: device-memory read bandwidth (1 GiB sum) and fp32/tf32-off, bf16, fp16 matmuls,
     timed with CUDA events after a synchronize."""
-    import platform
-
-    import torch
 
     def timed(fn: Callable[[], Any]) -> float:
         fn()
@@ -219,10 +214,6 @@ def measure_peaks(threads: int) -> Peaks:
 
     Takes a few seconds: the DRAM working set is read for at most ``TIME_BUDGET_S`` per reduction.
     """
-    import platform
-
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -245,10 +236,6 @@ def stored_peaks(store: Any, threads: int, device: str = "cpu") -> Peaks | None:
 
     Cheap (a store query): for callers that must not wait for a measurement.
     """
-    import platform
-
-    import torch
-
     for run in store.list_runs(limit=200, kind="peaks"):
         r = run.result or {}
         if (
@@ -265,8 +252,6 @@ def stored_peaks(store: Any, threads: int, device: str = "cpu") -> Peaks | None:
 
 def cached_peaks(store: Any, threads: int, refresh: bool = False, device: str = "cpu") -> Peaks:
     """The latest stored peaks for this host, torch and thread count (or GPU); measured if none."""
-    from unbottle.core.env import manifest
-
     if not refresh and (found := stored_peaks(store, threads, device)) is not None:
         return found
     peaks = measure_peaks(threads) if device == "cpu" else measure_cuda_peaks(device)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbottle.passes.base import linear_layers
+
 OVERHEAD_BOUND = 0.5  # fraction of wall time outside kernels
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}
 
 
 def linear_macs(model: Any) -> int:
     """Multiply-adds per token of every ``nn.Linear`` (tied weights counted where they are used)."""
-    from unbottle.passes.base import linear_layers
-
     return sum(m.in_features * m.out_features for m in linear_layers(model).values())
 
 

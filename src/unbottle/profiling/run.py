@@ -6,9 +6,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from unbottle.benchmarking.config import check_threads
 from unbottle.core.config import Config
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
+from unbottle.data.prompts import make_prompts
+from unbottle.passes.sizes import model_size
+from unbottle.profiling.diagnose import diagnose
+from unbottle.profiling.hotspots import profile_phase
+from unbottle.profiling.roofline import decode_ceiling_bandwidths, decode_ceilings, phase_work, roofline
+from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,19 +55,14 @@ class ProfileConfig(Config):
                 "are too short to see the phase: use 4 or more"
             )
         if self.threads is not None:
-            from unbottle.benchmarking.config import check_threads
-
             check_threads(self.threads)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError(
-                    f"{given('device', self.device)} given but no CUDA GPU is visible; "
-                    f"use {given('device', 'cpu')}"
-                )
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"{given('device', self.device)} given but no CUDA GPU is visible; "
+                f"use {given('device', 'cpu')}"
+            )
 
 
 def trace_paths(trace_dir: str | None, label: str) -> dict[str, str | None]:
@@ -81,11 +85,6 @@ def trace_paths(trace_dir: str | None, label: str) -> dict[str, str | None]:
 
 def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "profile") -> dict[str, Any]:
     """Profile prefill and decode of a loaded causal LM against ``peaks``; return the document."""
-    from unbottle.passes.sizes import model_size
-    from unbottle.profiling.diagnose import diagnose
-    from unbottle.profiling.hotspots import profile_phase
-    from unbottle.profiling.roofline import decode_ceiling_bandwidths, decode_ceilings, phase_work, roofline
-
     model = loaded.model.to(config.device)
     traces = trace_paths(config.trace_dir, label)
     steps = _steps(loaded, config)
@@ -119,11 +118,6 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
 
 def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int, int]]:
     """(step, prepare, tokens, context) for prefill and decode."""
-    import torch
-
-    from unbottle.data.prompts import make_prompts
-    from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
-
     model = loaded.model
     prompt = make_prompts(loaded.tokenizer, model.config.vocab_size, 1, config.prompt_length, config.seed)
     prompt = prompt.to(config.device)

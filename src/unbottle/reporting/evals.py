@@ -7,14 +7,13 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from unbottle.comparison.accuracy import pooled_value
 from unbottle.evaluation import EvalResult
 from unbottle.reporting.console import fmt
 
 
 def value_estimate(result: EvalResult) -> Any:
     """The headline value with a bootstrap 95% CI over the result's samples (windows, items)."""
-    from unbottle.comparison.accuracy import pooled_value
-
     weights = result.weights if result.weights else [1.0] * len(result.scores)
     return pooled_value(
         np.asarray(result.scores, dtype=float), np.asarray(weights, dtype=float), result.metric

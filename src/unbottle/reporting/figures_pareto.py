@@ -12,6 +12,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from unbottle.optimizer import judge
+from unbottle.optimizer.candidates import short_key
 from unbottle.reporting.styles import BAD, BASE, GOOD, NEUTRAL, esc_label, guard_limit, styled
 
 _STAGES = {
@@ -30,8 +32,6 @@ _LABEL_CHARS = 34
 
 
 def _short(key: str) -> str:
-    from unbottle.optimizer.candidates import short_key
-
     text = short_key(key)
     return esc_label(text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "…")
 
@@ -47,8 +47,6 @@ def _loss_ci(change: dict[str, Any] | None) -> tuple[float, float] | None:
 
 def pareto_figure(opt: dict[str, Any]) -> tuple[go.Figure | None, str]:
     """The speed-vs-accuracy scatter of ``opt``'s trials, with the front and the guard; and a caption."""
-    from unbottle.optimizer import judge
-
     rows = [r for r in opt["trials"] if r.get("gain") and r.get("status") == "ok"]
     if not rows:
         return None, ""
@@ -189,8 +187,6 @@ def _front(fig: go.Figure, opt: dict[str, Any], cap: float) -> None:
 
 
 def _winner(fig: go.Figure, opt: dict[str, Any]) -> None:
-    from unbottle.optimizer import judge
-
     winner = opt.get("winner")
     if not winner:
         return

@@ -13,6 +13,9 @@ import html
 import json
 from typing import Any
 
+from plotly.offline import get_plotlyjs
+from plotly.utils import PlotlyJSONEncoder
+
 from unbottle.reporting.parts import Report, TableData
 from unbottle.reporting.reproduce import display_lines
 from unbottle.reporting.run_kinds import charts_for
@@ -111,8 +114,6 @@ def render_html(report: Report) -> str:
 
 
 def _plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
-
     return f"<script>{get_plotlyjs()}</script>\n"
 
 
@@ -175,8 +176,6 @@ def _chart(chart: Chart, index: int) -> str:
 
 
 def _plotly_encoder() -> Any:
-    from plotly.utils import PlotlyJSONEncoder
-
     return PlotlyJSONEncoder
 
 

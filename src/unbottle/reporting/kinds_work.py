@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from unbottle.optimizer.candidates import short_key
 from unbottle.reporting.console import fmt
 from unbottle.reporting.parts import Report, Stat, TableData
 from unbottle.reporting.tables import VERDICT_TONE, comparison_tables, flatten, ratio_text
@@ -29,7 +30,6 @@ def optimize(report: Report) -> bool:
     if not opt:
         _recorded_trials(report)
         return False  # the generic view adds the config
-    from unbottle.optimizer.candidates import short_key
 
     report.verdict = opt["verdict"]
     _optimize_headline(report, opt)
@@ -57,8 +57,6 @@ def optimize(report: Report) -> bool:
 
 def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
     """The winner, its verified gain and accuracy change, the other verified ratios, the search's cost."""
-    from unbottle.optimizer.candidates import short_key
-
     winner = opt.get("winner")
     if winner:
         g = winner["gain"]
@@ -101,8 +99,6 @@ def _workload_text(opt: dict[str, Any]) -> str:
 
 def _recorded_trials(report: Report) -> None:
     """An unfinished search: the trials it recorded, which re-running the same command resumes from."""
-    from unbottle.optimizer.candidates import short_key
-
     trials = [t for t in report.trials.values() if isinstance(t, dict)]
     if not trials:
         return
@@ -127,8 +123,6 @@ def _recorded_trials(report: Report) -> None:
 
 
 def _trials_table(opt: dict[str, Any]) -> TableData:
-    from unbottle.optimizer.candidates import short_key
-
     objective = opt["objective"]["name"]
     rows = []
     for i, r in enumerate((r for r in opt["trials"] if r["stage"] != "baseline"), start=1):
@@ -167,8 +161,6 @@ def _trials_table(opt: dict[str, Any]) -> TableData:
 
 
 def _pareto_table(opt: dict[str, Any]) -> TableData:
-    from unbottle.optimizer.candidates import short_key
-
     front = set(opt["pareto"]["front"])
     judged = {}  # runs stored before the Pareto points carried the guard: take it from the trials
     for t in opt.get("trials") or []:

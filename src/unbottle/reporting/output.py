@@ -16,8 +16,10 @@ from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import opt
+from unbottle.reporting.html import render_html
 from unbottle.reporting.markdown import render_markdown
 from unbottle.reporting.summary import build_report, report_json
+from unbottle.store import codec
 
 
 class ReportFormat(enum.StrEnum):
@@ -32,12 +34,9 @@ def render(report: Any, fmt: ReportFormat | str) -> str:
     """The text of ``report`` (a ``Report``) in format ``fmt``."""
     fmt = ReportFormat(fmt)
     if fmt is ReportFormat.html:
-        from unbottle.reporting.html import render_html  # plotly: loaded only for HTML
-
         return render_html(report)
     if fmt is ReportFormat.md:
         return render_markdown(report)
-    from unbottle.store import codec
 
     return json.dumps(codec.plain(report_json(report)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 

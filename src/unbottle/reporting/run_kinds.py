@@ -9,12 +9,14 @@ its notes on the terminal.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from unbottle.benchmarking.headline import headline
 from unbottle.core.measurement import Measurement
 from unbottle.core.registry import Registry
+from unbottle.evaluation import EvalResult
 from unbottle.reporting import kinds, kinds_distill, kinds_work, views
 from unbottle.reporting.evals import eval_entry
 from unbottle.reporting.parts import Report
@@ -47,8 +49,6 @@ RUN_KINDS: Registry[RunKind] = Registry("run kind")
 
 
 def _evals(result: dict[str, Any], measurements: list[Measurement]) -> dict[str, Any]:
-    from unbottle.evaluation import EvalResult
-
     return {"evals": [eval_entry(EvalResult.from_dict(e)) for e in result.get("evals", [])]}
 
 
@@ -138,8 +138,6 @@ def describe(report: Report) -> None:
 
 def charts_for(report: Report) -> tuple[list[Chart], list[str]]:
     """The charts of ``report``'s run and notes on any that could not be drawn."""
-    import importlib
-
     kind = kind_of(report.run.kind)
     charts, notes = [], []
     for target in kind.charts if kind else ():

@@ -8,6 +8,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from unbottle.stats import Goal
+
 GOOD, BAD, NEUTRAL, BASE = "#2e7d32", "#c62828", "#757575", "#1f4e79"
 
 
@@ -123,8 +125,6 @@ def log_ticks(low: float, high: float, most: int = 8) -> list[float]:
 
 def guard_limit(guard: list[str], metric: str) -> float | None:
     """The accuracy guard's limit on the Pareto chart's x axis (perplexity % or accuracy points)."""
-    from unbottle.stats import Goal
-
     wanted = "percent-max-degradation" if metric == "perplexity" else "max-degradation"
     for text in guard:
         try:

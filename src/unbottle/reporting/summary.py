@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from unbottle.core.errors import StoreError
 from unbottle.reporting.documents import run_document
 from unbottle.reporting.parts import Report
 from unbottle.reporting.reproduce import reproduction
@@ -56,8 +57,6 @@ def _status_note(run: Any) -> str:
 
 def _load_related(store: Any, report: Report) -> None:
     """Fetch what the run refers to: an optimisation's trials, a comparison's two runs."""
-    from unbottle.core.errors import StoreError
-
     run = report.run
     if run.kind == "optimize":
         key = (run.config or {}).get("search_key") or (report.result.get("optimize") or {}).get("search_key")

@@ -7,14 +7,19 @@ never read as markup.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from unbottle.core.measurement import Measurement
+from unbottle.evaluation import EvalResult
 from unbottle.reporting.comparison import comparison_table
 from unbottle.reporting.console import headline_table, key_value_table, measurements_tables
+from unbottle.reporting.evals import evals_table
+from unbottle.reporting.optimize import pareto_table, trials_table
+from unbottle.reporting.profile import findings_table, groups_table, ops_table, peaks_table, roofline_table
 
 
 def bench(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:
@@ -22,9 +27,6 @@ def bench(doc: dict[str, Any], measurements: list[Measurement], result: dict[str
 
 
 def evals(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:
-    from unbottle.evaluation import EvalResult
-    from unbottle.reporting.evals import evals_table
-
     return [evals_table([EvalResult.from_dict(e) for e in result.get("evals", [])])]
 
 
@@ -33,8 +35,6 @@ def comparison(doc: dict[str, Any], measurements: list[Measurement], result: dic
 
 
 def optimize(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:
-    from unbottle.reporting.optimize import pareto_table, trials_table
-
     opt = doc.get("optimize")
     if not opt:
         return []
@@ -58,14 +58,6 @@ def optimize(doc: dict[str, Any], measurements: list[Measurement], result: dict[
 
 
 def profile(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:
-    from unbottle.reporting.profile import (
-        findings_table,
-        groups_table,
-        ops_table,
-        peaks_table,
-        roofline_table,
-    )
-
     prof = doc.get("profile")
     if not prof:
         return []
@@ -173,8 +165,6 @@ def reports_table(reports: list[dict[str, Any]]) -> Table:
 
 def compare_table(doc: dict[str, Any]) -> Table:
     """A training-strategy A/B: speed against the reference with its interval, and loss changes."""
-    import statistics
-
     ref = doc["reference"]
     table = Table(
         title=f"training strategies, interleaved (reference: {ref})",

@@ -19,6 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from unbottle.runtime.generate import greedy_generate
 from unbottle.runtime.ort_model import META_FILE, OrtCausalLM, _int64, _mask, _store, full_layers
 
@@ -49,15 +52,11 @@ class GenaiCache:
 
     def append(self, ids: Any) -> Any:
         """Run the model on ``ids (1, T)``; return the logits of those positions ``(1, T, V)``."""
-        import numpy as np
-
         self.generator.append_tokens(np.ascontiguousarray(ids, dtype=np.int32))
         return np.asarray(self.generator.get_output("logits"))
 
     def step(self, input_ids: Any, keep: Any) -> Any:
         """``append`` as the model's forward returns it: a tensor of the positions ``keep`` asks for."""
-        import torch
-
         return _keep(torch.from_numpy(self.append(_int64(input_ids))), keep)
 
 
@@ -101,7 +100,6 @@ class GenaiCausalLM(OrtCausalLM):
     def og_model(self) -> Any:
         """The ``og.Model``, (re)built when the thread count in force changed."""
         import onnxruntime_genai as og
-        import torch
 
         threads = self.threads or torch.get_num_threads()
         if self._og_model is None or threads != self._og_threads:
@@ -165,8 +163,6 @@ class GenaiCausalLM(OrtCausalLM):
 
     def _session_forward(self, input_ids: Any, mask: Any, cache: Any, use_cache: Any, keep: Any) -> Any:
         """The graph in a plain ORT session: past tensors in, presents written back into ``cache``."""
-        import numpy as np
-        import torch
         from transformers import DynamicCache
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -200,8 +196,6 @@ class GenaiCausalLM(OrtCausalLM):
         Raises:
             ValueError: a padded batch, or anything ``greedy_generate`` refuses.
         """
-        import torch
-
         prompt = torch.as_tensor(input_ids).long()
         if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
             raise ValueError(
@@ -231,8 +225,6 @@ class GenaiCausalLM(OrtCausalLM):
 def _keep(logits: Any, keep: Any) -> Any:
     """The positions ``logits_to_keep`` asks for: 0 all, k the last k, or a tensor of positions."""
     if hasattr(keep, "ndim") or isinstance(keep, (list, tuple)):
-        import torch
-
         return logits[:, torch.as_tensor(keep).long().reshape(-1)]
     keep = int(keep)
     return logits if keep <= 0 else logits[:, -keep:]

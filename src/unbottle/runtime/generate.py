@@ -8,7 +8,10 @@ Sampling and beam search are refused rather than silently replaced by greedy dec
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+import torch
 
 _IGNORED = {"use_cache", "return_dict_in_generate", "output_scores", "output_logits", "streamer"}
 
@@ -38,7 +41,6 @@ def greedy_generate(
     Raises:
         ValueError: sampling, beam search, or an argument this loop doesn't implement.
     """
-    import torch
     from transformers import DynamicCache
 
     config = _config(generation_config or model.generation_config, kwargs)
@@ -75,8 +77,6 @@ def greedy_generate(
 
 def _config(base: Any, overrides: dict[str, Any]) -> Any:
     """A copy of the generation config with ``overrides`` set; what this loop can't do is refused."""
-    import copy
-
     config = copy.deepcopy(base)
     unknown = sorted(k for k in overrides if k not in _IGNORED and not hasattr(config, k))
     if unknown:

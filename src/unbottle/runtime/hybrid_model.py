@@ -21,7 +21,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from unbottle.runtime.caches import cache_keyword, forward_kwargs
 from unbottle.runtime.genai_model import GenaiCausalLM, _keep
+from unbottle.runtime.ort_model import _int64, full_layers
+from unbottle.runtime.weights import StoredWeights
 
 
 def _bytes(model: Any) -> int:
@@ -37,7 +43,6 @@ class HybridCache:
     """
 
     def __init__(self, model: HybridCausalLM, max_length: int) -> None:
-        import numpy as np
         import onnxruntime as ort
 
         model.session()  # its inputs name the buffers
@@ -85,8 +90,6 @@ class HybridCausalLM(GenaiCausalLM):
 
     def __init__(self, folder: str | Path, torch_model: Any, **kwargs: Any) -> None:
         """``kwargs`` as ``GenaiCausalLM``'s; ``stored_bytes`` is the graph's, the float model's are added."""
-        from unbottle.runtime.weights import StoredWeights
-
         super().__init__(
             folder, torch_model.config, getattr(torch_model, "generation_config", None), **kwargs
         )
@@ -101,11 +104,7 @@ class HybridCausalLM(GenaiCausalLM):
 
     def _prefill(self, input_ids: Any, cache: HybridCache, keep: Any) -> Any:
         """The prompt through the float model; its KV cache copied into the buffers."""
-        import torch
         from transformers import DynamicCache
-
-        from unbottle.runtime.caches import cache_keyword, forward_kwargs
-        from unbottle.runtime.ort_model import full_layers
 
         past = DynamicCache(config=self.torch_model.config)
         full_layers(past)  # the graph keeps every position of sliding-window layers too
@@ -122,11 +121,6 @@ class HybridCausalLM(GenaiCausalLM):
 
     def _step(self, input_ids: Any, cache: HybridCache, keep: Any) -> Any:
         """Tokens after the prompt through the graph, reading and writing the buffers in place."""
-        import numpy as np
-        import torch
-
-        from unbottle.runtime.ort_model import _int64
-
         session = self.session()
         ids = _int64(input_ids)  # (1, T)
         total = cache.length + ids.shape[1]

@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import torch
+
 from unbottle.runtime.generate import greedy_generate
 from unbottle.runtime.weights import StoredWeights
 
@@ -46,7 +49,6 @@ class OrtCausalLM:
         n_parameters: int = 0,
         stored_bytes: int | None = None,
     ) -> None:
-        import torch
         from transformers import GenerationConfig
 
         self.path = Path(path)
@@ -100,8 +102,6 @@ class OrtCausalLM:
 
     def session(self) -> Any:
         """The ORT session, (re)built when the thread count in force changed."""
-        import torch
-
         threads = self.threads or torch.get_num_threads()
         if self._session is None or threads != self._session_threads:
             self._session = _make_session(self.path, threads, self.optimization)
@@ -144,8 +144,6 @@ class OrtCausalLM:
         Returns:
             ``CausalLMOutputWithPast`` with ``logits (B, K, V)`` (float32) and ``cache``.
         """
-        import numpy as np
-        import torch
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         if input_ids is None:
@@ -186,8 +184,6 @@ class OrtCausalLM:
 
         When the cache still holds the tensors the last call stored, their arrays are reused as they are.
         """
-        import numpy as np
-
         if cache is None or cache.get_seq_length() == 0:
             if batch not in self._empty:
                 self._empty[batch] = np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)
@@ -226,8 +222,6 @@ class OrtCausalLM:
 
     def to(self, *args: Any, **kwargs: Any) -> OrtCausalLM:
         """Only the CPU (and float32) is supported; anything else is refused."""
-        import torch
-
         for a in [*args, *kwargs.values()]:
             if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
                 raise ValueError(f"OrtCausalLM runs on the CPU only; {a} given")
@@ -330,15 +324,11 @@ def _store(cache: Any, presents: list[Any]) -> None:
 
 
 def _int64(x: Any) -> Any:
-    import numpy as np
-
     array = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
 def _mask(mask: Any, batch: int, total: int) -> Any:
-    import numpy as np
-
     if mask is None:
         return np.ones((batch, total), np.int64)
     array = _int64(mask)
@@ -351,8 +341,6 @@ def _mask(mask: Any, batch: int, total: int) -> Any:
 
 
 def _positions(positions: Any, batch: int, past: int, length: int) -> Any:
-    import numpy as np
-
     if positions is None:
         return np.broadcast_to(np.arange(past, past + length, dtype=np.int64), (batch, length)).copy()
     array = _int64(positions)
@@ -360,8 +348,6 @@ def _positions(positions: Any, batch: int, past: int, length: int) -> Any:
 
 
 def _logits_index(keep: Any, length: int) -> Any:
-    import numpy as np
-
     if hasattr(keep, "ndim") or isinstance(keep, (list, tuple)):
         return _int64(keep).reshape(-1)
     keep = int(keep)

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from unbottle.core.errors import ModelLoadError
+import torch
+
+from unbottle.core.errors import ConfigError, ModelLoadError
 
 Task = Literal["causal-lm", "masked-lm"]
 
@@ -125,14 +127,10 @@ def auto_class(task: Task) -> Any:
 
 
 def torch_dtype(name: str | None) -> Any:
-    import torch
-
     allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name is None:
         return torch.float32
     if name not in allowed:
-        from unbottle.core.errors import ConfigError
-
         raise ConfigError(f"dtype {name!r} is not supported; allowed: {', '.join(allowed)}")
     return allowed[name]
 
@@ -143,8 +141,6 @@ def require_causal_lm(loaded: Loaded, spec: str, purpose: str) -> Loaded:
     ``purpose`` completes "… is a masked-lm model; <purpose>", e.g. "unbottle train trains causal
     language models".
     """
-    from unbottle.core.errors import ConfigError
-
     if loaded.info.task != "causal-lm":
         raise ConfigError(f"{spec!r} is a {loaded.info.task} model; {purpose}")
     return loaded

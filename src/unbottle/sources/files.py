@@ -11,6 +11,8 @@ import json
 import struct
 from pathlib import Path
 
+from gguf import GGUFReader
+
 from unbottle.core.errors import ModelLoadError
 
 _MAX_HEADER = 100 * 1024 * 1024
@@ -103,8 +105,6 @@ def check_gguf(path: Path) -> str:
     if magic != b"GGUF":
         raise ModelLoadError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF'); {fix}")
     try:
-        from gguf import GGUFReader
-
         reader = GGUFReader(str(path))
         arch_field = reader.fields["general.architecture"]
         arch = bytes(arch_field.parts[arch_field.data[0]]).decode()

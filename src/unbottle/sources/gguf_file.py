@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from safetensors.torch import save_model
+
 from unbottle.core.errors import ModelLoadError
 from unbottle.sources.base import Loaded, ModelSource, task_of
 from unbottle.sources.files import check_gguf, gguf_architecture, sha256_of
@@ -84,7 +86,6 @@ class GGUFSource(ModelSource):
 
     def _convert(self, target: Path) -> None:
         import transformers
-        from safetensors.torch import save_model
 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))

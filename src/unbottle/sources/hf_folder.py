@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from unbottle.core.errors import ModelLoadError
 from unbottle.core.naming import opt
 from unbottle.sources.base import (
@@ -96,7 +98,6 @@ class HFFolderSource(ModelSource):
             raise ModelLoadError(f"transformers could not load {self.path}: {exc}") from None
 
     def _from_pickle(self, dtype: str | None) -> Any:
-        import torch
         import transformers
 
         cfg = transformers.AutoConfig.from_pretrained(str(self.path))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from unbottle.core.errors import ModelLoadError
 from unbottle.sources.base import Loaded, ModelSource
-from unbottle.sources.gguf_file import GGUFSource
+from unbottle.sources.gguf_file import GGUFSource, cache_root
 
 
 def package_folder(package: str) -> Path | None:
@@ -99,8 +99,6 @@ class ChunkedGGUFSource(ModelSource):
 
     def gguf_path(self) -> Path:
         """The joined file in the cache, joined (and its digest checked) on first use."""
-        from unbottle.sources.gguf_file import cache_root
-
         target = cache_root() / "packaged" / self.filename
         parts = self.part_paths()
         if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in parts):

@@ -10,7 +10,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from unbottle.sources.base import Loaded, ModelInfo, ModelSource, Task, count_parameters, torch_dtype
+import torch
+
+from unbottle.sources.base import (
+    Loaded,
+    ModelInfo,
+    ModelSource,
+    Task,
+    auto_class,
+    count_parameters,
+    torch_dtype,
+)
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
 
@@ -162,10 +172,7 @@ class TinySource(ModelSource):
         self.seed = seed
 
     def load(self, dtype: str | None = None) -> Loaded:
-        import torch
         import transformers
-
-        from unbottle.sources.base import auto_class
 
         start = time.perf_counter()
         config = getattr(transformers, self.config_class)(**self.config_kwargs)

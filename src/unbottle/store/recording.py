@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from unbottle.core.env import manifest as environment
 from unbottle.core.measurement import Measurement
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ def recording(
         manifest: the environment; ``core.env.manifest()`` when None.
     """
     if manifest is None:
-        from unbottle.core.env import manifest as environment
-
         manifest = environment()
     run = RunWriter(store, store.start_run(kind, model, config, manifest, argv=COMMAND_LINE.get()))
     try:

@@ -12,17 +12,17 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
+from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
+from unbottle.training.trainer import next_token_loss
 
 
 def _peak_bytes(model: Any, batch: int, seq_len: int, vocab: int, precision: str) -> float | None:
     """Peak memory of one training forward + backward at ``batch``; None when it ran out of memory."""
-    import torch
-
-    from unbottle.benchmarking.tracker import ResourceTracker
-    from unbottle.training.trainer import next_token_loss
-
     model.zero_grad(set_to_none=True)
     gc.collect()
     x = torch.randint(0, vocab, (batch, seq_len + 1))
@@ -72,8 +72,6 @@ def agree(batch: int, world: int) -> int:
     """The smallest micro-batch over all ranks (every rank must fit)."""
     if world == 1:
         return batch
-    import torch
-    import torch.distributed as dist
 
     value = torch.tensor([batch])
     dist.all_reduce(value, op=dist.ReduceOp.MIN)

@@ -15,6 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
 from unbottle.core.errors import ConfigError, TrainError
 from unbottle.core.naming import given, opt
 
@@ -75,16 +79,11 @@ def save(trainer: Any) -> Path:
                 f"then rerun with {opt('resume')}"
             ) from exc
     if trainer.world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
     return final
 
 
 def _write(trainer: Any, tmp: Path, model_state: dict[str, Any], optim_state: dict[str, Any]) -> None:
-    import torch
-    from safetensors.torch import save_file
-
     trainer.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -112,9 +111,6 @@ def latest_folder(out: Path) -> Path | None:
 
 def resume(trainer: Any) -> bool:
     """Load the latest checkpoint in ``trainer.out`` if there is one; True when resumed."""
-    import torch
-    from safetensors.torch import load_file
-
     folder = latest_folder(trainer.out)
     if folder is None:
         return False
@@ -152,8 +148,6 @@ def _check_fits(trainer: Any, folder: Path, meta: dict[str, Any]) -> None:
 
 
 def _load_plain(trainer: Any, folder: Path, saved: dict[str, Any]) -> None:
-    import torch
-
     missing, unexpected = trainer.base.load_state_dict(saved, strict=False)
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
         raise ConfigError(

@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from unbottle.comparison.speed import compare_samples
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
+from unbottle.stats import paired_bootstrap
+from unbottle.training.trainer import Trainer
 
 WARMUP_STEPS = 2
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -50,8 +53,6 @@ def parse_strategies(text: str) -> list[str]:
 
 
 def _trainer(name: str, model: Any, datasets: dict[str, Any], cfg: Any, loader: Any, out: Any) -> Any:
-    from unbottle.training.trainer import Trainer
-
     s = STRATEGIES[name]
     changes = {k: s[k] for k in ("precision", "loss", "compile", "checkpointing") if k in s}
     return Trainer(
@@ -76,8 +77,6 @@ def compare_strategies(
 ) -> dict[str, Any]:
     """Run ``rounds`` rounds of ``steps``-step segments per strategy; return the comparison document.
     ``on_segment(name)`` is called after each measured segment (progress display)."""
-    from unbottle.comparison.speed import compare_samples
-
     trainers = {n: _trainer(n, model, datasets, cfg, loader, out) for n in names}
     for t in trainers.values():  # warm-up (compilation and the recompile after the loss's first-use
         t.train(steps=WARMUP_STEPS)  # check, allocator, workers), not measured
@@ -105,8 +104,6 @@ def compare_strategies(
 
 def _loss_change(ref: list[dict[str, Any]], other: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     """Mean relative loss difference over the last segment, paired by step, with a bootstrap CI."""
-    from unbottle.stats import paired_bootstrap
-
     a = np.array([x["loss"] for x in ref[-steps:]])
     b = np.array([x["loss"] for x in other[-steps:]])
     est = paired_bootstrap(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
@@ -133,8 +134,6 @@ class TokenDataset:
         return (self.tokens.size - 1) // self.seq_len
 
     def __getitem__(self, i: int) -> Any:
-        import torch
-
         start = i * self.seq_len
         return torch.from_numpy(self.tokens[start : start + self.seq_len + 1].astype(np.int64))
 
@@ -165,8 +164,6 @@ class OnTheFlyDataset:
         return len(self.spans)
 
     def __getitem__(self, i: int) -> Any:
-        import torch
-
         a, b = self.spans[i]
         # a few characters past the span, so its last tokens merge as they do in the whole text
         ids = self.tokenizer(self.text[a : b + _MARGIN], add_special_tokens=False, verbose=False)["input_ids"]

@@ -20,6 +20,7 @@ import torch
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
+from unbottle.training.data import tokenizer_fingerprint
 from unbottle.training.losses import autocast
 
 _SPEC = re.compile(r"^(half|layers=\d+)(,intermediate=\d+)?$|^intermediate=\d+$")
@@ -114,8 +115,6 @@ def _narrow_mlp(layer: Any, width: int) -> None:
 
 def check_same_tokenizer(teacher: Any, student: Any, student_spec: str) -> None:
     """Refuse a student whose tokenizer or vocabulary differs from the teacher's."""
-    from unbottle.training.data import tokenizer_fingerprint
-
     same = tokenizer_fingerprint(teacher.tokenizer) == tokenizer_fingerprint(student.tokenizer)
     sizes = [m.model.get_output_embeddings().weight.shape[0] for m in (teacher, student)]
     if not same or sizes[0] != sizes[1]:

@@ -11,7 +11,24 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from unbottle.comparison.accuracy import compare_eval, pooled_value
+from unbottle.core.errors import ConfigError
+from unbottle.evaluation.perplexity import perplexity
+from unbottle.models import resolve
+from unbottle.sources.base import Loaded, count_parameters, require_causal_lm
+from unbottle.training.distill import (
+    DistillLoss,
+    build_student,
+    check_same_tokenizer,
+    is_shape_spec,
+    parse_shape,
+)
+from unbottle.training.session import datasets, load_trainable, steps_task
 from unbottle.training.spec import TrainSpec
+from unbottle.training.trainer import Trainer
 
 PURPOSE = "unbottle distill distils causal language models"
 
@@ -31,16 +48,10 @@ class DistillSettings:
 
 def make_student(teacher: Any, spec: str) -> tuple[Any, dict[str, Any]]:
     """(student model, description): a shape built from the teacher's layers, or a loaded model."""
-    from unbottle.models import resolve
-    from unbottle.sources.base import require_causal_lm
-    from unbottle.training.distill import build_student, check_same_tokenizer, is_shape_spec, parse_shape
-
     cfg = teacher.model.config
     if is_shape_spec(spec):
         layers = getattr(cfg, "num_hidden_layers", None)
         if not layers:
-            from unbottle.core.errors import ConfigError
-
             raise ConfigError(f"{teacher.info.spec!r} has no num_hidden_layers; give --student MODEL")
         shape = parse_shape(spec, layers, getattr(cfg, "intermediate_size", None))
         student = build_student(teacher.model, shape)
@@ -52,8 +63,6 @@ def make_student(teacher: Any, spec: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _as_loaded(model: Any, teacher: Any, label: str) -> Any:
-    from unbottle.sources.base import Loaded, count_parameters
-
     info = dataclasses.replace(
         teacher.info, spec=label, source_kind="distilled", n_parameters=count_parameters(model), notes=[]
     )
@@ -61,10 +70,6 @@ def _as_loaded(model: Any, teacher: Any, label: str) -> Any:
 
 
 def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str = "") -> Any:
-    import torch
-
-    from unbottle.evaluation.perplexity import perplexity
-
     report = progress.counter(f"perplexity of the {name}", "windows") if progress and name else None
     with torch.no_grad():
         return perplexity(
@@ -80,8 +85,6 @@ def _perplexity(loaded: Any, s: DistillSettings, progress: Any = None, name: str
 def run_distill(spec: TrainSpec, s: DistillSettings, say: Any, progress: Any = None) -> dict[str, Any]:
     """Distil ``spec.model`` (the teacher) and measure; ``progress`` (a ``reporting.progress.Progress``) draws
     the evaluations and steps."""
-    from unbottle.training.session import datasets, load_trainable
-
     cfg, loader, out = spec.train, spec.loader, spec.output
     say(f"loading teacher {spec.model} …")
     teacher = load_trainable(spec.model, PURPOSE)
@@ -107,9 +110,6 @@ def run_distill(spec: TrainSpec, s: DistillSettings, say: Any, progress: Any = N
 
 
 def _trainers(student, plain, teacher, train_ds, cfg, loader, out, s) -> dict[str, Any]:
-    from unbottle.training.distill import DistillLoss
-    from unbottle.training.trainer import Trainer
-
     objective = DistillLoss(student, teacher.model, s.alpha, s.temperature, cfg.autocast_dtype())
     trainers = {"distilled": Trainer(student, train_ds, cfg, loader, out / "distilled", objective=objective)}
     if plain is not None:
@@ -122,8 +122,6 @@ def _train_interleaved(trainers: dict[str, Any], cfg: Any, progress: Any = None)
 
     With ``progress``, each run has its own bar over ``max_steps``.
     """
-    from unbottle.training.session import steps_task
-
     chunk = max(1, min(10, cfg.max_steps // 5))
     on_step = {
         name: steps_task(progress, f"training {name}", cfg.max_steps, t.step) for name, t in trainers.items()
@@ -150,9 +148,6 @@ def _save(trainers: dict[str, Any], models: dict[str, Any], teacher: Any, out: P
 
 
 def _document(teacher, student, described, evals, trainers, resumed, saved, s) -> dict[str, Any]:
-    from unbottle.comparison.accuracy import compare_eval
-    from unbottle.sources.base import count_parameters
-
     models = {
         name: {"perplexity": r.value, "ci95": list(pooled_ci(r)), "seconds": r.seconds}
         for name, r in evals.items()
@@ -194,10 +189,6 @@ def _document(teacher, student, described, evals, trainers, resumed, saved, s) -
 
 def pooled_ci(result: Any) -> tuple[float, float]:
     """The perplexity's 95% CI (bootstrap over windows)."""
-    import numpy as np
-
-    from unbottle.comparison.accuracy import pooled_value
-
     w = np.asarray(result.weights or [1.0] * len(result.scores), dtype=float)
     est = pooled_value(np.asarray(result.scores, dtype=float), w, "perplexity")
     return est.ci_low, est.ci_high

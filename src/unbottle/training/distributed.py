@@ -13,8 +13,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
 
 
@@ -32,8 +38,6 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
-    import torch
-    import torch.distributed as dist
 
     if not dist.is_initialized():
         gpu = device.startswith("cuda")
@@ -53,11 +57,6 @@ def rank_device(device: str) -> str:
 def ddp(module: Any, device: Any, spans: list[tuple[float, float]]) -> Any:
     """``module`` under DDP, its gradient all-reduces timed: each bucket's (launch, done) goes to
     ``spans`` (they overlap the backward pass; the trainer reports their union as ``comm_s``)."""
-    import time
-
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
     wrapped = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
     def timed_allreduce(state, bucket):  # DDP checks these annotations: leave them out
@@ -82,8 +81,6 @@ def fsdp(module: Any, lm: Any) -> Any:
 
     layers = getattr(getattr(lm, lm.base_model_prefix, None), "layers", None)
     if layers is None:
-        from unbottle.core.errors import ConfigError
-
         raise ConfigError(
             f"{given('parallel', 'fsdp')}: no decoder layers found in {type(lm).__name__}; use ddp"
         )

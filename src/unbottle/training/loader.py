@@ -11,6 +11,9 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+from torch.utils.data import DataLoader
+
 from unbottle.core.config import Config, check_at_least
 
 
@@ -58,8 +61,6 @@ class ResumableSampler:
         )
 
     def order(self) -> list[int]:
-        import torch
-
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(self.n, generator=gen).tolist()[self.rank :: self.world]
 
@@ -72,8 +73,6 @@ class ResumableSampler:
 
 def make_loader(dataset: Any, config: LoaderConfig, sampler: ResumableSampler) -> Any:
     """A torch DataLoader over ``dataset`` in ``sampler``'s order, whole batches only."""
-    from torch.utils.data import DataLoader
-
     kwargs: dict[str, Any] = {}
     if config.workers > 0:
         kwargs.update(prefetch_factor=config.prefetch, persistent_workers=False)
@@ -91,8 +90,6 @@ def make_loader(dataset: Any, config: LoaderConfig, sampler: ResumableSampler) -
 def to_device(batches: Any, device: Any) -> Iterator[Any]:
     """``batches`` on ``device``. On a GPU each batch is copied from pinned memory on a side stream
     while the previous one is being used (asynchronous host-to-device copies)."""
-    import torch
-
     if device.type != "cuda":
         yield from batches
         return

@@ -3,21 +3,32 @@ model, its summary and measurements; and the strategy A/B (``--compare``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any
 
+import psutil
+from torch.utils.data import Subset
+
+from unbottle.benchmarking.tracker import ResourceTracker
+from unbottle.core.errors import ConfigError
+from unbottle.core.measurement import Measurement
+from unbottle.models import resolve
+from unbottle.sources.base import count_parameters, require_causal_lm
+from unbottle.training.batch_finder import accumulation, agree, find_micro_batch
+from unbottle.training.checkpoint import full_model_state
+from unbottle.training.compare import compare_strategies
+from unbottle.training.data import OnTheFlyDataset, TokenDataset, corpus_at, default_corpora, token_cache
+from unbottle.training.diagnose import diagnose
 from unbottle.training.spec import TrainSpec
+from unbottle.training.trainer import Trainer
 
 TRAIN_PURPOSE = "unbottle train trains causal language models"
 
 
 def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> tuple[Any, Any]:
     """(train, validation) datasets: the packaged Austen split, or the last tenth of ``data``'s windows."""
-    from torch.utils.data import Subset
-
-    from unbottle.training.data import OnTheFlyDataset, TokenDataset, corpus_at, default_corpora, token_cache
-
     if data is None:
         train_corpus, val_corpus = default_corpora()
         val = TokenDataset(token_cache(val_corpus, tokenizer, seq_len)[0], seq_len)
@@ -37,10 +48,6 @@ def datasets(data: str | None, seq_len: int, data_mode: str, tokenizer: Any) -> 
 
 def load_trainable(spec: str, purpose: str) -> Any:
     """A causal LM with its tokenizer, or a clear error."""
-    from unbottle.core.errors import ConfigError
-    from unbottle.models import resolve
-    from unbottle.sources.base import require_causal_lm
-
     loaded = require_causal_lm(resolve(spec).load(), spec, purpose)
     if loaded.tokenizer is None:
         raise ConfigError(f"{spec!r} has no tokenizer; give a model folder with tokenizer files")
@@ -59,9 +66,6 @@ def run_training(
     """Train, validate and save; ``peaks`` (measured machine peaks) give the MFU; ``rank``/``world``
     place this process in a distributed run; ``batching``: ``--batch-size auto`` and
     ``--global-batch``; ``progress`` (a ``reporting.progress.Progress``) draws the steps."""
-    from unbottle.benchmarking.tracker import ResourceTracker
-    from unbottle.training.trainer import Trainer
-
     say(f"loading {spec.model} …")
     loaded = load_trainable(spec.model, TRAIN_PURPOSE)
     say("preparing data (tokenised once, then cached) …")
@@ -83,7 +87,6 @@ def run_training(
             validation.append(trainer.evaluate(val_ds, cfg.eval_batches, loader.batch_size))
             say(f"step {trainer.step}/{cfg.max_steps}: validation loss {validation[-1]['val_loss']:.3f}")
     model_dir = run_dir / "model"
-    from unbottle.training.checkpoint import full_model_state
 
     trainer.save()  # every rank joins (FSDP gathers the full state); rank 0 writes
     state = full_model_state(trainer) if trainer.sharded is not None else None
@@ -91,7 +94,6 @@ def run_training(
         return {}
     loaded.model.save_pretrained(model_dir, state_dict=state)
     loaded.tokenizer.save_pretrained(model_dir)
-    from unbottle.training.diagnose import diagnose
 
     result = _result(trainer, loaded, validation, tracker, resumed_from, model_dir, cfg, peaks)
     return {
@@ -122,8 +124,6 @@ def _result(
     cfg: Any,
     peaks: Any,
 ) -> dict[str, Any]:
-    from unbottle.core.measurement import Measurement
-    from unbottle.sources.base import count_parameters
 
     steps = [r for r in trainer.history if r["step"] > resumed_from] or trainer.history
     parts = ("data_s", "forward_s", "backward_s", "optimizer_s")
@@ -170,10 +170,6 @@ def run_compare(
 ) -> dict[str, Any]:
     """Strategy A/B (``--compare``): ``rounds`` interleaved segments of ``steps`` steps per strategy, all
     from the same starting state."""
-    from unbottle.models import resolve
-    from unbottle.sources.base import require_causal_lm
-    from unbottle.training.compare import compare_strategies
-
     loaded = require_causal_lm(resolve(spec.model).load(), spec.model, TRAIN_PURPOSE)
     say("preparing data for both pipelines …")
     cached, _ = datasets(spec.data, spec.seq_len, "cache", loaded.tokenizer)
@@ -202,12 +198,6 @@ def _batching(
     samples: int,
 ) -> tuple[Any, Any, Any]:
     """Apply ``--batch-size auto`` and ``--global-batch``: (train config, loader config, finder result)."""
-    import dataclasses
-
-    import psutil
-
-    from unbottle.training.batch_finder import accumulation, agree, find_micro_batch
-
     found = None
     micro = loader.batch_size
     if batching.get("auto"):

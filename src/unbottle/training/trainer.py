@@ -16,9 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
+from unbottle.training import distributed
+from unbottle.training.checkpoint import resume, save
 from unbottle.training.loader import LoaderConfig, ResumableSampler, make_loader, to_device
 from unbottle.training.losses import LOSSES, LossModel, next_token_loss
 
@@ -70,8 +75,6 @@ class TrainConfig(Config):
             )
 
     def autocast_dtype(self) -> Any:
-        import torch
-
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
 
@@ -84,8 +87,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _device(name: str) -> Any:
-    import torch
-
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -115,8 +116,6 @@ class Trainer:
     ) -> None:
         """``objective``: the loss module to train (its ``lm`` is ``model``); default: next-token CE
         as ``config.loss`` says (``unbottle.training.losses.LossModel``)."""
-        import torch
-
         self.dataset, self.cfg, self.loader_cfg, self.out = dataset, config, loader, out
         if len(dataset) < loader.batch_size * world:
             raise ConfigError(
@@ -156,8 +155,6 @@ class Trainer:
     def _masters(self) -> tuple[list[Any] | None, list[str], list[Any]]:
         """(fp32 masters or None, trained parameter names, the trained parameters). For bf16-pure:
         bf16 weights for compute, fp32 master copies for the optimiser."""
-        import torch
-
         named = [(n, p) for n, p in self.base.named_parameters() if p.requires_grad]
         names, live = [n for n, _ in named], [p for _, p in named]
         if self.cfg.precision != "bf16-pure":
@@ -167,8 +164,6 @@ class Trainer:
         return master, names, live
 
     def _wrap(self, loss_model: Any) -> Any:
-        from unbottle.training import distributed
-
         self.comm_spans: list[tuple[float, float]] = []
         self.sharded = None  # the FSDP module, for gathering full state dicts
         model = loss_model
@@ -177,8 +172,6 @@ class Trainer:
         elif self.world > 1:
             model = distributed.ddp(loss_model, self.device, self.comm_spans)
         if self.cfg.compile:
-            import torch
-
             model = torch.compile(model)
         return model
 
@@ -213,8 +206,6 @@ class Trainer:
 
     def _clock(self) -> float:
         if self.device.type == "cuda":
-            import torch
-
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
@@ -257,8 +248,6 @@ class Trainer:
         return record
 
     def _optimizer_step(self) -> float:
-        import torch
-
         if self.master is not None:
             for p, m in zip(self.live, self.master, strict=True):
                 m.grad = None if p.grad is None else p.grad.float()
@@ -285,26 +274,19 @@ class Trainer:
         """The mean over ranks (DDP averages gradients the same way)."""
         if self.world == 1:
             return float(value)
-        import torch.distributed as dist
 
         value = value.clone()
         dist.all_reduce(value)
         return float(value) / self.world
 
     def save(self) -> Path:
-        from unbottle.training.checkpoint import save
-
         return save(self)
 
     def resume(self) -> bool:
-        from unbottle.training.checkpoint import resume
-
         return resume(self)
 
     def evaluate(self, dataset: Any, batches: int, batch_size: int) -> dict[str, float]:
         """Mean next-token loss (and perplexity) over the first ``batches`` batches of ``dataset``."""
-        import torch
-
         self.model.eval()
         losses = []
         with torch.no_grad():
