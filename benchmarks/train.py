@@ -22,6 +22,7 @@ from unbottle.models import load
 from unbottle.training.compare import compare_strategies
 from unbottle.training.loader import LoaderConfig
 from unbottle.training.session import datasets
+from unbottle.training.spec import TrainSpec
 from unbottle.training.trainer import TrainConfig
 
 
@@ -48,10 +49,11 @@ def main() -> None:
     naive, _ = datasets(None, args.seq_len, "on-the-fly", tokenizer)
     cfg = TrainConfig(max_steps=10**9, warmup_steps=args.steps, lr=1e-3)
     with tempfile.TemporaryDirectory() as tmp:
-        doc = compare_strategies(
-            model, {"cache": cached, "on-the-fly": naive}, args.strategies.split(","), cfg,
-            LoaderConfig(batch_size=args.batch_size), Path(tmp), args.rounds, args.steps,
-        )  # fmt: skip
+        loader = LoaderConfig(batch_size=args.batch_size)
+        spec = TrainSpec("benchmark", None, args.seq_len, "cache", cfg, loader, Path(tmp))
+        pipelines = {"cache": cached, "on-the-fly": naive}
+        names = args.strategies.split(",")
+        doc = compare_strategies(model, pipelines, names, spec, args.rounds, args.steps)
     summary = {}
     for name, e in doc["strategies"].items():
         row = {"tokens_per_s": statistics.median(e["tokens_per_s"]), "final_loss": e["losses"][-1]}

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from unbottle.cli.main import app
 from unbottle.comparison.ab import ABConfig
 from unbottle.core.errors import ConfigError
-from unbottle.core.naming import SPEAKS_FLAGS, given, opt
+from unbottle.core.naming import SPEAKS_FLAGS, given, opt, turn_on
 
 
 def _refusal(**settings) -> str:
@@ -20,12 +20,14 @@ def _refusal(**settings) -> str:
 def test_opt_and_given_name_the_field_from_python_and_the_flag_from_the_cli():
     assert (opt("seq_len"), given("seq_len", 0)) == ("seq_len", "seq_len=0")
     assert given("objective", "speed", quote=True) == "objective='speed'"
+    assert (given("compile", True), turn_on("resume")) == ("compile=True", "set resume=True")
     token = SPEAKS_FLAGS.set(True)
     try:
         assert (opt("seq_len"), given("seq_len", 0)) == ("--seq-len", "--seq-len 0")
         assert opt("time_budget_s", flag="--time-budget") == "--time-budget"
         assert given("min_time_s", -1, "--min-time") == "--min-time -1"
         assert given("prompt_length", 0, "--workload prompt=") == "--workload prompt=0"
+        assert (given("compile", True), turn_on("resume")) == ("--compile", "pass --resume")
     finally:
         SPEAKS_FLAGS.reset(token)
 

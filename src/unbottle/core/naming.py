@@ -21,10 +21,13 @@ def opt(name: str, flag: str | None = None) -> str:
 
 
 def given(name: str, value: Any, flag: str | None = None, *, quote: bool = False) -> str:
-    """``--seq-len 0`` from the CLI, ``seq_len=0`` from Python (``quote``: the value's repr)."""
+    """``--seq-len 0`` from the CLI, ``seq_len=0`` from Python (``quote``: the value's repr); a switch
+    turned on is the flag alone (``--compile``)."""
     shown = repr(value) if quote else str(value)
     if SPEAKS_FLAGS.get():
         spelled = flag or "--" + name.replace("_", "-")
+        if value is True:
+            return spelled  # a switch: --compile, not --compile True
         return f"{spelled}{'' if spelled.endswith('=') else ' '}{shown}"
     return f"{name}={shown}"
 

@@ -20,6 +20,7 @@ from unbottle.comparison.speed import compare_samples
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
 from unbottle.stats import paired_bootstrap
+from unbottle.training.spec import TrainSpec
 from unbottle.training.trainer import Trainer
 
 WARMUP_STEPS = 2
@@ -52,15 +53,15 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def _trainer(name: str, model: Any, datasets: dict[str, Any], cfg: Any, loader: Any, out: Any) -> Any:
+def _trainer(name: str, model: Any, datasets: dict[str, Any], spec: TrainSpec) -> Any:
     s = STRATEGIES[name]
     changes = {k: s[k] for k in ("precision", "loss", "compile", "checkpointing") if k in s}
     return Trainer(
         copy.deepcopy(model),
         datasets[s.get("data_mode", "cache")],
-        dataclasses.replace(cfg, **changes),
-        dataclasses.replace(loader, workers=s.get("workers", loader.workers)),
-        out / name,
+        dataclasses.replace(spec.train, **changes),
+        dataclasses.replace(spec.loader, workers=s.get("workers", spec.loader.workers)),
+        spec.output / name,
     )
 
 
@@ -68,16 +69,16 @@ def compare_strategies(
     model: Any,
     datasets: dict[str, Any],
     names: list[str],
-    cfg: Any,
-    loader: Any,
-    out: Any,
+    spec: TrainSpec,
     rounds: int,
     steps: int,
     on_segment: Any = None,
 ) -> dict[str, Any]:
-    """Run ``rounds`` rounds of ``steps``-step segments per strategy; return the comparison document.
-    ``on_segment(name)`` is called after each measured segment (progress display)."""
-    trainers = {n: _trainer(n, model, datasets, cfg, loader, out) for n in names}
+    """Run ``rounds`` rounds of ``steps``-step segments per strategy, each strategy changing ``spec``'s
+    training settings and writing under ``spec.output / name``; return the comparison document.
+    ``datasets``: the ``cache`` and ``on-the-fly`` pipelines over the same samples. ``on_segment(name)``
+    is called after each measured segment (progress display)."""
+    trainers = {n: _trainer(n, model, datasets, spec) for n in names}
     for t in trainers.values():  # warm-up (compilation and the recompile after the loss's first-use
         t.train(steps=WARMUP_STEPS)  # check, allocator, workers), not measured
     speed: dict[str, list[float]] = {n: [] for n in names}

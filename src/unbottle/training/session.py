@@ -179,11 +179,8 @@ def run_compare(
     if progress is not None:
         task = progress.task("strategy A/B", rounds * len(names), "segments")
         on_segment = lambda name: task.advance(note=name)  # noqa: E731
-    doc = compare_strategies(
-        loaded.model, {"cache": cached, "on-the-fly": naive}, names, spec.train, spec.loader, spec.output,
-        rounds, steps,
-        on_segment,
-    )  # fmt: skip
+    pipelines = {"cache": cached, "on-the-fly": naive}
+    doc = compare_strategies(loaded.model, pipelines, names, spec, rounds, steps, on_segment)
     return {"compare": doc, "model": loaded.info.to_dict()}
 
 
