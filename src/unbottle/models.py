@@ -53,6 +53,11 @@ class RecipeSource(ModelSource):
         self.path = path
         self.recipe = read_recipe(path)
 
+    def content_files(self) -> list[Path]:
+        """The folder's own files (recipe, baked weights, ONNX graphs) and the source it names."""
+        own = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name != "report.html")
+        return own if self.recipe.baked else own + resolve(self.recipe.source).content_files()
+
     def load(self, dtype: str | None = None) -> Loaded:
         start = time.perf_counter()
         configs = self.recipe.configs()

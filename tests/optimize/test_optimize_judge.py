@@ -87,8 +87,10 @@ def test_the_verdict_warns_of_a_slower_phase_even_when_the_guard_passed():
     }
     winner = {"cand": SimpleNamespace(key="genai:weights=gguf"), "gain": (3.0, 2.8, 3.2)}
     verification = {"overall": "pass", "goals": [{"explanation": "perplexity +0.1% ≤ 1%"}]}
-    text = _verdict(cfg, winner, verification, phases(cmps))
+    text = _verdict(cfg, winner, verification, phases(cmps), None)
     assert "guard met" in text and "prompt=2048,new=16" in text
     assert text.endswith("WARNING: slower than the baseline in prefill (time to first token)")
-    quiet = _verdict(cfg, winner, verification, phases({"decode.tokens_per_s": cmps["decode.tokens_per_s"]}))
+    quiet = _verdict(
+        cfg, winner, verification, phases({"decode.tokens_per_s": cmps["decode.tokens_per_s"]}), None
+    )
     assert "WARNING" not in quiet

@@ -14,12 +14,15 @@ import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
 
+from unbottle.cli.main import app
 from unbottle.core.errors import BenchError, ConfigError
 from unbottle.evaluation import EvalConfig, evaluate
 from unbottle.models import resolve
 from unbottle.optimizer import baseline as baseline_module
 from unbottle.optimizer import candidates as cm
+from unbottle.optimizer import identity
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.trial import FAULT_ENV
@@ -104,18 +107,23 @@ def test_sigkill_mid_search_then_rerun_resumes_without_repeating_trials(tmp_path
     args = ["--objective", "size", "--candidate", "wo-int8", "--candidate", "dynamic-int8",
             "--candidate", "precision", "--eval-tokens", "1024", "--threads", "1",
             "-o", str(tmp_path / "out"), "--json"]  # fmt: skip
-    key = OptimizeConfig(
+    cfg = OptimizeConfig(
         model="tiny-llama", objective="size", candidates=("wo-int8", "dynamic-int8", "precision"),
         eval_tokens=1024, threads=1,
-    ).search_key()  # fmt: skip
+    )  # fmt: skip
+    key = f"{cfg.search_key()}-{identity.digest(identity.circumstances(cfg.model, cfg.threads))}"
     first = _cli(args)
     deadline = time.monotonic() + 240
-    while len(Store().trials(key)) < 2 and time.monotonic() < deadline and first.poll() is None:
+    while (
+        len(set(Store().trials(key)) - {"identity"}) < 2
+        and time.monotonic() < deadline
+        and first.poll() is None
+    ):
         time.sleep(0.2)
     assert first.poll() is None, first.communicate()[1]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    done_before = set(Store().trials(key))
+    done_before = set(Store().trials(key)) - {identity.IDENTITY}
     assert {"baseline", "screen:wo-int8"} <= done_before
     assert not (tmp_path / "out").exists()
 
@@ -146,18 +154,32 @@ def test_a_slower_candidate_is_explained_and_nothing_is_saved(tmp_path, monkeypa
     assert not (tmp_path / "out").exists()
 
 
-def test_when_no_candidate_keeps_the_guard_the_closest_is_saved_with_the_missed_goal(tmp_path):
-    # perplexity may not rise at all; dynamic int8 raises tiny-llama's by ~0.03%
-    search = _search(
-        tmp_path,
-        candidates=("dynamic-int8",),
-        goals=("perplexity:percent-max-degradation=0",),
-        eval_tokens=512,
-    )
-    doc = search.run()
-    assert not doc["winner"]["guard_passed"]
-    assert "goal missed (perplexity)" in doc["verdict"] and "saved as the best found" in doc["verdict"]
-    assert (tmp_path / "out" / "unbottle-recipe.json").exists()
+def test_a_missed_goal_saves_nothing_exits_3_and_is_listed_as_goal_missed(tmp_path):
+    """Perplexity may not rise at all; dynamic int8 raises tiny-llama's by ~0.03%: the guard is missed.
+    The same command with --save-closest then saves the closest beside the output, without verifying
+    it again, and still exits 3."""
+    out = tmp_path / "out"
+    args = ["optimize", "tiny-llama", "--objective", "size", "--candidate", "dynamic-int8",
+            "--goal", "perplexity:percent-max-degradation=0", "--eval-tokens", "512", "--threads", "1",
+            "--time-budget", "10m", "-o", str(out), "--no-report", "--json", "-q"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 3, first.output
+    doc = json.loads(first.stdout.strip().splitlines()[-1])
+    opt = doc["optimize"]
+    assert (opt["outcome"], opt["output"], doc["status"]) == ("goal-missed", None, "goal-missed")
+    assert not opt["winner"]["guard_passed"] and "GOAL MISSED" in opt["verdict"]
+    assert "goal missed (perplexity)" in opt["verdict"] and "nothing saved" in opt["verdict"]
+    assert not out.exists() and not (tmp_path / "out.closest").exists()
+    listed = CliRunner().invoke(app, ["runs", "list", "--json"])
+    assert json.loads(listed.output.strip().splitlines()[-1])[0]["status"] == "goal-missed"
+
+    again = CliRunner().invoke(app, [*args, "--save-closest"])
+    assert again.exit_code == 3, again.output
+    opt = json.loads(again.stdout.strip().splitlines()[-1])["optimize"]
+    assert opt["saved_as"] == "closest" and opt["output"] == str((tmp_path / "out.closest").resolve())
+    assert (tmp_path / "out.closest" / "unbottle-recipe.json").exists() and not out.exists()
+    assert opt["resumed_trials"] >= 3  # baseline, screening and verification: none repeated
+    assert not list(tmp_path.glob(".out.verify-*"))
 
 
 def test_closest_picks_the_faster_candidate_that_lost_least(tmp_path):

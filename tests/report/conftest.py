@@ -183,6 +183,8 @@ def optimize_doc(store: Store, key: str = "search-0001", output: str = "/tmp/opt
         "elapsed_s": 40.0,
         "time_budget_s": 60.0,
         "verdict": f"wo-int8: decode tokens/s ×{winner['gain'][0]:.2f} (95% CI, verified); guard met",
+        "outcome": "goal-met",
+        "saved_as": "winner" if output else None,
     }
     return doc
 

@@ -21,7 +21,7 @@ class _Search:
     saves = True
     make_doc = None  # set by the fixture: conftest's optimize_doc
 
-    def __init__(self, config, store, output, overwrite, log=None):
+    def __init__(self, config, store, output, overwrite, log=None, save_closest=False):
         self.store, self.output, self.key = store, output, "search-cli"
 
     def run(self):
@@ -31,7 +31,8 @@ class _Search:
             self.output.mkdir(parents=True)
             (self.output / "unbottle-recipe.json").write_text("{}")
         else:
-            doc.update(winner=None, verification=None, rounds=None, verdict="nothing improved; nothing saved")
+            doc.update(winner=None, verification=None, rounds=None, verdict="nothing improved; nothing saved",
+                       outcome="goal-missed", saved_as=None)  # fmt: skip
         return doc
 
 
@@ -59,7 +60,8 @@ def test_optimize_without_a_saved_model_writes_the_report_beside_the_output_fold
     monkeypatch.setattr(fake_search, "saves", False)
     out = tmp_path / "smol-fast"
     result = CliRunner().invoke(app, [*ARGS, "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # nothing improved: the goal was missed
+    assert Store().get_run("last").effective_status == "goal-missed"
     assert (tmp_path / "smol-fast.report.html").exists()
     assert not out.exists(), "no folder is created for the report alone (a re-run would refuse it)"
 

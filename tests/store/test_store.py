@@ -60,6 +60,40 @@ def test_finish_run_records_result_and_error(store: Store) -> None:
     assert (store.get_run(failed).status, store.get_run(failed).error) == ("failed", "out of memory")
 
 
+def test_a_complete_run_that_missed_its_goal_is_listed_as_goal_missed(store: Store) -> None:
+    missed = store.start_run("optimize", "m", CONFIG, MANIFEST)
+    store.finish_run(missed, "complete", result={}, outcome="goal-missed")
+    met = store.start_run("optimize", "m", CONFIG, MANIFEST)
+    store.finish_run(met, "complete", result={}, outcome="goal-met")
+    assert (store.get_run(missed).status, store.get_run(missed).effective_status) == (
+        "complete",
+        "goal-missed",
+    )
+    assert store.get_run(met).effective_status == "complete"
+    bad = store.start_run("optimize", "m", CONFIG, MANIFEST)
+    with pytest.raises(StoreError, match="an outcome is one of"):
+        store.finish_run(bad, "failed", error="x", outcome="goal-missed")
+    with pytest.raises(StoreError, match="an outcome is one of"):
+        store.finish_run(bad, "complete", outcome="great")
+
+
+def test_a_store_written_before_outcomes_existed_is_upgraded(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / "unbottle.db", isolation_level=None)) as raw:
+        for statement in (*schema.MIGRATIONS[0], *schema.MIGRATIONS[1]):
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute(
+            "INSERT INTO runs (kind, model, status, created_at, config_json, manifest_json)"
+            " VALUES ('bench', 'm', 'complete', ?, '{}', '{}')",
+            (now_iso(),),
+        )
+    with Store(tmp_path) as s:
+        assert (s.get_run(1).outcome, s.get_run(1).effective_status) == (None, "complete")
+        new = s.start_run("optimize", "m", CONFIG, MANIFEST)
+        s.finish_run(new, "complete", outcome="goal-missed")
+        assert s.get_run(new).effective_status == "goal-missed"
+
+
 def test_measurements_preserve_raw_samples_exactly_in_insertion_order(store: Store) -> None:
     run_id = store.start_run("bench", "m", CONFIG, MANIFEST)
     tricky = [0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, -2.5, 3, 0.0, -0.0, 1 / 3]

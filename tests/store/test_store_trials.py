@@ -37,7 +37,7 @@ def test_trials_are_recorded_once_and_read_back_in_order(tmp_path):
     with pytest.raises(StoreError, match="trial 'a' of search 's1' is already recorded"):
         store.record_trial("s1", "a", {"status": "ok"})
     assert store.trials("missing") == {}
-    assert schema_version() == 2
+    assert schema_version() == 3
 
 
 def test_search_killed_midway_resumes_without_repeating_trials(tmp_path):

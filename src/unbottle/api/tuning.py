@@ -27,6 +27,7 @@ def optimize(
     workload: str | None = None,
     output: str | Path | None = None,
     overwrite: bool = False,
+    save_closest: bool = False,
     report: bool = True,
     store: Any = None,
     log: Callable[[str], None] | None = None,
@@ -35,7 +36,9 @@ def optimize(
 ) -> dict[str, Any]:
     """Search for the fastest variant of ``model`` that keeps accuracy, verify it by A/B test, save it;
     record the run and return its document (what ``optimize --json`` prints). Calling it again with
-    the same settings resumes an interrupted search.
+    the same settings resumes an interrupted search. The document's ``optimize.outcome`` is
+    ``goal-met`` (the winner is in ``output``) or ``goal-missed`` (no candidate kept the guard; the
+    run is listed as ``goal-missed`` and ``output`` is not written).
 
     Args:
         model: as ``bench``.
@@ -45,6 +48,8 @@ def optimize(
         workload: the request served, ``"prompt=256,new=64"`` (the default).
         output: folder for the winner; default ``optimized/<model name>``.
         overwrite: replace ``output`` if it exists.
+        save_closest: when no candidate keeps the accuracy guard, save the closest one as
+            ``<output>.closest`` (never in ``output``: that holds only a winner).
         report: write ``report.html`` into the saved folder (beside it when nothing was saved:
             ``report_path``).
         store: as ``bench``.
@@ -57,9 +62,10 @@ def optimize(
     config = config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
     store = store_of(store)
     output = Path(output) if output is not None else default_output(config.model)
-    search = Search(config, store, output, overwrite, log=log or (lambda _line: None))
-    if on_clock_start is not None:
-        search.on_clock_start = on_clock_start
+    search = Search(
+        config, store, output, overwrite, log=log or (lambda _line: None), save_closest=save_closest
+    )
+    search.on_clock_start = on_clock_start
     run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
     with store.recording("optimize", config.model, run_config, manifest(seed=config.seed)) as run:
         doc = search.run()
@@ -69,7 +75,7 @@ def optimize(
             for m in rounds.to_measurements():
                 run.add(m)
         base = doc["baseline"]
-        run.complete({"optimize": doc, "model": base["model"], "threads": base["threads"]})
+        run.complete({"optimize": doc, "model": base["model"], "threads": base["threads"]}, doc["outcome"])
     if report:
         _write_report(store, run.id, report_path(output, doc), log)
     return document(store, run.id)

@@ -57,6 +57,10 @@ _BatchSize = Annotated[int, typer.Option(help="Batch rows of the benchmark (thro
 _Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the winner.")]
 _Overwrite = Annotated[bool, typer.Option(help="Replace the output folder if it exists.")]
 _MemoryLimit = Annotated[float | None, typer.Option(help="MiB per trial worker [default: 75% of RAM].")]
+_SaveClosest = Annotated[
+    bool,
+    typer.Option(help="If no candidate keeps the guard, save the closest as OUTPUT.closest (exit code 3)."),
+]
 _Report = Annotated[
     bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
 ]
@@ -77,6 +81,7 @@ def optimize(
     threads: ThreadsOpt = None,
     output: _Output = None,
     overwrite: _Overwrite = False,
+    save_closest: _SaveClosest = False,
     memory_limit: _MemoryLimit = None,
     report: _Report = True,
     json_: JsonOpt = False,
@@ -84,7 +89,9 @@ def optimize(
 ) -> None:
     """Find the fastest variant of MODEL that keeps accuracy, verify it by A/B test, and save it.
 
-    Re-running the same command after an interruption continues the search where it stopped.
+    Re-running the same command after an interruption continues the search where it stopped. Exit
+    code 0: a verified winner is saved; 3: no candidate kept the accuracy guard (goal missed, nothing
+    saved unless --save-closest); 2: bad input or a failure.
     """
     prompt_length, new_tokens = parse_workload(workload)
     config = OptimizeConfig(
@@ -102,7 +109,8 @@ def optimize(
         threads=threads,
         memory_limit_mib=memory_limit,
     )
-    run_optimize(config, output or tuning.default_output(model), overwrite, quiet, json_, report)
+    options = {"overwrite": overwrite, "save_closest": save_closest, "report": report}
+    run_optimize(config, output or tuning.default_output(model), quiet, json_, options)
 
 
 def log_line(quiet: bool, budget: Any = None) -> Any:
@@ -119,9 +127,12 @@ def log_line(quiet: bool, budget: Any = None) -> Any:
     return log
 
 
-def run_optimize(
-    config: Any, output: Path, overwrite: bool, quiet: bool, json_: bool, report: bool = True
-) -> None:
+GOAL_MISSED_EXIT = 3  # the search ran to its end but no candidate kept the accuracy guard
+
+
+def run_optimize(config: Any, output: Path, quiet: bool, json_: bool, options: dict[str, Any]) -> None:
+    """Run the search with progress and the log on stderr, print its result; exit 3 if the goal was
+    missed. ``options``: the verb's ``overwrite``, ``save_closest`` and ``report``."""
     store = Store()
     with Progress(quiet) as progress:
         clock: list[Any] = []  # the time-budget bar, from when the search's clock starts
@@ -136,15 +147,12 @@ def run_optimize(
             clock.append(progress.task("optimize (time budget)", config.time_budget_s, "s", clock=True))
 
         doc = tuning.optimize(
-            config=config,
-            output=output,
-            overwrite=overwrite,
-            report=report,
-            store=store,
-            log=search_log,
-            on_clock_start=start_clock,
+            config=config, output=output, store=store, log=search_log, on_clock_start=start_clock, **options
         )
     show_run(store, doc["run_id"], json_, doc)
     path = tuning.report_path(output, doc["optimize"])
-    if report and path.exists():
+    if options["report"] and path.exists():
         err.print(f"report: {path}", highlight=False)
+    if doc["optimize"]["outcome"] == "goal-missed":
+        err.print(f"goal missed: no candidate kept the accuracy guard (exit code {GOAL_MISSED_EXIT})")
+        raise typer.Exit(GOAL_MISSED_EXIT)

@@ -37,6 +37,8 @@ LIBRARIES = (
     "typer",
     "rich",
     "onnxruntime",
+    "onnxruntime-genai",
+    "onnx",
     "torchao",
 )
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

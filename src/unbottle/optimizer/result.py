@@ -1,8 +1,11 @@
 """The result of a search: trials table, Pareto front, the verified winner and a plain verdict.
 
-The winner is the verified candidate that met the guard on its CI bound; when none did, the
-verified candidate with the best objective, with the missed goal named. The reported numbers are
-the verification's (interleaved A/B on the saved, reloaded model), never the screening's.
+The winner is the verified candidate that met the guard on its CI bound; it is moved to the output
+folder and the outcome is ``goal-met``. When none did, the outcome is ``goal-missed``: the verified
+candidate with the best objective is reported (under ``winner``, with ``guard_passed`` false and the
+missed goal named) but nothing is written to the output folder; with ``save_closest`` it is saved
+beside it, as ``<output>.closest``, so it is never taken for a winner. The reported numbers are the
+verification's (interleaved A/B on the saved, reloaded model), never the screening's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from unbottle.comparison.document import comparison_document
 from unbottle.core.errors import ConfigError, StoreError
-from unbottle.core.naming import opt
+from unbottle.core.naming import opt, turn_on
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
 from unbottle.passes.recipe import RECIPE_FILE, read_recipe
@@ -57,8 +60,12 @@ def result_document(
         "preparation": search.preparation,
         "plan": search.plan.to_dict() if search.plan is not None else None,
         "host_busy": search.host_busy,
+        "circumstances": search.circumstances,
+        "restarted_because": search.restarted_because,
+        "outcome": "goal-missed",
     }
     if winner is None:
+        discard(search)
         doc["verdict"] = _busy_warning(search.host_busy) + _no_winner_verdict(screened, ranked, verified)
         return doc
     compared = winner["trial"]["result"]["comparisons"]
@@ -66,24 +73,56 @@ def result_document(
         {k: MetricComparison.from_dict(v) for k, v in compared.items()}, search.goals, cfg.model,
         winner["cand"].key,
     )  # fmt: skip
-    output = publish(search, winner)
+    met = bool(winner["guard"]["passed"])
+    output = _save(search, winner, met)
     phases = judge.phases(compared)
     doc.update(
-        winner={
-            "key": winner["cand"].key,
-            "passes": winner["cand"].to_payload(),
-            "gain": winner["gain"],
-            "accuracy": judge.accuracy_change(compared),
-            "guard_passed": winner["guard"]["passed"],
-            "reproduced": _reproduced(search, winner),
-            "phases": phases,
-        },
+        winner=_winner_summary(search, winner, compared, phases),
         verification=verification,
-        output=str(output),
+        output=None if output is None else str(output),
+        saved_as=None if output is None else ("winner" if met else "closest"),
+        outcome="goal-met" if met else "goal-missed",
         rounds=winner["trial"]["result"]["rounds"],
-        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification, phases),
+        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification, phases, output),
     )
     return doc
+
+
+def _winner_summary(
+    search: Any, winner: dict[str, Any], compared: dict[str, Any], phases: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "key": winner["cand"].key,
+        "passes": winner["cand"].to_payload(),
+        "gain": winner["gain"],
+        "accuracy": judge.accuracy_change(compared),
+        "guard_passed": winner["guard"]["passed"],
+        "reproduced": _reproduced(search, winner),
+        "phases": phases,
+    }
+
+
+def closest_folder(output: Path) -> Path:
+    """Where ``save_closest`` puts a candidate that missed the guard: beside the output folder."""
+    return output.parent / f"{output.name}.closest"
+
+
+def _save(search: Any, winner: dict[str, Any], met: bool) -> Path | None:
+    """The winner moved into the output folder; a guard-missing candidate only with ``save_closest``,
+    beside it; otherwise nothing (its verified copy stays staged, hidden beside the output folder, so
+    the same command with ``save_closest`` saves it without verifying again)."""
+    if met:
+        return publish(search, winner, search.output.resolve())
+    if search.save_closest:
+        return publish(search, winner, closest_folder(search.output.resolve()))
+    return None
+
+
+def discard(search: Any) -> None:
+    """Remove the verification's staged copies of the model (nothing of them is kept)."""
+    out = search.output.resolve()
+    for staged in out.parent.glob(f".{out.name}.verify-*"):
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _winner(verified: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -97,9 +136,8 @@ def staging_folder(output: Path, key: str) -> Path:
     return output.parent / f".{output.name}.verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def publish(search: Any, winner: dict[str, Any]) -> Path:
-    """Move the winner's saved folder into place (once); other verified folders are removed."""
-    out = search.output.resolve()
+def publish(search: Any, winner: dict[str, Any], out: Path) -> Path:
+    """Move the winner's saved folder to ``out`` (once); other verified folders are removed."""
     staged = Path(winner["trial"]["result"]["output"])
     if staged.exists():
         if out.exists():
@@ -110,8 +148,7 @@ def publish(search: Any, winner: dict[str, Any]) -> Path:
             f"the verified model's folder {staged} is gone and {out} does not hold it; "
             f"re-run with {opt('overwrite')} to verify and save it again"
         )
-    for other in out.parent.glob(f".{out.name}.verify-*"):
-        shutil.rmtree(other, ignore_errors=True)
+    discard(search)
     return out
 
 
@@ -127,7 +164,11 @@ def _reproduced(search: Any, winner: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _verdict(
-    cfg: Any, winner: dict[str, Any], verification: dict[str, Any], phases: list[dict[str, Any]]
+    cfg: Any,
+    winner: dict[str, Any],
+    verification: dict[str, Any],
+    phases: list[dict[str, Any]],
+    output: Path | None,
 ) -> str:
     g = winner["gain"]
     what = cfg.objective_spec()[4]
@@ -142,7 +183,12 @@ def _verdict(
     if verification["overall"] == "pass":
         return f"{head}; guard met: {goals}{tail}"
     missed = [str(r["goal"]["metric"]) for r in verification["goals"] if not r["passed"]]
-    return f"{head}; goal missed ({', '.join(missed)}): {goals}; saved as the best found{tail}"
+    kept = (
+        f"saved only as the closest candidate, in {output}"
+        if output is not None
+        else f"nothing saved ({turn_on('save_closest')} to keep the closest candidate beside the output)"
+    )
+    return f"GOAL MISSED: {head}; goal missed ({', '.join(missed)}): {goals}; {kept}{tail}"
 
 
 def _no_winner_verdict(screened, ranked, verified) -> str:

@@ -24,7 +24,7 @@ import psutil
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
-from unbottle.optimizer import host, isolate, judge
+from unbottle.optimizer import host, identity, isolate, judge
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
 from unbottle.optimizer.baseline import measure as measure_baseline
@@ -37,7 +37,7 @@ from unbottle.optimizer.candidates import (
     short_key,
 )
 from unbottle.optimizer.config import OptimizeConfig
-from unbottle.optimizer.result import check_output, result_document, staging_folder
+from unbottle.optimizer.result import check_output, closest_folder, result_document, staging_folder
 
 TRIAL = "unbottle.optimizer.trial:"
 MIN_BUDGET_S = 60.0
@@ -54,6 +54,7 @@ class Search:
         store: where trials are recorded (and read back on resume).
         output: the folder the winner is saved to.
         overwrite: replace ``output`` if it exists and another search wrote it.
+        save_closest: when no candidate keeps the guard, save the closest beside ``output``.
         log: called with one line per event (progress for people; None to stay quiet).
     """
 
@@ -64,11 +65,14 @@ class Search:
         output: Path,
         overwrite: bool = False,
         log: Callable[[str], None] | None = None,
+        save_closest: bool = False,
     ) -> None:
         self.cfg = config
+        self.save_closest = save_closest
         self.store = store
         self.output = output
-        self.key = config.search_key()
+        self.circumstances = identity.circumstances(config.model, config.threads)
+        self.key = f"{config.search_key()}-{identity.digest(self.circumstances)}"
         self.log = log or (lambda _line: None)
         self.goals = config.guard()
         self.screen_goals = judge.screening_goals(self.goals)
@@ -89,6 +93,9 @@ class Search:
         self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
         self._round: tuple[list[Candidate], dict[str, str], int] | None = None
         check_output(output, overwrite, self.key)
+        self.restarted_because = identity.superseded(store, config.search_key(), self.key, self.circumstances)
+        if save_closest:
+            check_output(closest_folder(output), overwrite, self.key)
         if config.time_budget_s < MIN_BUDGET_S:
             raise ConfigError(
                 f"{given('time_budget_s', f'{config.time_budget_s:g}', '--time-budget')} s given; measuring "
@@ -172,6 +179,7 @@ class Search:
             ConfigError: the budget can't hold one candidate and the verification (the message gives
                 the budget that would), or it ran out before any candidate was screened.
         """
+        self.identify()
         self.prepare()
         candidates, skipped, primary = self.first_round()
         base = self.baseline()
@@ -190,6 +198,17 @@ class Search:
         ranked = self.finals(good, base) or self.closest(screened)
         verified = self.verify_best(ranked, base)
         return result_document(self, base, screened, ranked, verified, skipped)
+
+    def identify(self) -> None:
+        """Record what this search's trials are valid for (once); say why earlier ones are not reused."""
+        if identity.IDENTITY not in self.recorded:
+            self.store.record_trial(self.key, identity.IDENTITY, {"circumstances": self.circumstances})
+        if self.restarted_because:
+            self.log(
+                "this command's earlier trials were measured under other circumstances ("
+                + "; ".join(self.restarted_because)
+                + "): measuring afresh"
+            )
 
     def first_round(self) -> tuple[list[Candidate], dict[str, str], int]:
         """``candidates.first_round`` for this search (worked out once)."""

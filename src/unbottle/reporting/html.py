@@ -34,7 +34,8 @@ h2 { font-size:19px; margin:36px 0 10px; padding-bottom:4px; border-bottom:2px s
 h3 { font-size:16px; margin:0 0 6px; }
 .sub { color:var(--muted); margin:0 0 16px; }
 .status { padding:10px 14px; border-radius:6px; margin:12px 0; font-weight:600; }
-.status.failed, .status.interrupted { background:#fdecea; color:var(--bad); border:1px solid #f5c2c0; }
+.status.failed, .status.interrupted, .status.goal-missed {
+  background:#fdecea; color:var(--bad); border:1px solid #f5c2c0; }
 .status.running { background:#fff8e1; color:#8d6e00; border:1px solid #ffe08a; }
 .verdict { font-size:17px; padding:14px 18px; background:var(--bg-soft); border-left:5px solid var(--accent);
            border-radius:4px; margin:12px 0 18px; overflow-wrap:anywhere; }

@@ -51,7 +51,8 @@ def optimize(report: Report) -> bool:
             f"resumed: {opt['resumed_trials']} trial(s) were recorded earlier and not repeated"
         )
     if opt.get("output"):
-        report.notes.append(f"saved to {opt['output']}")
+        what = "the closest candidate (it missed the guard)" if opt.get("saved_as") == "closest" else "saved"
+        report.notes.append(f"{what}: {opt['output']}")
     return True
 
 
@@ -60,7 +61,9 @@ def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
     winner = opt.get("winner")
     if winner:
         g = winner["gain"]
-        report.headline.append(Stat("winner (saved)", short_key(winner["key"])))
+        missed = opt.get("outcome") == "goal-missed"
+        label = "closest candidate (goal missed)" if missed else "winner (saved)"
+        report.headline.append(Stat(label, short_key(winner["key"]), tone="bad" if missed else ""))
         what = f"{opt['objective']['what']}, winner / baseline"
         report.headline.append(
             Stat(what, f"×{g[0]:.2f}", f"{g[1]:.2f} – {g[2]:.2f}", "good" if g[1] > 1 else "")

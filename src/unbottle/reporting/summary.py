@@ -22,6 +22,8 @@ _STATUS_NOTES = {
     "failed": "this run failed before it finished; what it recorded before failing is shown below",
     "interrupted": "this run was interrupted before it finished; what it recorded is shown below",
     "running": "this run is still running (or its process is on another machine); the report is partial",
+    "goal-missed": "the goal was missed: no candidate both improved the objective and kept the accuracy "
+    "guard, so no winner was saved; the verdict says what came closest",
 }
 
 

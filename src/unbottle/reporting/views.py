@@ -48,12 +48,9 @@ def optimize(doc: dict[str, Any], measurements: list[Measurement], result: dict[
         )
     shown.append(Text(f"verdict: {opt['verdict']}"))
     if opt.get("output"):
-        shown.append(
-            Text(
-                f"saved to {opt['output']}; check it independently with `unbottle ab {opt['model']} "
-                f"{opt['output']} --eval` and `unbottle eval {opt['output']}`"
-            )
-        )
+        what = "the closest candidate (it missed the guard)" if opt.get("saved_as") == "closest" else "winner"
+        check = f"`unbottle ab {opt['model']} {opt['output']} --eval` and `unbottle eval {opt['output']}`"
+        shown.append(Text(f"{what} saved to {opt['output']}; check it independently with {check}"))
     return shown
 
 

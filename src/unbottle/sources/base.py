@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,22 @@ class ModelSource(abc.ABC):
 
     def describe(self) -> str:
         return f"{self.kind}: {self.spec}"
+
+    def content_files(self) -> list[Path]:
+        """The files whose bytes are the model (weights, config, tokenizer); none for a model built
+        from a registered config."""
+        return []
+
+    def fingerprint(self) -> str:
+        """A digest of the model's content: its files' bytes (so a model retrained or replaced in
+        the same place gets a new one), or its spec when it has no files."""
+        digest = hashlib.sha256(f"{self.kind}:{self.spec}".encode() if not self.content_files() else b"")
+        for path in self.content_files():
+            digest.update(f"{path.name}\0".encode())
+            with path.open("rb") as fh:
+                while block := fh.read(8 * 2**20):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
 
 
 def task_of(model_type: str, where: str) -> Task:

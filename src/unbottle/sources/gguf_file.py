@@ -69,6 +69,9 @@ class GGUFSource(ModelSource):
         digest = sha256_of(self.path)
         return cache_root() / "gguf" / f"{self.path.stem}-{digest[:16]}"
 
+    def content_files(self) -> list[Path]:
+        return [self.path]
+
     def load(self, dtype: str | None = None) -> Loaded:
         start = time.perf_counter()
         target = self.cache_dir()

@@ -63,6 +63,10 @@ class HFFolderSource(ModelSource):
         if not self.weights and not allow_pickle:
             raise ModelLoadError(pickle_refusal(self.pickles))
 
+    def content_files(self) -> list[Path]:
+        """Weights, config and tokenizer files: everything in the folder but subfolders."""
+        return sorted(p for p in self.path.iterdir() if p.is_file())
+
     def load(self, dtype: str | None = None) -> Loaded:
         start = time.perf_counter()
         notes: list[str] = []

@@ -55,6 +55,9 @@ class PackagedGGUFSource(ModelSource):
             )
         return path
 
+    def content_files(self) -> list[Path]:
+        return [self.gguf_path()]
+
     def load(self, dtype: str | None = None) -> Loaded:
         loaded = GGUFSource(self.gguf_path(), spec=self.spec).load(dtype)
         loaded.info.source_kind = self.kind
@@ -96,6 +99,9 @@ class ChunkedGGUFSource(ModelSource):
                 )
             paths.append(folder / name)
         return paths
+
+    def content_files(self) -> list[Path]:
+        return self.part_paths()
 
     def gguf_path(self) -> Path:
         """The joined file in the cache, joined (and its digest checked) on first use."""

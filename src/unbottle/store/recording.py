@@ -43,9 +43,10 @@ class RunWriter:
         """Append one measurement with its raw samples (committed on return); its id."""
         return self.store.add_measurement(self.id, m)
 
-    def complete(self, result: dict[str, Any] | None = None) -> None:
-        """Finish the run as complete with its summary."""
-        self.store.finish_run(self.id, "complete", result=result)
+    def complete(self, result: dict[str, Any] | None = None, outcome: str | None = None) -> None:
+        """Finish the run as complete with its summary (and, for a run with a goal, its ``outcome``:
+        ``goal-met`` or ``goal-missed``)."""
+        self.store.finish_run(self.id, "complete", result=result, outcome=outcome)
         self.finished = True
 
     def __repr__(self) -> str:

@@ -43,6 +43,7 @@ class RunRecord:
         argv: the command line that started the run, or ``None``.
         pid: the id of the process that started the run.
         host: the host name of the machine that started the run.
+        outcome: for a complete run that had a goal, ``goal-met`` or ``goal-missed``; else None.
     """
 
     id: int
@@ -58,13 +59,17 @@ class RunRecord:
     argv: list[str] | None
     pid: int | None
     host: str | None
+    outcome: str | None = None
 
     @property
-    def effective_status(self) -> RunStatus:
-        """``status``, except that a ``running`` run whose process died on this host is ``interrupted``.
+    def effective_status(self) -> str:
+        """``status``, except that a ``running`` run whose process died on this host is ``interrupted``
+        and a complete run that missed its goal is ``goal-missed``.
 
         A run started on another host cannot be checked and keeps its recorded status.
         """
+        if self.status == "complete" and self.outcome == "goal-missed":
+            return "goal-missed"
         if self.status != "running" or self.pid is None or self.host != socket.gethostname():
             return self.status
         return "running" if pid_runs_since(self.pid, self.created_at) else "interrupted"
@@ -86,6 +91,7 @@ class RunRecord:
             argv=codec.loads(row["argv_json"]),
             pid=row["pid"],
             host=row["host"],
+            outcome=row["outcome"],
         )
 
 

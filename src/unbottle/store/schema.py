@@ -20,6 +20,9 @@ from pathlib import Path
 from unbottle.core.errors import StoreError
 
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
+# what a complete run that had a goal says of it: an optimize run whose guard no candidate kept is
+# complete (it ran to the end) but its goal was missed, and is listed as ``goal-missed``
+RUN_OUTCOMES = ("goal-met", "goal-missed")
 
 _V1 = (
     f"""
@@ -95,8 +98,11 @@ _V2 = (
     """,
 )
 
+# Version 3: a complete run's outcome against its goal (NULL for runs without one).
+_V3 = (f"ALTER TABLE runs ADD COLUMN outcome TEXT CHECK (outcome IS NULL OR outcome IN {RUN_OUTCOMES!r})",)
+
 # MIGRATIONS[i] takes a database from version i to i + 1. Append only.
-MIGRATIONS: list[Sequence[str]] = [_V1, _V2]
+MIGRATIONS: list[Sequence[str]] = [_V1, _V2, _V3]
 
 
 def schema_version() -> int:

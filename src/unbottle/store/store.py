@@ -23,7 +23,7 @@ from unbottle.core.measurement import Measurement
 from unbottle.store import codec, db
 from unbottle.store.recording import RunWriter, recording
 from unbottle.store.records import RunRecord, RunStatus, now_iso
-from unbottle.store.schema import RUN_STATUSES
+from unbottle.store.schema import RUN_OUTCOMES, RUN_STATUSES
 
 DB_FILENAME = "unbottle.db"
 LAST = "last"
@@ -144,6 +144,7 @@ class Store:
         status: RunStatus,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        outcome: str | None = None,
     ) -> None:
         """Mark a running run finished; a run can be finished only once.
 
@@ -152,6 +153,7 @@ class Store:
             status: ``"complete"``, ``"failed"`` or ``"interrupted"``.
             result: the run's summary (JSON-able), if any.
             error: what went wrong, for a failed or interrupted run.
+            outcome: for a complete run that had a goal, ``"goal-met"`` or ``"goal-missed"``.
 
         Raises:
             StoreError: the status is not a final one, the run does not exist or is already finished,
@@ -159,17 +161,17 @@ class Store:
         """
         if status not in _FINAL_STATUSES:
             raise StoreError(f"cannot finish run {run_id} as {status!r}; allowed: {list(_FINAL_STATUSES)}")
-        values = (
-            status,
-            now_iso(),
-            None if result is None else codec.dumps(result, "the run result"),
-            error,
-            run_id,
-        )
+        if outcome is not None and (outcome not in RUN_OUTCOMES or status != "complete"):
+            raise StoreError(
+                f"cannot finish run {run_id} as {status!r} with outcome {outcome!r}; an outcome is one of "
+                f"{list(RUN_OUTCOMES)}, for a complete run"
+            )
+        result_json = None if result is None else codec.dumps(result, "the run result")
+        values = (status, now_iso(), result_json, error, outcome, run_id)
         conn = self._connection(create=True)
         with db.translate_errors(self.path, f"finish run {run_id} in"):
             cursor = conn.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, result_json = ?, error = ?"
+                "UPDATE runs SET status = ?, finished_at = ?, result_json = ?, error = ?, outcome = ?"
                 " WHERE id = ? AND status = 'running'",
                 values,
             )
@@ -273,6 +275,16 @@ class Store:
                     f"trial {trial_key!r} of search {search_key!r} is already recorded"
                 ) from None
             raise
+
+    def search_keys(self, prefix: str) -> list[str]:
+        """The keys of the searches with trials recorded whose key starts with ``prefix``, oldest first."""
+        rows = self._query(
+            "SELECT search_key, MIN(id) AS first FROM trials WHERE substr(search_key, 1, ?) = ?"
+            " GROUP BY search_key ORDER BY first",
+            (len(prefix), prefix),
+            "read",
+        )
+        return [r["search_key"] for r in rows]
 
     def trials(self, search_key: str) -> dict[str, dict[str, Any]]:
         """Every recorded trial of a search, by trial key, in the order recorded."""
