@@ -167,3 +167,24 @@ def test_a_stored_ab_run_is_recomputed_exactly_from_its_stored_inputs():
     for name, cmp in again.items():
         expected = {k: v for k, v in doc["comparison"]["metrics"][name].items() if k != "ratio"}
         assert cmp.to_dict() == expected, name
+
+
+def test_compare_refuses_a_run_with_itself_and_eval_runs_on_different_texts(tmp_path):
+    first = last_json(run("eval", "tiny-llama", *EVAL_FAST, "--json"))["run_id"]
+    itself = run("compare", str(first), str(first))
+    assert itself.exit_code == 2 and f"run {first} given twice" in itself.stderr
+    text = tmp_path / "other.txt"
+    text.write_text("An entirely different text, repeated to be long enough. " * 200)
+    other = last_json(run("eval", "tiny-llama", *EVAL_FAST, "--eval-text", str(text), "--json"))["run_id"]
+    refused = run("compare", str(first), str(other))
+    assert refused.exit_code == 2 and "scored different samples for perplexity (corpus" in refused.stderr
+
+
+def test_compare_of_bench_runs_with_other_threads_says_so_beside_the_numbers():
+    fast = ["--scenarios", "decode", "--new-tokens", "4", "--min-repeats", "3", "--min-time", "0", "--quiet"]
+    one = last_json(run("bench", "tiny-llama", *fast, "--threads", "1", "--json"))["run_id"]
+    two = last_json(run("bench", "tiny-llama", *fast, "--threads", "2", "--json"))["run_id"]
+    result = run("compare", str(one), str(two), "--json")
+    doc = last_json(result)
+    assert any(c.startswith("threads differs: 1 (run") for c in doc["comparison"]["caveats"])
+    assert "caveat: threads differs" in result.stdout

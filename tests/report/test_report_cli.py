@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from unbottle.cli.main import app
 from unbottle.core.env import manifest
 from unbottle.reporting.output import write_atomic
+from unbottle.store import Store
 
 runner = CliRunner()
 KINDS = (
@@ -96,6 +97,17 @@ def test_markdown_for_a_pull_request_has_verdict_ratios_with_cis_and_command(run
     assert re.search(r"\| decode\.tokens_per_s B/A \| ×1\.\d+ \| 1\.\d+ – 1\.\d+ \|", md), md
     assert "```sh\nunbottle ab tiny-llama tiny-llama-int8" in md
     assert "<details><summary>Environment</summary>" in md
+    cpu = Store().get_run(runs["ab"]).manifest["cpu"]["model"]
+    assert f"Measured on {cpu}, " in md and "one-thread bandwidth not measured here" in md
+
+
+def test_the_report_names_the_one_thread_bandwidth_this_store_measured_on_the_host(store):
+    run = store.start_run("bench", "tiny-llama", {"batch_sizes": [1]}, manifest())
+    store.finish_run(run, "complete", result={})
+    peaks = store.start_run("peaks", "-", {"threads": 1}, manifest())
+    store.finish_run(peaks, "complete", result={"threads": 1, "bandwidth_gbps": 12.25})
+    md = report(str(run), "--format", "md").stdout
+    assert "12.2 GB/s one-thread read." in md or "12.3 GB/s one-thread read." in md
 
 
 def test_json_is_one_document_with_verdict_headline_and_the_run(runs, tmp_path):
@@ -163,14 +175,14 @@ def test_an_unwritable_output_is_a_one_line_error(runs, tmp_path):
 
 
 def test_a_compare_run_draws_the_samples_of_both_compared_runs(runs, tmp_path):
-    compared = runner.invoke(app, ["compare", str(runs["bench"]), str(runs["bench"])])
+    compared = runner.invoke(app, ["compare", str(runs["bench"]), str(runs["bench-again"])])
     assert compared.exit_code == 0, compared.output
     out = tmp_path / "c.html"
     assert report("last", "-o", str(out)).exit_code == 0
     page = out.read_text()
     assert "unbottle compare report" in page
     assert 'data-chart="ratios"' in page and 'data-chart="latency"' in page
-    assert f"unbottle compare {runs['bench']} {runs['bench']}" in page
+    assert f"unbottle compare {runs['bench']} {runs['bench-again']}" in page
 
 
 def test_a_train_run_with_newer_fields_shows_them_without_failing(runs, tmp_path):

@@ -231,3 +231,14 @@ def test_metric_comparison_round_trips_through_json_and_validates_verdict():
     assert again == cmp and again.verdict == "worse"
     with pytest.raises(ConfigError, match="verdict 'faster' given; allowed: better, worse"):
         MetricComparison(**{**cmp.__dict__, "verdict": "faster"})
+
+
+def test_a_single_measurement_is_explained_without_an_interval():
+    memory = ("memory.peak_rss", "MiB", False)
+    result = check_goal(
+        Goal.parse("memory.peak_rss:percent-max-degradation=10"), _comparison(memory, pct=(4.0, 4.0, 4.0))
+    )
+    assert (
+        result.passed
+        and result.explanation == "change +4% memory.peak_rss (measured once, no interval) ≤ +10% allowed"
+    )

@@ -11,7 +11,7 @@ from unbottle.comparison.ab import ABConfig, run_ab
 from unbottle.comparison.accuracy import compare_evals
 from unbottle.comparison.document import comparison_document
 from unbottle.comparison.noise import lookup_noise_floor, noise_floor_from, noise_key
-from unbottle.comparison.runs import compare_stored
+from unbottle.comparison.runs import caveats, compare_stored
 from unbottle.comparison.speed import compare_rounds
 from unbottle.core.env import manifest
 from unbottle.core.errors import ConfigError
@@ -78,10 +78,12 @@ def compare(run_a: int | str, run_b: int | str, *, goals: Any = (), store: Any =
     return its document (``compare --json``). ``run_a``/``run_b``: ids or ``"last"``."""
     goals, store = _goals(goals), store_of(store)
     a, b = store.get_run(run_a), store.get_run(run_b)
+    noted = caveats(a, b)
     comparisons = compare_stored(a, store.measurements(a.id), b, store.measurements(b.id))
     doc = comparison_document(
-        comparisons, goals, f"run {a.id} ({a.model})", f"run {b.id} ({b.model})", runs=[a.id, b.id]
-    )
+        comparisons, goals, f"run {a.id} ({a.model})", f"run {b.id} ({b.model})", runs=[a.id, b.id],
+        caveats=noted,
+    )  # fmt: skip
     config = {"runs": [a.id, b.id], "goals": [g.to_dict() for g in goals]}
     with store.recording("compare", f"{a.model} vs {b.model}", config) as run:
         run.complete({"comparison": doc})

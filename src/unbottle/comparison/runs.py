@@ -49,6 +49,54 @@ def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, 
     }
 
 
+# what must match for two eval runs' samples to pair: the same text, cut the same way, or the same task
+_EVAL_PAIRING = ("corpus", "window", "stride", "eval_tokens", "task", "n_items", "subset_seed")
+
+
+def caveats(run_a: Any, run_b: Any) -> list[str]:
+    """Why two stored runs' numbers may differ for reasons other than the models (shown beside the
+    comparison): another CPU, host or thread count, other settings. Refused outright: a run with
+    itself, and eval runs whose samples would not pair (another text, window or task).
+
+    Raises:
+        ConfigError: the same run twice, or eval runs that scored different samples.
+    """
+    if run_a.id == run_b.id:
+        raise ConfigError(f"run {run_a.id} given twice; compare two different runs (e.g. `compare 3 4`)")
+    if run_a.kind == run_b.kind == "eval":
+        _check_pairable(run_a, run_b)
+    found = []
+    for what, get in (
+        ("CPU", lambda r: (r.manifest.get("cpu") or {}).get("model")),
+        ("host", lambda r: r.host),
+        ("threads", lambda r: (r.manifest.get("threads") or {}).get("torch_num_threads")),
+    ):
+        if get(run_a) != get(run_b):
+            found.append(f"{what} differs: {get(run_a)} (run {run_a.id}) vs {get(run_b)} (run {run_b.id})")
+    settings = [k for k in sorted(set(run_a.config) | set(run_b.config))
+                if k != "model" and run_a.config.get(k) != run_b.config.get(k)]  # fmt: skip
+    if settings:
+        found.append(f"settings differ: {', '.join(settings)}")
+    return found
+
+
+def _check_pairable(run_a: Any, run_b: Any) -> None:
+    def pairing(run: Any) -> dict[str, Any]:
+        evals = (run.result or {}).get("evals") or []
+        return {e["evaluator"]: {k: e["details"].get(k) for k in _EVAL_PAIRING} for e in evals}
+
+    a, b = pairing(run_a), pairing(run_b)
+    for evaluator in sorted(set(a) & set(b)):
+        differ = [k for k in _EVAL_PAIRING if a[evaluator][k] != b[evaluator][k]]
+        if differ:
+            shown = ", ".join(f"{k} {a[evaluator][k]!r} vs {b[evaluator][k]!r}" for k in differ)
+            raise ConfigError(
+                f"runs {run_a.id} and {run_b.id} scored different samples for {evaluator} ({shown}); "
+                "their scores can't be paired: evaluate both models with the same text and settings, "
+                f"or compare them in one run with `unbottle ab {run_a.model} {run_b.model} --eval`"
+            )
+
+
 def compare_stored(run_a: Any, ms_a: list[Measurement], run_b: Any, ms_b: list[Measurement]):
     """MetricComparisons of two stored runs of the same kind (bench or eval)."""
     kinds = (run_a.kind, run_b.kind)

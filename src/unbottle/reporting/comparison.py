@@ -38,7 +38,7 @@ def comparison_table(doc: dict[str, Any]) -> Group:
             f"{fmt(m['a']['point'] * scale)} {unit}",
             f"{fmt(m['b']['point'] * scale)} {unit}",
             f"{r['point']:.3f}",
-            f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
+            "measured once" if r["ci_low"] == r["ci_high"] else f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
             Text(verdict, style=_STYLE.get(m["verdict"], "")),
         )
     lines: list[Any] = [table]

@@ -125,7 +125,9 @@ def _header(report: Report, sections: list[str]) -> str:
     parts = [
         f"<h1>{esc(report.title)}</h1>",
         f'<p class="sub">{esc(run.kind)} run, status <b>{esc(report.status)}</b>, '
-        f"started {esc(run.created_at)}{finished}</p>",
+        f"started {esc(run.created_at)}{finished}"
+        + (f"<br>measured on {esc(report.machine)}" if report.machine else "")
+        + "</p>",
         f"<nav>{nav}</nav>",
     ]
     if report.status_note:

@@ -97,6 +97,7 @@ def comparison(report: Report) -> bool:
         point, ci = ratio_text(m["ratio"])
         report.headline.append(Stat(f"{name} B/A", point, ci, VERDICT_TONE.get(m["verdict"], "")))
     report.tables += comparison_tables(doc)
+    report.notes += [f"caveat: {c}" for c in doc.get("caveats") or []]
     return True
 
 

@@ -38,6 +38,8 @@ def render_markdown(report: Report) -> str:
         f"Status: **{report.status}** · started {run.created_at}"
         + (f" · finished {run.finished_at}" if run.finished_at else "")
     )
+    if report.machine:
+        out += ["", f"Measured on {report.machine}."]
     if report.status_note:
         out += ["", f"> **{report.status}:** {report.status_note}"]
     if report.verdict:

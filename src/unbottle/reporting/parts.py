@@ -50,6 +50,8 @@ class Report:
         tables: the details, in reading order.
         notes: remarks the run recorded or the report adds.
         reproduce: the command lines that make the run again.
+        machine: the host the numbers belong to: CPU model, cores, last-level cache and, when this
+            store measured it there, the one-thread read bandwidth.
     """
 
     run: Any
@@ -64,6 +66,7 @@ class Report:
     tables: list[TableData] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     reproduce: Reproduction | None = None
+    machine: str = ""
 
     @property
     def result(self) -> dict[str, Any]:

@@ -42,11 +42,37 @@ def build_report(store: Any, ref: int | str) -> Report:
         measurements=measurements,
         status_note=_status_note(run),
         reproduce=reproduction(run),
+        machine=machine_line(store, run),
     )
     _load_related(store, report)
     describe(report)
     report.notes += [str(n) for n in report.result.get("notes", []) if str(n) not in report.notes]
     return report
+
+
+def machine_line(store: Any, run: Any) -> str:
+    """``Intel Xeon …, 2 physical cores, 260 MiB L3, 12.2 GB/s one-thread read``: where the run's
+    numbers were measured (bandwidth only when a one-thread peaks run of that host is stored)."""
+    cpu = run.manifest.get("cpu") or {}
+    cores = (run.manifest.get("cores") or {}).get("physical")
+    llc = cpu.get("llc") or {}
+    parts = [cpu.get("model") or "unknown CPU"]
+    if cores:
+        parts.append(f"{cores} physical cores")
+    if llc.get("total_bytes"):
+        parts.append(f"{llc['total_bytes'] / 2**20:.0f} MiB L{llc.get('level', '?')}")
+    bandwidth = next(
+        (
+            p.result["bandwidth_gbps"]
+            for p in store.list_runs(limit=200, kind="peaks")
+            if p.host == run.host and (p.result or {}).get("threads") == 1 and p.status == "complete"
+        ),
+        None,
+    )
+    parts.append(
+        f"{bandwidth:.1f} GB/s one-thread read" if bandwidth else "one-thread bandwidth not measured here"
+    )
+    return ", ".join(parts)
 
 
 def _status_note(run: Any) -> str:
@@ -130,6 +156,8 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(("torch threads", str(threads["torch_num_threads"])))
     if run.host:
         rows.append(("host", run.host))
+    if report.machine:
+        rows.append(("machine", report.machine))
     return rows
 
 

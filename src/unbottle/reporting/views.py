@@ -31,7 +31,10 @@ def evals(doc: dict[str, Any], measurements: list[Measurement], result: dict[str
 
 
 def comparison(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:
-    return [comparison_table(doc["comparison"])] if doc.get("comparison") else []
+    if not doc.get("comparison"):
+        return []
+    caveats = [Text(f"caveat: {c}", style="yellow") for c in doc["comparison"].get("caveats") or []]
+    return [comparison_table(doc["comparison"]), *caveats]
 
 
 def optimize(doc: dict[str, Any], measurements: list[Measurement], result: dict[str, Any]) -> list[Any]:

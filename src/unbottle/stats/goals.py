@@ -234,9 +234,15 @@ def check_goal(goal: Goal, cmp: MetricComparison) -> GoalResult:
         limit, word = sign * goal.value, "required"
     ok_op, bad_op = ("≥", "<") if cmp.higher_is_better else ("≤", ">")
     side = "lower" if cmp.higher_is_better else "upper"
+    basis = (
+        "measured once, no interval"
+        if change.ci_low == change.ci_high
+        else f"{_pct(change.confidence)} CI {side} bound"
+    )
+    what = "change" if change.ci_low == change.ci_high else "worst case"
     explanation = (
-        f"worst case {_num(bound, signed=True)}{unit} {cmp.metric} ({_pct(change.confidence)} CI {side} "
-        f"bound) {ok_op if passed else bad_op} {_num(limit, signed=True)}{unit} {word}"
+        f"{what} {_num(bound, signed=True)}{unit} {cmp.metric} ({basis}) "
+        f"{ok_op if passed else bad_op} {_num(limit, signed=True)}{unit} {word}"
     )
     return GoalResult(goal, bool(passed), float(bound), explanation)
 
