@@ -52,6 +52,13 @@ _TimeBudget = Annotated[
 ]
 _MaxTrials = Annotated[int | None, typer.Option(help="Candidate trials at most (1 or more).")]
 _Task = Annotated[str | None, typer.Option(help="Multiple-choice task added to the guard.")]
+_EvalText = Annotated[
+    str | None,
+    typer.Option(
+        help="Your text for the perplexity guard (file or folder of .txt; selection on its first "
+        "--eval-tokens tokens, verification on the next) [default: packaged Persuasion]."
+    ),
+]
 _EvalTokens = Annotated[int, typer.Option(help="Perplexity tokens for finalists and verification.")]
 _BatchSize = Annotated[int, typer.Option(help="Batch rows of the benchmark (throughput objective).")]
 _Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the winner.")]
@@ -76,6 +83,7 @@ def optimize(
     time_budget: _TimeBudget = "13m",
     max_trials: _MaxTrials = None,
     task: _Task = None,
+    eval_text: _EvalText = None,
     eval_tokens: _EvalTokens = 4096,
     batch_size: _BatchSize = 1,
     threads: ThreadsOpt = None,
@@ -102,6 +110,7 @@ def optimize(
         time_budget_s=parse_duration(time_budget, "--time-budget"),
         max_trials=max_trials,
         task=task,
+        eval_text=eval_text,
         eval_tokens=eval_tokens,
         batch_size=batch_size,
         prompt_length=prompt_length,

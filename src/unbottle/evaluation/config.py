@@ -24,6 +24,8 @@ class EvalConfig(Config):
         length_normalize: score multiple-choice options per token.
         reference: a model spec to measure agreement against; None: no agreement eval.
         batch_size: windows or sequences per forward pass.
+        start_token: text tokens skipped before the evaluated ones: a later, disjoint part of the same
+            text (``unbottle optimize`` verifies its winner on the part after the one it selected on).
     """
 
     eval_text: str | None = None
@@ -35,8 +37,17 @@ class EvalConfig(Config):
     length_normalize: bool = False
     reference: str | None = None
     batch_size: int = 4
+    start_token: int = 0
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.start_token, bool)
+            or not isinstance(self.start_token, int)
+            or self.start_token < 0
+        ):
+            raise ConfigError(
+                f"{given('start_token', self.start_token, quote=True)} given; allowed: 0 or more"
+            )
         for name in ("eval_tokens", "window", "stride", "max_items", "batch_size"):
             value = getattr(self, name)
             if value is None and name == "max_items":

@@ -103,12 +103,14 @@ class TokenStream:
         convention: the model's BOS convention (``detect_convention``).
         available: tokens the whole text gave (prefix included) before truncation.
         requested: the token budget asked for.
+        start: text tokens skipped before ``ids``' text part (0: from the text's start).
     """
 
     ids: Any
     convention: BosConvention
     available: int
     requested: int
+    start: int = 0
 
     @property
     def bos_prepended(self) -> bool:
@@ -121,8 +123,11 @@ class TokenStream:
         return len(self.convention.window_prefix)
 
 
-def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, description: str) -> TokenStream:
-    """Tokenise ``text`` once (no special tokens), put the convention's prefix first, keep ``eval_tokens``.
+def token_stream(
+    tokenizer: Any, text: str, eval_tokens: int, window: int, description: str, start: int = 0
+) -> TokenStream:
+    """Tokenise ``text`` once (no special tokens), skip its first ``start`` tokens, put the
+    convention's prefix first, keep ``eval_tokens``.
 
     ``eval_tokens`` counts the prefix once, as it always counted the stream's BOS: the text gives
     ``eval_tokens - len(prefix)`` tokens, and every one of them is scored, in every mode.
@@ -139,7 +144,14 @@ def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, descr
             f"prefix token(s) {prefix}, leaving fewer than 2 text tokens; "
             f"set {opt('window')} to {len(prefix) + 2} or more"
         )
-    ids = prefix + list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    text_ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    if start and len(text_ids) - start < eval_tokens - len(prefix):
+        raise EvalError(
+            f"{description} gives {len(text_ids)} tokens; its held-out part starts at token {start} and "
+            f"needs {eval_tokens - len(prefix)} more, so the text must hold at least "
+            f"{start + eval_tokens - len(prefix)} tokens: give a longer text or lower {opt('eval_tokens')}"
+        )
+    ids = prefix + text_ids[start:]
     n = min(len(ids), eval_tokens)
     if n < window:
         if eval_tokens < window:
@@ -156,4 +168,5 @@ def token_stream(tokenizer: Any, text: str, eval_tokens: int, window: int, descr
         convention=convention,
         available=len(ids),
         requested=eval_tokens,
+        start=start,
     )

@@ -46,6 +46,7 @@ def perplexity(
     stride: int = 512,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    start_token: int = 0,
 ) -> EvalResult:
     """Perplexity of a causal LM on a text, with the mean NLL of every window kept as a sample.
 
@@ -59,7 +60,7 @@ def perplexity(
             (``every-window``) is repeated in each model input but not counted again.
         window: tokens per model input, a per-window prefix included.
         stride: tokens between window starts (at most ``window``; see ``plan_windows``).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; start_token: text tokens skipped first (a held-out part).
         progress: called as ``progress(windows_done, windows_total)``, first with 0, then after
             every batch.
 
@@ -78,12 +79,11 @@ def perplexity(
     fix = f"set {opt('window')} to {_limit(loaded)} or less"
     check_positions(loaded, window, given("window", window), fix)
     text, description = resolve_text(text, None if source is None else str(source))
-    stream = token_stream(tokenizer, text, eval_tokens, window, description)
+    stream = token_stream(tokenizer, text, eval_tokens, window, description, start_token)
     windows = plan_windows(len(stream.ids), window, stride, stream.window_prefix)
     with torch.inference_mode():
         sums = window_nll(loaded.model, stream.ids, windows, batch_size, progress)
-    counts = [w.n_scored for w in windows]
-    total_nll = math.fsum(sums)
+    counts, total_nll = [w.n_scored for w in windows], math.fsum(sums)
     return EvalResult(
         evaluator="perplexity",
         metric="perplexity",
@@ -108,6 +108,7 @@ def _details(
     return {
         "corpus": description,
         "eval_tokens": len(stream.ids),
+        "start_token": stream.start,
         "eval_tokens_requested": stream.requested,
         "text_tokens": stream.available,
         "window": window,

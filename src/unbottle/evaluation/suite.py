@@ -43,6 +43,7 @@ def evaluate(
             stride=config.stride,
             batch_size=config.batch_size,
             progress=_for(progress, "perplexity"),
+            start_token=config.start_token,
         )
     ]
     if config.task:

@@ -164,7 +164,12 @@ class OptimizeConfig(Config):
         }
 
     def eval_settings(self, stage: str) -> dict[str, Any]:
-        """The ``EvalConfig`` fields for ``screen`` or ``full``."""
+        """The ``EvalConfig`` fields for ``screen``, ``full`` or ``held_out``.
+
+        Screening reads the text's first ``screen_tokens`` tokens and the finalists its first
+        ``eval_tokens`` (the selection part); the verification reads the next ``eval_tokens``
+        (``held_out``), which nothing before it saw, so the winner's accuracy is measured out of sample.
+        """
         screen = stage == "screen"
         tokens = self.screen_tokens if screen else self.eval_tokens
         return {
@@ -174,6 +179,7 @@ class OptimizeConfig(Config):
             "stride": min(512, tokens),
             "task": self.task,
             "max_items": max(20, self.max_items // 5) if screen else self.max_items,
+            "start_token": self.eval_tokens if stage == "held_out" else 0,
         }
 
 

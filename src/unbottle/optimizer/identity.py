@@ -18,6 +18,9 @@ from unbottle.core.env import cpu_info, library_versions, physical_cores
 from unbottle.models import resolve
 
 IDENTITY = "identity"  # the trial key under which a search records its circumstances
+# what a trial records and means; raised when that changes, so older trials are not read as newer ones
+# (2: the baseline also scores the held-out part, and the verification is scored on it)
+TRIAL_FORMAT = 2
 LIBRARIES = ("torch", "transformers", "onnxruntime", "onnxruntime-genai", "torchao", "gguf")
 
 
@@ -26,6 +29,7 @@ def circumstances(model: str, threads: int | None) -> dict[str, Any]:
     versions = library_versions()
     return {
         "model_bytes": resolve(model).fingerprint(),
+        "trial_format": TRIAL_FORMAT,
         "unbottle": __version__,
         **{name: versions.get(name) for name in LIBRARIES},
         "cpu": cpu_info().get("model"),

@@ -143,12 +143,14 @@ def final_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
 def verify_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
     """The verification: apply and save, reload, a fresh baseline, the full A/B (whatever the
     objective; a prefill objective adds a decode A/B of the workload, priced as its prefill one)
-    and the full evaluation."""
+    and two full evaluations: the held-out part the guard judges, and the selection part again (the
+    reloaded model reproduces the finalist's numbers)."""
     ab = _ab_s(cfg, rates, sizes.full_rounds, cfg.new_tokens)
     if cfg.objective_spec()[0] == "prefill":
         ab *= 2
     loads = 3 * rates.load_s
-    return _priced(rates.overhead_s + loads + ab + rates.eval_s_per_token["full"] * sizes.eval_tokens)
+    evals = 2 * rates.eval_s_per_token["full"] * sizes.eval_tokens
+    return _priced(rates.overhead_s + loads + ab + evals)
 
 
 @dataclasses.dataclass(frozen=True)

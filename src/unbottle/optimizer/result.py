@@ -83,7 +83,8 @@ def result_document(
         saved_as=None if output is None else ("winner" if met else "closest"),
         outcome="goal-met" if met else "goal-missed",
         rounds=winner["trial"]["result"]["rounds"],
-        verdict=_busy_warning(search.host_busy) + _verdict(cfg, winner, verification, phases, output),
+        verdict=_busy_warning(search.host_busy)
+        + _verdict(cfg, winner, verification, phases, output, _selection_accuracy(search, winner)),
     )
     return doc
 
@@ -95,11 +96,21 @@ def _winner_summary(
         "key": winner["cand"].key,
         "passes": winner["cand"].to_payload(),
         "gain": winner["gain"],
-        "accuracy": judge.accuracy_change(compared),
+        "accuracy": judge.accuracy_change(compared),  # on the held-out part of the text
+        "selection_accuracy": _selection_accuracy(search, winner),
         "guard_passed": winner["guard"]["passed"],
         "reproduced": _reproduced(search, winner),
         "phases": phases,
     }
+
+
+def _selection_accuracy(search: Any, winner: dict[str, Any]) -> dict[str, Any] | None:
+    """The finalist's accuracy change on the part of the text the search selected on (None when the
+    winner had no final measurement)."""
+    final = search.trials.get(f"final:{winner['cand'].key}")
+    if not final or final["status"] != "ok":
+        return None
+    return judge.accuracy_change(final["result"]["comparisons"])
 
 
 def closest_folder(output: Path) -> Path:
@@ -169,11 +180,20 @@ def _verdict(
     verification: dict[str, Any],
     phases: list[dict[str, Any]],
     output: Path | None,
+    selection: dict[str, Any] | None = None,
 ) -> str:
+    """The verdict; ``selection``: the accuracy change on the part of the text the search selected on,
+    shown beside the held-out one the guard judged."""
     g = winner["gain"]
     what = cfg.objective_spec()[4]
     head = f"{winner['cand'].key}: {what} ×{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] (95% CI, verified)"
     goals = "; ".join(r["explanation"] for r in verification["goals"])
+    if selection:
+        unit = "%" if selection["metric"] == "perplexity" else " points"
+        goals += (
+            f" (held-out text; on the selection text {selection['metric']} {selection['point']:+.2f}{unit} "
+            f"[{selection['ci_low']:+.2f}, {selection['ci_high']:+.2f}])"
+        )
     regressed = [f"{r['phase']} ({r['what']})" for r in phases if r["regressed"]]
     tail = ""
     if phases:
@@ -208,9 +228,11 @@ def _busy_warning(busy: dict[str, Any] | None) -> str:
 
 def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
     evals = {e["metric"]: e["value"] for e in base["evals"]["full"]}
+    held_out = {e["metric"]: e["value"] for e in base["evals"].get("held_out", [])}
     return {
         "rates": base["rates"],
         "evals": evals,
+        "held_out_evals": held_out,
         "weights_mib": base["weights_mib"],
         "peak_rss_mib": base["peak_rss_mib"],
         "threads": base["threads"],

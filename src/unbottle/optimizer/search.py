@@ -377,7 +377,7 @@ class Search:
                 "key": s["cand"].key,
                 "candidate": s["cand"].to_dict(),
                 "passes": s["cand"].to_payload(),
-                "base_evals": base["evals"]["full"],
+                "base_evals": base["evals"]["held_out"],
                 "base_own": {k: base[k] for k in ("weights_mib", "peak_rss_mib")},
                 "output": str(staging_folder(self.output.resolve(), s["cand"].key)),
             }

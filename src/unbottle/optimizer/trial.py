@@ -57,7 +57,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
         own = own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
-        for stage in ("screen", "full"):
+        for stage in ("screen", "full", "held_out"):
             t = time.perf_counter()
             evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
             eval_s[stage] = time.perf_counter() - t
@@ -132,8 +132,9 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
             compare_rounds(run_ab(base, saved, ABConfig(**{**settings, "scenario": "decode"})))
         )
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
-    saved_evals = _evaluate(saved, cfg, "full")
-    comparisons.update(compare_evals(*paired_samples(base_evals, saved_evals)))
+    held_out = _evaluate(saved, cfg, "held_out")  # out of sample: the part no earlier trial read
+    comparisons.update(compare_evals(*paired_samples(base_evals, held_out)))
+    saved_evals = _evaluate(saved, cfg, "full")  # the selection part: reproduces the finalist's numbers
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
         **own,
@@ -142,6 +143,7 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
         "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
         "rounds": {"a": rounds.a, "b": rounds.b, "order": rounds.order},
         "evals": [r.to_dict() for r in saved_evals],
+        "held_out_evals": [r.to_dict() for r in held_out],
     }
 
 
@@ -235,7 +237,10 @@ def _subset(r: Any, ids: set[str]) -> Any:
 
 
 def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
-    return evaluate(loaded, EvalConfig(**cfg.eval_settings("screen" if stage == "screen" else "full")))
+    """``stage``: ``screen``, ``held_out``, or anything else for the full selection part."""
+    return evaluate(
+        loaded, EvalConfig(**cfg.eval_settings(stage if stage in ("screen", "held_out") else "full"))
+    )
 
 
 def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,7 @@ _AB_EVAL = {
 _OPTIMIZE = {
     "objective": "--objective", "max_trials": "--max-trials", "task": "--task",
     "eval_tokens": "--eval-tokens", "batch_size": "--batch-size", "threads": "--threads",
-    "memory_limit_mib": "--memory-limit",
+    "memory_limit_mib": "--memory-limit", "eval_text": "--eval-text",
 }  # fmt: skip
 _PROFILE = {
     "prompt_length": "--prompt-length", "decode_tokens": "--decode-tokens", "threads": "--threads",
