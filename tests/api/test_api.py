@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import unbottle
 from unbottle.cli.main import app
-from unbottle.core.errors import ConfigError
+from unbottle.core.errors import ConfigError, TrainError
 from unbottle.store import Store
 
 
@@ -142,3 +142,23 @@ def test_the_cli_names_the_same_bad_settings_by_flag(args, words):
     assert result.exit_code == 2 and words in result.output, result.output
     bad = CliRunner().invoke(app, ["distill", "tiny-llama", "--lr", "nan"])
     assert bad.exit_code == 2 and "--lr nan given" in bad.output, bad.output
+
+
+def test_a_diverging_run_stops_with_one_clear_error_and_is_stored_failed(tmp_path):
+    with pytest.raises(
+        TrainError, match=r"training loss became nan at step \d+ with lr=1000000.0: the run diverged"
+    ):
+        unbottle.train(
+            "tiny-llama", lr=1e6, max_steps=20, seq_len=32, batch_size=4, threads=1, output=str(tmp_path)
+        )
+    run = Store().list_runs(limit=1)[0]
+    assert run.status == "failed" and "diverged" in run.error
+
+
+def test_sequences_longer_than_the_models_positions_are_refused_before_any_work():
+    with pytest.raises(
+        ConfigError, match=r"seq_len=100000 is 100000 tokens but 'tiny-llama' takes at most \d+"
+    ):
+        unbottle.train("tiny-llama", seq_len=100_000)
+    with pytest.raises(ConfigError, match=r"prompt_length \+ decode_tokens \+ 1 is 100017 tokens"):
+        unbottle.profile("tiny-llama", prompt_length=100_000, threads=1)

@@ -7,10 +7,11 @@ from typing import Any
 
 from unbottle.api._common import Silent, config_of, document, store_of
 from unbottle.benchmarking import apply_threads
+from unbottle.core.naming import opt
 from unbottle.models import resolve
 from unbottle.profiling import ProfileConfig, cached_peaks, profile_model
 from unbottle.profiling.run import trace_paths
-from unbottle.sources.base import require_causal_lm
+from unbottle.sources.base import check_length, require_causal_lm
 
 
 def profile(
@@ -40,6 +41,9 @@ def profile(
     progress.message(f"loading {source.describe()} …")
     loaded = source.load()
     require_causal_lm(loaded, model, "unbottle profile profiles causal language models")
+    length = config.prompt_length + config.decode_tokens + 1
+    fix = f"lower {opt('prompt_length')} or {opt('decode_tokens')}"
+    check_length(loaded, length, f"{opt('prompt_length')} + {opt('decode_tokens')} + 1", fix)
     progress.message(
         f"machine peaks at {threads['torch_num_threads']} thread(s) (measured once, then cached) …"
     )

@@ -60,6 +60,19 @@ class Loaded:
     info: ModelInfo
 
 
+def check_length(loaded: Loaded, length: int, what: str, fix: str) -> None:
+    """Refuse ``length`` tokens that the model's position embeddings can't hold (before any work).
+
+    Raises:
+        ConfigError: ``{what} is {length} tokens but 'model' takes at most N positions; {fix}``.
+    """
+    limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        raise ConfigError(
+            f"{what} is {length} tokens but {loaded.info.spec!r} takes at most {limit} positions; {fix}"
+        )
+
+
 class ModelSource(abc.ABC):
     """Somewhere a model comes from. ``load`` does the work; construction only validates cheaply."""
 

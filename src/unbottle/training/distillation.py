@@ -16,9 +16,10 @@ import torch
 
 from unbottle.comparison.accuracy import compare_eval, pooled_value
 from unbottle.core.errors import ConfigError
+from unbottle.core.naming import given, opt
 from unbottle.evaluation.perplexity import perplexity
 from unbottle.models import resolve
-from unbottle.sources.base import Loaded, count_parameters, require_causal_lm
+from unbottle.sources.base import Loaded, check_length, count_parameters, require_causal_lm
 from unbottle.training.distill import (
     DistillLoss,
     build_student,
@@ -88,6 +89,7 @@ def run_distill(spec: TrainSpec, s: DistillSettings, say: Any, progress: Any = N
     cfg, loader, out = spec.train, spec.loader, spec.output
     say(f"loading teacher {spec.model} …")
     teacher = load_trainable(spec.model, PURPOSE)
+    check_length(teacher, spec.seq_len, given("seq_len", spec.seq_len), f"lower {opt('seq_len')}")
     student, described = make_student(teacher, s.student)
     train_ds, _ = datasets(spec.data, spec.seq_len, "cache", teacher.tokenizer)
     plain = copy.deepcopy(student) if s.baseline else None

@@ -14,8 +14,9 @@ from torch.utils.data import Subset
 from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
+from unbottle.core.naming import given, opt
 from unbottle.models import resolve
-from unbottle.sources.base import count_parameters, require_causal_lm
+from unbottle.sources.base import check_length, count_parameters, require_causal_lm
 from unbottle.training.batch_finder import accumulation, agree, find_micro_batch
 from unbottle.training.checkpoint import full_model_state
 from unbottle.training.compare import compare_strategies
@@ -68,6 +69,7 @@ def run_training(
     ``--global-batch``; ``progress`` (a ``reporting.progress.Progress``) draws the steps."""
     say(f"loading {spec.model} …")
     loaded = load_trainable(spec.model, TRAIN_PURPOSE)
+    check_length(loaded, spec.seq_len, given("seq_len", spec.seq_len), f"lower {opt('seq_len')}")
     say("preparing data (tokenised once, then cached) …")
     train_ds, val_ds = datasets(spec.data, spec.seq_len, spec.data_mode, loaded.tokenizer)
     cfg, loader, found = _batching(

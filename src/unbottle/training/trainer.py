@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from unbottle.core.config import Config, check_at_least
-from unbottle.core.errors import ConfigError
+from unbottle.core.errors import ConfigError, TrainError
 from unbottle.core.naming import given, opt
 from unbottle.training import distributed
 from unbottle.training.checkpoint import resume, save
@@ -198,11 +198,24 @@ class Trainer:
         records = []
         while self.step < stop:
             records.append(self._one_step(batches))
+            self._check_finite(records[-1])
             if on_step is not None:
                 on_step(records[-1])
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                 self.save()
         return records
+
+    def _check_finite(self, record: dict[str, Any]) -> None:
+        """Stop a run whose loss stopped being a number: every later step would train on garbage.
+        (fp16 is exempt: its loss scaler skips steps that overflow and recovers.)"""
+        if math.isfinite(record["loss"]) or self.cfg.precision == "fp16":
+            return
+        lr = self.cfg.lr
+        raise TrainError(
+            f"the training loss became {record['loss']} at step {record['step']} with {given('lr', lr)}: "
+            f"the run diverged; lower {opt('lr')} (the default is 3e-4) and start again (a checkpoint "
+            "saved before this step is intact)"
+        )
 
     def _clock(self) -> float:
         if self.device.type == "cuda":
