@@ -59,8 +59,11 @@ def test_search_key_ignores_budget_and_limits_but_not_what_is_measured():
 def test_screen_evaluates_fewer_tokens_than_the_finalists():
     cfg = OptimizeConfig(screen_tokens=256, eval_tokens=4096)
     assert cfg.eval_settings("screen")["eval_tokens"] == 256
-    assert cfg.eval_settings("screen")["window"] == 256
+    assert cfg.eval_settings("screen")["window"] == 32  # 8 windows at least: an interval over 2 says nothing
     assert cfg.eval_settings("full")["eval_tokens"] == 4096
+    assert cfg.eval_settings("full")["window"] == 512  # 8 windows of the model's usual context
+    held_out = cfg.eval_settings("held_out")
+    assert (held_out["start_token"], held_out["eval_tokens"]) == (4096, 4096)
     assert cfg.ab_settings("screen")["rounds"] < cfg.ab_settings("full")["rounds"]
 
 

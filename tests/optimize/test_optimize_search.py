@@ -57,7 +57,7 @@ def test_the_saved_winner_reloads_and_reproduces_its_perplexity(tmp_path):
     assert doc["winner"]["reproduced"]["match"]
     assert doc["verification"]["overall"] == "pass"
     reloaded = resolve(doc["output"]).load()
-    ppl = evaluate(reloaded, EvalConfig(eval_tokens=1024, window=512, stride=512))[0].value
+    ppl = evaluate(reloaded, EvalConfig(**search.cfg.eval_settings("full")))[0].value
     assert ppl == pytest.approx(doc["winner"]["reproduced"]["final"], rel=1e-4)
     assert not list(tmp_path.glob(".out.verify-*"))  # staging folders cleaned up
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from unbottle.comparison.speed import compare_samples
 from unbottle.core.errors import ConfigError
 from unbottle.stats import (
     mean_difference_paired,
@@ -207,3 +208,34 @@ def test_paired_bootstrap_rejects_statistic_of_wrong_shape_or_non_finite_values(
         paired_bootstrap([1.0, 2.0], [1.0, 2.0], lambda x, y: y - x)
     with pytest.raises(ConfigError, match="NaN or infinite"):
         paired_bootstrap([0.0, 1.0], [1.0, 2.0], lambda x, y: np.full(x.shape[0], np.nan))
+
+
+def _windows_t4(rng: np.random.Generator, n: int):
+    # window NLL differences with heavier tails than normal (Student t, 4 degrees of freedom)
+    a = rng.normal(3.5, 0.4, n)
+    return a, a + 0.005 + 0.01 * rng.standard_t(4, n), np.full(n, 511.0)
+
+
+@pytest.mark.parametrize("n", [8, 32])  # 8: a 4096-token verification; 32: unbottle eval's default
+def test_the_perplexity_interval_covers_at_the_window_counts_the_defaults_use(n):
+    truth, rng = 100.0 * math.expm1(0.005), np.random.default_rng(n)
+    hits = sum(relative_change_pooled(*_windows_t4(rng, n)).contains(truth) for _ in range(2000))
+    assert 0.93 <= hits / 2000 <= 0.975, f"{n} windows: covered {hits / 2000:.3f}"
+
+
+@pytest.mark.parametrize("n", [5, 10])  # the verification's smallest planned rounds, and its default
+def test_the_paired_speed_ratio_covers_from_five_rounds(n):
+    rng = np.random.default_rng(n)
+    hits = sum(
+        ratio_of_medians_paired(*_interleaved_rounds(rng, n, 1.2), n_resamples=RESAMPLES, seed=i).contains(
+            1.2
+        )
+        for i in range(600)
+    )
+    assert hits / 600 >= 0.93, f"{n} rounds: covered {hits / 600:.3f}"
+
+
+def test_an_interval_from_fewer_rounds_than_it_was_checked_at_is_marked_indicative():
+    few = compare_samples("decode.tokens_per_s", "tokens/s", True, [1.0, 1.1, 0.9], [2.0, 2.1, 1.9], True)
+    enough = compare_samples("decode.tokens_per_s", "tokens/s", True, [1.0] * 5, [2.0] * 5, True)
+    assert "indicative only: 3 rounds" in few.pct.method and "indicative" not in enough.pct.method

@@ -36,6 +36,9 @@ DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
 TASK_GUARD = "accuracy:max-degradation=1"
 
 
+WINDOWS = 8  # perplexity windows per evaluated part, at least (while they can be 16 tokens or more)
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizeConfig(Config):
     """One search.
@@ -169,14 +172,17 @@ class OptimizeConfig(Config):
         Screening reads the text's first ``screen_tokens`` tokens and the finalists its first
         ``eval_tokens`` (the selection part); the verification reads the next ``eval_tokens``
         (``held_out``), which nothing before it saw, so the winner's accuracy is measured out of sample.
+        Windows are at most 512 tokens and at least ``WINDOWS`` per part, so the perplexity interval
+        rests on enough windows (a t-interval over 2 windows is 5× wider than over 8).
         """
         screen = stage == "screen"
         tokens = self.screen_tokens if screen else self.eval_tokens
+        window = min(512, max(16, tokens // WINDOWS))
         return {
             "eval_text": self.eval_text,
             "eval_tokens": tokens,
-            "window": min(512, tokens),
-            "stride": min(512, tokens),
+            "window": window,
+            "stride": window,
             "task": self.task,
             "max_items": max(20, self.max_items // 5) if screen else self.max_items,
             "start_token": self.eval_tokens if stage == "held_out" else 0,

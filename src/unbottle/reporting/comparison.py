@@ -38,7 +38,7 @@ def comparison_table(doc: dict[str, Any]) -> Group:
             f"{fmt(m['a']['point'] * scale)} {unit}",
             f"{fmt(m['b']['point'] * scale)} {unit}",
             f"{r['point']:.3f}",
-            "measured once" if r["ci_low"] == r["ci_high"] else f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
+            _interval(m),
             Text(verdict, style=_STYLE.get(m["verdict"], "")),
         )
     lines: list[Any] = [table]
@@ -50,3 +50,13 @@ def comparison_table(doc: dict[str, Any]) -> Group:
     regressions = f"; regressions: {', '.join(doc['regressions'])}" if doc["regressions"] else ""
     lines.append(Text.assemble("overall: ", (doc["overall"], "bold"), regressions))
     return Group(*lines)
+
+
+def _interval(m: dict[str, Any]) -> str:
+    """The ratio's 95% interval as shown: none for a single measurement, marked when its n is below
+    the one its coverage was checked at."""
+    r = m["ratio"]
+    if r["ci_low"] == r["ci_high"]:
+        return "measured once"
+    shown = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}"
+    return f"{shown} (indicative: n={m['pct']['n']})" if "indicative" in m["pct"].get("method", "") else shown

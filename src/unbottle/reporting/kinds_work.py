@@ -139,7 +139,9 @@ def _trials_table(opt: dict[str, Any]) -> TableData:
                 r["stage"],
                 r["status"] + guard,
                 f"×{gain[0]:.2f}" if gain else "-",
-                f"{gain[1]:.2f} – {gain[2]:.2f}" if gain else "",
+                (f"{gain[1]:.2f} – {gain[2]:.2f}" if r["stage"] != "screen" else "screen: point only")
+                if gain
+                else "",
                 acc + (f" [{acc_ci}]" if acc_ci else ""),
                 f"{r['weights_mib']:.1f}" if r.get("weights_mib") is not None else "-",
                 f"{r['seconds']:.0f}" if r.get("seconds") is not None else "-",

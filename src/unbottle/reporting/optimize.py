@@ -9,11 +9,13 @@ from rich.table import Table
 from unbottle.optimizer.candidates import short_key
 
 
-def _ci(values: Any, fmt: str = "×{:.2f}") -> str:
+def _ci(values: Any, fmt: str = "×{:.2f}", point_only: bool = False) -> str:
+    """``×1.23 [1.19, 1.27]``; ``point_only`` for screening, whose few rounds give no trustworthy
+    interval (see ``comparison.speed.MIN_ROUNDS``)."""
     if not values:
         return "-"
     point, low, high = values
-    return f"{fmt.format(point)} [{low:.2f}, {high:.2f}]"
+    return fmt.format(point) if point_only else f"{fmt.format(point)} [{low:.2f}, {high:.2f}]"
 
 
 def _accuracy(change: dict[str, Any] | None, with_ci: bool) -> str:
@@ -54,7 +56,7 @@ def trials_table(doc: dict[str, Any]) -> tuple[Table, list[str]]:
             short_key(r.get("candidate") or r["key"]),
             r["stage"],
             r["status"] + guard,
-            _ci(r.get("gain")),
+            _ci(r.get("gain")) if r["stage"] != "screen" else _ci(r.get("gain"), point_only=True),
             _accuracy(r.get("accuracy"), with_ci=r["stage"] != "screen"),
             f"{r['weights_mib']:.1f}" if r.get("weights_mib") is not None else "-",
             f"{r['seconds']:.0f}",

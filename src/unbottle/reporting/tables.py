@@ -85,6 +85,8 @@ def comparison_tables(doc: dict[str, Any], title: str = "") -> list[TableData]:
         if m.get("noise_floor_pct") is not None:
             verdict += f" (noise ±{m['noise_floor_pct']:.1f}%)"
         a, b = m["a"]["point"] * scale, m["b"]["point"] * scale
+        if ci and "indicative" in m["pct"].get("method", ""):
+            ci += f" (indicative: n={m['pct']['n']})"
         rows.append((name, f"{fmt(a)} {unit}", f"{fmt(b)} {unit}", point, ci or "measured once", verdict))
     columns = ("metric", "A", "B", "B/A", "95% CI", "verdict")
     tables = [TableData(title or f"B = {doc['b']}  vs  A = {doc['a']}", columns, tuple(rows))]
