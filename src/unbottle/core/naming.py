@@ -25,7 +25,7 @@ def given(name: str, value: Any, flag: str | None = None, *, quote: bool = False
     turned on is the flag alone (``--compile``)."""
     shown = repr(value) if quote else str(value)
     if SPEAKS_FLAGS.get():
-        spelled = flag or "--" + name.replace("_", "-")
+        spelled = opt(name, flag)
         if value is True:
             return spelled  # a switch: --compile, not --compile True
         return f"{spelled}{'' if spelled.endswith('=') else ' '}{shown}"
@@ -35,5 +35,5 @@ def given(name: str, value: Any, flag: str | None = None, *, quote: bool = False
 def turn_on(name: str, flag: str | None = None) -> str:
     """How to switch a boolean setting on: ``pass --resume`` from the CLI, ``set resume=True`` from Python."""
     if SPEAKS_FLAGS.get():
-        return f"pass {flag or '--' + name.replace('_', '-')}"
+        return f"pass {opt(name, flag)}"
     return f"set {name}=True"

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unbottle.reporting.console import fmt
+from unbottle.reporting.tables import indicative_note
 
 _STYLE = {"better": "green", "worse": "red", "no significant difference": "yellow", "noise": "yellow"}
 _SHORT = {"no significant difference": "no sig. diff."}
@@ -58,5 +59,4 @@ def _interval(m: dict[str, Any]) -> str:
     r = m["ratio"]
     if r["ci_low"] == r["ci_high"]:
         return "measured once"
-    shown = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}"
-    return f"{shown} (indicative: n={m['pct']['n']})" if "indicative" in m["pct"].get("method", "") else shown
+    return f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" + indicative_note(m)

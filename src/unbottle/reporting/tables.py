@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbottle.comparison.speed import INDICATIVE
 from unbottle.core.measurement import Measurement
 from unbottle.reporting.console import fmt
 from unbottle.reporting.parts import Stat, TableData, Tone
@@ -26,6 +27,13 @@ def ci_text(low: float | None, high: float | None, scale: float = 1.0, digits: i
     if low is None or high is None:
         return ""
     return f"{fmt(low * scale, digits)} – {fmt(high * scale, digits)}"
+
+
+def indicative_note(metric: dict[str, Any]) -> str:
+    """`` (indicative: n=3)`` for an interval from fewer rounds than its coverage was checked at
+    (``comparison.speed.MIN_ROUNDS``); empty otherwise."""
+    pct = metric["pct"]
+    return f" (indicative: n={pct['n']})" if INDICATIVE in pct.get("method", "") else ""
 
 
 def ratio_text(ratio: dict[str, Any]) -> tuple[str, str]:
@@ -85,8 +93,7 @@ def comparison_tables(doc: dict[str, Any], title: str = "") -> list[TableData]:
         if m.get("noise_floor_pct") is not None:
             verdict += f" (noise ±{m['noise_floor_pct']:.1f}%)"
         a, b = m["a"]["point"] * scale, m["b"]["point"] * scale
-        if ci and "indicative" in m["pct"].get("method", ""):
-            ci += f" (indicative: n={m['pct']['n']})"
+        ci += indicative_note(m) if ci else ""
         rows.append((name, f"{fmt(a)} {unit}", f"{fmt(b)} {unit}", point, ci or "measured once", verdict))
     columns = ("metric", "A", "B", "B/A", "95% CI", "verdict")
     tables = [TableData(title or f"B = {doc['b']}  vs  A = {doc['a']}", columns, tuple(rows))]

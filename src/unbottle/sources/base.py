@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from unbottle.core.errors import ConfigError, ModelLoadError
+from unbottle.sources.files import sha256_of
 
 Task = Literal["causal-lm", "masked-lm"]
 
@@ -96,12 +97,10 @@ class ModelSource(abc.ABC):
     def fingerprint(self) -> str:
         """A digest of the model's content: its files' bytes (so a model retrained or replaced in
         the same place gets a new one), or its spec when it has no files."""
-        digest = hashlib.sha256(f"{self.kind}:{self.spec}".encode() if not self.content_files() else b"")
-        for path in self.content_files():
-            digest.update(f"{path.name}\0".encode())
-            with path.open("rb") as fh:
-                while block := fh.read(8 * 2**20):
-                    digest.update(block)
+        files = self.content_files()
+        digest = hashlib.sha256(b"" if files else f"{self.kind}:{self.spec}".encode())
+        for path in files:
+            digest.update(f"{path.name}\0{sha256_of(path)}\0".encode())
         return digest.hexdigest()[:16]
 
 
