@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 
@@ -103,3 +104,28 @@ def test_other_scenarios_compare_latency_and_throughput(tiny_llama, scenario):
 def test_ab_config_rejects_bad_values(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         ABConfig(**kwargs)
+
+
+def test_rounds_in_blocks_widen_the_interval_to_each_blocks_own():
+    config = ABConfig(rounds=5)
+    first = ABRounds(
+        config,
+        {"decode.tokens_per_s": [10.0, 10.2, 9.9, 10.1, 10.0]},
+        {"decode.tokens_per_s": [20.0, 20.3, 19.8, 20.1, 20.2]},
+        ["AB", "BA"] * 2 + ["AB"],
+    )
+    second = ABRounds(
+        config,
+        {"decode.tokens_per_s": [10.0, 10.1, 9.8, 10.2, 10.0]},
+        {"decode.tokens_per_s": [25.0, 25.2, 24.9, 25.1, 25.3]},
+        ["AB", "BA"] * 2 + ["AB"],
+    )
+    joined = ABRounds.joined([first, second])
+    assert joined.blocks == [5, 5] and joined.config.rounds == 10
+    blocked = compare_rounds(joined)["decode.tokens_per_s"].pct
+    pooled = compare_rounds(dataclasses.replace(joined, blocks=None))["decode.tokens_per_s"].pct
+    each = [compare_rounds(r)["decode.tokens_per_s"].pct for r in (first, second)]
+    assert blocked.point == pooled.point
+    assert blocked.ci_low <= min(e.ci_low for e in each) and blocked.ci_high >= max(e.ci_high for e in each)
+    assert blocked.ci_high - blocked.ci_low > pooled.ci_high - pooled.ci_low
+    assert "time blocks" in blocked.method

@@ -1,7 +1,7 @@
 """The search end to end on tiny-llama, each trial in a real worker process.
 
 The objective here is weight size, so no speed A/B runs and the tests stay quick; the speed path
-is the same code with ``run_ab`` in the worker (exercised by the CLI test and the benchmarks).
+is the same code with ``run_ab`` in the worker (test_optimize_decode.py runs it end to end).
 """
 
 from __future__ import annotations

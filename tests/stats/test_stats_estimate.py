@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from unbottle.core.errors import ConfigError
-from unbottle.stats import Estimate, percent_change
+from unbottle.stats import Estimate, hull, percent_change
 
 
 def _estimate(point: float = 1.2, low: float = 1.1, high: float = 1.3) -> Estimate:
@@ -59,3 +59,12 @@ def test_percent_change_maps_ratio_bounds_to_percent():
     pct = percent_change(_estimate(1.25, 0.9, 1.5))
     assert (pct.point, pct.ci_low, pct.ci_high) == pytest.approx((25.0, -10.0, 50.0))
     assert pct.confidence == 0.95 and pct.n == 30 and "test" in pct.method
+
+
+def test_hull_holds_the_pooled_and_every_part_interval_and_keeps_the_point():
+    pooled = Estimate(1.20, 1.15, 1.25, 0.95, 10, "ratio")
+    parts = [Estimate(1.10, 1.05, 1.16, 0.95, 5, "ratio"), Estimate(1.30, 1.24, 1.33, 0.95, 5, "ratio")]
+    wide = hull(pooled, parts, "time blocks")
+    assert (wide.point, wide.ci_low, wide.ci_high, wide.n) == (1.20, 1.05, 1.33, 10)
+    assert "2 time blocks" in wide.method
+    assert hull(pooled, [], "time blocks") == pooled

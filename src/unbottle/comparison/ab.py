@@ -88,12 +88,25 @@ class ABConfig(Config):
 
 @dataclasses.dataclass
 class ABRounds:
-    """Per-round values of every metric for both sides, and the order each round ran in."""
+    """Per-round values of every metric for both sides, and the order each round ran in.
+
+    ``blocks``: rounds per time block when they ran in blocks separated by other work (``joined``).
+    """
 
     config: ABConfig
     a: dict[str, list[float]]
     b: dict[str, list[float]]
     order: list[str]
+    blocks: list[int] | None = None
+
+    @classmethod
+    def joined(cls, parts: list[ABRounds]) -> ABRounds:
+        """Blocks of rounds of one scenario, run at different times, as one set with its blocks."""
+        first = parts[0]
+        a = {k: [v for p in parts for v in p.a[k]] for k in first.a}
+        b = {k: [v for p in parts for v in p.b[k]] for k in first.b}
+        config = dataclasses.replace(first.config, rounds=sum(p.config.rounds for p in parts))
+        return cls(config, a, b, [o for p in parts for o in p.order], [p.config.rounds for p in parts])
 
     def to_measurements(self) -> list[Measurement]:
         """Per-round values as measurements (params ``side`` and ``per: round``), for the store."""

@@ -2,12 +2,15 @@
 
 Paired rounds (interleaved A/B) use the paired ratio of medians: drift shared by a round cancels.
 Two stored runs measured at different times can't be paired; their samples are resampled
-independently, which gives wider, honest intervals.
+independently, which gives wider, honest intervals. Rounds measured in blocks separated in time
+(``blocks``: the rounds per block) get the pooled interval widened to hold each block's own interval,
+so a shift between the blocks shows in the interval instead of being averaged away.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,6 +19,7 @@ from unbottle.stats import (
     Estimate,
     MetricComparison,
     bootstrap_ci,
+    hull,
     median_difference_paired,
     median_difference_unpaired,
     percent_change,
@@ -43,19 +47,26 @@ def compare_samples(
     b: list[float],
     paired: bool,
     noise_floor_pct: float | None = None,
+    blocks: Sequence[int] | None = None,
 ) -> MetricComparison:
     """B against A on one speed metric.
 
     Args:
         paired: True for per-round values of an interleaved A/B (round i of each ran back to back);
             False for samples taken at different times (two stored runs).
+        blocks: rounds per time block, in order (paired only), when the rounds ran in blocks.
     """
     ratio, diff = (
         (ratio_of_medians_paired, median_difference_paired)
         if paired
         else (ratio_of_medians_unpaired, median_difference_unpaired)
     )
-    pct = percent_change(ratio(a, b))
+    ratio_est, diff_est = ratio(a, b), diff(a, b)
+    if paired and blocks is not None and len(blocks) > 1:
+        parts = _split(a, b, blocks)
+        ratio_est = hull(ratio_est, [ratio(x, y) for x, y in parts], "time blocks")
+        diff_est = hull(diff_est, [diff(x, y) for x, y in parts], "time blocks")
+    pct = percent_change(ratio_est)
     if paired and len(a) < MIN_ROUNDS:
         pct = dataclasses.replace(
             pct,
@@ -68,18 +79,26 @@ def compare_samples(
         higher_is_better=higher_is_better,
         a=_median_estimate(a),
         b=_median_estimate(b),
-        diff=diff(a, b),
+        diff=diff_est,
         pct=pct,
         verdict=verdict_of(pct, higher_is_better, noise_floor_pct),
         noise_floor_pct=noise_floor_pct,
     )
 
 
+def _split(a: list[float], b: list[float], blocks: Sequence[int]) -> list[tuple[list[float], list[float]]]:
+    if sum(blocks) != len(a) or min(blocks) < 1:
+        raise ValueError(f"blocks {list(blocks)} do not divide {len(a)} rounds into non-empty parts")
+    ends = np.cumsum(blocks)
+    return [(a[e - n : e], b[e - n : e]) for n, e in zip(blocks, ends, strict=True)]
+
+
 def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[str, MetricComparison]:
-    """Every metric of an interleaved A/B (``unbottle.comparison.ab.ABRounds``), paired by round."""
+    """Every metric of an interleaved A/B (``unbottle.comparison.ab.ABRounds``), paired by round
+    (and widened to each time block's own interval when the rounds ran in blocks)."""
     out = {}
     for name, a_values in rounds.a.items():
         unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
         floor = (noise_floor or {}).get(name)
-        out[name] = compare_samples(name, unit, higher, a_values, rounds.b[name], True, floor)
+        out[name] = compare_samples(name, unit, higher, a_values, rounds.b[name], True, floor, rounds.blocks)
     return out

@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from unbottle.benchmarking import apply_threads, check_positions
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
-from unbottle.comparison.ab import ABConfig, run_ab
+from unbottle.comparison.ab import ABConfig, ABRounds, run_ab
 from unbottle.comparison.accuracy import compare_evals
 from unbottle.comparison.noise import noise_floor_from
 from unbottle.comparison.speed import compare_rounds
@@ -31,6 +32,7 @@ from unbottle.models import resolve
 from unbottle.optimizer.candidates import candidates_from_payload
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.host import HostLoad
+from unbottle.optimizer.isolate import run_isolated
 from unbottle.optimizer.sensitivity import layer_sensitivity
 from unbottle.passes import apply_
 from unbottle.passes.recipe import apply_and_save
@@ -55,7 +57,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         loaded = load_causal_lm(cfg.model)
         load_s = time.perf_counter() - start
         check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
-        own = own_resources(loaded, cfg, [])
+        own = fresh_resources(cfg, cfg.model)
         evals, eval_s = {}, {}
         for stage in ("screen", "full", "held_out"):
             t = time.perf_counter()
@@ -121,30 +123,58 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     configs = candidates_from_payload(payload["passes"])
     recipe, final = apply_and_save(base, configs, cfg.model, out, overwrite=True, search=payload["search"])
     del final, base
+    own = fresh_resources(cfg, str(out))
     saved = resolve(str(out)).load()
-    own = own_resources(saved, cfg, [])  # measured with nothing else loaded
-    base = load_causal_lm(cfg.model)
-    settings = cfg.ab_settings("full")
-    rounds = run_ab(base, saved, ABConfig(**settings))
-    comparisons = compare_rounds(rounds)
-    if settings["scenario"] != "decode":  # every phase of the workload's request is verified
-        comparisons.update(
-            compare_rounds(run_ab(base, saved, ABConfig(**{**settings, "scenario": "decode"})))
-        )
+    if injected("worse", payload["key"]):
+        _make_worse(saved)
+    base = _ab_baseline(cfg)
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
-    held_out = _evaluate(saved, cfg, "held_out")  # out of sample: the part no earlier trial read
+    evals: dict[str, list[Any]] = {}
+
+    def between_blocks() -> None:  # the evaluations separate the speed blocks in time
+        evals["held_out"] = _evaluate(saved, cfg, "held_out")  # out of sample: no earlier trial read it
+        evals["full"] = _evaluate(saved, cfg, "full")  # the selection part: reproduces the finalist's
+
+    blocked = _blocked_ab(base, saved, cfg.ab_settings("full"), between_blocks)
+    comparisons = {k: v for rounds in blocked for k, v in compare_rounds(rounds).items()}
+    rounds, saved_evals, held_out = blocked[0], evals["full"], evals["held_out"]
     comparisons.update(compare_evals(*paired_samples(base_evals, held_out)))
-    saved_evals = _evaluate(saved, cfg, "full")  # the selection part: reproduces the finalist's numbers
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
         **own,
         "output": str(out),
         "recipe": {"baked": recipe.baked, "onnx": recipe.onnx, "reports": recipe.reports},
         "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
-        "rounds": {"a": rounds.a, "b": rounds.b, "order": rounds.order},
+        "rounds": {"a": rounds.a, "b": rounds.b, "order": rounds.order, "blocks": rounds.blocks},
         "evals": [r.to_dict() for r in saved_evals],
         "held_out_evals": [r.to_dict() for r in held_out],
     }
+
+
+def block_sizes(rounds: int) -> list[int]:
+    """Verification's rounds in two blocks (the first the larger) once each can have the 3 an A/B
+    needs; fewer stay one block."""
+    return [rounds] if rounds < 6 else [rounds - rounds // 2, rounds // 2]
+
+
+def _blocked_ab(
+    base: Any, saved: Any, settings: dict[str, Any], between: Callable[[], None]
+) -> list[ABRounds]:
+    """Every phase of the request (the objective's scenario, and decode beside it) in blocks of rounds
+    with ``between`` run in the gap (after them when there is one block); one ``ABRounds`` per
+    scenario, its blocks joined."""
+    scenarios = [settings["scenario"]] + (["decode"] if settings["scenario"] != "decode" else [])
+    parts: dict[str, list[ABRounds]] = {s: [] for s in scenarios}
+    sizes = block_sizes(settings["rounds"])
+    for i, size in enumerate(sizes):
+        if i:
+            between()
+        for scenario in scenarios:
+            config = ABConfig(**{**settings, "scenario": scenario, "rounds": size})
+            parts[scenario].append(run_ab(base, saved, config))
+    if len(sizes) == 1:
+        between()
+    return [ABRounds.joined(p) for p in parts.values()]
 
 
 def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +194,27 @@ def load_causal_lm(spec: str) -> Any:
         "unbottle optimize tunes causal language models (decode speed and perplexity); "
         "use `unbottle bench`/`unbottle eval` for other models",
     )
+
+
+def resources(payload: dict[str, Any]) -> dict[str, Any]:
+    """``own_resources`` of ``payload['model']`` (a spec or a saved folder) in this fresh process."""
+    cfg = OptimizeConfig.from_dict(payload["config"])
+    _threads(cfg)
+    return own_resources(load_causal_lm(payload["model"]), cfg, [])
+
+
+def fresh_resources(cfg: OptimizeConfig, model: str) -> dict[str, Any]:
+    """A model's weights and peak memory measured in a process that only loads it and decodes, so
+    the figure describes the model, not what the measuring process did before (conversions,
+    copies, freed memory the allocator kept)."""
+    outcome = run_isolated(
+        f"{__name__}:resources", {"config": cfg.to_dict(), "model": model}, cfg.trial_timeout_s
+    )
+    if outcome.status != "ok":
+        raise RuntimeError(
+            f"measuring the memory of {model} in a fresh process: {outcome.status}, {outcome.reason}"
+        )
+    return outcome.result
 
 
 def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
@@ -200,9 +251,16 @@ def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], 
     settings = cfg.ab_settings(stage)
     if stage == "final":
         settings["rounds"] = max(cfg.screen_rounds, cfg.full_rounds // 2)
-    base = load_causal_lm(cfg.model)
-    rounds = run_ab(base, cand, ABConfig(**settings))
+    rounds = run_ab(_ab_baseline(cfg), cand, ABConfig(**settings))
     return compare_rounds(rounds), rounds.order
+
+
+def _ab_baseline(cfg: OptimizeConfig) -> Any:
+    """The baseline a candidate's rounds run against (slowed when a test asks, ``slow:baseline``)."""
+    base = load_causal_lm(cfg.model)
+    if injected("slow", "baseline"):
+        _slow_down(base)
+    return base
 
 
 def paired_samples(base: list[Any], cand: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -271,9 +329,10 @@ def inject_fault(key: str) -> None:
     """Testing hook: ``UNBOTTLE_INJECT_FAULT="segfault:wo-int8;oom:precision"`` makes the trial of
     any candidate whose key contains the text crash that way (segfault, oom, hang, raise).
 
-    Two more kinds change a measurement instead: ``slow:KEY`` makes that candidate sleep
-    ``SLOW_S`` before every forward call, ``busy:baseline`` makes the baseline report every core
-    held by other processes (``injected``).
+    More kinds change a measurement instead (``injected``): ``slow:KEY`` makes that candidate
+    (``slow:baseline``: the baseline its rounds run against) sleep ``SLOW_S`` before every forward
+    call, ``worse:KEY`` makes its verified copy inaccurate, ``busy:baseline`` makes the baseline
+    report every core held by other processes.
     """
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(";")):
@@ -295,6 +354,18 @@ def _slow_down(loaded: Any) -> None:
     """Testing: every forward call of a torch model sleeps ``SLOW_S`` first (many times a tiny model's
     decode step, so the candidate is far slower on any host under any load)."""
     loaded.model.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
+
+
+def _make_worse(loaded: Any) -> None:
+    """Testing (``worse:KEY``, verification only): the pad token's logit raised by 20 everywhere, so
+    every real token's probability collapses and the accuracy guard fails on any model."""
+    pad = loaded.model.config.pad_token_id or 0
+
+    def hook(_module: Any, _args: Any, out: Any) -> Any:
+        out.logits[..., pad] += 20.0
+        return out
+
+    loaded.model.register_forward_hook(hook)
 
 
 def _fault(kind: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unbottle.stats.bootstrap import as_samples, bootstrap_ci
-from unbottle.stats.estimate import Estimate, percent_change
+from unbottle.stats.estimate import Estimate, hull, percent_change
 from unbottle.stats.goals import (
     GOAL_KINDS,
     VERDICTS,
@@ -42,6 +42,7 @@ __all__ = [
     "bootstrap_ci",
     "check_goal",
     "check_goals",
+    "hull",
     "mean_difference_paired",
     "median_difference_paired",
     "median_difference_unpaired",

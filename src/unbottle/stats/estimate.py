@@ -88,3 +88,20 @@ def percent_change(ratio: Estimate) -> Estimate:
         n=ratio.n,
         method=f"100 * (ratio - 1) of {ratio.method}",
     )
+
+
+def hull(pooled: Estimate, parts: list[Estimate], what: str) -> Estimate:
+    """``pooled`` with its interval widened to hold every one of ``parts``' intervals.
+
+    For measurements taken in blocks separated in time (``what`` names them, e.g. "time blocks"): an
+    interval from the pooled samples alone treats every sample as exchangeable and misses a change
+    between the blocks (another tenant, a frequency step); the hull keeps that spread in the interval.
+    """
+    if not parts:
+        return pooled
+    return dataclasses.replace(
+        pooled,
+        ci_low=min(pooled.ci_low, *(p.ci_low for p in parts)),
+        ci_high=max(pooled.ci_high, *(p.ci_high for p in parts)),
+        method=f"{pooled.method}; widened to hold each of the {len(parts)} {what}' own intervals",
+    )
