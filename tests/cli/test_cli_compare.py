@@ -188,3 +188,28 @@ def test_compare_of_bench_runs_with_other_threads_says_so_beside_the_numbers():
     doc = last_json(result)
     assert any(c.startswith("threads differs: 1 (run") for c in doc["comparison"]["caveats"])
     assert "caveat: threads differs" in result.stdout
+
+
+def test_compare_of_bench_runs_counts_each_repeat_once_and_applies_the_hosts_noise_floor():
+    bench = ["--scenarios", "decode", "--batch-sizes", "1", "--new-tokens", "4", "--min-time", "0"]
+    bench += ["--min-repeats", "5", "--threads", "1", "--quiet", "--json"]
+    floor_run = last_json(run("ab", "tiny-llama", "tiny-llama", *AB_FAST, "--json"))
+    a = last_json(run("bench", "tiny-llama", *bench))["run_id"]
+    b = last_json(run("bench", "tiny-llama", *bench))["run_id"]
+    metrics = last_json(run("compare", str(a), str(b), "--json"))["comparison"]["metrics"]
+    steps = metrics["decode.token_latency"]
+    assert steps["a"]["n"] == 5 and steps["pct"]["n"] == 10  # 5 repeats a side, not 5 x 3 steps
+    floors = floor_run["comparison"]["noise_floor_pct"]
+    assert metrics["decode.tokens_per_s"]["noise_floor_pct"] == floors["decode.tokens_per_s"]
+
+
+def test_compare_of_bench_runs_with_one_repeat_each_is_refused_with_the_fix():
+    bench = ["--scenarios", "decode", "--new-tokens", "4", "--min-time", "0", "--min-repeats", "1"]
+    a = last_json(run("bench", "tiny-llama", *bench, "--threads", "1", "--quiet", "--json"))["run_id"]
+    b = last_json(run("bench", "tiny-llama", *bench, "--threads", "1", "--quiet", "--json"))["run_id"]
+    refused = run("compare", str(a), str(b))
+    assert (
+        refused.exit_code == 2
+        and "fewer than 2 repeats" in refused.stderr
+        and "--min-repeats" in refused.stderr
+    )

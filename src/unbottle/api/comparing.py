@@ -79,7 +79,7 @@ def compare(run_a: int | str, run_b: int | str, *, goals: Any = (), store: Any =
     goals, store = _goals(goals), store_of(store)
     a, b = store.get_run(run_a), store.get_run(run_b)
     noted = caveats(a, b)
-    comparisons = compare_stored(a, store.measurements(a.id), b, store.measurements(b.id))
+    comparisons = compare_stored(a, store.measurements(a.id), b, store.measurements(b.id), _floors(store, a))
     doc = comparison_document(
         comparisons, goals, f"run {a.id} ({a.model})", f"run {b.id} ({b.model})", runs=[a.id, b.id],
         caveats=noted,
@@ -88,6 +88,20 @@ def compare(run_a: int | str, run_b: int | str, *, goals: Any = (), store: Any =
     with store.recording("compare", f"{a.model} vs {b.model}", config) as run:
         run.complete({"comparison": doc})
     return document(store, run.id)
+
+
+def _floors(store: Any, run: Any) -> Any:
+    """A bench measurement's noise floor: the latest A-vs-A on this host with its scenario's settings
+    and the run's threads (``unbottle ab X X``), or None. Runs at different times vary more than
+    interleaved rounds do, so this is the least a difference must exceed, not a guarantee."""
+    threads = (run.manifest.get("threads") or {}).get("torch_num_threads")
+
+    def floor_of(m: Any) -> float | None:
+        settings = {"scenario": m.scenario, "repeats_per_round": 1, **m.params}
+        found = lookup_noise_floor(store, noise_key(settings, threads))
+        return None if found is None else found[0].get(m.name)
+
+    return floor_of
 
 
 def _goals(goals: Any) -> list[Any]:

@@ -1,11 +1,14 @@
 """Comparing two stored runs: two bench runs (unpaired samples) or two eval runs (paired samples).
 
 Runs measured at different times cannot be paired by round, so bench samples are resampled
-independently; eval runs over the same windows/items pair sample by sample.
+independently, one value per repeat (a decode repeat's per-step latencies move together, so they
+count once, as their median); eval runs over the same windows/items pair sample by sample.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 from unbottle.comparison.ab import ABConfig, ABRounds
@@ -35,7 +38,21 @@ def metric_keys(measurements: list[Measurement]) -> dict[str, Measurement]:
     return out
 
 
-def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, MetricComparison]:
+def per_repeat(m: Measurement) -> list[float]:
+    """A bench measurement as one value per repeat: decode's per-step latencies (``new_tokens - 1``
+    per repeat, autocorrelated within it) become each repeat's median step; the other metrics
+    already hold one value per repeat."""
+    k = m.params.get("new_tokens")
+    if m.name.endswith(".token_latency") and isinstance(k, int) and k > 2 and len(m.samples) % (k - 1) == 0:
+        return [statistics.median(m.samples[i : i + k - 1]) for i in range(0, len(m.samples), k - 1)]
+    return list(m.samples)
+
+
+def compare_bench_runs(
+    a: list[Measurement], b: list[Measurement], floor_of: Callable[[Measurement], float | None] | None = None
+) -> dict[str, MetricComparison]:
+    """Every scenario point both bench runs measured, per repeat and unpaired; ``floor_of`` gives a
+    measurement's noise floor in percent (a stored A-vs-A of the same settings), or None."""
     ka, kb = metric_keys(a), metric_keys(b)
     common = [k for k in ka if k in kb]
     if not common:
@@ -43,9 +60,25 @@ def compare_bench_runs(a: list[Measurement], b: list[Measurement]) -> dict[str, 
             "the two bench runs share no scenario point (same scenario and parameters); "
             f"run both with the same {opt('prompt_lengths')}/{opt('batch_sizes')}/{opt('new_tokens')}"
         )
+    values = {k: (per_repeat(ka[k]), per_repeat(kb[k])) for k in common}
+    few = [k for k, (x, y) in values.items() if min(len(x), len(y)) < 2]
+    if len(few) == len(common):
+        raise ConfigError(
+            f"the two bench runs hold fewer than 2 repeats per point ({', '.join(few)}); an interval needs "
+            f"at least 2 on each side: bench both with {opt('min_repeats')} 5 or more"
+        )
     return {
-        k: compare_samples(k, ka[k].unit, ka[k].higher_is_better, ka[k].samples, kb[k].samples, paired=False)
-        for k in common
+        k: compare_samples(
+            k,
+            ka[k].unit,
+            ka[k].higher_is_better,
+            x,
+            y,
+            paired=False,
+            noise_floor_pct=floor_of(ka[k]) if floor_of else None,
+        )  # fmt: skip
+        for k, (x, y) in values.items()
+        if k not in few
     }
 
 
@@ -97,11 +130,17 @@ def _check_pairable(run_a: Any, run_b: Any) -> None:
             )
 
 
-def compare_stored(run_a: Any, ms_a: list[Measurement], run_b: Any, ms_b: list[Measurement]):
+def compare_stored(
+    run_a: Any,
+    ms_a: list[Measurement],
+    run_b: Any,
+    ms_b: list[Measurement],
+    floor_of: Callable[[Measurement], float | None] | None = None,
+):
     """MetricComparisons of two stored runs of the same kind (bench or eval)."""
     kinds = (run_a.kind, run_b.kind)
     if kinds == ("bench", "bench"):
-        return compare_bench_runs(ms_a, ms_b)
+        return compare_bench_runs(ms_a, ms_b, floor_of)
     if kinds == ("eval", "eval"):
 
         def evals(run):
