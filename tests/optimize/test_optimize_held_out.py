@@ -7,6 +7,7 @@ import pytest
 
 from unbottle.core.errors import EvalError
 from unbottle.data import CALIBRATION_TEXT, EVAL_TEXT
+from unbottle.evaluation.multiple_choice import choose_items
 from unbottle.evaluation.perplexity import perplexity
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.trial import baseline as measure_baseline
@@ -41,3 +42,24 @@ def test_a_text_too_short_for_a_held_out_part_says_how_long_it_must_be(tiny_llam
         perplexity(
             tiny_llama, text, source="my text", eval_tokens=256, window=128, stride=128, start_token=256
         )
+
+
+def test_a_tasks_items_split_into_disjoint_selection_and_held_out_halves():
+    cfg = OptimizeConfig(
+        model="tiny-llama",
+        threads=1,
+        screen_tokens=256,
+        eval_tokens=512,
+        task="sports_understanding",
+        max_items=30,
+    )
+    base = measure_baseline({"config": cfg.to_dict()})
+    items = {stage: set(base["evals"][stage][1]["sample_ids"]) for stage in ("screen", "full", "held_out")}
+    assert base["evals"]["held_out"][1]["details"]["item_part"] == "held_out"
+    assert items["screen"] <= items["full"] and items["held_out"]
+    assert not items["full"] & items["held_out"]
+
+
+def test_a_task_of_one_item_cannot_be_split():
+    with pytest.raises(EvalError, match="can't be split"):
+        choose_items(1, None, 0, "held_out")

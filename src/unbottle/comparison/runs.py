@@ -83,7 +83,7 @@ def compare_bench_runs(
 
 
 # what must match for two eval runs' samples to pair: the same text, cut the same way, or the same task
-_EVAL_PAIRING = ("corpus", "window", "stride", "eval_tokens", "task", "n_items", "subset_seed")
+_EVAL_PAIRING = ("corpus", "window", "stride", "eval_tokens", "task", "n_items", "subset_seed", "item_part")
 
 
 def caveats(run_a: Any, run_b: Any) -> list[str]:

@@ -26,6 +26,8 @@ class EvalConfig(Config):
         batch_size: windows or sequences per forward pass.
         start_token: text tokens skipped before the evaluated ones: a later, disjoint part of the same
             text (``unbottle optimize`` verifies its winner on the part after the one it selected on).
+        item_part: ``"selection"`` / ``"held_out"``: only that half of the task's seeded shuffle
+            (``multiple_choice.choose_items``), the task's items split as the text is; None: all.
     """
 
     eval_text: str | None = None
@@ -38,8 +40,13 @@ class EvalConfig(Config):
     reference: str | None = None
     batch_size: int = 4
     start_token: int = 0
+    item_part: str | None = None
 
     def __post_init__(self) -> None:
+        if self.item_part not in (None, "selection", "held_out"):
+            raise ConfigError(
+                f"{given('item_part', self.item_part, quote=True)} given; allowed: selection, held_out"
+            )
         if (
             isinstance(self.start_token, bool)
             or not isinstance(self.start_token, int)

@@ -36,6 +36,7 @@ def multiple_choice(
     batch_size: int = 8,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    part: str | None = None,
 ) -> EvalResult:
     """Accuracy of a causal LM on a multiple-choice task, with each item's 0/1 correctness kept.
 
@@ -47,6 +48,9 @@ def multiple_choice(
         length_normalize: divide each option's log-probability by its token count.
         batch_size: (prompt, option) sequences per forward pass.
         seed: seeds the subset choice.
+        part: ``"selection"`` or ``"held_out"``: only the first or the second half of the seeded
+            shuffle (disjoint halves, so a model chosen on one is checked on items it never saw),
+            at most ``max_items`` of it; None: the whole task.
         progress: called as ``progress(options_done, options_total)`` over the (prompt, option)
             sequences, first with 0, then after every batch.
 
@@ -62,7 +66,7 @@ def multiple_choice(
     tokenizer = require_causal_lm(loaded, "multiple-choice")
     if not isinstance(task, Task):
         task = load_task(task)
-    chosen = choose_items(len(task.items), max_items, seed)
+    chosen = choose_items(len(task.items), max_items, seed, part)
     with torch.inference_mode():
         logprobs = option_logprobs(loaded, task, chosen, length_normalize, batch_size, progress)
     correct = []
@@ -80,7 +84,7 @@ def multiple_choice(
         sample_ids=[str(i) for i in chosen],
         weights=None,
         seconds=time.perf_counter() - start,
-        details=_details(task, chosen, seed, length_normalize, tokenizer, batch_size),
+        details={**_details(task, chosen, seed, length_normalize, tokenizer, batch_size), "item_part": part},
     )
 
 
@@ -104,13 +108,32 @@ def _details(
     }
 
 
-def choose_items(n_total: int, max_items: int | None, seed: int) -> list[int]:
-    """All indices, or the first ``max_items`` of a shuffle seeded by ``seed``, in ascending order."""
-    if max_items is None or max_items >= n_total:
-        return list(range(n_total))
+def choose_items(n_total: int, max_items: int | None, seed: int, part: str | None = None) -> list[int]:
+    """All indices, or the first ``max_items`` of a shuffle seeded by ``seed``, in ascending order;
+    with ``part``, only from the first (``"selection"``) or second (``"held_out"``) half of it.
+
+    Raises:
+        EvalError: an unknown part, or a task with fewer than 2 items to split.
+    """
+    if part is None:
+        if max_items is None or max_items >= n_total:
+            return list(range(n_total))
+        order = list(range(n_total))
+        random.Random(seed).shuffle(order)
+        return sorted(order[:max_items])
+    if part not in ITEM_PARTS:
+        raise EvalError(f"item part {part!r} given; allowed: {', '.join(ITEM_PARTS)}")
+    if n_total < 2:
+        raise EvalError(
+            f"a task of {n_total} item can't be split into selection and held-out items; give 2 or more"
+        )
     order = list(range(n_total))
     random.Random(seed).shuffle(order)
-    return sorted(order[:max_items])
+    half = order[: n_total // 2] if part == "selection" else order[n_total // 2 :]
+    return sorted(half if max_items is None else half[:max_items])
+
+
+ITEM_PARTS = ("selection", "held_out")
 
 
 def option_logprobs(

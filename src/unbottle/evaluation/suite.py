@@ -55,6 +55,7 @@ def evaluate(
                 length_normalize=config.length_normalize,
                 batch_size=config.batch_size,
                 progress=_for(progress, "multiple-choice"),
+                part=config.item_part,
             )
         )
     if reference_loaded is None and config.reference:

@@ -172,6 +172,8 @@ class OptimizeConfig(Config):
         Screening reads the text's first ``screen_tokens`` tokens and the finalists its first
         ``eval_tokens`` (the selection part); the verification reads the next ``eval_tokens``
         (``held_out``), which nothing before it saw, so the winner's accuracy is measured out of sample.
+        A task's items split the same way: halves of its seeded shuffle, the screen a prefix of the
+        selection half.
         Windows are at most 512 tokens and at least ``WINDOWS`` per part, so the perplexity interval
         rests on enough windows (a t-interval over 2 windows is 5× wider than over 8).
         """
@@ -186,6 +188,7 @@ class OptimizeConfig(Config):
             "task": self.task,
             "max_items": max(20, self.max_items // 5) if screen else self.max_items,
             "start_token": self.eval_tokens if stage == "held_out" else 0,
+            "item_part": ("held_out" if stage == "held_out" else "selection") if self.task else None,
         }
 
 

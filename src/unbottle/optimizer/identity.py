@@ -19,8 +19,9 @@ from unbottle.models import resolve
 
 IDENTITY = "identity"  # the trial key under which a search records its circumstances
 # what a trial records and means; raised when that changes, so older trials are not read as newer ones
-# (2: the baseline also scores the held-out part, and the verification is scored on it)
-TRIAL_FORMAT = 2
+# (2: the baseline also scores the held-out part, and the verification is scored on it; 3: verification
+# speed in two time blocks, memory from a fresh process, a task's items split into selection/held-out)
+TRIAL_FORMAT = 3
 LIBRARIES = ("torch", "transformers", "onnxruntime", "onnxruntime-genai", "torchao", "gguf")
 
 
