@@ -129,3 +129,13 @@ def test_rounds_in_blocks_widen_the_interval_to_each_blocks_own():
     assert blocked.ci_low <= min(e.ci_low for e in each) and blocked.ci_high >= max(e.ci_high for e in each)
     assert blocked.ci_high - blocked.ci_low > pooled.ci_high - pooled.ci_low
     assert "time blocks" in blocked.method
+
+
+def test_a_causal_lm_against_a_masked_lm_or_decoding_a_masked_lm_is_refused(tiny_llama):
+    from unbottle.models import load
+
+    bert = load("tiny-bert")
+    with pytest.raises(ConfigError, match="is a causal-lm model and B .* a masked-lm model"):
+        run_ab(tiny_llama, bert, FAST)
+    with pytest.raises(ConfigError, match="masked-lm model; the decode scenario generates tokens"):
+        run_ab(bert, bert, FAST)

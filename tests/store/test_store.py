@@ -299,3 +299,25 @@ def test_appended_migration_upgrades_an_existing_store(
         assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'artefacts'").fetchone() == (
             "artefacts",
         )
+
+
+def test_listing_an_unknown_kind_is_refused_with_the_kinds_not_reported_empty(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(StoreError, match=r"run kind 'trian' given; did you mean train\? allowed: ab, apply"):
+        store.list_runs(kind="trian")
+    assert store.list_runs(kind="train") == []
+
+
+def test_a_store_folder_that_is_a_file_is_one_clear_error(tmp_path):
+    afile = tmp_path / "home"
+    afile.write_text("not a folder")
+    with pytest.raises(StoreError, match="store folder .*home is a file; set UNBOTTLE_HOME to a folder"):
+        Store(afile).list_runs()
+    assert afile.read_text() == "not a folder"
+
+
+def test_every_registered_run_kind_is_a_kind_the_store_lists():
+    from unbottle.reporting.run_kinds import RUN_KINDS
+    from unbottle.store.store import RUN_KIND_NAMES
+
+    assert set(RUN_KINDS.names()) <= set(RUN_KIND_NAMES)

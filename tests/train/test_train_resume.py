@@ -120,6 +120,23 @@ def test_a_disk_full_save_keeps_the_previous_checkpoint(dataset, tmp_path, monke
     assert again.resume() and again.step == 1
 
 
+def test_torch_save_failing_on_a_full_disk_is_the_same_clean_error(dataset, tmp_path, monkeypatch):
+    from unbottle.core.errors import TrainError
+
+    t = _trainer(dataset, tmp_path / "run")
+    t.train(steps=1)
+    t.save()
+    t.train(steps=1)
+
+    def full_disk(*args, **kwargs):  # what torch.save raises when the disk fills mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1024 vs 512")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(TrainError, match="unexpected pos .*; the previous checkpoint step-0000001 is intact"):
+        t.save()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["latest", "step-0000001"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

@@ -8,6 +8,8 @@ from typing import Any
 from unbottle.api._common import Silent, store_of
 from unbottle.benchmarking import apply_threads
 from unbottle.core.errors import ConfigError, PassError
+from unbottle.core.naming import opt
+from unbottle.core.paths import check_writable_folder
 from unbottle.models import resolve
 from unbottle.passes import check_composition, parse_pass, unavailable
 from unbottle.passes.recipe import apply_and_save
@@ -42,9 +44,11 @@ def apply(
         if reasons := unavailable(c):
             raise PassError(f"pass {c.name!r} can't run on this machine: {'; '.join(reasons)}")
     output = Path(output)
+    check_writable_folder(output)
     if output.exists() and not overwrite:
         raise ConfigError(
-            f"output folder {output} exists; choose another -o or pass --overwrite to replace it"
+            f"output folder {output} exists; choose another {opt('output', flag='-o')} or pass "
+            f"{opt('overwrite')} to replace it"
         )
     progress, store = progress or Silent(), store_of(store)
     source = resolve(model)

@@ -29,7 +29,8 @@ def list_(
         table.add_column(col)
     for r in runs:
         table.add_row(str(r.id), r.kind, r.model, r.effective_status, r.created_at, r.finished_at or "-")
-    out.print(table if runs else f"no runs yet in {store.path}; try `unbottle bench tiny-llama`")
+    empty = f"no {kind} runs" if kind else "no runs yet"
+    out.print(table if runs else f"{empty} in {store.path}; try `unbottle bench tiny-llama`")
     if json_:
         print_json(
             [

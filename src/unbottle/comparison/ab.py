@@ -20,8 +20,9 @@ from unbottle.benchmarking.timing import make_timer
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
-from unbottle.core.naming import given
+from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
+from unbottle.sources.base import require_causal_lm
 
 AB_SCENARIOS = ("decode", "prefill", "generate")
 
@@ -136,6 +137,7 @@ def run_ab(
         config: the A/B settings.
         progress: called as ``progress(label, rounds_done, elapsed_s)``.
     """
+    _check_kinds(model_a, model_b, config.scenario)
     longest = config.prompt_length + (0 if config.scenario == "prefill" else config.new_tokens)
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")
@@ -155,6 +157,20 @@ def run_ab(
         if progress is not None:
             progress(f"A/B {config.scenario}", r + 1, time.perf_counter() - start)
     return ABRounds(config, values["A"], values["B"], order)
+
+
+def _check_kinds(model_a: Any, model_b: Any, scenario: str) -> None:
+    """Both sides one kind of model, and a causal LM where the scenario generates tokens."""
+    a, b = model_a.info, model_b.info
+    if a.task != b.task:
+        raise ConfigError(
+            f"A ({a.spec!r}) is a {a.task} model and B ({b.spec!r}) a {b.task} model; an A/B compares "
+            "two versions of one kind of model"
+        )
+    if scenario != "prefill":
+        require_causal_lm(
+            model_a, a.spec, f"the {scenario} scenario generates tokens; give {opt('scenario')} prefill"
+        )
 
 
 def _one_repeat(loaded: Any, config: ABConfig) -> Callable[[], dict[str, list[float]]]:

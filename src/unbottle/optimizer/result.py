@@ -18,6 +18,7 @@ from typing import Any
 from unbottle.comparison.document import comparison_document
 from unbottle.core.errors import ConfigError, StoreError
 from unbottle.core.naming import opt, turn_on
+from unbottle.core.paths import check_writable_folder
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
 from unbottle.passes.recipe import RECIPE_FILE, read_recipe
@@ -294,6 +295,7 @@ def _pareto(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def check_output(output: Path, overwrite: bool, key: str) -> None:
     """Refuse an existing output folder unless --overwrite, or it was saved by this same search."""
+    check_writable_folder(output)
     if not output.exists() or overwrite:
         return
 

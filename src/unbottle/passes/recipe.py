@@ -20,6 +20,7 @@ from typing import Any
 from unbottle.core.env import library_versions
 from unbottle.core.errors import ConfigError, ModelLoadError
 from unbottle.core.naming import opt
+from unbottle.core.paths import check_writable_folder, save_failed
 from unbottle.passes.apply import apply_, check_supported
 from unbottle.passes.base import PassConfig
 from unbottle.passes.registry import PASSES, config_class
@@ -99,6 +100,7 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
     Raises:
         ConfigError: ``out`` exists and ``overwrite`` is False.
     """
+    check_writable_folder(out)
     if out.exists() and not overwrite:
         raise ConfigError(
             f"output folder {out} exists; choose another {opt('output', flag='-o')} or pass "
@@ -126,6 +128,8 @@ def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, f
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+    except (OSError, RuntimeError) as err:  # torch's and safetensors' writers raise RuntimeError
+        raise save_failed(out, err) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -11,6 +11,7 @@ runs. The folder and database are created by the first write.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import socket
 import sqlite3
@@ -28,6 +29,22 @@ from unbottle.store.schema import RUN_OUTCOMES, RUN_STATUSES
 DB_FILENAME = "unbottle.db"
 LAST = "last"
 _FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
+
+
+# every kind of run a verb records (``reporting.run_kinds`` registers how each one is shown, "peaks"
+# aside: the host's measured peaks, kept for later profiles)
+RUN_KIND_NAMES = (
+    "ab",
+    "apply",
+    "bench",
+    "compare",
+    "distill",
+    "eval",
+    "optimize",
+    "peaks",
+    "profile",
+    "train",
+)
 
 
 def store_root() -> Path:
@@ -226,6 +243,10 @@ class Store:
         """
         if limit is not None and limit < 0:
             raise StoreError(f"cannot list {limit} runs; give a limit of 0 or more, or None for all")
+        if kind is not None and kind not in RUN_KIND_NAMES:
+            close = difflib.get_close_matches(kind, RUN_KIND_NAMES, n=2, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise StoreError(f"run kind {kind!r} given; {hint}allowed: {', '.join(RUN_KIND_NAMES)}")
         where, params = ("", ()) if kind is None else ("WHERE kind = ?", (kind,))
         sql = f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?"
         rows = self._query(sql, (*params, -1 if limit is None else limit), "list the runs of")
@@ -315,6 +336,11 @@ class Store:
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
         # Reads of a store that does not exist yet return None instead of creating files.
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(
+                f"the store folder {self.root} is a file; set UNBOTTLE_HOME to a folder (it is created "
+                "if missing), or unset it to use .unbottle in the current directory"
+            )
         if self._conn is None and (create or self.path.exists()):
             self._conn = db.connect(self.path)
         return self._conn

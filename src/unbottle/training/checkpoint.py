@@ -68,14 +68,15 @@ def save(trainer: Any) -> Path:
             pointer = trainer.out / ".latest.tmp"
             pointer.write_text(final.name, encoding="utf-8")
             os.replace(pointer, trainer.out / "latest")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
             (trainer.out / ".latest.tmp").unlink(missing_ok=True)
             kept = latest_folder(trainer.out)
             left = f"the previous checkpoint {kept.name} is intact" if kept else "there was none before"
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
             raise TrainError(
                 f"could not write the step-{trainer.step} checkpoint in {trainer.out}: "
-                f"{exc.strerror or exc}; {left} — free space or choose another {opt('output', flag='-o')}, "
+                f"{reason}; {left} — free space or choose another {opt('output', flag='-o')}, "
                 f"then rerun with {opt('resume')}"
             ) from exc
     if trainer.world > 1:

@@ -11,6 +11,7 @@ from typing import Any
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt, turn_on
+from unbottle.core.paths import check_writable_folder
 from unbottle.training.loader import LoaderConfig
 from unbottle.training.spec import TrainSpec
 from unbottle.training.trainer import TrainConfig
@@ -103,6 +104,7 @@ class TrainSettings(Config):
         auto = self.batch_size == "auto"
         loader = LoaderConfig(batch_size=1 if auto else int(self.batch_size), workers=self.workers)
         run_dir = Path(self.output) if self.output else Path("trained") / Path(model.rstrip("/")).name
+        check_writable_folder(run_dir)
         if (run_dir / "latest").exists() and not self.resume:
             raise ConfigError(
                 f"{run_dir} holds checkpoints; {turn_on('resume')} to continue them or choose another "
@@ -172,6 +174,7 @@ class DistillRun(Config):
     def spec(self, teacher: str) -> TrainSpec:
         """The run; refused if its folder is not empty and not resumed."""
         run_dir = Path(self.output) if self.output else Path("distilled") / Path(teacher.rstrip("/")).name
+        check_writable_folder(run_dir)
         if run_dir.exists() and any(run_dir.iterdir()) and not self.resume:
             raise ConfigError(
                 f"{run_dir} is not empty; {turn_on('resume')} to continue it or choose another "
