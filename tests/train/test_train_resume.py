@@ -158,3 +158,39 @@ def test_batches_reach_the_device_unchanged(dataset):
     moved = [b.cpu() for b in to_device(iter(loader), device)]
     plain = list(make_loader(dataset, LoaderConfig(batch_size=4), ResumableSampler(len(dataset), 0)))
     assert len(moved) == len(plain) and all(torch.equal(a, b) for a, b in zip(moved, plain, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"lr": 1e-3}, "lr=0.003 then, lr=0.001 now"),
+        ({"precision": "bf16-pure"}, "precision=fp32 then, precision=bf16-pure now"),
+        ({"grad_accum": 2}, "global_batch=4 then, global_batch=8 now"),
+        ({"max_steps": 3}, "is at step 6, past max_steps=3"),
+    ],
+)
+def test_resuming_with_settings_that_change_the_training_is_refused(dataset, tmp_path, change, words):
+    first = _trainer(dataset, tmp_path / "run", checkpoint_every=6)
+    first.train(steps=6)
+    settings = {"checkpoint_every": 6, "lr": 3e-3, **change}
+    model = load("tiny-llama").model
+    cfg = TrainConfig(**{"max_steps": 12, "warmup_steps": 3, **settings})
+    again = Trainer(model, dataset, cfg, LoaderConfig(batch_size=4, seed=1), tmp_path / "run")
+    with pytest.raises(ConfigError, match=words):
+        again.resume()
+
+
+def test_resuming_with_more_steps_or_another_sequence_length_is_judged_correctly(
+    dataset, tmp_path, tiny_llama
+):
+    first = _trainer(dataset, tmp_path / "run", checkpoint_every=6)
+    first.train(steps=6)
+    cfg = TrainConfig(max_steps=20, warmup_steps=3, lr=3e-3, checkpoint_every=6)  # more steps: a longer run
+    longer = Trainer(
+        load("tiny-llama").model, dataset, cfg, LoaderConfig(batch_size=4, seed=1), tmp_path / "run"
+    )
+    assert longer.resume() and longer.step == 6
+    path, _ = token_cache(corpus_at(str(tmp_path / "t.txt")), tiny_llama.tokenizer, 16, tmp_path / "c")
+    other = _trainer(TokenDataset(path, 16), tmp_path / "run", checkpoint_every=6)
+    with pytest.raises(ConfigError, match="seq_len=32 then, seq_len=16 now"):
+        other.resume()

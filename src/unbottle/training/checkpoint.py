@@ -97,7 +97,8 @@ def _write(trainer: Any, tmp: Path, model_state: dict[str, Any], optim_state: di
     meta = {"step": trainer.step, "epoch": trainer.epoch, "position": trainer.position,
             "history": trainer.history, "config": trainer.cfg.to_dict(),
             "loader": trainer.loader_cfg.to_dict(), "world": trainer.world,
-            "model_type": getattr(trainer.base.config, "model_type", None)}  # fmt: skip
+            "model_type": getattr(trainer.base.config, "model_type", None),
+            "seq_len": getattr(trainer.dataset, "seq_len", None)}  # fmt: skip
     (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
@@ -145,6 +146,35 @@ def _check_fits(trainer: Any, folder: Path, meta: dict[str, Any]) -> None:
         raise ConfigError(
             f"checkpoint {folder} was written by {meta.get('world', 1)} process(es); resume it with "
             f"{given('nproc', meta.get('world', 1))} (the data position is per process)"
+        )
+    _check_same_run(trainer, folder, meta)
+
+
+# what a resumed run must share with its checkpoint, or the two trainings mix (max_steps may grow)
+_SAME = ("lr", "weight_decay", "clip", "precision", "loss", "parallel")
+
+
+def _check_same_run(trainer: Any, folder: Path, meta: dict[str, Any]) -> None:
+    """Refuse resuming with settings that change the training: its optimiser settings, sequence
+    length or global batch; or a step limit the checkpoint is already past."""
+    saved, now = meta.get("config") or {}, trainer.cfg.to_dict()
+    pairs = [(k, saved.get(k), now[k]) for k in _SAME if k in saved]
+    pairs.append(("seq_len", meta.get("seq_len"), getattr(trainer.dataset, "seq_len", None)))
+    batch = (meta.get("loader") or {}).get("batch_size")
+    if batch is not None and "grad_accum" in saved:
+        now_batch = trainer.loader_cfg.batch_size * trainer.cfg.grad_accum
+        pairs.append(("global_batch", batch * saved["grad_accum"], now_batch))
+    changed = [(k, a, b) for k, a, b in pairs if a is not None and b is not None and a != b]
+    if changed:
+        shown = "; ".join(f"{given(k, a)} then, {given(k, b)} now" for k, a, b in changed)
+        raise ConfigError(
+            f"checkpoint {folder} was trained with other settings ({shown}); resuming would mix two "
+            f"trainings: resume with the checkpoint's settings, or choose another {opt('output', flag='-o')}"
+        )
+    if trainer.cfg.max_steps < meta["step"]:
+        raise ConfigError(
+            f"checkpoint {folder} is at step {meta['step']}, past "
+            f"{given('max_steps', trainer.cfg.max_steps)}: give {opt('max_steps')} {meta['step']} or more"
         )
 
 
