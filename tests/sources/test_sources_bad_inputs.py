@@ -222,3 +222,29 @@ def test_load_file_of_unknown_type_lists_allowed_kinds(tmp_path: Path, name: str
         load(str(path))
     allowed = "allowed: a .gguf file or a Hugging Face model folder"
     assert str(err.value) == f"{str(path)!r} is a file of unknown kind ({kind}); {allowed}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (
+            lambda text: text[:40],
+            r"unbottle-recipe.json is not valid JSON \(.* at line \d+, column \d+\); re-create",
+        ),
+        (lambda text: text.replace('"precision"', '"precisionx"'), r"pass 1 \(precisionx\): unknown pass"),
+        (lambda text: text.replace("PrecisionConfig", "FooConfig"), r"pass 1 \(precision\): config of type"),
+        (lambda text: text.replace('"baked"', '"bakd"'), r"unknown or missing fields \['bakd'\]"),
+    ],
+)
+def test_a_damaged_recipe_names_the_file_the_pass_and_the_fix(
+    tiny_llama: Loaded, tmp_path: Path, edit, words
+):
+    from unbottle.passes import parse_pass
+    from unbottle.passes.recipe import RECIPE_FILE, apply_and_save
+
+    apply_and_save(tiny_llama, [parse_pass("precision")], "tiny-llama", tmp_path / "saved")
+    recipe = tmp_path / "saved" / RECIPE_FILE
+    recipe.write_text(edit(recipe.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=words) as err:
+        load(str(tmp_path / "saved"))
+    assert "(or restore the file)" in str(err.value)

@@ -178,3 +178,15 @@ def test_load_gguf_copy_with_other_name_gets_own_cache_folder(gguf_path: Path, p
     load(str(copy))
     digest16 = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     assert [p.name for p in (private_dirs / "cache" / "gguf").iterdir()] == [f"renamed-{digest16}"]
+
+
+def test_load_gguf_with_a_header_but_no_tensors_says_it_is_not_a_model(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.gguf"
+    writer = gguf.GGUFWriter(str(empty), "llama")
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match="empty.gguf holds no tensors .* so it is not a model"):
+        load(str(empty))

@@ -45,8 +45,12 @@ class Recipe:
     version: int = RECIPE_VERSION
 
     def configs(self) -> list[PassConfig]:
+        return self.configs_of(self.passes)
+
+    @staticmethod
+    def configs_of(passes: list[dict[str, Any]]) -> list[PassConfig]:
         out = []
-        for data in self.passes:
+        for data in passes:
             name = data.get("name") or _name_of(data)
             out.append(config_class(name).from_dict({k: v for k, v in data.items() if k != "name"}))
         return out
@@ -59,7 +63,7 @@ def _name_of(data: dict[str, Any]) -> str:
     for name in PASSES.names():
         if PASSES.get(name).__name__ == data.get("type"):
             return name
-    raise ModelLoadError(f"recipe names an unknown pass config type {data.get('type')!r}")
+    raise ModelLoadError(f"unknown pass config type {data.get('type')!r}")
 
 
 def baked_prefix(configs: list[PassConfig]) -> int:
@@ -73,17 +77,39 @@ def baked_prefix(configs: list[PassConfig]) -> int:
 
 
 def read_recipe(folder: Path) -> Recipe:
+    """The folder's recipe, every pass in it checked, so a damaged or hand-edited file is named as
+    the cause (with the pass at fault) instead of failing later inside a pass.
+
+    Raises:
+        ModelLoadError: unreadable or invalid JSON, another recipe version, unknown fields, or a pass
+            this unbottle does not know or can't configure as written.
+    """
     path = folder / RECIPE_FILE
+    redo = "re-create the folder with `unbottle apply` (or restore the file)"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read recipe {path}: {exc}") from None
-    if data.get("version") != RECIPE_VERSION:
+    except json.JSONDecodeError as exc:
         raise ModelLoadError(
-            f"{path} is recipe version {data.get('version')}; this unbottle reads "
-            f"version {RECIPE_VERSION}; re-create it with `unbottle apply`"
+            f"recipe {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {redo}"
+        ) from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    if not isinstance(data, dict) or data.get("version") != RECIPE_VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise ModelLoadError(
+            f"{path} is recipe version {version}; this unbottle reads version {RECIPE_VERSION}; {redo}"
         )
-    return Recipe(**data)
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    if unknown := sorted(set(data) - known) or (["source"] if "source" not in data else []):
+        raise ModelLoadError(f"recipe {path} has unknown or missing fields {unknown}; {redo}")
+    recipe = Recipe(**data)
+    for i, entry in enumerate(recipe.passes):
+        try:
+            recipe.configs_of([entry])
+        except (ConfigError, ModelLoadError, KeyError, TypeError, ValueError) as exc:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            raise ModelLoadError(f"recipe {path}, pass {i + 1} ({name or '?'}): {exc}; {redo}") from None
+    return recipe
 
 
 def save(baked_model: Any, recipe: Recipe, out: Path, overwrite: bool = False, final: Any = None) -> Path:

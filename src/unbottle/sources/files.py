@@ -116,6 +116,11 @@ def check_gguf(path: Path) -> str:
         raise ModelLoadError(f"{path} is a corrupt or truncated GGUF file ({exc}); {fix}") from None
     if end > size:
         raise ModelLoadError(f"{path} is truncated: tensors need {end} bytes, the file has {size}; {fix}")
+    if not reader.tensors:
+        raise ModelLoadError(
+            f"{path} holds no tensors (a header and metadata only), so it is not a model; give a complete "
+            f"GGUF file, e.g. {fix}"
+        )
     return arch
 
 
