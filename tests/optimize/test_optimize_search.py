@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
-from unbottle.core.errors import BenchError, ConfigError
+from unbottle.core.errors import BenchError, ConfigError, EvalError
 from unbottle.evaluation import EvalConfig, evaluate
 from unbottle.models import resolve
 from unbottle.optimizer import baseline as baseline_module
@@ -198,3 +198,13 @@ def test_closest_picks_the_faster_candidate_that_lost_least(tmp_path):
     )
     assert [s["cand"].key for s in chosen] == ["dynamic-int8"]  # precision: not faster
     assert search.closest([screened("precision", 1.0, 0.1)]) == []
+
+
+def test_a_missing_eval_text_or_task_is_refused_before_anything_is_built(tmp_path):
+    import unbottle
+
+    with pytest.raises(EvalError, match="no such file or folder: 'nowhere.txt'"):
+        unbottle.optimize("tiny-llama", eval_text="nowhere.txt", output=tmp_path / "out")
+    with pytest.raises(EvalError, match="unknown task 'no_such_task'"):
+        unbottle.optimize("tiny-llama", task="no_such_task", output=tmp_path / "out")
+    assert not list(tmp_path.iterdir())

@@ -195,3 +195,18 @@ def test_a_train_run_with_newer_fields_shows_them_without_failing(runs, tmp_path
     out = tmp_path / "t.html"
     assert report(str(runs["train-newer"]), "-o", str(out)).exit_code == 0
     assert '"name":"comm"' in out.read_text().replace(" ", ""), "a new per-step part is drawn too"
+
+
+def test_a_report_replaces_an_earlier_report_but_never_a_users_file_and_fills_a_folder(runs, tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my own notes")
+    refused = report(str(runs["bench"]), "-o", str(mine))
+    assert refused.exit_code == 2 and "exists and is not an unbottle report" in refused.stderr
+    assert mine.read_text() == "my own notes"
+    again = tmp_path / "bench.md"
+    for _ in range(2):  # the second time replaces the first report
+        assert report(str(runs["bench"]), "--format", "md", "-o", str(again)).exit_code == 0
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert report(str(runs["bench"]), "-o", str(folder)).exit_code == 0
+    assert (folder / f"report-{runs['bench']}.html").is_file()

@@ -14,6 +14,8 @@ from unbottle.api._common import config_of, document, store_of
 from unbottle.comparison.ab import ABConfig, ABRounds
 from unbottle.core.env import manifest
 from unbottle.core.errors import UnbottleError
+from unbottle.evaluation.corpus import load_text
+from unbottle.evaluation.tasks import load_task
 from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
 from unbottle.optimizer.search import Search
 from unbottle.reporting.output import write_report
@@ -60,6 +62,7 @@ def optimize(
     if workload is not None:
         settings["prompt_length"], settings["new_tokens"] = parse_workload(workload)
     config = config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    _check_accuracy_data(config)
     store = store_of(store)
     output = Path(output) if output is not None else default_output(config.model)
     search = Search(
@@ -79,6 +82,14 @@ def optimize(
     if report:
         _write_report(store, run.id, report_path(output, doc), log)
     return document(store, run.id)
+
+
+def _check_accuracy_data(config: OptimizeConfig) -> None:
+    """The user's text and task are read before anything is built, so a wrong path costs no work."""
+    if config.eval_text:
+        load_text(config.eval_text)
+    if config.task:
+        load_task(config.task)
 
 
 def default_output(model: str) -> Path:

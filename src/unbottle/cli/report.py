@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from unbottle.cli.common import err, handle_errors
-from unbottle.reporting.output import ReportFormat, default_path, render, write_atomic
+from unbottle.reporting.output import ReportFormat, render, report_target, write_atomic
 from unbottle.reporting.summary import build_report
 from unbottle.store import Store
 
@@ -33,7 +33,7 @@ def report(
         typer.Option(
             "--output",
             "-o",
-            help="File to write, '-' for stdout; default report-ID.html (md and json: stdout).",
+            help="File or folder to write, '-' for stdout; default report-ID.html (md and json: stdout).",
         ),
     ] = None,
     format_: Annotated[ReportFormat, typer.Option("--format", help="html, md or json.")] = ReportFormat.html,
@@ -45,6 +45,6 @@ def report(
     if to_stdout:
         typer.echo(text, nl=False)
         return
-    path = write_atomic(output or default_path(built.run.id, format_), text)
+    path = write_atomic(report_target(built.run.id, output, format_), text)
     err.print(f"report of run {built.run.id} ({built.run.kind}, {built.status}) written to:", highlight=False)
     print(path, flush=True)

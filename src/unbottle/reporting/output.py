@@ -78,7 +78,8 @@ def write_atomic(path: Path, text: str) -> Path:
 def write_report(
     store: Any, ref: int | str, path: Path | None = None, fmt: ReportFormat | str = "html"
 ) -> Path:
-    """Build run ``ref``'s report from ``store`` and write it to ``path`` (default: ``default_path``).
+    """Build run ``ref``'s report from ``store`` and write it to ``path`` (default: ``default_path``;
+    a folder: ``default_path`` inside it), replacing only an earlier report.
 
     Returns:
         The file written.
@@ -87,4 +88,29 @@ def write_report(
         StoreError: no such run. ConfigError: the file cannot be written.
     """
     report = build_report(store, ref)
-    return write_atomic(path or default_path(report.run.id, fmt), render(report, fmt))
+    return write_atomic(report_target(report.run.id, path, fmt), render(report, fmt))
+
+
+def report_target(run_id: int, path: Path | None, fmt: ReportFormat | str = "html") -> Path:
+    """Where run ``run_id``'s report goes: ``path``, ``default_path`` inside it when it is a folder,
+    or ``default_path`` when None; an existing file only when it is an earlier unbottle report (its
+    first 4 KiB name unbottle, as every format's title or fields do), so a user's own file is never
+    overwritten.
+
+    Raises:
+        ConfigError: ``path`` is an existing file that is not an unbottle report.
+    """
+    target = default_path(run_id, fmt)
+    if path is not None:
+        target = Path(path) / target if Path(path).is_dir() else Path(path)
+    if not target.is_file():
+        return target
+    with target.open("rb") as fh:
+        head = fh.read(4096)
+    if b"unbottle" not in head.lower():
+        raise ConfigError(
+            f"{target} exists and is not an unbottle report; choose another {opt('path', flag='-o')} "
+            "(a new file, or a folder to write report-ID there)"
+        )
+    return target
+
