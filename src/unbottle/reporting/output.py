@@ -113,4 +113,3 @@ def report_target(run_id: int, path: Path | None, fmt: ReportFormat | str = "htm
             "(a new file, or a folder to write report-ID there)"
         )
     return target
-
