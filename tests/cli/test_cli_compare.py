@@ -213,3 +213,13 @@ def test_compare_of_bench_runs_with_one_repeat_each_is_refused_with_the_fix():
         and "fewer than 2 repeats" in refused.stderr
         and "--min-repeats" in refused.stderr
     )
+
+
+def test_ab_with_speculative_lookup_measures_b_speculating_against_a_plain():
+    doc = last_json(run("ab", "tiny-llama", "tiny-llama", *AB_FAST, "--speculative", "lookup", "--json"))
+    comparison = doc["comparison"]
+    assert comparison["a_vs_a"] is False  # the same model, but not the same decoding
+    assert 0.0 <= comparison["speculation"]["acceptance"] <= 1.0
+    assert comparison["speculation"]["tokens_per_step"] >= 1.0
+    refused = run("ab", "tiny-llama", "tiny-llama", "--speculative", "lookup", "--scenario", "prefill")
+    assert refused.exit_code == 2 and "allowed: lookup, with the decode scenario" in refused.stderr

@@ -45,7 +45,7 @@ def ab(
     config, goals = config_of(ABConfig, config, settings), _goals(goals)
     _check_goal_metrics(goals, config, eval)
     progress, store = progress or Silent(), store_of(store)
-    a_vs_a = model_a == model_b
+    a_vs_a = model_a == model_b and config.speculative is None  # speculation against plain is no A-vs-A
     sources = [resolve(model_a)] if a_vs_a else [resolve(model_a), resolve(model_b)]  # both, then load
     threads = apply_threads(config.threads)
     key = noise_key(config.to_dict(), threads["torch_num_threads"])
@@ -66,9 +66,12 @@ def ab(
         comparisons = compare_rounds(rounds, floor[0] if floor else None)
         extra = _eval_part(loaded_a, loaded_b, eval, comparisons, run, progress)
         doc = _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, rounds.order, extra)
+        if rounds.speculation:
+            doc["speculation"] = rounds.speculation
         stored = {"comparison": doc, "a_vs_a": a_vs_a, "noise_key": key, "model": loaded_a.info.to_dict(),
                   "model_b": loaded_b.info.to_dict(), "threads": threads, "order": rounds.order,
-                  "noise_floor_pct": doc.get("noise_floor_pct")}  # fmt: skip
+                  "noise_floor_pct": doc.get("noise_floor_pct"),
+                  "speculation": rounds.speculation}  # fmt: skip
         run.complete({**stored, **extra.get("stored", {})})
     return document(store, run.id)
 

@@ -31,6 +31,7 @@ Examples:
   unbottle ab smollm2-135m ./int8-model --eval --goal perplexity:percent-max-degradation=1
 
   unbottle ab base.gguf candidate/ --scenario prefill --prompt-length 512 --fail-on-regression
+  unbottle ab smollm2-135m smollm2-135m --speculative lookup --threads 1   # what speculation gains
 """
 
 
@@ -45,6 +46,12 @@ def ab(
     prompt_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 32,
     new_tokens: Annotated[int, typer.Option(help="Tokens per decode/generate repeat.")] = 64,
     threads: ThreadsOpt = None,
+    speculative: Annotated[
+        str | None,
+        typer.Option(
+            help="'lookup': B decodes with prompt-lookup speculation (same greedy output), A plainly."
+        ),
+    ] = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Also compare accuracy, paired by sample.")] = False,
     eval_text: Annotated[str | None, typer.Option(help="Text for perplexity [default: packaged].")] = None,
     eval_tokens: Annotated[int, typer.Option(help="Perplexity token budget with --eval.")] = 4096,
@@ -64,6 +71,7 @@ def ab(
         prompt_length=prompt_length,
         new_tokens=new_tokens,
         threads=threads,
+        speculative=speculative,
     )
     eval_config = (
         EvalConfig(eval_text=eval_text, eval_tokens=eval_tokens, task=task, max_items=max_items)

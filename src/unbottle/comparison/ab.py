@@ -22,6 +22,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
+from unbottle.runtime.speculative import SPECULATIVE, check_speculative, speculative_once
 from unbottle.sources.base import require_causal_lm
 
 AB_SCENARIOS = ("decode", "prefill", "generate")
@@ -53,6 +54,8 @@ class ABConfig(Config):
         new_tokens: tokens generated per decode/generate repeat.
         threads: torch threads; None means the machine's physical cores.
         seed: prompt selection.
+        speculative: ``lookup``: B decodes with prompt-lookup speculation (A plainly), so the A/B
+            measures what speculation gains on this model and prompt; None: both plain.
     """
 
     scenario: str = "decode"
@@ -64,6 +67,7 @@ class ABConfig(Config):
     new_tokens: int = 64
     threads: int | None = None
     seed: int = 0
+    speculative: str | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in AB_SCENARIOS:
@@ -82,6 +86,13 @@ class ABConfig(Config):
         )
         if self.threads is not None:
             check_threads(self.threads)
+        if self.speculative is not None and (
+            self.speculative not in SPECULATIVE or self.scenario != "decode"
+        ):
+            raise ConfigError(
+                f"{given('speculative', self.speculative, quote=True)} given with the {self.scenario} "
+                f"scenario; allowed: {', '.join(SPECULATIVE)}, with the decode scenario"
+            )
 
     def metric_names(self) -> list[str]:
         return [f"{self.scenario}.{k}" for k in AB_METRICS[self.scenario]]
@@ -99,6 +110,7 @@ class ABRounds:
     b: dict[str, list[float]]
     order: list[str]
     blocks: list[int] | None = None
+    speculation: dict[str, float] | None = None  # B's median draft acceptance and tokens per step
 
     @classmethod
     def joined(cls, parts: list[ABRounds]) -> ABRounds:
@@ -142,7 +154,9 @@ def run_ab(
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")
     apply_threads(config.threads)
-    fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config)}
+    check_speculative(model_b.model, config.speculative)
+    spec: dict[str, list[float]] = {}
+    fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config, spec)}
     for _ in range(config.warmup):
         fns["A"](), fns["B"]()
     values: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
@@ -156,7 +170,8 @@ def run_ab(
                 values[side].setdefault(name, []).append(value)
         if progress is not None:
             progress(f"A/B {config.scenario}", r + 1, time.perf_counter() - start)
-    return ABRounds(config, values["A"], values["B"], order)
+    speculation = {k: statistics.median(v) for k, v in spec.items()} if spec else None
+    return ABRounds(config, values["A"], values["B"], order, speculation=speculation)
 
 
 def _check_kinds(model_a: Any, model_b: Any, scenario: str) -> None:
@@ -173,12 +188,25 @@ def _check_kinds(model_a: Any, model_b: Any, scenario: str) -> None:
         )
 
 
-def _one_repeat(loaded: Any, config: ABConfig) -> Callable[[], dict[str, list[float]]]:
+def _one_repeat(
+    loaded: Any, config: ABConfig, spec: dict[str, list[float]] | None = None
+) -> Callable[[], dict[str, list[float]]]:
+    """One repeat of the scenario on ``loaded``; with ``spec`` (side B) and ``config.speculative``,
+    a speculative decode whose acceptance figures are collected into ``spec``."""
     model = loaded.model
     prompt = make_prompts(
         loaded.tokenizer, model.config.vocab_size, config.batch_size, config.prompt_length, config.seed
     )
     timer = make_timer("cpu")
+    if config.scenario == "decode" and config.speculative and spec is not None:
+
+        def speculative() -> dict[str, list[float]]:
+            samples = speculative_once(model, prompt, config.new_tokens, timer)
+            for key in ("acceptance", "tokens_per_step"):
+                spec.setdefault(key, []).extend(samples.pop(key))
+            return samples
+
+        return speculative
     if config.scenario == "decode":
         return lambda: decode_once(model, prompt, config.new_tokens, timer)
     if config.scenario == "prefill":

@@ -1,0 +1,125 @@
+"""Speculative decoding with prompt lookup: more tokens per read of the weights, the same greedy output.
+
+At batch 1 every decode step reads all the weights for one token. A drafter proposes a few tokens
+cheaply; one forward pass over the last token and the draft scores them all at the cost of about one
+step (the weights are read once), and the longest prefix the model agrees with is kept, plus the
+model's own next token. With greedy decoding the output is token for token what plain greedy decoding
+gives: a proposal is kept only when it *is* the model's argmax, so no accuracy guard is needed.
+
+The drafter here is prompt lookup (as llama.cpp's lookup decoding and transformers'
+``prompt_lookup_num_tokens``): the tokens that followed the latest earlier occurrence of the context's
+last n-gram. It pays where the output repeats its input (summaries, edits, code, quoting a passage)
+and costs a little where it doesn't (a rejected draft makes the step slightly longer). The draft length
+adapts: one more after a fully accepted draft, down to what was accepted after a rejection.
+
+Runs on eager torch models with a dynamic KV cache (rolled back with ``DynamicCache.crop``, which takes the
+number of positions to drop); runtimes
+with their own preallocated caches (ONNX Runtime GenAI, the hybrid, static caches) are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from unbottle.core.errors import ConfigError
+from unbottle.runtime.caches import STATIC_CACHE_ATTR, cache_keyword
+
+SPECULATIVE = ("lookup",)
+MAX_NGRAM = 3
+MAX_DRAFT = 8
+FIRST_DRAFT = 4
+
+
+def lookup_draft(context: list[int], length: int, max_ngram: int = MAX_NGRAM) -> list[int]:
+    """Up to ``length`` tokens that followed the latest earlier occurrence of ``context``'s last
+    n tokens, for n from ``max_ngram`` down to 1; [] when no n-gram recurs.
+
+    Example:
+        >>> lookup_draft([5, 6, 7, 9, 5, 6], 2)
+        [7, 9]
+    """
+    if length < 1:
+        return []
+    for n in range(min(max_ngram, len(context) - 1), 0, -1):
+        tail = context[-n:]
+        for start in range(len(context) - n - 1, -1, -1):
+            if context[start : start + n] == tail:
+                return context[start + n : start + n + length]
+    return []
+
+
+def check_speculative(model: Any, speculative: str | None) -> None:
+    """Refuse an unknown drafter, or a model whose KV cache can't be rolled back here."""
+    if speculative is None:
+        return
+    if speculative not in SPECULATIVE:
+        raise ConfigError(f"speculative {speculative!r} given; allowed: {', '.join(SPECULATIVE)}")
+    if callable(getattr(model, "new_cache", None)) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
+        raise ConfigError(
+            f"speculative decoding runs on eager torch models with a dynamic KV cache; this model "
+            f"({type(model).__name__}) brings its own cache: measure it without speculative decoding"
+        )
+
+
+def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> dict[str, Any]:
+    """Greedy-decode ``new_tokens`` after ``prompt`` ``(1, T)`` with prompt-lookup drafts.
+
+    Returns the tokens (``tokens``), ``ttft`` (prefill + first token), ``steps`` (seconds of each
+    verification step), ``made`` (tokens each step produced), ``proposed`` and ``accepted`` (draft
+    tokens offered and kept per step).
+    """
+    from transformers import DynamicCache
+
+    if prompt.shape[0] != 1:
+        raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
+    cache = DynamicCache(config=model.config)
+    kw = {cache_keyword(model): cache}
+    context = prompt[0].tolist()
+    out: dict[str, Any] = {"steps": [], "made": [], "proposed": [], "accepted": []}
+    draft_len = FIRST_DRAFT
+    with torch.inference_mode():
+        timer.start()
+        logits = model(input_ids=prompt, use_cache=True, **kw).logits
+        context.append(int(logits[0, -1].argmax()))
+        out["ttft"] = timer.stop()
+        made = 1
+        while made < new_tokens:
+            timer.start()
+            draft = lookup_draft(context, min(draft_len, new_tokens - made - 1))
+            step = torch.tensor([[context[-1], *draft]], dtype=prompt.dtype)
+            preds = model(input_ids=step, use_cache=True, **kw).logits[0].argmax(-1).tolist()
+            kept = 0
+            while kept < len(draft) and preds[kept] == draft[kept]:
+                kept += 1
+            rejected = len(draft) - kept  # their keys and values go; every token but the newest stays
+            if rejected:
+                cache.crop(-rejected)
+            context += [*draft[:kept], preds[kept]]
+            out["steps"].append(timer.stop())
+            made += kept + 1
+            out["made"].append(kept + 1)
+            out["proposed"].append(len(draft))
+            out["accepted"].append(kept)
+            if draft:
+                draft_len = min(MAX_DRAFT, draft_len + 1) if kept == len(draft) else max(1, kept + 1)
+    out["tokens"] = context[prompt.shape[1] :]
+    return out
+
+
+def speculative_once(model: Any, prompt: Any, new_tokens: int, timer: Any) -> dict[str, list[float]]:
+    """One repeat of the decode scenario with prompt-lookup speculation, in the decode scenario's
+    metrics (``ttft``, ``token_latency`` per token, ``tokens_per_s``, ``request_latency``) plus
+    ``acceptance`` (draft tokens kept / offered) and ``tokens_per_step``."""
+    run = speculative_greedy(model, prompt, new_tokens, timer)
+    spent, made = sum(run["steps"]), sum(run["made"])
+    offered = sum(run["proposed"])
+    return {
+        "ttft": [run["ttft"]],
+        "token_latency": [s / m for s, m in zip(run["steps"], run["made"], strict=True)],
+        "tokens_per_s": [made / spent] if spent else [],
+        "request_latency": [run["ttft"] + spent],
+        "acceptance": [sum(run["accepted"]) / offered] if offered else [0.0],
+        "tokens_per_step": [made / len(run["steps"])] if run["steps"] else [1.0],
+    }

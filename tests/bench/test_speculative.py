@@ -1,0 +1,69 @@
+"""Prompt-lookup speculative decoding: greedy output token for token as plain greedy decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.timing import CpuTimer
+from unbottle.core.errors import ConfigError
+from unbottle.runtime.speculative import check_speculative, lookup_draft, speculative_greedy, speculative_once
+
+
+def test_lookup_drafts_what_followed_the_latest_earlier_ngram():
+    assert lookup_draft([5, 6, 7, 9, 5, 6], 2) == [7, 9]
+    assert lookup_draft([1, 2, 3, 1, 2, 4, 1, 2], 3) == [4, 1, 2]  # the latest occurrence wins
+    assert lookup_draft([1, 2, 3, 4], 3) == []  # nothing recurs
+    assert lookup_draft([3, 3], 5) == [3]
+    assert lookup_draft([1, 2, 1], 0) == []
+
+
+def _prompts(vocab: int, n: int) -> list[torch.Tensor]:
+    """Half repetitive (a phrase said three times: lookup-friendly), half random (lookup-hostile)."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        if i % 2:
+            out.append(torch.randint(4, vocab, (1, 24), generator=g))
+        else:
+            phrase = torch.randint(4, vocab, (1, 8), generator=g)
+            out.append(phrase.repeat(1, 3))
+    return out
+
+
+def test_greedy_output_is_identical_to_plain_decoding_on_50_prompts(tiny_llama):
+    torch.manual_seed(0)
+    model = tiny_llama.model
+    accepted = proposed = 0
+    for prompt in _prompts(model.config.vocab_size, 50):
+        record: list = []
+        decode_once(model, prompt, 20, CpuTimer(), record=record)
+        plain = [int(t) for t in torch.cat(record, dim=1)[0]]
+        run = speculative_greedy(model, prompt, 20, CpuTimer())
+        assert run["tokens"] == plain
+        accepted, proposed = accepted + sum(run["accepted"]), proposed + sum(run["proposed"])
+    assert 0 < accepted <= proposed  # drafts were offered, and kept where the model agreed
+
+
+def test_the_decode_metrics_count_every_token_once(tiny_llama):
+    prompt = _prompts(tiny_llama.model.config.vocab_size, 1)[0]
+    samples = speculative_once(tiny_llama.model, prompt, 16, CpuTimer())
+    run = speculative_greedy(tiny_llama.model, prompt, 16, CpuTimer())
+    assert sum(run["made"]) == 15 and len(run["tokens"]) == 16
+    assert samples["tokens_per_s"][0] > 0 and 0.0 <= samples["acceptance"][0] <= 1.0
+    assert samples["tokens_per_step"][0] >= 1.0
+
+
+def test_unknown_drafters_and_models_with_their_own_cache_are_refused(tiny_llama):
+    with pytest.raises(ConfigError, match="speculative 'eagle' given; allowed: lookup"):
+        check_speculative(tiny_llama.model, "eagle")
+
+    class OwnCache:
+        def new_cache(self, *args):
+            return None
+
+    with pytest.raises(ConfigError, match="brings its own cache"):
+        check_speculative(OwnCache(), "lookup")
+    check_speculative(tiny_llama.model, None)
+    check_speculative(tiny_llama.model, "lookup")
