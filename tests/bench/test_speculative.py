@@ -63,7 +63,7 @@ def test_unknown_drafters_and_models_with_their_own_cache_are_refused(tiny_llama
         def new_cache(self, *args):
             return None
 
-    with pytest.raises(ConfigError, match="brings its own cache"):
+    with pytest.raises(ConfigError, match="keeps a cache that can.t be rolled back"):
         check_speculative(OwnCache(), "lookup")
     check_speculative(tiny_llama.model, None)
     check_speculative(tiny_llama.model, "lookup")

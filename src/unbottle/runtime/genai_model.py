@@ -55,6 +55,11 @@ class GenaiCache:
         self.generator.append_tokens(np.ascontiguousarray(ids, dtype=np.int32))
         return np.asarray(self.generator.get_output("logits"))
 
+    def rewind(self, positions: int) -> None:
+        """Forget the last ``positions`` tokens (a rejected speculative draft)."""
+        if positions:
+            self.generator.rewind_to(self.get_seq_length() - positions)
+
     def step(self, input_ids: Any, keep: Any) -> Any:
         """``append`` as the model's forward returns it: a tensor of the positions ``keep`` asks for."""
         return _keep(torch.from_numpy(self.append(_int64(input_ids))), keep)

@@ -12,9 +12,9 @@ last n-gram. It pays where the output repeats its input (summaries, edits, code,
 and costs a little where it doesn't (a rejected draft makes the step slightly longer). The draft length
 adapts: one more after a fully accepted draft, down to what was accepted after a rejection.
 
-Runs on eager torch models with a dynamic KV cache (rolled back with ``DynamicCache.crop``, which takes the
-number of positions to drop); runtimes
-with their own preallocated caches (ONNX Runtime GenAI, the hybrid, static caches) are refused.
+Runs on eager torch models (their ``DynamicCache`` cropped) and on ONNX Runtime GenAI builds decoded
+in one graph (GenAI's generator rewound); caches that can't be rolled back (the torch-prefill hybrid's
+bound buffers, static caches of compiled models) are refused.
 """
 
 from __future__ import annotations
@@ -56,11 +56,31 @@ def check_speculative(model: Any, speculative: str | None) -> None:
         return
     if speculative not in SPECULATIVE:
         raise ConfigError(f"speculative {speculative!r} given; allowed: {', '.join(SPECULATIVE)}")
-    if callable(getattr(model, "new_cache", None)) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
+    own = getattr(model, "new_cache", None)
+    rewinds = callable(own) and callable(getattr(own(8, 1), "rewind", None))
+    if (callable(own) and not rewinds) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
         raise ConfigError(
-            f"speculative decoding runs on eager torch models with a dynamic KV cache; this model "
-            f"({type(model).__name__}) brings its own cache: measure it without speculative decoding"
+            "speculative decoding runs on eager torch models and ONNX Runtime GenAI builds decoded in "
+            f"one graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: "
+            "measure it without speculative decoding"
         )
+
+
+def _cache(model: Any, length: int) -> Any:
+    """The model's own cache when it can rewind (GenAI's), else a ``DynamicCache``."""
+    from transformers import DynamicCache
+
+    if callable(getattr(model, "new_cache", None)):
+        return model.new_cache(length, 1)
+    return DynamicCache(config=model.config)
+
+
+def _drop(cache: Any, positions: int) -> None:
+    """Forget the last ``positions`` tokens' keys and values."""
+    if positions and callable(getattr(cache, "rewind", None)):
+        cache.rewind(positions)
+    elif positions:
+        cache.crop(-positions)  # transformers 5: crop takes the (negative) number of positions to drop
 
 
 def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> dict[str, Any]:
@@ -70,11 +90,9 @@ def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> 
     verification step), ``made`` (tokens each step produced), ``proposed`` and ``accepted`` (draft
     tokens offered and kept per step).
     """
-    from transformers import DynamicCache
-
     if prompt.shape[0] != 1:
         raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
-    cache = DynamicCache(config=model.config)
+    cache = _cache(model, prompt.shape[1] + new_tokens + MAX_DRAFT + 1)
     kw = {cache_keyword(model): cache}
     context = prompt[0].tolist()
     out: dict[str, Any] = {"steps": [], "made": [], "proposed": [], "accepted": []}
@@ -93,9 +111,7 @@ def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> 
             kept = 0
             while kept < len(draft) and preds[kept] == draft[kept]:
                 kept += 1
-            rejected = len(draft) - kept  # their keys and values go; every token but the newest stays
-            if rejected:
-                cache.crop(-rejected)
+            _drop(cache, len(draft) - kept)  # every token but the newest keeps its keys and values
             context += [*draft[:kept], preds[kept]]
             out["steps"].append(timer.stop())
             made += kept + 1
