@@ -6,12 +6,14 @@ Two kinds of prompt, from the packaged *Persuasion*:
   so a model that continues by quoting reuses the passage's tokens;
 - open-ended (lookup-hostile): the passage alone, continued freely.
 
-One process, one host; per prompt kind, plain greedy decoding and prompt-lookup speculation alternate
-round by round (the order swapped every round) on the same eager torch model. Reports decode tokens/s
-of each, the paired ratio of medians with its 95% bootstrap interval, the draft acceptance rate and
+One process, one host; per engine (fp32 eager torch, and the GenAI build of the GGUF's own blocks that
+``optimize`` picks: ``genai:weights=gguf``) and prompt kind, plain greedy decoding and prompt-lookup
+speculation alternate round by round (the order swapped every round) on the same model. Reports
+decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval, the draft acceptance rate and
 the tokens produced per forward pass, and checks that both produce the same tokens.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
+       [--engines torch,genai]
 Writes benchmarks/results/speculative.json and prints a markdown table.
 """
 
@@ -30,6 +32,7 @@ from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.env import manifest
 from unbottle.data import EVAL_TEXT, packaged_text
 from unbottle.models import load
+from unbottle.passes import apply_, parse_pass
 from unbottle.runtime.speculative import speculative_greedy
 from unbottle.stats.paired import ratio_of_medians_paired
 
@@ -58,19 +61,26 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--passage-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engines", default="torch,genai")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speculative.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
+    engines = {"fp32 eager torch": loaded}
+    if "genai" in args.engines.split(","):
+        built, _ = apply_(loaded, [parse_pass(f"genai:weights=gguf,threads={args.threads}")])
+        engines["genai:weights=gguf (unbottle's loop)"] = built
     rows = {}
-    for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():
-        rows[kind] = measure(loaded.model, prompt, args.new_tokens, args.rounds)
-        print(f"{kind}: {rows[kind]['summary']}", file=sys.stderr, flush=True)
+    for engine, model in engines.items():
+        for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():
+            key = f"{engine}, {kind}"
+            rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds)
+            print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
     out = {"args": vars(args), "rows": rows, "manifest": manifest()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-    header = "| prompt | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance | tokens per pass |"
-    print(header + " same tokens |")
+    header = "| engine, prompt | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
+    print(header + " tokens per pass | same tokens |")
     print("|---|---|---|---|---|---|---|")
     for kind, row in rows.items():
         r = row["ratio"]
