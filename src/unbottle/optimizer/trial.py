@@ -57,7 +57,8 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         loaded = load_causal_lm(cfg.model)
         load_s = time.perf_counter() - start
         check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
-        own = fresh_resources(cfg, cfg.model)
+        converted = any(n.startswith("converted") for n in loaded.info.notes)  # a GGUF's first load
+        own = fresh_resources(cfg, cfg.model) if converted else own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
         for stage in ("screen", "full", "held_out"):
             t = time.perf_counter()
