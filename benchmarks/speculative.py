@@ -7,7 +7,8 @@ Two kinds of prompt, from the packaged *Persuasion*:
 - open-ended (lookup-hostile): the passage alone, continued freely.
 
 One process, one host; per engine (fp32 eager torch, and the GenAI build of the GGUF's own blocks that
-``optimize`` picks: ``genai:weights=gguf``) and prompt kind, plain greedy decoding and prompt-lookup
+``optimize`` picks, with float activations: ``genai:weights=gguf,accuracy_level=1``; with int8
+activations speculation changes the tokens, see ``unbottle.runtime.speculative``) and prompt kind, plain greedy decoding and prompt-lookup
 speculation alternate round by round (the order swapped every round) on the same model. Reports
 decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval, the draft
 acceptance rate and the tokens produced per forward pass, and checks that both produce the same tokens.
@@ -68,8 +69,9 @@ def main() -> int:
     loaded = load(args.model)
     engines = {"fp32 eager torch": loaded}
     if "genai" in args.engines.split(","):
-        built, _ = apply_(loaded, [parse_pass(f"genai:weights=gguf,threads={args.threads}")])
-        engines["genai:weights=gguf (unbottle's loop)"] = built
+        spec = f"genai:weights=gguf,accuracy_level=1,threads={args.threads}"  # float activations: exact
+        built, _ = apply_(loaded, [parse_pass(spec)])
+        engines["genai:weights=gguf,accuracy_level=1 (unbottle's loop)"] = built
     rows = {}
     for engine, model in engines.items():
         for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():

@@ -179,20 +179,26 @@ def test_genai_output_folder_that_is_not_a_build_is_refused(tiny_llama, tmp_path
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int4"])
-def test_speculative_decoding_in_genai_gives_its_own_greedy_tokens_on_50_prompts(builds, precision):
+def test_speculative_decoding_in_genai_gives_its_own_greedy_tokens_on_50_prompts(
+    builds, tiny_llama, tmp_path
+):
     from unbottle.runtime.speculative import check_speculative, speculative_greedy
 
-    model = builds[precision][0].model
-    check_speculative(model, "lookup")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNBOTTLE_CACHE", str(tmp_path))
+        float_activations = apply_(tiny_llama, [GenaiConfig(precision="int4", accuracy_level=1)])[0].model
+    with pytest.raises(ConfigError, match="accuracy_level=4.*would change the greedy tokens"):
+        check_speculative(builds["int4"][0].model, "lookup")
     g = torch.Generator().manual_seed(1)
-    accepted = 0
-    for i in range(50):
-        phrase = torch.randint(4, model.config.vocab_size, (1, 8), generator=g)
-        prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 24), generator=g)
-        record: list = []
-        decode_once(model, prompt, 16, CpuTimer(), record=record)
-        run = speculative_greedy(model, prompt, 16, CpuTimer())
-        assert run["tokens"] == [int(t) for t in torch.cat(record, dim=1)[0]], i
-        accepted += sum(run["accepted"])
-    assert accepted > 0  # the rewind path ran
+    for model in (builds["fp32"][0].model, float_activations):
+        check_speculative(model, "lookup")
+        accepted = 0
+        for i in range(50):
+            phrase = torch.randint(4, model.config.vocab_size, (1, 8), generator=g)
+            prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 24), generator=g)
+            record: list = []
+            decode_once(model, prompt, 16, CpuTimer(), record=record)
+            run = speculative_greedy(model, prompt, 16, CpuTimer())
+            assert run["tokens"] == [int(t) for t in torch.cat(record, dim=1)[0]], i
+            accepted += sum(run["accepted"])
+        assert accepted > 0  # the rewind path ran

@@ -69,7 +69,8 @@ class GenaiCausalLM(OrtCausalLM):
     """A GenAI-built model (folder with ``genai_config.json`` and its graph) run on the CPU.
 
     Attributes (beyond ``OrtCausalLM``'s): folder: the model folder; precision: what the builder
-    quantized to (``int4``, ``int8``, ``fp32``), as recorded by the pass.
+    quantized to (``int4``, ``int8``, ``fp32``), as recorded by the pass; steps_match_batches: whether
+    a call over several tokens computes each exactly as one-token steps do (float activations).
     """
 
     def __init__(self, folder: str | Path, config: Any, generation_config: Any = None, **kwargs: Any) -> None:
@@ -99,6 +100,15 @@ class GenaiCausalLM(OrtCausalLM):
             n_parameters=meta["n_parameters"],
             stored_bytes=meta.get("stored_bytes"),
         )
+
+    @property
+    def steps_match_batches(self) -> bool:
+        """Whether a call over several tokens computes each as one-token steps do: float activations
+        (an fp32 build, or ``accuracy_level=1``). int8 activations are quantized per call, so a call
+        over a speculative draft rounds them otherwise and may pick other tokens."""
+        path = self.folder / META_FILE
+        built = json.loads(path.read_text(encoding="utf-8")).get("config") or {} if path.exists() else {}
+        return built.get("precision") == "fp32" or built.get("accuracy_level") == 1
 
     # --- the GenAI runtime ---------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ and costs a little where it doesn't (a rejected draft makes the step slightly lo
 adapts: one more after a fully accepted draft, down to what was accepted after a rejection.
 
 Runs on eager torch models (their ``DynamicCache`` cropped) and on ONNX Runtime GenAI builds decoded
-in one graph (GenAI's generator rewound); caches that can't be rolled back (the torch-prefill hybrid's
-bound buffers, static caches of compiled models) are refused.
+in one graph (GenAI's generator rewound) whose activations stay float (``accuracy_level=1``): with int8
+activations quantized per call, a pass over a draft rounds them otherwise than single steps do and the
+greedy tokens drift (SmolLM2's GGUF build: first difference after 6-20 tokens). Caches that can't be
+rolled back (the torch-prefill hybrid's bound buffers, static caches of compiled models) are refused.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ def check_speculative(model: Any, speculative: str | None) -> None:
         return
     if speculative not in SPECULATIVE:
         raise ConfigError(f"speculative {speculative!r} given; allowed: {', '.join(SPECULATIVE)}")
+    if getattr(model, "steps_match_batches", True) is False:
+        raise ConfigError(
+            "this build quantizes activations to int8 on every call (accuracy_level=4), and a call over a "
+            "draft rounds them otherwise than one-token steps do, so speculation would change the greedy "
+            "tokens (SmolLM2: after 6-20 tokens); speculate on a build with accuracy_level=1 (float "
+            "activations), e.g. genai:weights=gguf,accuracy_level=1"
+        )
     own = getattr(model, "new_cache", None)
     rewinds = callable(own) and callable(getattr(own(8, 1), "rewind", None))
     if (callable(own) and not rewinds) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
