@@ -9,8 +9,8 @@ Two kinds of prompt, from the packaged *Persuasion*:
 One process, one host; per engine (fp32 eager torch, and the GenAI build of the GGUF's own blocks that
 ``optimize`` picks, with float activations: ``genai:weights=gguf,accuracy_level=1``; with int8
 activations speculation changes the tokens, see ``unbottle.runtime.speculative``) and prompt kind,
-plain greedy decoding and prompt-lookup speculation alternate round by round (the order swapped every round) on the same model. Reports
-decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval, the draft
+plain greedy decoding and prompt-lookup speculation alternate round by round (the order swapped
+every round) on the same model. Reports decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval, the draft
 acceptance rate and the tokens produced per forward pass, and checks that both produce the same tokens.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
