@@ -10,8 +10,9 @@ One process, one host; per engine (fp32 eager torch, and the GenAI build of the 
 ``optimize`` picks, with float activations: ``genai:weights=gguf,accuracy_level=1``; with int8
 activations speculation changes the tokens, see ``unbottle.runtime.speculative``) and prompt kind,
 plain greedy decoding and prompt-lookup speculation alternate round by round (the order swapped
-every round) on the same model. Reports decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval, the draft
-acceptance rate and the tokens produced per forward pass, and checks that both produce the same tokens.
+every round) on the same model. Reports decode tokens/s of each, the paired ratio of medians with
+its 95% bootstrap interval, the draft acceptance rate and the tokens produced per forward pass, and
+checks that both produce the same tokens.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
        [--engines torch,genai]
