@@ -101,6 +101,7 @@ def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> 
     """
     if prompt.shape[0] != 1:
         raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
+    check_speculative(model, "lookup")
     cache = _cache(model, prompt.shape[1] + new_tokens + MAX_DRAFT + 1)
     kw = {cache_keyword(model): cache}
     context = prompt[0].tolist()
