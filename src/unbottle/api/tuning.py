@@ -72,16 +72,20 @@ def optimize(
     run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
     with store.recording("optimize", config.model, run_config, manifest(seed=config.seed)) as run:
         doc = search.run()
-        if doc.get("rounds"):
-            r = doc["rounds"]
-            rounds = ABRounds(ABConfig(**config.ab_settings("full")), r["a"], r["b"], r["order"])
-            for m in rounds.to_measurements():
-                run.add(m)
+        _add_rounds(run, config, doc.get("rounds"))
         base = doc["baseline"]
         run.complete({"optimize": doc, "model": base["model"], "threads": base["threads"]}, doc["outcome"])
     if report:
         _write_report(store, run.id, report_path(output, doc), log)
     return document(store, run.id)
+
+
+def _add_rounds(run: Any, config: OptimizeConfig, r: dict[str, Any] | None) -> None:
+    """The verification's per-round values, stored as the run's measurements."""
+    if r:
+        rounds = ABRounds(ABConfig(**config.ab_settings("full")), r["a"], r["b"], r["order"], r.get("blocks"))
+        for m in rounds.to_measurements():
+            run.add(m)
 
 
 def _check_accuracy_data(config: OptimizeConfig) -> None:
