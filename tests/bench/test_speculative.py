@@ -53,6 +53,7 @@ def test_the_decode_metrics_count_every_token_once(tiny_llama):
     assert sum(run["made"]) == 15 and len(run["tokens"]) == 16
     assert samples["tokens_per_s"][0] > 0 and 0.0 <= samples["acceptance"][0] <= 1.0
     assert samples["tokens_per_step"][0] >= 1.0
+    assert len(samples["token_latency"]) == 15  # one per token after the first, as plain decoding
 
 
 def test_unknown_drafters_and_models_with_their_own_cache_are_refused(tiny_llama):
@@ -67,3 +68,19 @@ def test_unknown_drafters_and_models_with_their_own_cache_are_refused(tiny_llama
         check_speculative(OwnCache(), "lookup")
     check_speculative(tiny_llama.model, None)
     check_speculative(tiny_llama.model, "lookup")
+
+
+def test_bench_with_speculative_lookup_records_acceptance_beside_the_decode_metrics(tiny_llama):
+    from unbottle.benchmarking import benchmark
+    from unbottle.benchmarking.config import BenchConfig
+
+    config = BenchConfig(
+        scenarios=("decode",), batch_sizes=(1,), new_tokens=8, min_repeats=2, min_time_s=0, threads=1,
+        speculative="lookup",
+    )  # fmt: skip
+    names = {m.name: m for m in benchmark(tiny_llama, config).measurements}
+    assert {"decode.tokens_per_s", "decode.acceptance", "decode.tokens_per_step"} <= set(names)
+    assert len(names["decode.token_latency"].samples) == 2 * 7
+    assert names["decode.tokens_per_s"].params["speculative"] == "lookup"
+    with pytest.raises(ConfigError, match="decodes one sequence: give batch_sizes 1"):
+        BenchConfig(batch_sizes=(1, 4), speculative="lookup")

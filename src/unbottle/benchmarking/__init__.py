@@ -25,6 +25,7 @@ from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
 from unbottle.models import load
+from unbottle.runtime.speculative import check_speculative, speculative_once
 from unbottle.sources import Loaded
 
 __all__ = [
@@ -46,6 +47,8 @@ _UNITS = {
     "ttft": ("s", False),
     "request_latency": ("s", False),
     "tokens_per_s": ("tokens/s", True),
+    "acceptance": ("fraction", True),  # speculative decoding: draft tokens kept / offered
+    "tokens_per_step": ("tokens", True),  # speculative decoding: tokens per forward pass
 }
 
 
@@ -97,6 +100,7 @@ def benchmark(
             f"scenarios ({', '.join(config.scenarios)}) need a causal-lm model"
         )
     _check_context(loaded, config)
+    check_speculative(loaded.model, config.speculative)
     model_ = _to_device(loaded.model, config.device)
     out: list[Measurement] = []
 
@@ -137,7 +141,11 @@ def _points(model: Any, loaded: Any, config: BenchConfig):
         for b in config.batch_sizes:
             p = prompt(b, plen)
             params = {"batch_size": b, "prompt_length": plen, "new_tokens": k}
-            yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
+            if config.speculative:
+                params["speculative"] = config.speculative
+                yield "decode", params, lambda p=p: speculative_once(model, p, k, timer)
+            else:
+                yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
     if "generate" in config.scenarios:
         b = config.batch_sizes[0]
         p = prompt(b, plen)

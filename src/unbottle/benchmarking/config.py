@@ -31,6 +31,8 @@ class BenchConfig(Config):
         min_time_s: measured seconds per point, at least (both minima must be met).
         device: ``cpu`` or ``cuda[:i]``.
         seed: seed for prompt selection.
+        speculative: ``lookup``: decode with prompt-lookup speculation (the same greedy tokens; adds
+            draft acceptance and tokens per forward pass); batch 1 only. None: plain decoding.
     """
 
     scenarios: tuple[str, ...] = SCENARIOS
@@ -44,6 +46,7 @@ class BenchConfig(Config):
     min_time_s: float = 2.0
     device: str = "cpu"
     seed: int = 0
+    speculative: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("scenarios", "prompt_lengths", "batch_sizes"):
@@ -66,6 +69,12 @@ class BenchConfig(Config):
             )
         if self.threads is not None:
             check_threads(self.threads)
+        if self.speculative is not None and (self.speculative != "lookup" or self.batch_sizes != (1,)):
+            raise ConfigError(
+                f"{given('speculative', self.speculative, quote=True)} with {opt('batch_sizes')} "
+                f"{','.join(map(str, self.batch_sizes))} given; allowed: lookup, which decodes one "
+                f"sequence: give {opt('batch_sizes')} 1"
+            )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
 

@@ -50,6 +50,10 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Unmeasured warm-up repeats per point.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed for prompt selection.")] = 0,
+    speculative: Annotated[
+        str | None,
+        typer.Option(help="'lookup': decode with prompt-lookup speculation (same greedy tokens; batch 1)."),
+    ] = None,
     allow_pickle: AllowPickleOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -67,6 +71,7 @@ def bench(
         min_time_s=min_time,
         device=device,
         seed=seed,
+        speculative=speculative,
     )
     store = Store()
     with BenchProgress(quiet, points=config.n_points()) as progress:

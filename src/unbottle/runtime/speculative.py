@@ -143,7 +143,8 @@ def speculative_once(model: Any, prompt: Any, new_tokens: int, timer: Any) -> di
     offered = sum(run["proposed"])
     return {
         "ttft": [run["ttft"]],
-        "token_latency": [s / m for s, m in zip(run["steps"], run["made"], strict=True)],
+        # one value per token after the first, as plain decoding gives: a step's time split over its tokens
+        "token_latency": [s / m for s, m in zip(run["steps"], run["made"], strict=True) for _ in range(m)],
         "tokens_per_s": [made / spent] if spent else [],
         "request_latency": [run["ttft"] + spent],
         "acceptance": [sum(run["accepted"]) / offered] if offered else [0.0],
