@@ -38,6 +38,7 @@ from unbottle.passes import apply_
 from unbottle.passes.recipe import apply_and_save
 from unbottle.passes.sizes import model_size
 from unbottle.sources.base import require_causal_lm
+from unbottle.sources.gguf_file import CONVERTED_NOTE
 from unbottle.stats import Estimate, MetricComparison, verdict_of
 
 FAULT_ENV = "UNBOTTLE_INJECT_FAULT"
@@ -57,7 +58,7 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
         loaded = load_causal_lm(cfg.model)
         load_s = time.perf_counter() - start
         check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
-        converted = any(n.startswith("converted") for n in loaded.info.notes)  # a GGUF's first load
+        converted = any(n.startswith(CONVERTED_NOTE) for n in loaded.info.notes)  # a GGUF's first load
         own = fresh_resources(cfg, cfg.model) if converted else own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
         for stage in ("screen", "full", "held_out"):

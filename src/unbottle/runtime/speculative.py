@@ -53,11 +53,25 @@ def lookup_draft(context: list[int], length: int, max_ngram: int = MAX_NGRAM) ->
 
 
 def check_speculative(model: Any, speculative: str | None) -> None:
-    """Refuse an unknown drafter, or a model whose KV cache can't be rolled back here."""
+    """Refuse an unknown drafter, or a model speculation can't run on exactly (before any work: the
+    cache it would use is made once here to learn whether it rolls back)."""
     if speculative is None:
         return
     if speculative not in SPECULATIVE:
         raise ConfigError(f"speculative {speculative!r} given; allowed: {', '.join(SPECULATIVE)}")
+    _cache(model, 8)
+
+
+def _cache(model: Any, length: int) -> Any:
+    """The cache a speculative decode rolls back: the model's own when it can rewind (GenAI's), else a
+    ``DynamicCache``.
+
+    Raises:
+        ConfigError: int8 activations (a pass over a draft would pick other tokens), or a cache that
+            can't be rolled back (the hybrid's bound buffers, a compiled model's static cache).
+    """
+    from transformers import DynamicCache
+
     if getattr(model, "steps_match_batches", True) is False:
         raise ConfigError(
             "this build quantizes activations to int8 on every call (accuracy_level=4), and a call over a "
@@ -65,23 +79,20 @@ def check_speculative(model: Any, speculative: str | None) -> None:
             "tokens (SmolLM2: after 6-20 tokens); speculate on a build with accuracy_level=1 (float "
             "activations), e.g. genai:weights=gguf,accuracy_level=1"
         )
+    fixed = ConfigError(
+        "speculative decoding runs on eager torch models and ONNX Runtime GenAI builds decoded in one "
+        f"graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: measure it "
+        "without speculative decoding"
+    )
+    if getattr(model, STATIC_CACHE_ATTR, None) is not None:
+        raise fixed
     own = getattr(model, "new_cache", None)
-    rewinds = callable(own) and callable(getattr(own(8, 1), "rewind", None))
-    if (callable(own) and not rewinds) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
-        raise ConfigError(
-            "speculative decoding runs on eager torch models and ONNX Runtime GenAI builds decoded in "
-            f"one graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: "
-            "measure it without speculative decoding"
-        )
-
-
-def _cache(model: Any, length: int) -> Any:
-    """The model's own cache when it can rewind (GenAI's), else a ``DynamicCache``."""
-    from transformers import DynamicCache
-
-    if callable(getattr(model, "new_cache", None)):
-        return model.new_cache(length, 1)
-    return DynamicCache(config=model.config)
+    if not callable(own):
+        return DynamicCache(config=model.config)
+    cache = own(length, 1)
+    if not callable(getattr(cache, "rewind", None)):
+        raise fixed
+    return cache
 
 
 def _drop(cache: Any, positions: int) -> None:
@@ -101,7 +112,6 @@ def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> 
     """
     if prompt.shape[0] != 1:
         raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
-    check_speculative(model, "lookup")
     cache = _cache(model, prompt.shape[1] + new_tokens + MAX_DRAFT + 1)
     kw = {cache_keyword(model): cache}
     context = prompt[0].tolist()

@@ -24,6 +24,7 @@ from unbottle.sources.base import Loaded, ModelSource, task_of
 from unbottle.sources.files import check_gguf, gguf_architecture, sha256_of
 from unbottle.sources.hf_folder import HFFolderSource, quiet_transformers
 
+CONVERTED_NOTE = "converted GGUF once into safetensors cache"  # the load note of a first load
 _DONE = "unbottle-cache.json"
 
 
@@ -79,7 +80,7 @@ class GGUFSource(ModelSource):
         if not (target / _DONE).exists():
             check_gguf(self.path)  # full integrity check; a cache hit means the same bytes passed it
             self._convert(target)
-            note = f"converted GGUF once into safetensors cache {target}"
+            note = f"{CONVERTED_NOTE} {target}"
         loaded = HFFolderSource(target, spec=self.spec).load(dtype)
         loaded.info.source_kind = self.kind
         loaded.info.path = str(self.path)
