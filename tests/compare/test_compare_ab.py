@@ -33,6 +33,7 @@ def slowed(loaded: Loaded, fraction: float) -> Loaded:
     return Loaded(model, loaded.tokenizer, loaded.info)
 
 
+@pytest.mark.alone
 def test_a_vs_a_speed_ci_contains_one_in_at_least_18_of_20(tiny_llama):
     contains = 0
     for seed in range(20):
@@ -45,6 +46,7 @@ def test_a_vs_a_speed_ci_contains_one_in_at_least_18_of_20(tiny_llama):
     assert contains >= 18, f"A-vs-A CI contained 1.0 in only {contains} of 20 repetitions"
 
 
+@pytest.mark.alone
 def test_b_slowed_by_20_percent_is_found_worse_nearly_every_time(tiny_llama):
     slow = slowed(tiny_llama, 0.2)
     # Three repeats per round: a round's median then shrugs off a single preempted repeat; 16 rounds of
