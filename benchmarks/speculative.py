@@ -1,4 +1,4 @@
-"""Prompt-lookup speculative decoding on a real model: where it pays and where it doesn't (issue 18).
+"""Speculative decoding on a real model: where it pays and where it doesn't (issue 18).
 
 Two kinds of prompt, from the packaged *Persuasion*:
 
@@ -9,13 +9,15 @@ Two kinds of prompt, from the packaged *Persuasion*:
 One process, one host; per engine (fp32 eager torch, and the GenAI build of the GGUF's own blocks that
 ``optimize`` picks, with float activations: ``genai:weights=gguf,accuracy_level=1``; with int8
 activations speculation changes the tokens, see ``unbottle.runtime.speculative``) and prompt kind,
-plain greedy decoding and prompt-lookup speculation alternate round by round (the order swapped
-every round) on the same model. Reports decode tokens/s of each, the paired ratio of medians with
-its 95% bootstrap interval, the draft acceptance rate and the tokens produced per forward pass, and
+plain greedy decoding and speculation alternate round by round (the order swapped every round) on the
+same model. Drafters (``--drafters``): ``lookup`` (prompt lookup) and ``draft`` (a draft model: the
+GenAI build of the same GGUF with int8 activations, the fast winner ``optimize`` picks, whose own tokens
+may differ: only the target's are kept). Reports decode tokens/s of each, the paired ratio of medians
+with its 95% bootstrap interval, the draft acceptance rate and the tokens produced per forward pass, and
 checks that both produce the same tokens.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
-       [--engines torch,genai]
+       [--engines torch,genai] [--drafters lookup,draft]
 Writes benchmarks/results/speculative.json and prints a markdown table.
 """
 
@@ -64,6 +66,7 @@ def main() -> int:
     parser.add_argument("--passage-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--engines", default="torch,genai")
+    parser.add_argument("--drafters", default="lookup,draft")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speculative.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,16 +76,22 @@ def main() -> int:
         spec = f"genai:weights=gguf,accuracy_level=1,threads={args.threads}"  # float activations: exact
         built, _ = apply_(loaded, [parse_pass(spec)])
         engines["genai:weights=gguf,accuracy_level=1 (unbottle's loop)"] = built
+    drafters = {"lookup": None}
+    if "draft" in args.drafters.split(","):
+        fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: fast, inexact, a draft
+        drafters["draft=genai:weights=gguf (int8 activations)"] = apply_(loaded, [parse_pass(fast)])[0].model
+    drafters = {k: v for k, v in drafters.items() if k != "lookup" or "lookup" in args.drafters.split(",")}
     rows = {}
     for engine, model in engines.items():
         for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():
-            key = f"{engine}, {kind}"
-            rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds)
-            print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
+            for drafter, draft in drafters.items():
+                key = f"{engine}, {kind}, {drafter}"
+                rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds, draft)
+                print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
     out = {"args": vars(args), "rows": rows, "manifest": manifest()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-    header = "| engine, prompt | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
+    header = "| engine, prompt, drafter | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
     print(header + " tokens per pass | same tokens |")
     print("|---|---|---|---|---|---|---|")
     for kind, row in rows.items():
@@ -95,8 +104,9 @@ def main() -> int:
     return 0 if all(row["same_tokens"] for row in rows.values()) else 1
 
 
-def measure(model, prompt, new: int, rounds: int) -> dict:
-    """Plain and speculative decoding alternating for ``rounds`` rounds after a warm-up round."""
+def measure(model, prompt, new: int, rounds: int, draft=None) -> dict:
+    """Plain and speculative decoding (prompt lookup, or the ``draft`` model) alternating for ``rounds``
+    rounds after a warm-up round."""
     plain, spec, accept, per_step, same = [], [], [], [], True
     for r in range(rounds + 1):
         got = {}
@@ -106,7 +116,7 @@ def measure(model, prompt, new: int, rounds: int) -> dict:
                 rate = decode_once(model, prompt, new, CpuTimer(), record=record)["tokens_per_s"][0]
                 got["plain"] = (rate, [int(t) for t in torch.cat(record, dim=1)[0]])
             else:
-                run = speculative_greedy(model, prompt, new, CpuTimer())
+                run = speculative_greedy(model, prompt, new, CpuTimer(), draft)
                 made = sum(run["made"])
                 got["spec"] = (made / sum(run["steps"]), run["tokens"], run)
         if r == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,6 +48,35 @@ def test_greedy_output_is_identical_to_plain_decoding_on_50_prompts(tiny_llama):
     assert 0 < accepted <= proposed  # drafts were offered, and kept where the model agreed
 
 
+def _draft_model(layers: int = 1, seed: int = 1):
+    """A smaller Llama with tiny-llama's vocabulary (its own random weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+def test_greedy_output_with_a_draft_model_is_identical_on_50_prompts(tiny_llama):
+    model, draft = tiny_llama.model, _draft_model()
+    for prompt in _prompts(model.config.vocab_size, 50):
+        record: list = []
+        decode_once(model, prompt, 20, CpuTimer(), record=record)
+        plain = [int(t) for t in torch.cat(record, dim=1)[0]]
+        assert speculative_greedy(model, prompt, 20, CpuTimer(), draft=draft)["tokens"] == plain
+
+
+def test_the_model_as_its_own_draft_model_has_every_draft_kept(tiny_llama):
+    """The draft model's cache follows the kept context: drafting with the model itself agrees always."""
+    prompt = _prompts(tiny_llama.model.config.vocab_size, 2)[1]
+    run = speculative_greedy(tiny_llama.model, prompt, 30, CpuTimer(), draft=tiny_llama.model)
+    assert run["accepted"] == run["proposed"] and sum(run["proposed"]) > 20
+    assert max(run["made"]) > 4  # the draft grew after full acceptance
+
+
 def test_the_decode_metrics_count_every_token_once(tiny_llama):
     prompt = _prompts(tiny_llama.model.config.vocab_size, 1)[0]
     samples = speculative_once(tiny_llama.model, prompt, 16, CpuTimer())
@@ -57,8 +88,14 @@ def test_the_decode_metrics_count_every_token_once(tiny_llama):
 
 
 def test_unknown_drafters_and_models_with_their_own_cache_are_refused(tiny_llama):
-    with pytest.raises(ConfigError, match="speculative 'eagle' given; allowed: lookup"):
+    with pytest.raises(ConfigError, match="speculative 'eagle' given; allowed: lookup, draft=MODEL"):
         check_speculative(tiny_llama.model, "eagle")
+    with pytest.raises(ConfigError, match="allowed: lookup, draft=MODEL"):
+        check_speculative(tiny_llama.model, "draft=")
+    other_vocab = _draft_model()
+    other_vocab.config.vocab_size = 300
+    with pytest.raises(ConfigError, match="draft model has 300 tokens in its vocabulary and the model 512"):
+        check_speculative(tiny_llama.model, "draft=x", other_vocab)
 
     class OwnCache:
         def new_cache(self, *args):
@@ -84,3 +121,7 @@ def test_bench_with_speculative_lookup_records_acceptance_beside_the_decode_metr
     assert names["decode.tokens_per_s"].params["speculative"] == "lookup"
     with pytest.raises(ConfigError, match="decodes one sequence: give batch_sizes 1"):
         BenchConfig(batch_sizes=(1, 4), speculative="lookup")
+    drafted = benchmark(tiny_llama, dataclasses.replace(config, speculative="draft=tiny-llama"))
+    names = {m.name: m for m in drafted.measurements}
+    assert names["decode.acceptance"].samples == [1.0, 1.0]  # the model drafting for itself
+    assert names["decode.tokens_per_s"].params["speculative"] == "draft=tiny-llama"

@@ -222,4 +222,5 @@ def test_ab_with_speculative_lookup_measures_b_speculating_against_a_plain():
     assert 0.0 <= comparison["speculation"]["acceptance"] <= 1.0
     assert comparison["speculation"]["tokens_per_step"] >= 1.0
     refused = run("ab", "tiny-llama", "tiny-llama", "--speculative", "lookup", "--scenario", "prefill")
-    assert refused.exit_code == 2 and "allowed: lookup, with the decode scenario" in refused.stderr
+    assert refused.exit_code == 2
+    assert "allowed: lookup, draft=MODEL, with the decode scenario" in refused.stderr

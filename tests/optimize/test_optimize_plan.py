@@ -6,6 +6,7 @@ nothing here measures a model.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -62,9 +63,15 @@ def test_make_plan_scales_the_verification_once_screening_is_at_its_smallest():
 def test_make_plan_counts_the_finalists_the_spare_time_holds():
     configured = planning.Sizes.of(CFG)
     one_final = planning.final_s(CFG, RATES, configured)
-    plan = planning.make_plan(CFG, RATES, _total(configured) + 1.5 * one_final)
-    assert plan.finalists == 1
-    assert plan.reserve_s == pytest.approx(plan.verify_s + one_final)
+    speculation = planning.speculate_s(CFG, RATES, configured)
+    assert speculation > 0  # a decode objective at batch 1 ends by trying speculative decoding
+    plan = planning.make_plan(CFG, RATES, _total(configured) + speculation + 1.5 * one_final)
+    assert plan.finalists == 1 and plan.speculate_s == speculation
+    assert plan.reserve_s == pytest.approx(plan.verify_s + one_final + speculation)
+    tight = planning.make_plan(CFG, RATES, _total(configured) + 0.5 * speculation)
+    assert tight.speculate_s == 0 and tight.finalists == 0  # not held back where it doesn't fit
+    ttft = dataclasses.replace(CFG, objective="ttft")
+    assert planning.speculate_s(ttft, RATES, configured) == 0
 
 
 def test_make_plan_refuses_an_impossible_budget_with_the_budget_that_fits():

@@ -25,7 +25,7 @@ from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
 from unbottle.models import load
-from unbottle.runtime.speculative import check_speculative, speculative_once
+from unbottle.runtime.speculative import check_speculative, parse_speculative, speculative_once
 from unbottle.sources import Loaded
 
 __all__ = [
@@ -100,8 +100,9 @@ def benchmark(
             f"scenarios ({', '.join(config.scenarios)}) need a causal-lm model"
         )
     _check_context(loaded, config)
-    check_speculative(loaded.model, config.speculative)
+    draft = load_draft(loaded, config.speculative)
     model_ = _to_device(loaded.model, config.device)
+    draft = None if draft is None else _to_device(draft, config.device)
     out: list[Measurement] = []
 
     def emit(ms: list[Measurement]) -> None:
@@ -111,7 +112,7 @@ def benchmark(
                 sink(m)
 
     notes = list(loaded.info.notes)
-    for scenario, params, fn in _points(model_, loaded, config):
+    for scenario, params, fn in _points(model_, loaded, config, draft):
         tracker = ResourceTracker(config.device)
         with tracker:
             samples = repeat(
@@ -123,7 +124,16 @@ def benchmark(
     return BenchResult(loaded.info.to_dict(), config, threads, out, sorted(set(notes), key=notes.index))
 
 
-def _points(model: Any, loaded: Any, config: BenchConfig):
+def load_draft(loaded: Loaded, speculative: str | None) -> Any:
+    """The draft model of ``draft=MODEL`` (None for ``lookup`` or no speculation), loaded and checked
+    with the model before any work."""
+    name = None if speculative is None else parse_speculative(speculative)
+    draft = None if name is None else load(name).model
+    check_speculative(loaded.model, speculative, draft)
+    return draft
+
+
+def _points(model: Any, loaded: Any, config: BenchConfig, draft: Any = None):
     """Yield (scenario, params, one-repeat function) for every configured point, in order."""
     timer = make_timer(config.device)
     vocab = model.config.vocab_size
@@ -143,7 +153,7 @@ def _points(model: Any, loaded: Any, config: BenchConfig):
             params = {"batch_size": b, "prompt_length": plen, "new_tokens": k}
             if config.speculative:
                 params["speculative"] = config.speculative
-                yield "decode", params, lambda p=p: speculative_once(model, p, k, timer)
+                yield "decode", params, lambda p=p: speculative_once(model, p, k, timer, draft)
             else:
                 yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
     if "generate" in config.scenarios:

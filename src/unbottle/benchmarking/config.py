@@ -11,6 +11,7 @@ from unbottle.core.config import Config
 from unbottle.core.env import logical_cpus
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
+from unbottle.runtime.speculative import parse_speculative
 
 SCENARIOS = ("prefill", "decode", "generate")
 
@@ -31,8 +32,9 @@ class BenchConfig(Config):
         min_time_s: measured seconds per point, at least (both minima must be met).
         device: ``cpu`` or ``cuda[:i]``.
         seed: seed for prompt selection.
-        speculative: ``lookup``: decode with prompt-lookup speculation (the same greedy tokens; adds
-            draft acceptance and tokens per forward pass); batch 1 only. None: plain decoding.
+        speculative: ``lookup`` (prompt lookup) or ``draft=MODEL`` (a smaller model with the same
+            vocabulary drafts): decode speculatively (the same greedy tokens; adds draft acceptance and
+            tokens per forward pass); batch 1 only. None: plain decoding.
     """
 
     scenarios: tuple[str, ...] = SCENARIOS
@@ -69,12 +71,14 @@ class BenchConfig(Config):
             )
         if self.threads is not None:
             check_threads(self.threads)
-        if self.speculative is not None and (self.speculative != "lookup" or self.batch_sizes != (1,)):
-            raise ConfigError(
-                f"{given('speculative', self.speculative, quote=True)} with {opt('batch_sizes')} "
-                f"{','.join(map(str, self.batch_sizes))} given; allowed: lookup, which decodes one "
-                f"sequence: give {opt('batch_sizes')} 1"
-            )
+        if self.speculative is not None:
+            parse_speculative(self.speculative)
+            if self.batch_sizes != (1,):
+                raise ConfigError(
+                    f"{given('speculative', self.speculative, quote=True)} with {opt('batch_sizes')} "
+                    f"{','.join(map(str, self.batch_sizes))} given; speculative decoding decodes one "
+                    f"sequence: give {opt('batch_sizes')} 1"
+                )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
 

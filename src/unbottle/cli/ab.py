@@ -49,7 +49,8 @@ def ab(
     speculative: Annotated[
         str | None,
         typer.Option(
-            help="'lookup': B decodes with prompt-lookup speculation (same greedy output), A plainly."
+            help="'lookup' or 'draft=MODEL': B decodes speculatively, drafting by prompt lookup or with "
+            "a smaller model of the same vocabulary (same greedy output); A plainly."
         ),
     ] = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Also compare accuracy, paired by sample.")] = False,

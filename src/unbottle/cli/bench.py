@@ -52,7 +52,10 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed for prompt selection.")] = 0,
     speculative: Annotated[
         str | None,
-        typer.Option(help="'lookup': decode with prompt-lookup speculation (same greedy tokens; batch 1)."),
+        typer.Option(
+            help="'lookup' or 'draft=MODEL': decode speculatively, drafting by prompt lookup or with a "
+            "smaller model of the same vocabulary (same greedy tokens; batch 1)."
+        ),
     ] = None,
     allow_pickle: AllowPickleOpt = False,
     json_: JsonOpt = False,

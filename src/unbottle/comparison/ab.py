@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from unbottle.benchmarking import apply_threads, check_positions
+from unbottle.benchmarking import apply_threads, check_positions, load_draft
 from unbottle.benchmarking.config import check_threads
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
@@ -22,7 +22,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
-from unbottle.runtime.speculative import SPECULATIVE, check_speculative, speculative_once
+from unbottle.runtime.speculative import SPECULATIVE, parse_speculative, speculative_once
 from unbottle.sources.base import require_causal_lm
 
 AB_SCENARIOS = ("decode", "prefill", "generate")
@@ -54,8 +54,9 @@ class ABConfig(Config):
         new_tokens: tokens generated per decode/generate repeat.
         threads: torch threads; None means the machine's physical cores.
         seed: prompt selection.
-        speculative: ``lookup``: B decodes with prompt-lookup speculation (A plainly), so the A/B
-            measures what speculation gains on this model and prompt; None: both plain.
+        speculative: ``lookup`` or ``draft=MODEL``: B decodes speculatively, drafting by prompt lookup
+            or with that model (A plainly), so the A/B measures what speculation gains on this model and
+            prompt; None: both plain.
     """
 
     scenario: str = "decode"
@@ -86,9 +87,9 @@ class ABConfig(Config):
         )
         if self.threads is not None:
             check_threads(self.threads)
-        if self.speculative is not None and (
-            self.speculative not in SPECULATIVE or self.scenario != "decode"
-        ):
+        if self.speculative is not None:
+            parse_speculative(self.speculative)
+        if self.speculative is not None and self.scenario != "decode":
             raise ConfigError(
                 f"{given('speculative', self.speculative, quote=True)} given with the {self.scenario} "
                 f"scenario; allowed: {', '.join(SPECULATIVE)}, with the decode scenario"
@@ -154,9 +155,9 @@ def run_ab(
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")
     apply_threads(config.threads)
-    check_speculative(model_b.model, config.speculative)
+    draft = load_draft(model_b, config.speculative)
     spec: dict[str, list[float]] = {}
-    fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config, spec)}
+    fns = {"A": _one_repeat(model_a, config), "B": _one_repeat(model_b, config, spec, draft)}
     for _ in range(config.warmup):
         fns["A"](), fns["B"]()
     values: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
@@ -189,7 +190,7 @@ def _check_kinds(model_a: Any, model_b: Any, scenario: str) -> None:
 
 
 def _one_repeat(
-    loaded: Any, config: ABConfig, spec: dict[str, list[float]] | None = None
+    loaded: Any, config: ABConfig, spec: dict[str, list[float]] | None = None, draft: Any = None
 ) -> Callable[[], dict[str, list[float]]]:
     """One repeat of the scenario on ``loaded``; with ``spec`` (side B) and ``config.speculative``,
     a speculative decode whose acceptance figures are collected into ``spec``."""
@@ -201,7 +202,7 @@ def _one_repeat(
     if config.scenario == "decode" and config.speculative and spec is not None:
 
         def speculative() -> dict[str, list[float]]:
-            samples = speculative_once(model, prompt, config.new_tokens, timer)
+            samples = speculative_once(model, prompt, config.new_tokens, timer, draft)
             for key in ("acceptance", "tokens_per_step"):
                 spec.setdefault(key, []).extend(samples.pop(key))
             return samples

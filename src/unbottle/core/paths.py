@@ -4,6 +4,7 @@ refused in one line at the start, not after minutes of training or quantizing.""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from unbottle.core.errors import ConfigError
@@ -41,3 +42,27 @@ def save_failed(out: Path, err: OSError | RuntimeError, flag: str = "-o") -> Con
         f"saving to {out} failed: {reason}; nothing was saved there — free space or choose another "
         f"{opt('output', flag=flag)}"
     )
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (folders created) through a temporary file beside it and
+    ``os.replace``, so a reader sees the old file or the new one, never a part; on an ``OSError``
+    nothing is left behind and the error is raised."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except OSError:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path

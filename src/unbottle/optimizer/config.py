@@ -30,6 +30,10 @@ OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while decoding"),
 }
 ACCURACY_METRICS = ("perplexity", "accuracy")
+# The objectives speculative decoding can serve (decode steps at batch 1), by their metric, and the
+# held-out prompts its greedy output is checked on (``unbottle.optimizer.speculation``).
+SPECULATION_SERVES = ("decode.tokens_per_s", "decode.request_latency")
+SPECULATION_PROMPTS = 4
 # The request every speed measurement serves: a chat turn of a few hundred prompt tokens and a reply.
 DEFAULT_WORKLOAD = (256, 64)
 DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
@@ -145,6 +149,11 @@ class OptimizeConfig(Config):
 
     def objective_spec(self) -> tuple[str | None, str, str, bool, str]:
         return OBJECTIVES[self.objective]
+
+    def speculation_applies(self) -> bool:
+        """Whether the search ends by trying speculative decoding on its winner: a decode-step
+        objective at batch 1."""
+        return self.batch_size == 1 and self.objective_spec()[1] in SPECULATION_SERVES
 
     def search_key(self) -> str:
         """Identifies the search: the same command (budget and limits aside) resumes the same search."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
+from unbottle.optimizer.config import SPECULATION_PROMPTS
 
 # (field, smallest value it is scaled down to, what it is): screening first, then the verification.
 SCREEN_STEPS = (
@@ -153,6 +154,17 @@ def verify_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
     return _priced(rates.overhead_s + loads + ab + evals)
 
 
+def speculate_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
+    """The speculation stage (0 where it doesn't apply): a load, the held-out prompts decoded plainly
+    and speculatively, and the full A/B of plain against speculative decoding, priced as the baseline
+    decodes."""
+    if not cfg.speculation_applies():
+        return 0.0
+    one_decode = rates.ab_unit_s * cfg.new_tokens + rates.ab_prompt_s
+    match = 2 * SPECULATION_PROMPTS * one_decode
+    return _priced(rates.overhead_s + match + _ab_s(cfg, rates, sizes.full_rounds, cfg.new_tokens))
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """The sizes the search runs at, what each kind of trial is expected to cost, and why.
@@ -160,6 +172,8 @@ class Plan:
     Attributes:
         sizes: the measurement sizes every trial uses.
         screen_s / final_s / verify_s: expected seconds of one trial of each kind.
+        speculate_s: expected seconds of the speculation stage, held back from screening (0 where it
+            doesn't apply or the budget can't hold it; it then runs only if time is left).
         finalists: finalists the budget holds beside one screen and the verification.
         available_s: seconds the plan was made for (the budget after the baseline).
         scaled: one line per size scaled down, with the configured value.
@@ -172,11 +186,12 @@ class Plan:
     finalists: int
     available_s: float
     scaled: tuple[str, ...] = ()
+    speculate_s: float = 0.0
 
     @property
     def reserve_s(self) -> float:
-        """Seconds screening leaves for the finalists and the verification."""
-        return self.verify_s + self.finalists * self.final_s
+        """Seconds screening leaves for the finalists, the verification and the speculation stage."""
+        return self.verify_s + self.finalists * self.final_s + self.speculate_s
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -210,6 +225,9 @@ def make_plan(cfg: Any, rates: Rates, available_s: float) -> Plan:
     if cost(sizes) > available_s:
         raise ConfigError(_refusal(cfg, rates, sizes))
     spare = available_s - cost(sizes)
+    speculation = speculate_s(cfg, rates, sizes)
+    speculation = speculation if speculation <= spare else 0.0  # not held: it runs if time is left
+    spare -= speculation
     one_final = final_s(cfg, rates, sizes)
     finalists = min(cfg.finalists, int(spare // one_final)) if one_final > 0 else cfg.finalists
     scaled = tuple(
@@ -225,6 +243,7 @@ def make_plan(cfg: Any, rates: Rates, available_s: float) -> Plan:
         finalists=finalists,
         available_s=available_s,
         scaled=scaled,
+        speculate_s=speculation,
     )
 
 
@@ -248,8 +267,10 @@ def describe(plan: Plan) -> str:
     screens = max(1, int((plan.available_s - plan.reserve_s) // plan.screen_s)) if plan.screen_s else 1
     line = (
         f"plan: one screening trial ≈ {plan.screen_s:.0f} s, a finalist ≈ {plan.final_s:.0f} s, the "
-        f"verification ≈ {plan.verify_s:.0f} s; {plan.available_s:.0f} s left hold about {screens} "
-        f"screen(s), {plan.finalists} finalist(s) and the verification"
+        f"verification ≈ {plan.verify_s:.0f} s"
+        + (f", speculative decoding on the winner ≈ {plan.speculate_s:.0f} s" if plan.speculate_s else "")
+        + f"; {plan.available_s:.0f} s left hold about {screens} screen(s), {plan.finalists} finalist(s) "
+        "and the verification"
     )
     if plan.scaled:
         line += "; scaled down to fit: " + "; ".join(plan.scaled)

@@ -11,6 +11,7 @@ verification's (interleaved A/B on the saved, reloaded model), never the screeni
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from unbottle.comparison.document import comparison_document
 from unbottle.core.errors import ConfigError, StoreError
 from unbottle.core.naming import opt, turn_on
-from unbottle.core.paths import check_writable_folder
+from unbottle.core.paths import check_writable_folder, write_text_atomic
 from unbottle.optimizer import judge
 from unbottle.optimizer.explain import explain
 from unbottle.passes.recipe import RECIPE_FILE, read_recipe
@@ -28,6 +29,10 @@ from unbottle.stats import MetricComparison
 def _objective(cfg: Any) -> dict[str, Any]:
     spec = cfg.objective_spec()
     return {"name": cfg.objective, "metric": spec[1], "what": spec[4]}
+
+
+# Beside the saved winner when the search adopted speculative decoding: how to decode it, and why.
+SPECULATION_FILE = "speculation.json"
 
 
 def result_document(
@@ -87,7 +92,34 @@ def result_document(
         verdict=_busy_warning(search.host_busy)
         + _verdict(cfg, winner, verification, phases, output, _selection_accuracy(search, winner)),
     )
+    _add_speculation(doc, search.speculation, output if met else None)
     return doc
+
+
+def _add_speculation(doc: dict[str, Any], spec: dict[str, Any] | None, output: Path | None) -> None:
+    """The speculation stage's decision in the document and its verdict; beside a saved winner that
+    decodes faster speculatively, how to decode it and what was measured."""
+    if spec is None:
+        return
+    doc["speculation"] = spec
+    doc["verdict"] += speculation_line(spec)
+    if spec["adopted"] and output is not None:
+        public = {k: v for k, v in spec.items() if k not in ("rounds", "comparisons")}
+        write_text_atomic(output / SPECULATION_FILE, json.dumps(public, indent=2) + "\n")
+
+
+def speculation_line(spec: dict[str, Any] | None) -> str:
+    """The verdict's sentence on the speculation stage ('' where it did not run)."""
+    if spec is None:
+        return ""
+    if not spec["adopted"]:
+        return f"; speculative decoding (prompt lookup) declined: {spec['reason']}"
+    match = spec["match"]
+    return (
+        f"; with speculative decoding (prompt lookup) on top: {spec['reason']}, "
+        f"{100 * spec['acceptance']:.0f}% of drafted tokens kept, greedy tokens identical on "
+        f"{match[0]}/{match[1]} held-out prompts; decode with --speculative lookup"
+    )
 
 
 def _winner_summary(

@@ -24,7 +24,7 @@ import psutil
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
-from unbottle.optimizer import host, identity, isolate, judge
+from unbottle.optimizer import host, identity, isolate, judge, speculation
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
 from unbottle.optimizer.baseline import measure as measure_baseline
@@ -92,6 +92,7 @@ class Search:
         self.preparation: dict[str, Any] | None = None
         self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
         self._round: tuple[list[Candidate], dict[str, str], int] | None = None
+        self.speculation: dict[str, Any] | None = None  # the last stage's decision (speculation.stage)
         check_output(output, overwrite, self.key)
         self.restarted_because = identity.superseded(store, config.search_key(), self.key, self.circumstances)
         if save_closest:
@@ -133,7 +134,8 @@ class Search:
         timeout = min(self.cfg.trial_timeout_s, budget)
         self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
         full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
-        outcome = isolate.run_isolated(TRIAL + function, full, timeout, self.memory_limit())
+        target = function if ":" in function else TRIAL + function  # a worker function elsewhere
+        outcome = isolate.run_isolated(target, full, timeout, self.memory_limit())
         cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
         data = {
             "key": key,
@@ -197,6 +199,7 @@ class Search:
         good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
         ranked = self.finals(good, base) or self.closest(screened)
         verified = self.verify_best(ranked, base)
+        self.speculation = speculation.stage(self, verified)
         return result_document(self, base, screened, ranked, verified, skipped)
 
     def identify(self) -> None:

@@ -1,4 +1,5 @@
-"""What an optimisation, a profile and a training run say in a report (see ``unbottle.reporting.kinds``).
+"""What a profile and a training run say in a report (see ``unbottle.reporting.kinds``; an optimisation's
+is in ``unbottle.reporting.kinds_optimize``).
 
 Training results are read defensively: the training code grows new fields (communication time, a
 diagnosis, distillation), and a report of an older or newer run shows what it finds and skips the rest.
@@ -9,10 +10,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from unbottle.optimizer.candidates import short_key
 from unbottle.reporting.console import fmt
 from unbottle.reporting.parts import Report, Stat, TableData
-from unbottle.reporting.tables import VERDICT_TONE, comparison_tables, flatten, ratio_text
+from unbottle.reporting.tables import flatten, ratio_text
 
 
 def accuracy_text(change: dict[str, Any] | None, with_ci: bool = True) -> tuple[str, str]:
@@ -23,168 +23,6 @@ def accuracy_text(change: dict[str, Any] | None, with_ci: bool = True) -> tuple[
     unit, name = ("%", "ppl") if perplexity else (" pt", "acc")
     ci = f"{change['ci_low']:+.2f} – {change['ci_high']:+.2f}" if with_ci else ""
     return f"{name} {change['point']:+.2f}{unit}", ci if change["ci_low"] != change["ci_high"] else ""
-
-
-def optimize(report: Report) -> bool:
-    opt = report.document.get("optimize")
-    if not opt:
-        _recorded_trials(report)
-        return False  # the generic view adds the config
-
-    report.verdict = opt["verdict"]
-    _optimize_headline(report, opt)
-    report.tables.append(_trials_table(opt))
-    report.tables.append(_pareto_table(opt))
-    if opt.get("verification"):
-        report.tables += comparison_tables(
-            opt["verification"], "verification: interleaved A/B of the saved model against the baseline"
-        )
-    for i, r in enumerate((r for r in opt["trials"] if r["stage"] != "baseline"), start=1):
-        if r.get("explanation"):
-            report.notes.append(
-                f"#{i} {short_key(r.get('candidate') or r['key'])}: " + "; ".join(r["explanation"])
-            )
-    for key, why in {**(opt.get("skipped") or {}), **(opt.get("not_tried") or {})}.items():
-        report.notes.append(f"not tried: {short_key(key)}: {why}")
-    if opt.get("resumed_trials"):
-        report.notes.append(
-            f"resumed: {opt['resumed_trials']} trial(s) were recorded earlier and not repeated"
-        )
-    if opt.get("output"):
-        what = "the closest candidate (it missed the guard)" if opt.get("saved_as") == "closest" else "saved"
-        report.notes.append(f"{what}: {opt['output']}")
-    return True
-
-
-def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
-    """The winner, its verified gain and accuracy change, the other verified ratios, the search's cost."""
-    winner = opt.get("winner")
-    if winner:
-        g = winner["gain"]
-        missed = opt.get("outcome") == "goal-missed"
-        label = "closest candidate (goal missed)" if missed else "winner (saved)"
-        report.headline.append(Stat(label, short_key(winner["key"]), tone="bad" if missed else ""))
-        what = f"{opt['objective']['what']}, winner / baseline"
-        report.headline.append(
-            Stat(what, f"×{g[0]:.2f}", f"{g[1]:.2f} – {g[2]:.2f}", "good" if g[1] > 1 else "")
-        )
-        regressed = [r["phase"] for r in winner.get("phases") or [] if r["regressed"]]
-        if regressed:
-            report.headline.append(
-                Stat("slower phase", ", ".join(regressed), tone="bad", note=_workload_text(opt))
-            )
-        acc, acc_ci = accuracy_text(winner.get("accuracy"))
-        tone = "good" if winner.get("guard_passed") else "bad"
-        report.headline.append(
-            Stat("accuracy change", acc, acc_ci, tone, "guard: " + ", ".join(opt["guard"]))
-        )
-    skip = {opt["objective"].get("metric"), "perplexity", "accuracy"}
-    for name, m in ((opt.get("verification") or {}).get("metrics") or {}).items():
-        if name not in skip:
-            point, ci = ratio_text(m["ratio"])
-            report.headline.append(
-                Stat(f"{name}, winner / baseline", point, ci, VERDICT_TONE.get(m["verdict"], ""))
-            )
-    base = opt.get("baseline") or {}
-    if not opt.get("verification") and base.get("weights_mib") is not None:
-        report.headline.append(Stat("baseline weights", f"{fmt(base['weights_mib'])} MiB"))
-    tried = [r for r in opt["trials"] if r["stage"] != "baseline"]
-    spent = f"{opt.get('elapsed_s', 0):.0f} s of a {opt.get('time_budget_s', 0):.0f} s budget"
-    report.headline.append(Stat("trials", str(len(tried)), note=spent))
-    if opt.get("workload"):
-        report.headline.append(Stat("workload", _workload_text(opt).removeprefix("request: ")))
-
-
-def _workload_text(opt: dict[str, Any]) -> str:
-    w = opt.get("workload")
-    return f"request: prompt={w['prompt']}, new={w['new']} tokens" if w else ""
-
-
-def _recorded_trials(report: Report) -> None:
-    """An unfinished search: the trials it recorded, which re-running the same command resumes from."""
-    trials = [t for t in report.trials.values() if isinstance(t, dict)]
-    if not trials:
-        return
-    rows = tuple(
-        (
-            str(i),
-            short_key(str(t.get("key", "?"))),
-            str(t.get("stage", "-")),
-            str(t.get("status", "-")),
-            f"{t['seconds']:.0f}" if isinstance(t.get("seconds"), (int, float)) else "-",
-            str(t.get("reason") or ""),
-        )
-        for i, t in enumerate(trials, start=1)
-    )
-    report.verdict = (
-        f"the search did not finish; the store holds {len(trials)} trial(s) of it, and re-running the same "
-        "command resumes it without repeating them"
-    )
-    columns = ("#", "trial", "stage", "status", "s", "reason")
-    caption = "every trial recorded for this search (a later run of the same command may have added some)"
-    report.tables.append(TableData("recorded trials of this search", columns, rows, caption))
-
-
-def _trials_table(opt: dict[str, Any]) -> TableData:
-    objective = opt["objective"]["name"]
-    rows = []
-    for i, r in enumerate((r for r in opt["trials"] if r["stage"] != "baseline"), start=1):
-        guard = {None: "", True: " ✓", False: " ✗ guard"}[r.get("guard_passed")]
-        gain = r.get("gain")
-        acc, acc_ci = accuracy_text(r.get("accuracy"), with_ci=r["stage"] != "screen")
-        rows.append(
-            (
-                str(i),
-                short_key(r.get("candidate") or r["key"]),
-                r["stage"],
-                r["status"] + guard,
-                f"×{gain[0]:.2f}" if gain else "-",
-                (f"{gain[1]:.2f} – {gain[2]:.2f}" if r["stage"] != "screen" else "screen: point only")
-                if gain
-                else "",
-                acc + (f" [{acc_ci}]" if acc_ci else ""),
-                f"{r['weights_mib']:.1f}" if r.get("weights_mib") is not None else "-",
-                f"{r['seconds']:.0f}" if r.get("seconds") is not None else "-",
-            )
-        )
-    columns = (
-        "#",
-        "candidate",
-        "stage",
-        "status",
-        f"{objective} gain",
-        "95% CI",
-        "accuracy Δ",
-        "weights MiB",
-        "s",
-    )
-    caption = (
-        f"objective: {opt['objective']['what']}; guard: {', '.join(opt['guard'])}; screening judges the "
-        "guard on point estimates at twice its limit, finalists and the verification on the 95% CI bound"
-    )
-    return TableData("trials", columns, tuple(rows), caption)
-
-
-def _pareto_table(opt: dict[str, Any]) -> TableData:
-    front = set(opt["pareto"]["front"])
-    judged = {}  # runs stored before the Pareto points carried the guard: take it from the trials
-    for t in opt.get("trials") or []:
-        if t.get("guard_passed") is not None:
-            judged[t.get("candidate") or t.get("key")] = t["guard_passed"]
-    rows = tuple(
-        (
-            short_key(p["key"]),
-            f"×{p['gain']:.2f}",
-            f"{p['loss']:+.2f}",
-            f"{p['weights_mib']:.1f}",
-            p.get("stage", "-"),
-            {None: "-", True: "yes", False: "no"}[p.get("guard_passed", judged.get(p["key"]))],
-        )
-        for p in opt["pareto"]["points"]
-        if p["key"] in front
-    )
-    columns = ("candidate", "gain", "accuracy loss", "weights MiB", "measured at", "meets guard")
-    return TableData("Pareto front (speed ↑, accuracy loss ↓, weights ↓)", columns, rows)
 
 
 def profile(report: Report) -> bool:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import enum
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import opt
+from unbottle.core.paths import write_text_atomic
 from unbottle.reporting.html import render_html
 from unbottle.reporting.markdown import render_markdown
 from unbottle.reporting.summary import build_report, report_json
@@ -52,27 +51,13 @@ def write_atomic(path: Path, text: str) -> Path:
     Raises:
         ConfigError: the file or its folder cannot be written.
     """
-    path = Path(path)
-    tmp_name = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
+        return write_text_atomic(path, text)
     except OSError as exc:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
         raise ConfigError(
             f"cannot write the report to {path} ({exc.strerror or exc}); "
             f"choose a writable file with {opt('path', flag='-o')}"
         ) from exc
-    return path
 
 
 def write_report(

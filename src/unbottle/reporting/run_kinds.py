@@ -17,7 +17,7 @@ from unbottle.benchmarking.headline import headline
 from unbottle.core.measurement import Measurement
 from unbottle.core.registry import Registry
 from unbottle.evaluation import EvalResult
-from unbottle.reporting import kinds, kinds_distill, kinds_work, views
+from unbottle.reporting import kinds, kinds_distill, kinds_optimize, kinds_work, views
 from unbottle.reporting.evals import eval_entry
 from unbottle.reporting.parts import Report
 
@@ -80,7 +80,7 @@ for _name, _kind in {
     ),
     "optimize": RunKind(
         _field("optimize"),
-        kinds_work.optimize,
+        kinds_optimize.optimize,
         views.optimize,
         (
             "figures:pareto",

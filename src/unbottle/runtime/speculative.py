@@ -1,16 +1,27 @@
-"""Speculative decoding with prompt lookup: more tokens per read of the weights, the same greedy output.
+"""Speculative decoding: more tokens per read of the weights, the same output.
 
 At batch 1 every decode step reads all the weights for one token. A drafter proposes a few tokens
 cheaply; one forward pass over the last token and the draft scores them all at the cost of about one
 step (the weights are read once), and the longest prefix the model agrees with is kept, plus the
-model's own next token. With greedy decoding the output is token for token what plain greedy decoding
-gives: a proposal is kept only when it *is* the model's argmax, so no accuracy guard is needed.
+model's own next token.
 
-The drafter here is prompt lookup (as llama.cpp's lookup decoding and transformers'
-``prompt_lookup_num_tokens``): the tokens that followed the latest earlier occurrence of the context's
-last n-gram. It pays where the output repeats its input (summaries, edits, code, quoting a passage)
-and costs a little where it doesn't (a rejected draft makes the step slightly longer). The draft length
-adapts: one more after a fully accepted draft, down to what was accepted after a rejection.
+- **Greedy**: a proposal is kept only when it *is* the model's argmax, so the output is token for token
+  what plain greedy decoding gives, and no accuracy guard is needed.
+- **Sampling** (``speculative_sample``): the rejection rule of Leviathan et al. and Chen et al. (2023):
+  keep a drafted token x with probability min(1, p(x)/q(x)), else draw from the normalised
+  max(0, p - q), so every token is distributed exactly as plain sampling from p would draw it.
+
+Drafters:
+
+- ``lookup``: prompt lookup (as llama.cpp's lookup decoding and transformers'
+  ``prompt_lookup_num_tokens``): the tokens that followed the latest earlier occurrence of the
+  context's last n-gram. It pays where the output repeats its input (summaries, edits, code, quoting a
+  passage) and costs a little where it doesn't. Its proposals are certain (q is a point mass).
+- ``draft=MODEL``: a smaller model with the same vocabulary drafts token by token from its own cache,
+  cropped to what the target kept.
+
+The draft length adapts: one more after a fully accepted draft, down to what was accepted after a
+rejection.
 
 Runs on eager torch models (their ``DynamicCache`` cropped) and on ONNX Runtime GenAI builds decoded
 in one graph (GenAI's generator rewound) whose activations stay float (``accuracy_level=1``): with int8
@@ -21,6 +32,7 @@ rolled back (the torch-prefill hybrid's bound buffers, static caches of compiled
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,10 +40,30 @@ import torch
 from unbottle.core.errors import ConfigError
 from unbottle.runtime.caches import STATIC_CACHE_ATTR, cache_keyword
 
-SPECULATIVE = ("lookup",)
+SPECULATIVE = ("lookup", "draft=MODEL")
 MAX_NGRAM = 3
 MAX_DRAFT = 8
 FIRST_DRAFT = 4
+DRAFT_PREFIX = "draft="
+
+# (temperature, generator) when sampling; None when decoding greedily.
+Sampling = tuple[float, torch.Generator | None] | None
+
+
+def parse_speculative(value: str) -> str | None:
+    """The draft model's spec of ``draft=MODEL``, None for ``lookup``.
+
+    Raises:
+        ConfigError: anything else, naming the allowed forms.
+    """
+    if value == "lookup":
+        return None
+    if value.startswith(DRAFT_PREFIX) and value[len(DRAFT_PREFIX) :].strip():
+        return value[len(DRAFT_PREFIX) :].strip()
+    raise ConfigError(
+        f"speculative {value!r} given; allowed: {', '.join(SPECULATIVE)} (e.g. draft=tiny-llama: a smaller "
+        "model with the same vocabulary)"
+    )
 
 
 def lookup_draft(context: list[int], length: int, max_ngram: int = MAX_NGRAM) -> list[int]:
@@ -52,19 +84,30 @@ def lookup_draft(context: list[int], length: int, max_ngram: int = MAX_NGRAM) ->
     return []
 
 
-def check_speculative(model: Any, speculative: str | None) -> None:
-    """Refuse an unknown drafter, or a model speculation can't run on exactly (before any work: the
-    cache it would use is made once here to learn whether it rolls back)."""
+def check_speculative(model: Any, speculative: str | None, draft: Any = None) -> None:
+    """Refuse an unknown drafter, or a target (or draft model) speculation can't run on exactly, before
+    any work: the cache each would use is made once here to learn whether it rolls back.
+
+    Raises:
+        ConfigError: as ``parse_speculative`` and ``_cache``; a draft model whose vocabulary size differs.
+    """
     if speculative is None:
         return
-    if speculative not in SPECULATIVE:
-        raise ConfigError(f"speculative {speculative!r} given; allowed: {', '.join(SPECULATIVE)}")
+    parse_speculative(speculative)
     _cache(model, 8)
+    if draft is not None:
+        _cache(draft, 8, exact=False)
+        mine, theirs = model.config.vocab_size, draft.config.vocab_size
+        if mine != theirs:
+            raise ConfigError(
+                f"the draft model has {theirs} tokens in its vocabulary and the model {mine}; a draft model "
+                "must share the model's tokenizer (e.g. a smaller sibling, or a student of unbottle distill)"
+            )
 
 
-def _cache(model: Any, length: int) -> Any:
+def _cache(model: Any, length: int, exact: bool = True) -> Any:
     """The cache a speculative decode rolls back: the model's own when it can rewind (GenAI's), else a
-    ``DynamicCache``.
+    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's; a draft's may).
 
     Raises:
         ConfigError: int8 activations (a pass over a draft would pick other tokens), or a cache that
@@ -72,7 +115,7 @@ def _cache(model: Any, length: int) -> Any:
     """
     from transformers import DynamicCache
 
-    if getattr(model, "steps_match_batches", True) is False:
+    if exact and getattr(model, "steps_match_batches", True) is False:
         raise ConfigError(
             "this build quantizes activations to int8 on every call (accuracy_level=4), and a call over a "
             "draft rounds them otherwise than one-token steps do, so speculation would change the greedy "
@@ -103,52 +146,182 @@ def _drop(cache: Any, positions: int) -> None:
         cache.crop(-positions)  # transformers 5: crop takes the (negative) number of positions to drop
 
 
-def speculative_greedy(model: Any, prompt: Any, new_tokens: int, timer: Any) -> dict[str, Any]:
-    """Greedy-decode ``new_tokens`` after ``prompt`` ``(1, T)`` with prompt-lookup drafts.
+def _draw(probs: torch.Tensor, sampling: Sampling) -> int:
+    """One token from ``probs`` (argmax when greedy)."""
+    if sampling is None:
+        return int(probs.argmax())
+    return int(torch.multinomial(probs, 1, generator=sampling[1]))
 
-    Returns the tokens (``tokens``), ``ttft`` (prefill + first token), ``steps`` (seconds of each
-    verification step), ``made`` (tokens each step produced), ``proposed`` and ``accepted`` (draft
-    tokens offered and kept per step).
-    """
+
+def _probs(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Softmax at the sampling temperature (the logits themselves when greedy: only the argmax counts)."""
+    if sampling is None:
+        return logits
+    return torch.softmax(logits.float() / sampling[0], dim=-1)
+
+
+class LookupDrafter:
+    """Prompt lookup: no model and no state; its proposals are certain (``dists`` None)."""
+
+    def propose(self, context: list[int], length: int, sampling: Sampling) -> tuple[list[int], list | None]:
+        return lookup_draft(context, length), None
+
+    def keep(self, length: int) -> None:
+        """Nothing to roll back."""
+
+
+class ModelDrafter:
+    """A draft model proposing token by token (greedy, or sampled at the same temperature) from its own
+    cache, which is cropped to the context the target kept."""
+
+    def __init__(self, model: Any, length: int):
+        self.model = model
+        self.cache = _cache(model, length, exact=False)
+        self.kw = {cache_keyword(model): self.cache}
+        self.seen = 0  # context tokens whose keys and values the cache holds
+        params = model.parameters() if callable(getattr(model, "parameters", None)) else iter(())
+        self.device = next(params, torch.empty(0)).device
+
+    def _next(self, ids: list[int]) -> torch.Tensor:
+        ids_ = torch.tensor([ids], device=self.device)
+        logits = self.model(input_ids=ids_, use_cache=True, **self.kw).logits[0, -1]
+        self.seen += len(ids)
+        return logits
+
+    def propose(self, context: list[int], length: int, sampling: Sampling) -> tuple[list[int], list | None]:
+        if length < 1:
+            return [], None
+        logits = self._next(context[self.seen :])
+        draft: list[int] = []
+        dists: list[torch.Tensor] = []
+        for i in range(length):
+            probs = _probs(logits, sampling)
+            draft.append(_draw(probs, sampling))
+            dists.append(probs)
+            if i + 1 < length:
+                logits = self._next(draft[-1:])
+        return draft, (dists if sampling is not None else None)
+
+    def keep(self, length: int) -> None:
+        """The first ``length`` context tokens are still the sequence: forget the rest."""
+        if self.seen > length:
+            _drop(self.cache, self.seen - length)
+            self.seen = length
+
+
+def _greedy_choice(rows: torch.Tensor, draft: list[int], dists: Any, sampling: Sampling) -> tuple[int, int]:
+    """(draft tokens kept, the model's next token): the longest prefix equal to the model's argmax."""
+    preds = rows.argmax(-1).tolist()
+    kept = 0
+    while kept < len(draft) and preds[kept] == draft[kept]:
+        kept += 1
+    return kept, preds[kept]
+
+
+def _rejection_choice(
+    rows: torch.Tensor, draft: list[int], dists: Any, sampling: Sampling
+) -> tuple[int, int]:
+    """(draft tokens kept, the next token) by the rejection rule that leaves the distribution exactly p;
+    a draft without distributions (prompt lookup) proposed each token with certainty."""
+    assert sampling is not None
+    p = torch.softmax(rows.float() / sampling[0], dim=-1)
+    for i, x in enumerate(draft):
+        q = dists[i] if dists is not None else torch.zeros_like(p[i]).index_fill_(0, torch.tensor([x]), 1.0)
+        if float(torch.rand((), generator=sampling[1])) < min(1.0, float(p[i, x] / q[x])):
+            continue
+        residual = (p[i] - q).clamp(min=0)
+        return i, _draw(residual / residual.sum() if residual.sum() > 0 else p[i], sampling)
+    return len(draft), _draw(p[len(draft)], sampling)
+
+
+Choice = Callable[[torch.Tensor, list[int], Any, Sampling], tuple[int, int]]
+
+
+def _decode(
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any, sampling: Sampling
+) -> dict[str, Any]:
+    """The speculative loop shared by greedy decoding and sampling (see ``speculative_greedy``)."""
     if prompt.shape[0] != 1:
         raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
-    cache = _cache(model, prompt.shape[1] + new_tokens + MAX_DRAFT + 1)
+    length = prompt.shape[1] + new_tokens + MAX_DRAFT + 1
+    cache = _cache(model, length)
+    drafter = LookupDrafter() if draft is None else ModelDrafter(draft, length)
+    choose: Choice = _greedy_choice if sampling is None else _rejection_choice
     kw = {cache_keyword(model): cache}
     context = prompt[0].tolist()
     out: dict[str, Any] = {"steps": [], "made": [], "proposed": [], "accepted": []}
     draft_len = FIRST_DRAFT
     with torch.inference_mode():
         timer.start()
-        logits = model(input_ids=prompt, use_cache=True, **kw).logits
-        context.append(int(logits[0, -1].argmax()))
+        logits = model(input_ids=prompt, use_cache=True, **kw).logits[0, -1]
+        context.append(_draw(_probs(logits, sampling), sampling))
         out["ttft"] = timer.stop()
         made = 1
         while made < new_tokens:
             timer.start()
-            draft = lookup_draft(context, min(draft_len, new_tokens - made - 1))
-            step = torch.tensor([[context[-1], *draft]], dtype=prompt.dtype)
-            preds = model(input_ids=step, use_cache=True, **kw).logits[0].argmax(-1).tolist()
-            kept = 0
-            while kept < len(draft) and preds[kept] == draft[kept]:
-                kept += 1
-            _drop(cache, len(draft) - kept)  # every token but the newest keeps its keys and values
-            context += [*draft[:kept], preds[kept]]
+            proposal, dists = drafter.propose(context, min(draft_len, new_tokens - made - 1), sampling)
+            step = torch.tensor([[context[-1], *proposal]], dtype=prompt.dtype, device=prompt.device)
+            rows = model(input_ids=step, use_cache=True, **kw).logits[0]
+            kept, nxt = choose(rows, proposal, dists, sampling)
+            _drop(cache, len(proposal) - kept)  # every token but the newest keeps its keys and values
+            drafter.keep(len(context) + kept)
+            context += [*proposal[:kept], nxt]
             out["steps"].append(timer.stop())
             made += kept + 1
             out["made"].append(kept + 1)
-            out["proposed"].append(len(draft))
+            out["proposed"].append(len(proposal))
             out["accepted"].append(kept)
-            if draft:
-                draft_len = min(MAX_DRAFT, draft_len + 1) if kept == len(draft) else max(1, kept + 1)
+            if proposal:
+                draft_len = min(MAX_DRAFT, draft_len + 1) if kept == len(proposal) else max(1, kept + 1)
     out["tokens"] = context[prompt.shape[1] :]
     return out
 
 
-def speculative_once(model: Any, prompt: Any, new_tokens: int, timer: Any) -> dict[str, list[float]]:
-    """One repeat of the decode scenario with prompt-lookup speculation, in the decode scenario's
-    metrics (``ttft``, ``token_latency`` per token, ``tokens_per_s``, ``request_latency``) plus
-    ``acceptance`` (draft tokens kept / offered) and ``tokens_per_step``."""
-    run = speculative_greedy(model, prompt, new_tokens, timer)
+def speculative_greedy(
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None
+) -> dict[str, Any]:
+    """Greedy-decode ``new_tokens`` after ``prompt`` ``(1, T)`` with drafts from prompt lookup, or from
+    the ``draft`` model when one is given.
+
+    Returns the tokens (``tokens``), ``ttft`` (prefill + first token), ``steps`` (seconds of each
+    verification step, drafting included), ``made`` (tokens each step produced), ``proposed`` and
+    ``accepted`` (draft tokens offered and kept per step).
+    """
+    return _decode(model, prompt, new_tokens, timer, draft, None)
+
+
+class _NoTimer:
+    def start(self) -> None: ...
+
+    def stop(self) -> float:
+        return 0.0
+
+
+def speculative_sample(
+    model: Any,
+    prompt: Any,
+    new_tokens: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    draft: Any = None,
+) -> dict[str, Any]:
+    """Sample ``new_tokens`` at ``temperature`` with speculation: each token is distributed as plain
+    sampling from the model would draw it (the rejection rule), whatever the drafter proposes.
+
+    Returns what ``speculative_greedy`` does (its timings zero).
+    """
+    if not temperature > 0:
+        raise ConfigError(f"temperature {temperature} given; sampling needs a temperature > 0 (greedy: 0)")
+    return _decode(model, prompt, new_tokens, _NoTimer(), draft, (temperature, generator))
+
+
+def speculative_once(
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None
+) -> dict[str, list[float]]:
+    """One repeat of the decode scenario with speculation, in the decode scenario's metrics
+    (``ttft``, ``token_latency`` per token, ``tokens_per_s``, ``request_latency``) plus ``acceptance``
+    (draft tokens kept / offered) and ``tokens_per_step``."""
+    run = speculative_greedy(model, prompt, new_tokens, timer, draft)
     spent, made = sum(run["steps"]), sum(run["made"])
     offered = sum(run["proposed"])
     return {
