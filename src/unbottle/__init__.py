@@ -28,6 +28,7 @@ _VERBS = {
     "ab": "unbottle.api:ab",
     "compare": "unbottle.api:compare",
     "report": "unbottle.api:report",
+    "export_runs": "unbottle.api:export_runs",
     "apply": "unbottle.api:apply",
     "train": "unbottle.api:train",
     "distill": "unbottle.api:distill",

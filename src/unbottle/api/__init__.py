@@ -7,6 +7,7 @@ verb's config dataclass, given as keyword arguments or as the config itself.
 
 from unbottle.api.accuracy import evaluate
 from unbottle.api.comparing import ab, compare
+from unbottle.api.exporting import export_runs
 from unbottle.api.hotspots import profile
 from unbottle.api.learning import distill, train
 from unbottle.api.reports import report
@@ -14,4 +15,7 @@ from unbottle.api.speed import bench
 from unbottle.api.transform import apply
 from unbottle.api.tuning import optimize
 
-__all__ = ["ab", "apply", "bench", "compare", "distill", "evaluate", "optimize", "profile", "report", "train"]
+__all__ = [
+    "ab", "apply", "bench", "compare", "distill", "evaluate", "export_runs", "optimize", "profile", "report",
+    "train",
+]  # fmt: skip

@@ -1,4 +1,4 @@
-"""``unbottle runs``: list and show what the experiment store holds."""
+"""``unbottle runs``: list and show what the experiment store holds, and export it to MLflow."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from unbottle.api.exporting import EXPERIMENT, export_runs
 from unbottle.cli.common import handle_errors, out, print_json
 from unbottle.cli.show import show_run
 from unbottle.store import Store
 
-app = typer.Typer(help="List and show stored runs.", no_args_is_help=True)
+app = typer.Typer(help="List, show and export stored runs.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -55,3 +56,31 @@ def show(
 ) -> None:
     """Show one run; its table is rebuilt from the stored raw samples."""
     show_run(Store(), ref, json_)
+
+
+@app.command("export")
+@handle_errors
+def export(
+    mlflow: Annotated[
+        str,
+        typer.Option(
+            "--mlflow",
+            help="MLflow tracking URI: a database (sqlite:///mlflow.db) or a server (http://HOST:5000).",
+        ),
+    ],
+    run: Annotated[
+        list[str] | None, typer.Option("--run", help="Run id or 'last' (repeat it); default: every run.")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment to write into.")] = EXPERIMENT,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON as the last stdout line.")] = False,
+) -> None:
+    """Export finished runs to MLflow: configs as params, headline numbers with their 95% intervals as
+    metrics, the report, document, raw samples and recipe as artifacts. Runs already exported from this
+    store are skipped, so repeating it is safe."""
+    doc = export_runs(mlflow, run, experiment=experiment)
+    table = Table("run", "MLflow run", "skipped because", title=f"runs exported to {mlflow} ({experiment})")
+    for e in doc["exported"] + doc["skipped"]:
+        table.add_row(str(e["run"]), e.get("mlflow_run", "-"), e.get("why", ""))
+    out.print(table if doc["exported"] or doc["skipped"] else "no runs in the store to export")
+    if json_:
+        print_json(doc)
