@@ -17,6 +17,7 @@ from unbottle.benchmarking.config import SCENARIOS, BenchConfig, check_threads
 from unbottle.benchmarking.headline import headline
 from unbottle.benchmarking.runner import ProgressFn, repeat
 from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
+from unbottle.benchmarking.serving import knee, serve_points
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.core.env import physical_cores, thread_settings
@@ -49,6 +50,10 @@ _UNITS = {
     "tokens_per_s": ("tokens/s", True),
     "acceptance": ("fraction", True),  # speculative decoding: draft tokens kept / offered
     "tokens_per_step": ("tokens", True),  # speculative decoding: tokens per forward pass
+    "tpot": ("s", False),  # serve: time per output token after the first, per request
+    "throughput": ("tokens/s", True),  # serve: output tokens per second over a rate's run
+    "goodput": ("requests/s", True),  # serve: requests per second that met both latency objectives
+    "completed": ("requests/s", True),  # serve: requests per second served
 }
 
 
@@ -121,6 +126,8 @@ def benchmark(
         emit(_to_measurements(scenario, params, samples) + tracker.measurements(scenario, params))
         if tracker.peak_rss_method != "hwm":
             notes.append("peak RSS is the max of 50 ms samples: /proc/self/clear_refs unavailable")
+    if "serve" in config.scenarios:
+        notes += _serve(loaded, model_, config, emit, progress)
     return BenchResult(loaded.info.to_dict(), config, threads, out, sorted(set(notes), key=notes.index))
 
 
@@ -163,6 +170,21 @@ def _points(model: Any, loaded: Any, config: BenchConfig, draft: Any = None):
         yield "generate", params, lambda p=p: generate_once(model, p, k, timer)
 
 
+def _serve(loaded: Any, model: Any, config: BenchConfig, emit: Callable, progress: Any) -> list[str]:
+    """The serve scenario's measurements per rate, and a note naming the knee."""
+    by_rate = {}
+    for params, samples in serve_points(loaded, model, config):
+        emit(_to_measurements("serve", params, samples))
+        by_rate[params["rate"]] = samples
+        if progress is not None:
+            progress(f"serve @ {params['rate']:g}/s", 1, 0.0)
+    at = knee(by_rate)
+    if at is None:
+        return [f"serve: no knee up to {max(by_rate):g} requests/s (p90 time to first token within 2x)"]
+    return [f"serve: knee at {at:g} requests/s (p90 time to first token over 2x the lowest rate's, or "
+            "fewer requests served than offered)"]  # fmt: skip
+
+
 def _to_measurements(
     scenario: str, params: dict[str, Any], samples: dict[str, list[float]]
 ) -> list[Measurement]:
@@ -175,6 +197,8 @@ def _to_measurements(
 
 def _check_context(loaded: Any, config: BenchConfig) -> None:
     longest = max(max(config.prompt_lengths), config.decode_prompt_length + config.new_tokens)
+    if "serve" in config.scenarios:  # its requests' lengths reach 1½× the configured ones
+        longest = max(longest, (config.decode_prompt_length + config.new_tokens) * 3 // 2 + 1)
     check_positions(loaded, longest, f"lower {opt('prompt_lengths')} or {opt('new_tokens')}")
 
 

@@ -13,7 +13,8 @@ from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
 from unbottle.runtime.speculative import parse_speculative
 
-SCENARIOS = ("prefill", "decode", "generate")
+SCENARIOS = ("prefill", "decode", "generate")  # the default set
+ALL_SCENARIOS = (*SCENARIOS, "serve")  # serve: requests arriving at rates, continuously batched
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +22,8 @@ class BenchConfig(Config):
     """How to benchmark a causal LM.
 
     Attributes:
-        scenarios: which of ``prefill``, ``decode``, ``generate`` to run.
+        scenarios: which of ``prefill``, ``decode``, ``generate``, ``serve`` to run (default: the first
+            three; ``serve`` is ``unbottle.benchmarking.serving``).
         prompt_lengths: prompt tokens for each prefill point.
         batch_sizes: batch sizes for each decode point.
         new_tokens: tokens generated per decode/generate repeat.
@@ -32,6 +34,12 @@ class BenchConfig(Config):
         min_time_s: measured seconds per point, at least (both minima must be met).
         device: ``cpu`` or ``cuda[:i]``.
         seed: seed for prompt selection.
+        rates: ``serve``: request arrival rates (per second, Poisson) to serve in turn.
+        serve_requests: ``serve``: requests per rate (prompts ~``decode_prompt_length``, outputs
+            ~``new_tokens`` tokens, each drawn from ½× to 1½×).
+        max_batch: ``serve``: requests decoded together at most; later arrivals queue.
+        slo_ttft_s / slo_tpot_s: ``serve``: the latency objectives goodput counts requests against
+            (time to first token; time per output token after it).
         speculative: ``lookup`` (prompt lookup) or ``draft=MODEL`` (a smaller model with the same
             vocabulary drafts): decode speculatively (the same greedy tokens; adds draft acceptance and
             tokens per forward pass); batch 1 only. None: plain decoding.
@@ -49,15 +57,21 @@ class BenchConfig(Config):
     device: str = "cpu"
     seed: int = 0
     speculative: str | None = None
+    rates: tuple[float, ...] = (1.0, 2.0, 4.0)
+    serve_requests: int = 32
+    max_batch: int = 8
+    slo_ttft_s: float = 1.0
+    slo_tpot_s: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("scenarios", "prompt_lengths", "batch_sizes"):
+        for name in ("scenarios", "prompt_lengths", "batch_sizes", "rates"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        unknown = [s for s in self.scenarios if s not in ALL_SCENARIOS]
         if unknown or not self.scenarios:
-            raise ConfigError(f"scenario(s) {unknown or '(none)'} given; allowed: {', '.join(SCENARIOS)}")
+            raise ConfigError(f"scenario(s) {unknown or '(none)'} given; allowed: {', '.join(ALL_SCENARIOS)}")
+        self._check_serve()
         _positive_list("prompt_lengths", self.prompt_lengths)
         _positive_list("batch_sizes", self.batch_sizes)
         _positive("new_tokens", self.new_tokens, minimum=2)
@@ -82,13 +96,26 @@ class BenchConfig(Config):
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"{given('device', self.device, quote=True)} given; allowed: cpu, cuda, cuda:N")
 
+    def _check_serve(self) -> None:
+        _positive("serve_requests", self.serve_requests, minimum=2)
+        _positive("max_batch", self.max_batch)
+        for name in ("slo_ttft_s", "slo_tpot_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{given(name, getattr(self, name))} given; allowed: seconds > 0")
+        if not self.rates or not all(isinstance(r, int | float) and 0 < r < float("inf") for r in self.rates):
+            raise ConfigError(
+                f"{given('rates', ','.join(map(str, self.rates)) or '(none)')} given; allowed: request "
+                "rates per second > 0, e.g. 1,2,4"
+            )
+
     def n_points(self) -> int:
         """How many scenario points a benchmark runs (the order of ``unbottle.benchmarking._points``): one per
-        prefill length and decode batch size, one generate."""
+        prefill length and decode batch size, one generate, one per serve rate."""
         return (
             len(self.prompt_lengths) * ("prefill" in self.scenarios)
             + len(self.batch_sizes) * ("decode" in self.scenarios)
             + ("generate" in self.scenarios)
+            + len(self.rates) * ("serve" in self.scenarios)
         )
 
 

@@ -18,7 +18,8 @@ def _stat(m: Measurement) -> dict[str, float]:
 
 
 def headline(measurements: list[Measurement]) -> dict[str, Any]:
-    """Decode tokens/s, token latency percentiles, TTFT, prefill tokens/s and peak memory."""
+    """Decode tokens/s, token latency percentiles, TTFT, prefill tokens/s, peak memory, and per serve
+    rate (only when served) the time to first token, time per output token, throughput and goodput."""
     by = {(m.name, tuple(sorted(m.params.items()))): m for m in measurements}
     out: dict[str, Any] = {"decode": [], "prefill": [], "generate": []}
     for (name, key), m in by.items():
@@ -45,6 +46,21 @@ def headline(measurements: list[Measurement]) -> dict[str, Any]:
             )
         elif name == "generate.tokens_per_s":
             out["generate"].append({"batch_size": params["batch_size"], "tokens_per_s": _stat(m)})
+        elif name == "serve.goodput":
+            out.setdefault("serve", []).append(_serve(by, key, params["rate"]))
     peaks = [m.samples[0] for m in measurements if m.name == "memory.peak_rss"]
     out["peak_rss_mib"] = max(peaks) if peaks else None
     return out
+
+
+def _serve(by: dict[Any, Measurement], key: Any, rate: float) -> dict[str, Any]:
+    def get(metric: str) -> Measurement | None:
+        return by.get((f"serve.{metric}", key))
+
+    ttft, tpot = get("ttft"), get("tpot")
+    return {
+        "rate": rate,
+        "ttft_s": _stat(ttft) if ttft else None,
+        "tpot_s": _stat(tpot) if tpot else None,
+        **{k: m.samples[0] for k in ("throughput", "goodput", "completed") if (m := get(k)) is not None},
+    }

@@ -65,6 +65,14 @@ def int_list(flag: str, text: str) -> tuple[int, ...]:
     return values
 
 
+def float_list(flag: str, text: str) -> tuple[float, ...]:
+    """Parse ``"1,2.5,4"``; anything else is a ConfigError naming the flag."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} given; allowed: comma-separated numbers, e.g. 1,2,4") from None
+
+
 def str_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 

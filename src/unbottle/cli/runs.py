@@ -33,19 +33,8 @@ def list_(
     empty = f"no {kind} runs" if kind else "no runs yet"
     out.print(table if runs else f"{empty} in {store.path}; try `unbottle bench tiny-llama`")
     if json_:
-        print_json(
-            [
-                {
-                    "id": r.id,
-                    "kind": r.kind,
-                    "model": r.model,
-                    "status": r.effective_status,
-                    "created_at": r.created_at,
-                    "finished_at": r.finished_at,
-                }
-                for r in runs
-            ]
-        )
+        print_json([{"id": r.id, "kind": r.kind, "model": r.model, "status": r.effective_status,
+                     "created_at": r.created_at, "finished_at": r.finished_at} for r in runs])  # fmt: skip
 
 
 @app.command("show")

@@ -85,6 +85,12 @@ def headline_table(head: dict[str, Any]) -> Table:
         row(f"prefill tokens/s, {p['prompt_length']} tokens", p["tokens_per_s"], unit="tok/s")
     for g in head.get("generate", []):
         row(f"generate end-to-end tokens/s, batch {g['batch_size']}", g["tokens_per_s"], unit="tok/s")
+    for v in head.get("serve", []):
+        at = f"serve {fmt(v['rate'])}/s"
+        row(f"{at}: time to first token (p90 {fmt(v['ttft_s']['p90'] * 1000)} ms)", v["ttft_s"], 1000, "ms")
+        row(f"{at}: time per output token", v["tpot_s"], 1000, "ms")
+        rates = f"{fmt(v['goodput'])} req/s, {fmt(v['throughput'])} tok/s"
+        table.add_row(f"{at}: goodput, throughput", rates, "")
     if head.get("peak_rss_mib") is not None:
         table.add_row("peak RSS", f"{fmt(head['peak_rss_mib'])} MiB", "")
     return table
