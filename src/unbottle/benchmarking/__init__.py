@@ -8,6 +8,7 @@ soon as it finishes, so a store can persist it before the next point starts.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -173,11 +174,17 @@ def _points(model: Any, loaded: Any, config: BenchConfig, draft: Any = None):
 def _serve(loaded: Any, model: Any, config: BenchConfig, emit: Callable, progress: Any) -> list[str]:
     """The serve scenario's measurements per rate, and a note naming the knee."""
     by_rate = {}
-    for params, samples in serve_points(loaded, model, config):
+    report = progress or (lambda *_: None)
+    started = [0.0]
+
+    def before(rate: float) -> None:
+        started[0] = time.perf_counter()
+        report(f"serve @ {rate:g}/s", 0, 0.0)
+
+    for params, samples in serve_points(loaded, model, config, before):
         emit(_to_measurements("serve", params, samples))
         by_rate[params["rate"]] = samples
-        if progress is not None:
-            progress(f"serve @ {params['rate']:g}/s", 1, 0.0)
+        report(f"serve @ {params['rate']:g}/s", 1, time.perf_counter() - started[0])
     at = knee(by_rate)
     if at is None:
         return [f"serve: no knee up to {max(by_rate):g} requests/s (p90 time to first token within 2x)"]

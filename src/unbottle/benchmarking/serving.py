@@ -207,15 +207,18 @@ def serve_metrics(requests: list[Request], slo_ttft_s: float, slo_tpot_s: float)
     }
 
 
-def serve_points(loaded: Any, model: Any, config: Any) -> Any:
+def serve_points(loaded: Any, model: Any, config: Any, before: Callable[[float], None] | None = None) -> Any:
     """Yield ``(params, samples)`` per rate of ``config`` (a ``BenchConfig``), after a short warm-up
-    serve when ``config.warmup``; each rate's requests are seeded by the rate's position."""
+    serve when ``config.warmup``; each rate's requests are seeded by the rate's position. ``before``
+    is called with each rate as it starts."""
     check_servable(model)
     shape = (config.decode_prompt_length, config.new_tokens)
     if config.warmup:
         serve(model, make_requests(loaded, 1e6, 2, *shape, config.seed), config.max_batch)
     for i, rate in enumerate(config.rates):
         requests = make_requests(loaded, rate, config.serve_requests, *shape, config.seed + 1000 * i)
+        if before is not None:
+            before(rate)
         serve(model, requests, config.max_batch)
         params = {
             "rate": rate, "requests": config.serve_requests, "max_batch": config.max_batch,
