@@ -141,3 +141,18 @@ def test_a_causal_lm_against_a_masked_lm_or_decoding_a_masked_lm_is_refused(tiny
         run_ab(tiny_llama, bert, FAST)
     with pytest.raises(ConfigError, match="masked-lm model; the decode scenario generates tokens"):
         run_ab(bert, bert, FAST)
+
+
+def test_worse_on_too_few_rounds_is_indicative_not_a_regression():
+    from unbottle.comparison.document import comparison_document
+    from unbottle.comparison.speed import compare_samples
+
+    a = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2]
+    b = [80.0, 81.0, 79.0, 80.5, 79.5, 80.2]  # 20% slower, every round
+    few = compare_samples("decode.tokens_per_s", "tokens/s", True, a[:3], b[:3], paired=True)
+    enough = compare_samples("decode.tokens_per_s", "tokens/s", True, a, b, paired=True)
+    assert few.verdict == enough.verdict == "worse"
+    doc = comparison_document({"decode.tokens_per_s": few}, [], "A", "B")
+    assert doc["regressions"] == [] and doc["indicative_regressions"] == ["decode.tokens_per_s"]
+    doc = comparison_document({"decode.tokens_per_s": enough}, [], "A", "B")
+    assert doc["regressions"] == ["decode.tokens_per_s"] and doc["indicative_regressions"] == []

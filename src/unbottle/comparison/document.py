@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbottle.comparison.speed import INDICATIVE
 from unbottle.stats import Goal, MetricComparison, check_goals
 
 
@@ -17,8 +18,12 @@ def comparison_document(
     """JSON-ready comparison: every metric with ratio B/A and CI, goal results, overall pass/fail.
 
     ``overall`` is ``pass``/``fail`` against the goals, or ``no goals`` when none were given;
-    ``regressions`` lists the metrics whose verdict is ``worse`` whatever the goals.
+    ``regressions`` lists the metrics whose verdict is ``worse`` whatever the goals, on an interval
+    of at least ``comparison.speed.MIN_ROUNDS`` rounds; ``indicative_regressions`` those worse on an
+    interval from fewer rounds, whose coverage falls short (73.7% at 3), so they fail nothing.
     """
+    worse = [n for n, c in comparisons.items() if c.verdict == "worse"]
+    unsure = [n for n in worse if INDICATIVE in comparisons[n].pct.method]
     passed, results = check_goals(goals, comparisons) if goals else (None, [])
     metrics = {}
     for name, c in comparisons.items():
@@ -31,6 +36,7 @@ def comparison_document(
         "metrics": metrics,
         "goals": [r.to_dict() for r in results],
         "overall": "no goals" if passed is None else ("pass" if passed else "fail"),
-        "regressions": [n for n, c in comparisons.items() if c.verdict == "worse"],
+        "regressions": [n for n in worse if n not in unsure],
+        "indicative_regressions": unsure,
         **extra,
     }

@@ -49,6 +49,9 @@ def comparison_table(doc: dict[str, Any]) -> Group:
         head = f"goal {goal['metric']}:{goal['kind']}={goal['value']:g} "
         lines.append(Text.assemble(head, mark, f" — {g['explanation']}"))
     regressions = f"; regressions: {', '.join(doc['regressions'])}" if doc["regressions"] else ""
+    unsure = doc.get("indicative_regressions") or []
+    if unsure:
+        regressions += f"; worse on too few rounds to be sure (indicative): {', '.join(unsure)}"
     lines.append(Text.assemble("overall: ", (doc["overall"], "bold"), regressions))
     return Group(*lines)
 

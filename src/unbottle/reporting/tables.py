@@ -73,6 +73,8 @@ def comparison_verdict(doc: dict[str, Any]) -> str:
     goals = doc.get("goals") or []
     regressions = doc.get("regressions") or []
     worse = f"; worse: {', '.join(regressions)}" if regressions else ""
+    if doc.get("indicative_regressions"):
+        worse += f"; worse on too few rounds to be sure: {', '.join(doc['indicative_regressions'])}"
     if goals:
         explained = "; ".join(g["explanation"] for g in goals)
         return f"goals {doc['overall']}: {explained}{worse}"
