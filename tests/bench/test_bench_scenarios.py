@@ -74,9 +74,9 @@ def test_benchmark_headline_reports_medians_and_ci(tiny_llama):
     assert head["peak_rss_mib"] > 0
 
 
-def test_benchmark_refuses_a_masked_lm_with_a_clear_error():
+def test_benchmark_refuses_a_causal_scenario_on_a_masked_lm_with_a_clear_error():
     with pytest.raises(BenchError, match="masked-lm model.*need a causal-lm"):
-        benchmark("tiny-bert", BenchConfig(**FAST))
+        benchmark("tiny-bert", BenchConfig(scenarios=("prefill", "decode"), **FAST))
 
 
 def test_benchmark_refuses_sequences_longer_than_the_model_takes(tiny_llama):

@@ -93,7 +93,7 @@ def test_env_json_has_cpu_flags_threads_and_versions():
         (["bench", "tiny-llama", "--prompt-lengths", "-5"], ["--prompt-lengths contains -5"]),
         (["bench", "tiny-llama", "--prompt-lengths", "a,b"], ["--prompt-lengths 'a,b'", "comma-separated"]),
         (["bench", "tiny-llama", "--threads", "4096"], ["--threads 4096", "use 1.."]),
-        (["bench", "tiny-bert", *FAST], ["masked-lm", "need a causal-lm"]),
+        (["bench", "tiny-bert", "--scenarios", "decode", *FAST], ["masked-lm", "need a causal-lm"]),
         (["runs", "show", "99"], ["no run 99"]),
     ],
 )

@@ -40,7 +40,7 @@ def bench(
     threads = apply_threads(config.threads)
     progress.message(f"loading {source.describe()} …")
     loaded = source.load()
-    progress.message(f"loaded in {loaded.info.load_s:.1f} s; " + "; ".join(loaded.info.notes))
+    progress.message("; ".join([f"loaded in {loaded.info.load_s:.1f} s", *loaded.info.notes]))
     with store.recording("bench", model, config.to_dict(), manifest(seed=config.seed)) as run:
         result = benchmark(loaded, config, sink=run.add, progress=progress if callable(progress) else None)
         run.complete({"model": loaded.info.to_dict(), "threads": threads, "notes": result.notes})

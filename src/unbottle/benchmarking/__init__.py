@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from unbottle.benchmarking.config import SCENARIOS, BenchConfig, check_threads
+from unbottle.benchmarking.config import ENCODER_SCENARIOS, SCENARIOS, BenchConfig, check_threads
 from unbottle.benchmarking.headline import headline
 from unbottle.benchmarking.runner import ProgressFn, repeat
-from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
+from unbottle.benchmarking.scenarios import decode_once, encode_once, generate_once, prefill_once
 from unbottle.benchmarking.serving import knee, serve_points
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
@@ -55,6 +55,7 @@ _UNITS = {
     "throughput": ("tokens/s", True),  # serve: output tokens per second over a rate's run
     "goodput": ("requests/s", True),  # serve: requests per second that met both latency objectives
     "completed": ("requests/s", True),  # serve: requests per second served
+    "sequences_per_s": ("sequences/s", True),  # encode: sequences per second
 }
 
 
@@ -100,11 +101,7 @@ def benchmark(
     config = config or BenchConfig()
     threads = apply_threads(config.threads)
     loaded = model if isinstance(model, Loaded) else load(model)
-    if loaded.info.task != "causal-lm":
-        raise BenchError(
-            f"{loaded.info.spec!r} is a {loaded.info.task} model ({loaded.info.architecture}); the bench "
-            f"scenarios ({', '.join(config.scenarios)}) need a causal-lm model"
-        )
+    config = _scenarios_for(loaded, config)
     _check_context(loaded, config)
     draft = load_draft(loaded, config.speculative)
     model_ = _to_device(loaded.model, config.device)
@@ -164,6 +161,11 @@ def _points(model: Any, loaded: Any, config: BenchConfig, draft: Any = None):
                 yield "decode", params, lambda p=p: speculative_once(model, p, k, timer, draft)
             else:
                 yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
+    if "encode" in config.scenarios:
+        for n in config.prompt_lengths:
+            for b in config.batch_sizes:
+                p, params = prompt(b, n), {"batch_size": b, "sequence_length": n}
+                yield "encode", params, lambda p=p: encode_once(model, p, timer)
     if "generate" in config.scenarios:
         b = config.batch_sizes[0]
         p = prompt(b, plen)
@@ -192,6 +194,22 @@ def _serve(loaded: Any, model: Any, config: BenchConfig, emit: Callable, progres
             "fewer requests served than offered)"]  # fmt: skip
 
 
+def _scenarios_for(loaded: Loaded, config: BenchConfig) -> BenchConfig:
+    """``encode`` for an encoder (its default), the others for a causal LM; a mismatch is refused."""
+    info = loaded.info
+    if info.task != "causal-lm" and config.scenarios == SCENARIOS:
+        return dataclasses.replace(config, scenarios=ENCODER_SCENARIOS)
+    wrong = [s for s in config.scenarios if (s in ENCODER_SCENARIOS) != (info.task != "causal-lm")]
+    if wrong:
+        needs = "a causal-lm" if info.task != "causal-lm" else "an encoder (masked-lm)"
+        fits = "encode" if info.task != "causal-lm" else "prefill, decode, generate, serve"
+        raise BenchError(
+            f"{info.spec!r} is a {info.task} model ({info.architecture}); the bench scenario(s) "
+            f"{', '.join(wrong)} need {needs} model; give {opt('scenarios')} {fits}"
+        )
+    return config
+
+
 def _to_measurements(
     scenario: str, params: dict[str, Any], samples: dict[str, list[float]]
 ) -> list[Measurement]:
@@ -204,6 +222,8 @@ def _to_measurements(
 
 def _check_context(loaded: Any, config: BenchConfig) -> None:
     longest = max(max(config.prompt_lengths), config.decode_prompt_length + config.new_tokens)
+    if config.scenarios == ENCODER_SCENARIOS:
+        longest = max(config.prompt_lengths)
     if "serve" in config.scenarios:  # its requests' lengths reach 1½× the configured ones
         longest = max(longest, (config.decode_prompt_length + config.new_tokens) * 3 // 2 + 1)
     check_positions(loaded, longest, f"lower {opt('prompt_lengths')} or {opt('new_tokens')}")

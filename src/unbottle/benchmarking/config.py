@@ -14,7 +14,8 @@ from unbottle.core.naming import given, opt
 from unbottle.runtime.speculative import parse_speculative
 
 SCENARIOS = ("prefill", "decode", "generate")  # the default set
-ALL_SCENARIOS = (*SCENARIOS, "serve")  # serve: requests arriving at rates, continuously batched
+ALL_SCENARIOS = (*SCENARIOS, "serve", "encode")  # serve: requests arriving at rates, batched as they come
+ENCODER_SCENARIOS = ("encode",)  # encoders (masked-LM models): batches of sequences through the stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +23,9 @@ class BenchConfig(Config):
     """How to benchmark a causal LM.
 
     Attributes:
-        scenarios: which of ``prefill``, ``decode``, ``generate``, ``serve`` to run (default: the first
-            three; ``serve`` is ``unbottle.benchmarking.serving``).
+        scenarios: which of ``prefill``, ``decode``, ``generate``, ``serve`` to run on a causal LM
+            (default: the first three; ``serve`` is ``unbottle.benchmarking.serving``), or ``encode`` on
+            an encoder (its default): each batch size at each of ``prompt_lengths`` as sequence length.
         prompt_lengths: prompt tokens for each prefill point.
         batch_sizes: batch sizes for each decode point.
         new_tokens: tokens generated per decode/generate repeat.
@@ -116,6 +118,7 @@ class BenchConfig(Config):
             + len(self.batch_sizes) * ("decode" in self.scenarios)
             + ("generate" in self.scenarios)
             + len(self.rates) * ("serve" in self.scenarios)
+            + len(self.prompt_lengths) * len(self.batch_sizes) * ("encode" in self.scenarios)
         )
 
 

@@ -19,7 +19,8 @@ def _stat(m: Measurement) -> dict[str, float]:
 
 def headline(measurements: list[Measurement]) -> dict[str, Any]:
     """Decode tokens/s, token latency percentiles, TTFT, prefill tokens/s, peak memory, and per serve
-    rate (only when served) the time to first token, time per output token, throughput and goodput."""
+    rate (only when served) the time to first token, time per output token, throughput and goodput; for
+    an encoder, sequences/s and latency per batch size and sequence length."""
     by = {(m.name, tuple(sorted(m.params.items()))): m for m in measurements}
     out: dict[str, Any] = {"decode": [], "prefill": [], "generate": []}
     for (name, key), m in by.items():
@@ -46,6 +47,11 @@ def headline(measurements: list[Measurement]) -> dict[str, Any]:
             )
         elif name == "generate.tokens_per_s":
             out["generate"].append({"batch_size": params["batch_size"], "tokens_per_s": _stat(m)})
+        elif name == "encode.sequences_per_s":
+            lat = by.get(("encode.latency", key))
+            out.setdefault("encode", []).append(
+                {**params, "sequences_per_s": _stat(m), "latency_s": _stat(lat) if lat else None}
+            )
         elif name == "serve.goodput":
             out.setdefault("serve", []).append(_serve(by, key, params["rate"]))
     peaks = [m.samples[0] for m in measurements if m.name == "memory.peak_rss"]

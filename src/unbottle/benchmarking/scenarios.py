@@ -1,4 +1,5 @@
-"""The causal-LM scenarios: prefill, decode with a KV cache, and end-to-end generate.
+"""The causal-LM scenarios: prefill, decode with a KV cache, and end-to-end generate; and the
+encoders' one: ``encode`` (a batch of sequences through the encoder stack).
 
 Each scenario function runs one repeat and returns its raw samples in seconds or tokens/s.
 Decoding is a plain greedy loop over the model's forward with a ``DynamicCache`` so each token's
@@ -24,6 +25,19 @@ def prefill_once(model: Any, prompt: Any, timer: CpuTimer | CudaTimer) -> Sample
         latency = timer.stop()
     tokens = prompt.numel()
     return {"latency": [latency], "tokens_per_s": [tokens / latency]}
+
+
+def encode_once(model: Any, ids: Any, timer: CpuTimer | CudaTimer) -> Samples:
+    """One forward of ``ids`` ``(B, T)`` through the encoder stack, as sentence embeddings and
+    classifiers run it: a masked-LM's vocabulary head (``base_model`` skips it) is not run."""
+    encoder = getattr(model, "base_model", model)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        timer.start()
+        encoder(input_ids=ids, attention_mask=mask)
+        latency = timer.stop()
+    rates = {"sequences_per_s": [ids.shape[0] / latency], "tokens_per_s": [ids.numel() / latency]}
+    return {"latency": [latency], **rates}
 
 
 def decode_once(

@@ -85,6 +85,10 @@ def headline_table(head: dict[str, Any]) -> Table:
         row(f"prefill tokens/s, {p['prompt_length']} tokens", p["tokens_per_s"], unit="tok/s")
     for g in head.get("generate", []):
         row(f"generate end-to-end tokens/s, batch {g['batch_size']}", g["tokens_per_s"], unit="tok/s")
+    for e in head.get("encode", []):
+        at = f"batch {e['batch_size']} × {e['sequence_length']} tokens"
+        row(f"encode sequences/s, {at}", e["sequences_per_s"], unit="seq/s")
+        row(f"encode latency, {at}", e["latency_s"], 1000, "ms")
     for v in head.get("serve", []):
         at = f"serve {fmt(v['rate'])}/s"
         row(f"{at}: time to first token (p90 {fmt(v['ttft_s']['p90'] * 1000)} ms)", v["ttft_s"], 1000, "ms")

