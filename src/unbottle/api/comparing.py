@@ -141,7 +141,8 @@ def _eval_part(loaded_a, loaded_b, eval_config, comparisons, run, progress) -> d
         return {}
 
     progress.message("evaluating A …")
-    evals_a = evaluate(loaded_a, eval_config, progress=progress.evaluations("A: "))
+    own = loaded_a if loaded_a.info.task != "causal-lm" else None  # an encoder: its own reference
+    evals_a = evaluate(loaded_a, eval_config, own, progress=progress.evaluations("A: "))
     progress.message("evaluating B (with A as the agreement reference) …")
     evals_b = evaluate(loaded_b, eval_config, loaded_a, progress=progress.evaluations("B: "))
     for side, results in (("A", evals_a), ("B", evals_b)):

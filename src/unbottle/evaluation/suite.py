@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from unbottle.core.errors import EvalError
+from unbottle.core.naming import opt
 from unbottle.evaluation.agreement import agreement
 from unbottle.evaluation.base import EvalResult
 from unbottle.evaluation.config import EvalConfig
 from unbottle.evaluation.corpus import default_text, load_text
+from unbottle.evaluation.embedding import embedding_agreement
 from unbottle.evaluation.multiple_choice import multiple_choice
 from unbottle.evaluation.perplexity import perplexity
 from unbottle.models import load
@@ -21,6 +24,8 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[EvalResult]:
     """Perplexity always; multiple-choice accuracy if ``config.task``; agreement if there is a reference.
+    An encoder (a masked-LM model) gets its embeddings' agreement with the reference instead, which it
+    needs.
 
     Args:
         loaded: the model to evaluate.
@@ -33,6 +38,10 @@ def evaluate(
         perplexity, then accuracy (with a task), then KL, top-1 and greedy match (with a reference).
     """
     text, description = load_text(config.eval_text) if config.eval_text else default_text()
+    if reference_loaded is None and config.reference:
+        reference_loaded = load(config.reference)
+    if loaded.info.task != "causal-lm":
+        return [_encoder_agreement(loaded, config, reference_loaded, text, description)]
     results = [
         perplexity(
             loaded,
@@ -58,8 +67,6 @@ def evaluate(
                 part=config.item_part,
             )
         )
-    if reference_loaded is None and config.reference:
-        reference_loaded = load(config.reference)
     if reference_loaded is not None:
         results.extend(
             agreement(
@@ -73,6 +80,21 @@ def evaluate(
             )
         )
     return results
+
+
+def _encoder_agreement(
+    loaded: Loaded, config: EvalConfig, reference: Loaded | None, text: str, description: str
+) -> EvalResult:
+    """An encoder's evaluation: its embeddings' agreement with the reference's (``embedding``)."""
+    if reference is None:
+        raise EvalError(
+            f"{loaded.info.spec!r} is a {loaded.info.task} model: an encoder is evaluated by how closely "
+            f"its sentence embeddings follow a reference's; give {opt('reference')} MODEL (e.g. the "
+            "float model it was made from)"
+        )
+    return embedding_agreement(
+        loaded, reference, text, description, config.eval_tokens, min(config.window, 128), config.batch_size
+    )
 
 
 def _for(

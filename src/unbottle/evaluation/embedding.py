@@ -1,0 +1,96 @@
+"""How closely an encoder (quantised, pruned, ...) keeps its reference's sentence embeddings.
+
+Encoders are deployed for what their hidden states encode: a sentence embedding (mean-pooled last
+hidden state, as sentence-transformers pools) or a classifier's input. So an encoder's accuracy is its
+agreement with the float model on the same text: the cosine similarity of the two embeddings of each
+window of the text, one score per window, for paired statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from unbottle.core.errors import EvalError
+from unbottle.evaluation.base import EvalResult
+from unbottle.sources.base import Loaded
+
+CHARS_PER_TOKEN = 8  # generous: the text is cut to this many characters per wanted token before tokenising
+
+
+def embedding_agreement(
+    candidate: Loaded,
+    reference: Loaded,
+    text: str,
+    source: str = "text",
+    eval_tokens: int = 4096,
+    window: int = 128,
+    batch_size: int = 4,
+) -> EvalResult:
+    """Cosine similarity of ``candidate``'s and ``reference``'s mean-pooled embeddings, per window of
+    ``window`` tokens over the first ``eval_tokens`` tokens of ``text`` (random ids, seeded, for a
+    model without a tokenizer).
+
+    Raises:
+        EvalError: the two vocabularies differ, or the text gives no window.
+    """
+    sizes = [m.model.config.vocab_size for m in (candidate, reference)]
+    if sizes[0] != sizes[1]:
+        raise EvalError(
+            f"candidate {candidate.info.spec!r} has {sizes[0]} tokens in its vocabulary and reference "
+            f"{reference.info.spec!r} {sizes[1]}; compare an encoder with a version of itself"
+        )
+    limit = min(_positions(candidate), _positions(reference))
+    window = min(window, limit)
+    ids = _stream(reference, text, eval_tokens)
+    starts = list(range(0, len(ids) - window + 1, window))
+    if not starts:
+        raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
+    start_time = time.perf_counter()
+    scores: list[float] = []
+    for i in range(0, len(starts), batch_size):
+        batch = torch.tensor([ids[s : s + window] for s in starts[i : i + batch_size]])
+        pair = _embed(candidate, batch), _embed(reference, batch)
+        scores += torch.nn.functional.cosine_similarity(*pair, dim=-1).tolist()
+    return EvalResult(
+        evaluator="agreement",
+        metric="embedding_cosine",
+        value=sum(scores) / len(scores),
+        higher_is_better=True,
+        score_name="window_cosine",
+        score_unit="cosine",
+        scores=scores,
+        sample_ids=[f"tokens[{s}:{s + window}]" for s in starts],
+        weights=None,
+        seconds=time.perf_counter() - start_time,
+        details={
+            "source": source,
+            "eval_tokens": len(ids),
+            "window": window,
+            "pooling": "mean",
+            "reference": reference.info.spec,
+        },  # fmt: skip
+    )
+
+
+def _positions(loaded: Loaded) -> int:
+    return int(getattr(loaded.model.config, "max_position_embeddings", None) or 512)
+
+
+def _stream(loaded: Loaded, text: str, eval_tokens: int) -> list[int]:
+    if loaded.tokenizer is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randint(4, loaded.model.config.vocab_size, (eval_tokens,), generator=gen).tolist()
+    ids = loaded.tokenizer(text[: eval_tokens * CHARS_PER_TOKEN], add_special_tokens=False)["input_ids"]
+    return list(ids[:eval_tokens])
+
+
+def _embed(loaded: Loaded, ids: torch.Tensor) -> torch.Tensor:
+    """Mean-pooled last hidden state of the encoder stack (a masked-LM's vocabulary head not run)."""
+    encoder = getattr(loaded.model, "base_model", loaded.model)
+    with torch.inference_mode():
+        out: Any = encoder(input_ids=ids, attention_mask=torch.ones_like(ids))
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return hidden.float().mean(dim=1)
