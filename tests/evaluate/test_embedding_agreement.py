@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from unbottle.core.errors import EvalError
+from unbottle.core.errors import ConfigError, EvalError
 from unbottle.evaluation import EvalConfig, evaluate
 from unbottle.evaluation.embedding import embedding_agreement
 from unbottle.models import load
@@ -55,8 +55,12 @@ def test_ab_with_eval_compares_an_encoders_embeddings_paired_by_window():
     import unbottle
 
     doc = unbottle.ab(
-        "tiny-bert", "tiny-bert", scenario="prefill", rounds=3, prompt_length=16, threads=1,
+        "tiny-bert", "tiny-bert", scenario="encode", rounds=3, prompt_length=16, batch_size=2, threads=1,
         eval=EvalConfig(eval_tokens=512),
     )  # fmt: skip
-    cosine = doc["comparison"]["metrics"]["embedding_cosine"]
+    metrics = doc["comparison"]["metrics"]
+    assert {"encode.latency", "encode.sequences_per_s"} <= set(metrics)
+    cosine = metrics["embedding_cosine"]
     assert cosine["a"]["point"] == pytest.approx(1.0) and cosine["b"]["point"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="the encode scenario runs encoders"):
+        unbottle.ab("tiny-llama", "tiny-llama", scenario="encode", rounds=3, threads=1)

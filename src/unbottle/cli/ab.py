@@ -39,7 +39,7 @@ Examples:
 def ab(
     model_a: Annotated[str, typer.Argument(help="Baseline model (A).")],
     model_b: Annotated[str, typer.Argument(help="Candidate model (B).")],
-    scenario: Annotated[str, typer.Option(help="decode, prefill or generate.")] = "decode",
+    scenario: Annotated[str, typer.Option(help="decode, prefill, generate; encode for encoders.")] = "decode",
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (A B, B A, ...).")] = 10,
     repeats_per_round: Annotated[int, typer.Option(help="Repeats per side per round.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch rows.")] = 1,

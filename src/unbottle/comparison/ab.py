@@ -15,7 +15,7 @@ from typing import Any
 
 from unbottle.benchmarking import apply_threads, check_positions, load_draft
 from unbottle.benchmarking.config import check_threads
-from unbottle.benchmarking.scenarios import decode_once, generate_once, prefill_once
+from unbottle.benchmarking.scenarios import decode_once, encode_once, generate_once, prefill_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
@@ -25,7 +25,7 @@ from unbottle.data.prompts import make_prompts
 from unbottle.runtime.speculative import SPECULATIVE, parse_speculative, speculative_once
 from unbottle.sources.base import require_causal_lm
 
-AB_SCENARIOS = ("decode", "prefill", "generate")
+AB_SCENARIOS = ("decode", "prefill", "generate", "encode")
 
 # scenario → metric suffix → (unit, higher_is_better)
 AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
@@ -37,6 +37,11 @@ AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "prefill": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
     "generate": {"latency": ("s", False), "tokens_per_s": ("tokens/s", True)},
+    "encode": {  # encoders
+        "latency": ("s", False),
+        "sequences_per_s": ("sequences/s", True),
+        "tokens_per_s": ("tokens/s", True),
+    },  # fmt: skip
 }
 
 
@@ -45,7 +50,8 @@ class ABConfig(Config):
     """An interleaved A/B benchmark.
 
     Attributes:
-        scenario: ``decode`` (default), ``prefill`` or ``generate``.
+        scenario: ``decode`` (default), ``prefill`` or ``generate`` for causal LMs; ``encode`` for
+            encoders (``batch_size`` sequences of ``prompt_length`` tokens through the encoder stack).
         rounds: paired rounds; each runs A and B back to back.
         repeats_per_round: scenario repeats per side per round (the round value is their median).
         warmup: unmeasured repeats per side before the first round.
@@ -151,7 +157,7 @@ def run_ab(
         progress: called as ``progress(label, rounds_done, elapsed_s)``.
     """
     _check_kinds(model_a, model_b, config.scenario)
-    longest = config.prompt_length + (0 if config.scenario == "prefill" else config.new_tokens)
+    longest = config.prompt_length + (0 if config.scenario in ("prefill", "encode") else config.new_tokens)
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")
     apply_threads(config.threads)
@@ -183,7 +189,12 @@ def _check_kinds(model_a: Any, model_b: Any, scenario: str) -> None:
             f"A ({a.spec!r}) is a {a.task} model and B ({b.spec!r}) a {b.task} model; an A/B compares "
             "two versions of one kind of model"
         )
-    if scenario != "prefill":
+    if scenario == "encode" and a.task == "causal-lm":
+        raise ConfigError(
+            f"the encode scenario runs encoders; {a.spec!r} is a causal-lm model: give {opt('scenario')} "
+            "prefill or decode"
+        )
+    if scenario not in ("prefill", "encode"):
         require_causal_lm(
             model_a, a.spec, f"the {scenario} scenario generates tokens; give {opt('scenario')} prefill"
         )
@@ -212,6 +223,8 @@ def _one_repeat(
         return lambda: decode_once(model, prompt, config.new_tokens, timer)
     if config.scenario == "prefill":
         return lambda: prefill_once(model, prompt, timer)
+    if config.scenario == "encode":
+        return lambda: encode_once(model, prompt, timer)
     return lambda: generate_once(model, prompt, config.new_tokens, timer)
 
 
