@@ -68,17 +68,10 @@ def evaluate(
             )
         )
     if reference_loaded is not None:
-        results.extend(
-            agreement(
-                loaded,
-                reference_loaded,
-                text=text,
-                eval_tokens=config.eval_tokens,
-                window=config.window,
-                stride=config.stride,
-                batch_size=config.batch_size,
-            )
-        )
+        results += agreement(
+            loaded, reference_loaded, text=text, eval_tokens=config.eval_tokens, window=config.window,
+            stride=config.stride, batch_size=config.batch_size,
+        )  # fmt: skip
     return results
 
 
