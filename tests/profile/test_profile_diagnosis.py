@@ -17,6 +17,10 @@ from unbottle.profiling import measure_peaks
 from unbottle.profiling.hotspots import profile_phase
 from unbottle.profiling.roofline import roofline
 
+# Each test sets a timing against peaks measured at another moment: beside other tests (pytest-xdist)
+# the peak can be measured slow and a model fast, so they run alone (`make test` runs them last).
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def peaks():
