@@ -65,11 +65,9 @@ def test_make_plan_counts_the_finalists_the_spare_time_holds():
     one_final = planning.final_s(CFG, RATES, configured)
     speculation = planning.speculate_s(CFG, RATES, configured)
     assert speculation > 0  # a decode objective at batch 1 ends by trying speculative decoding
-    plan = planning.make_plan(CFG, RATES, _total(configured) + speculation + 1.5 * one_final)
+    plan = planning.make_plan(CFG, RATES, _total(configured) + 1.5 * one_final)
     assert plan.finalists == 1 and plan.speculate_s == speculation
-    assert plan.reserve_s == pytest.approx(plan.verify_s + one_final + speculation)
-    tight = planning.make_plan(CFG, RATES, _total(configured) + 0.5 * speculation)
-    assert tight.speculate_s == 0 and tight.finalists == 0  # not held back where it doesn't fit
+    assert plan.reserve_s == pytest.approx(plan.verify_s + one_final)  # it runs with the time left
     ttft = dataclasses.replace(CFG, objective="ttft")
     assert planning.speculate_s(ttft, RATES, configured) == 0
 

@@ -94,3 +94,10 @@ def test_a_runtime_that_cannot_speculate_exactly_is_declined_with_its_reason(tmp
     cfg = OptimizeConfig(**SETTINGS)
     out = speculate({"config": cfg.to_dict(), "output": "tiny-llama"})
     assert out == {"declined": "this build quantizes activations to int8 on every call"}
+
+
+def test_short_of_time_it_checks_exactness_but_measures_nothing():
+    cfg = OptimizeConfig(**SETTINGS)
+    out = speculate({"config": cfg.to_dict(), "output": "tiny-llama", "budget_s": 3.0, "expected_s": 40.0})
+    assert out == {"declined": "not measured: 3 s of the time budget were left and measuring it takes about "
+                   "40 s; give a longer --time-budget"}  # fmt: skip

@@ -172,8 +172,9 @@ class Plan:
     Attributes:
         sizes: the measurement sizes every trial uses.
         screen_s / final_s / verify_s: expected seconds of one trial of each kind.
-        speculate_s: expected seconds of the speculation stage, held back from screening (0 where it
-            doesn't apply or the budget can't hold it; it then runs only if time is left).
+        speculate_s: expected seconds of the speculation stage (0 where it doesn't apply). Not held
+            back from screening: the stage runs with the time left after the verification, and a
+            winner that can't speculate exactly (the usual GenAI winner) is declined in seconds.
         finalists: finalists the budget holds beside one screen and the verification.
         available_s: seconds the plan was made for (the budget after the baseline).
         scaled: one line per size scaled down, with the configured value.
@@ -190,8 +191,8 @@ class Plan:
 
     @property
     def reserve_s(self) -> float:
-        """Seconds screening leaves for the finalists, the verification and the speculation stage."""
-        return self.verify_s + self.finalists * self.final_s + self.speculate_s
+        """Seconds screening leaves for the finalists and the verification."""
+        return self.verify_s + self.finalists * self.final_s
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -225,9 +226,6 @@ def make_plan(cfg: Any, rates: Rates, available_s: float) -> Plan:
     if cost(sizes) > available_s:
         raise ConfigError(_refusal(cfg, rates, sizes))
     spare = available_s - cost(sizes)
-    speculation = speculate_s(cfg, rates, sizes)
-    speculation = speculation if speculation <= spare else 0.0  # not held: it runs if time is left
-    spare -= speculation
     one_final = final_s(cfg, rates, sizes)
     finalists = min(cfg.finalists, int(spare // one_final)) if one_final > 0 else cfg.finalists
     scaled = tuple(
@@ -243,7 +241,7 @@ def make_plan(cfg: Any, rates: Rates, available_s: float) -> Plan:
         finalists=finalists,
         available_s=available_s,
         scaled=scaled,
-        speculate_s=speculation,
+        speculate_s=speculate_s(cfg, rates, sizes),
     )
 
 
@@ -268,7 +266,7 @@ def describe(plan: Plan) -> str:
     line = (
         f"plan: one screening trial ≈ {plan.screen_s:.0f} s, a finalist ≈ {plan.final_s:.0f} s, the "
         f"verification ≈ {plan.verify_s:.0f} s"
-        + (f", speculative decoding on the winner ≈ {plan.speculate_s:.0f} s" if plan.speculate_s else "")
+        + (f", speculation on the winner ≈ {plan.speculate_s:.0f} s if left" if plan.speculate_s else "")
         + f"; {plan.available_s:.0f} s left hold about {screens} screen(s), {plan.finalists} finalist(s) "
         "and the verification"
     )

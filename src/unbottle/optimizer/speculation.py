@@ -12,8 +12,9 @@ The worker (``speculate``) therefore checks two things on the saved winner, in i
 
 The search keeps it when the objective's gain interval lies above 1 (``judge_speculation``), and says
 why not otherwise: a runtime that can't speculate exactly (int8 activations, caches that can't roll
-back), a token that differed, or no measured gain (prompt lookup loses where the output does not
-repeat its input).
+back; found in seconds), too little time left after the verification (its time is not held back from
+screening, since the usual winner declines at once), a token that differed, or no measured gain
+(prompt lookup loses where the output does not repeat its input).
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def stage(search: Any, verified: list[dict[str, Any]]) -> dict[str, Any] | None:
     if winner is None:
         return None
     key = winner["cand"].key
-    payload = {"key": key, "output": winner["trial"]["result"]["output"]}
     expected = search.plan.speculate_s if search.plan is not None else 0.0
-    data = search.trial(f"speculate:{key}", WORKER, payload, expected=0.5 * expected)
+    left = max(0.0, search.remaining())
+    output = winner["trial"]["result"]["output"]
+    payload = {"key": key, "output": output, "expected_s": expected, "budget_s": left}
+    # short of time, it still checks exactness (seconds), but is not recorded: a longer budget retries it
+    data = search.trial(f"speculate:{key}", WORKER, payload, reserve=-(10**6), record=left >= expected)
     return judge_speculation(search.cfg, data)
 
 
@@ -65,6 +69,10 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
         check_speculative(saved.model, DRAFTER)
     except ConfigError as exc:
         return {"declined": str(exc)}
+    left, needs = payload.get("budget_s", float("inf")), payload.get("expected_s", 0.0)
+    if left < needs:
+        return {"declined": f"not measured: {left:.0f} s of the time budget were left and measuring it "
+                f"takes about {needs:.0f} s; give a longer --time-budget"}  # fmt: skip
     match = greedy_match(saved, cfg, SPECULATION_PROMPTS, spoil=injected("worse", "speculate"))
     if match[0] < match[1]:
         return {"match": match, "declined": f"the greedy tokens differed on {match[1] - match[0]} of "
