@@ -30,6 +30,7 @@ from typing import Any
 
 from unbottle.api._common import store_of
 from unbottle.core.errors import ConfigError
+from unbottle.optimizer.result import SPECULATION_FILE
 from unbottle.passes.recipe import RECIPE_FILE
 from unbottle.reporting.documents import run_document
 from unbottle.reporting.output import write_report
@@ -89,7 +90,9 @@ def _connect(uri: str, experiment: str) -> tuple[Any, str]:
     try:
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
-        return client, found.experiment_id if found is not None else client.create_experiment(experiment)
+        if found is not None:
+            return client, found.experiment_id
+        return client, client.create_experiment(experiment, artifact_location=_artifact_root(uri))
     except MlflowException as exc:
         first = str(exc).split(". ")[0]
         raise ConfigError(
@@ -97,6 +100,15 @@ def _connect(uri: str, experiment: str) -> tuple[Any, str]:
             "sqlite:///mlflow.db (MLflow 3 keeps plain folders only with MLFLOW_ALLOW_FILE_STORE=true) "
             "or a tracking server's http:// address"
         ) from None
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Beside a ``sqlite:///`` database, its artifacts (``NAME-artifacts/``): MLflow would otherwise put
+    them in ``./mlruns`` under whatever folder the export ran in. None: the store's own default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+    return str(db.parent / f"{db.stem}-artifacts")
 
 
 def _earlier_exports(client: Any, exp_id: str, st: Any, run_id: int) -> str | None:
@@ -204,7 +216,7 @@ def _comparisons(doc: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
         yield path, metrics
     for key, value in doc.items():
         if isinstance(value, dict) and key != "metrics":
-            yield from _comparisons(value, (*path, key) if key not in ("comparison",) else path)
+            yield from _comparisons(value, path if key == "comparison" else (*path, key))
 
 
 def _artifacts(folder: Path, st: Any, rec: Any, doc: dict[str, Any], measurements: list[Any]) -> None:
@@ -213,24 +225,26 @@ def _artifacts(folder: Path, st: Any, rec: Any, doc: dict[str, Any], measurement
     (folder / "document.json").write_text(json.dumps(codec.plain(doc), indent=1))
     samples = [codec.plain(m.to_dict()) for m in measurements]
     (folder / "samples.json").write_text(json.dumps(samples, indent=1))
-    for saved in _saved_folders(doc):
+    saved = _saved_folder(doc)
+    if saved is not None:
         target = folder / "recipe"
-        target.mkdir(exist_ok=True)
-        for name in (RECIPE_FILE, "speculation.json"):
+        target.mkdir()
+        for name in (RECIPE_FILE, SPECULATION_FILE):
             if (saved / name).exists():
                 shutil.copy(saved / name, target / name)
 
 
-def _saved_folders(doc: Any) -> list[Path]:
-    """Folders the document names as ``output`` that hold a recipe."""
-    found: list[Path] = []
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            if key == "output" and isinstance(value, str) and (Path(value) / RECIPE_FILE).exists():
-                found.append(Path(value))
-            else:
-                found += _saved_folders(value)
-    return found[:1]
+def _saved_folder(doc: Any) -> Path | None:
+    """The first folder the document names as ``output`` that holds a recipe (None if none)."""
+    if not isinstance(doc, dict):
+        return None
+    for key, value in doc.items():
+        if key == "output" and isinstance(value, str) and (Path(value) / RECIPE_FILE).exists():
+            return Path(value)
+        found = _saved_folder(value)
+        if found is not None:
+            return found
+    return None
 
 
 def _safe(name: str) -> str:

@@ -52,8 +52,9 @@ def embedding_agreement(
     scores: list[float] = []
     for i in range(0, len(starts), batch_size):
         batch = torch.tensor([ids[s : s + window] for s in starts[i : i + batch_size]])
-        pair = _embed(candidate, batch), _embed(reference, batch)
-        scores += torch.nn.functional.cosine_similarity(*pair, dim=-1).tolist()
+        mine = _embed(candidate, batch)
+        theirs = mine if reference is candidate else _embed(reference, batch)  # ab's A: its own reference
+        scores += torch.nn.functional.cosine_similarity(mine, theirs, dim=-1).tolist()
     return EvalResult(
         evaluator="agreement",
         metric="embedding_cosine",
