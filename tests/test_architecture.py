@@ -37,6 +37,7 @@ LAZY_BACKENDS = {
     "torch.distributed.fsdp": "0.6 s to import; only --parallel fsdp uses it",
     "torch.distributed.checkpoint": "0.6 s to import; only sharded (FSDP) checkpoints use it",
     "pynvml": "an optional extra (unbottle[gpu]); absent on machines without NVIDIA GPUs",
+    "ray": "an optional extra (unbottle[ray]), 1-2 s to import; only optimize --ray uses it",
     "mlflow": "an optional extra (unbottle[mlflow]), 1 s to import; only runs export --mlflow uses it",
 }
 

@@ -68,6 +68,9 @@ _SaveClosest = Annotated[
     bool,
     typer.Option(help="If no candidate keeps the guard, save the closest as OUTPUT.closest (exit code 3)."),
 ]
+_Ray = Annotated[
+    str | None, typer.Option(help="Run the trials on a Ray cluster: auto, or the head's HOST:PORT.")
+]
 _Report = Annotated[
     bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
 ]
@@ -91,6 +94,7 @@ def optimize(
     overwrite: _Overwrite = False,
     save_closest: _SaveClosest = False,
     memory_limit: _MemoryLimit = None,
+    ray: _Ray = None,
     report: _Report = True,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -117,6 +121,7 @@ def optimize(
         new_tokens=new_tokens,
         threads=threads,
         memory_limit_mib=memory_limit,
+        ray=ray,
     )
     options = {"overwrite": overwrite, "save_closest": save_closest, "report": report}
     run_optimize(config, output or tuning.default_output(model), quiet, json_, options)

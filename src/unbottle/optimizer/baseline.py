@@ -18,10 +18,10 @@ def measure(search: Any) -> dict[str, Any]:
     """The baseline's result: read back when an earlier run kept it, else measured (twice when
     the first measurement looks disturbed; see ``unbottle.optimizer.host``)."""
     if "baseline" in search.recorded:  # only a quiet baseline is ever recorded under this key
-        search.base_trial = search.trial("baseline", "baseline", {})
+        search.base_trial = search.trial("baseline", "baseline", {}, here=True)
         return search.base_trial["result"]
     for attempt in (1, 2):
-        data = _checked(search, search.trial("baseline", "baseline", {}, record=False))
+        data = _checked(search, search.trial("baseline", "baseline", {}, record=False, here=True))
         busy = search.disturbance(data["result"])
         if busy is None:
             search.record("baseline", data)

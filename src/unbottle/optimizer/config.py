@@ -68,6 +68,10 @@ class OptimizeConfig(Config):
         eval_text: text for perplexity; None: the packaged corpus.
         trial_timeout_s / memory_limit_mib: per-worker limits (None: 75% of the machine's memory).
         seed: prompts and task subsets.
+        ray: run the trials on a Ray cluster: ``auto`` (the one on this machine, else a one-node
+            instance started here) or the head's ``HOST:PORT`` / ``ray://`` address; None: here
+            (``unbottle.optimizer.cluster``). Not part of the search's identity: a search resumes
+            whether or not the cluster is there.
     """
 
     model: str = "smollm2-135m"
@@ -92,6 +96,7 @@ class OptimizeConfig(Config):
     trial_timeout_s: float = 600.0
     memory_limit_mib: float | None = None
     seed: int = 0
+    ray: str | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -123,6 +128,10 @@ class OptimizeConfig(Config):
             raise ConfigError(f"{shown} given; allowed: seconds > 0")
         if self.threads is not None:
             check_threads(self.threads)
+        if self.ray is not None and not str(self.ray).strip():
+            raise ConfigError(
+                f"{given('ray', self.ray, quote=True)} given; allowed: auto or the head's HOST:PORT"
+            )
         object.__setattr__(self, "goals", tuple(self.goals))
         object.__setattr__(self, "candidates", tuple(self.candidates))
         self.guard()  # parse and check now, so a bad goal fails before anything runs
@@ -157,7 +166,7 @@ class OptimizeConfig(Config):
 
     def search_key(self) -> str:
         """Identifies the search: the same command (budget and limits aside) resumes the same search."""
-        ignored = {"time_budget_s", "max_trials", "trial_timeout_s", "memory_limit_mib"}
+        ignored = {"time_budget_s", "max_trials", "trial_timeout_s", "memory_limit_mib", "ray"}
         data = {k: v for k, v in self.to_dict().items() if k not in ignored}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

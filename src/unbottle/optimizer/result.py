@@ -66,6 +66,7 @@ def result_document(
         "preparation": search.preparation,
         "plan": search.plan.to_dict() if search.plan is not None else None,
         "host_busy": search.host_busy,
+        "nodes": search.nodes,  # on a cluster: each node, its own baseline and noise floor
         "circumstances": search.circumstances,
         "restarted_because": search.restarted_because,
         "outcome": "goal-missed",
@@ -277,6 +278,8 @@ def _baseline_summary(base: dict[str, Any]) -> dict[str, Any]:
 
 def _row(search: Any, t: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     row = {k: t.get(k) for k in ("key", "stage", "status", "reason", "seconds", "peak_rss_mib")}
+    if t.get("node"):
+        row["node"] = t["node"]  # the cluster node it ran on
     if t.get("host_busy"):
         row["host_busy"] = t["host_busy"]  # a disturbed baseline, recorded but never reused
     row["candidate"] = (t.get("candidate") or {}).get("key")

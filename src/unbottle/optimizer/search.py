@@ -20,11 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
-from unbottle.optimizer import host, identity, isolate, judge, speculation
+from unbottle.optimizer import cluster, host, identity, judge, nodes, speculation
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
 from unbottle.optimizer.baseline import measure as measure_baseline
@@ -36,17 +34,17 @@ from unbottle.optimizer.candidates import (
     profile_order,
     short_key,
 )
+from unbottle.optimizer.cluster import Job
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.result import check_output, closest_folder, result_document, staging_folder
+from unbottle.optimizer.running import OUT_OF_TIME, TrialRunning
 
-TRIAL = "unbottle.optimizer.trial:"
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
 PLAN_SLACK_S = 2.0  # the parent's own work between trials
-OUT_OF_TIME = "the time budget ran out"
 
 
-class Search:
+class Search(TrialRunning):
     """One ``unbottle optimize`` search (see the module docstring).
 
     Args:
@@ -93,6 +91,10 @@ class Search:
         self.on_clock_start: Callable[[], None] | None = None  # called when the budget's clock starts
         self._round: tuple[list[Candidate], dict[str, str], int] | None = None
         self.speculation: dict[str, Any] | None = None  # the last stage's decision (speculation.stage)
+        self.lost: dict[str, str] = {}  # trials a cluster node took down with it (not recorded)
+        self.nodes: list[dict[str, Any]] = []  # a cluster's nodes and their own baselines
+        self.local = cluster.LocalRunner()
+        self.runner: cluster.LocalRunner | cluster.RayRunner = self.local  # ``connect`` may replace it
         check_output(output, overwrite, self.key)
         self.restarted_because = identity.superseded(store, config.search_key(), self.key, self.circumstances)
         if save_closest:
@@ -103,70 +105,6 @@ class Search:
                 f"the baseline alone needs at least {MIN_BUDGET_S:g} s (a few minutes for a real model): "
                 "raise it"
             )
-
-    # ---- clock -------------------------------------------------------------------------------
-    def remaining(self) -> float:
-        return self.cfg.time_budget_s - (time.monotonic() - self.start)
-
-    # ---- running one trial -------------------------------------------------------------------
-    def trial(
-        self,
-        key: str,
-        function: str,
-        payload: dict[str, Any],
-        reserve: float = 0.0,
-        expected: float = 0.0,
-        record: bool = True,
-    ) -> dict[str, Any] | None:
-        """Run (or read back) one trial; None when the budget can't fit it.
-
-        A trial is not started when less than ``expected`` seconds (its planned cost) are left beside
-        ``reserve``; with ``record=False`` its outcome is returned without being stored.
-        """
-        if key in self.recorded:
-            self.trials[key] = self.recorded[key]
-            self.resumed += 1
-            self.log(f"{short_key(key)}: recorded earlier ({self.recorded[key]['status']}); not repeated")
-            return self.recorded[key]
-        budget = self.remaining() - reserve
-        if budget < max(5.0, expected):
-            return None
-        timeout = min(self.cfg.trial_timeout_s, budget)
-        self.log(f"{short_key(key)}: running (limit {timeout:.0f} s) …")
-        full = {"config": self.run_cfg.to_dict(), "search": self.key, **payload}
-        target = function if ":" in function else TRIAL + function  # a worker function elsewhere
-        outcome = isolate.run_isolated(target, full, timeout, self.memory_limit())
-        cut_by_budget = outcome.status == "timeout" and timeout < self.cfg.trial_timeout_s
-        data = {
-            "key": key,
-            "stage": key.split(":", 1)[0],
-            "candidate": payload.get("candidate"),
-            **{k: v for k, v in outcome.to_dict().items() if k != "exit_code"},
-        }
-        if key == "baseline" and outcome.status != "ok":
-            return data  # not recorded: nothing can follow without it, so a re-run retries it
-        if cut_by_budget:
-            self.log(
-                f"{short_key(key)}: stopped by the time budget after {outcome.seconds:.0f} s (not recorded)"
-            )
-            return None
-        self.log(
-            f"{short_key(key)}: {data['status']} in {outcome.seconds:.0f} s"
-            + (f" — {data['reason']}" if data["reason"] else "")
-        )
-        if record:
-            self.record(key, data)
-        return data
-
-    def record(self, key: str, data: dict[str, Any]) -> None:
-        self.store.record_trial(self.key, key, data)
-        self.trials[key] = data
-
-    def memory_limit(self) -> float:
-        if self.cfg.memory_limit_mib is not None:
-            return self.cfg.memory_limit_mib
-
-        return 0.75 * psutil.virtual_memory().total / 2**20
 
     # ---- stages ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -181,6 +119,13 @@ class Search:
             ConfigError: the budget can't hold one candidate and the verification (the message gives
                 the budget that would), or it ran out before any candidate was screened.
         """
+        self.runner = cluster.make_runner(self.cfg.ray, self.log)
+        try:
+            return self._run()
+        finally:
+            self.runner.close()
+
+    def _run(self) -> dict[str, Any]:
         self.identify()
         self.prepare()
         candidates, skipped, primary = self.first_round()
@@ -190,6 +135,7 @@ class Search:
             return result_document(self, base, [], [], [], skipped)
         self.plan = self.make_plan()
         reserve = self.plan.reserve_s
+        self.nodes = nodes.measure_nodes(self, reserve)
         screened = self.screen_all(candidates[:primary], base, reserve)
         screened += self.try_fallbacks(screened, base, reserve)
         screened += self.screen_all(self.combos(screened), base, reserve)
@@ -232,7 +178,25 @@ class Search:
     def screen_all(
         self, cands: list[Candidate], base: dict[str, Any], reserve: float
     ) -> list[dict[str, Any]]:
-        return [s for s in (self.screen(c, base, reserve) for c in cands) if s is not None]
+        """Screen ``cands`` (several at once on a cluster); the summaries in the candidates' order."""
+        done: dict[str, dict[str, Any]] = {}
+
+        def start(cand: Candidate) -> Job | None:
+            got = self._screen_start(cand, base, reserve)
+            if isinstance(got, dict):
+                done[cand.key] = self._summary(cand, got)
+            return got if isinstance(got, Job) else None
+
+        def finish(cand: Candidate, job: Job, outcome: Any, node: Any, lost: str) -> None:
+            data = self.finish_trial(job, outcome, node, lost)
+            if data is None:
+                self.candidate_trials -= 1
+                self.not_tried[cand.key] = self.lost.get(job.key, OUT_OF_TIME)
+            else:
+                done[cand.key] = self._summary(cand, data)
+
+        self.runner.run_all(cands, start, finish)
+        return [done[c.key] for c in cands if c.key in done]
 
     def combos(self, screened: list[dict[str, Any]]) -> list[Candidate]:
         good = [(s["cand"], s["gain"][0]) for s in screened if self.is_good(s)]
@@ -278,16 +242,25 @@ class Search:
         )
 
     def screen(self, cand: Candidate, base: dict[str, Any], reserve: float) -> dict[str, Any] | None:
+        """Screen one candidate (``screen_all`` of one)."""
+        got = self.screen_all([cand], base, reserve)
+        return got[0] if got else None
+
+    def _screen_start(
+        self, cand: Candidate, base: dict[str, Any], reserve: float
+    ) -> Job | dict[str, Any] | None:
+        """A screening trial's job, or its recorded data; None (with the reason in ``not_tried``)
+        when the trial limit or the budget stops it. A started trial counts toward ``max_trials``."""
         if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
             self.not_tried[cand.key] = f"{given('max_trials', self.cfg.max_trials)} reached"
             return None
         payload = self._payload(cand, base, "screen")
-        data = self.trial(f"screen:{cand.key}", "measure", payload, reserve, self._cost("screen_s"))
-        if data is None:
+        got = self.start_trial(f"screen:{cand.key}", "measure", payload, reserve, self._cost("screen_s"))
+        if got is None:
             self.not_tried[cand.key] = OUT_OF_TIME
             return None
         self.candidate_trials += 1
-        return self._summary(cand, data)
+        return got
 
     def _cost(self, kind: str) -> float:
         """The plan's expected seconds of one trial of ``kind`` (0 before there is a plan)."""
@@ -350,17 +323,27 @@ class Search:
 
     def finals(self, good: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
         """Measure the top screened candidates fully; rank guard-passing finalists first."""
-        done = []
+        done: list[dict[str, Any]] = []
         reserve = self._cost("verify_s")
-        for s in good[: self.cfg.finalists]:
+
+        def start(s: dict[str, Any]) -> Job | None:
             if self.cfg.max_trials is not None and self.candidate_trials >= self.cfg.max_trials:
-                break
+                return None
             payload = self._payload(s["cand"], base, "final")
-            data = self.trial(f"final:{s['cand'].key}", "measure", payload, reserve, self._cost("final_s"))
-            if data is None:
-                break
-            self.candidate_trials += 1
-            done.append(self._summary(s["cand"], data))
+            got = self.start_trial(
+                f"final:{s['cand'].key}", "measure", payload, reserve, self._cost("final_s")
+            )
+            self.candidate_trials += got is not None
+            if isinstance(got, dict):
+                done.append(self._summary(s["cand"], got))
+            return got if isinstance(got, Job) else None
+
+        def finish(s: dict[str, Any], job: Job, outcome: Any, node: Any, lost: str) -> None:
+            data = self.finish_trial(job, outcome, node, lost)
+            if data is not None:
+                done.append(self._summary(s["cand"], data))
+
+        self.runner.run_all(good[: self.cfg.finalists], start, finish)
         finals = {d["cand"].key: d for d in done if d["gain"] is not None}
         by_gain = sorted(finals.values(), key=lambda d: -d["gain"][0])
         rest = [s for s in good if s["cand"].key not in finals]  # screened only: between the two
@@ -384,7 +367,7 @@ class Search:
                 "base_own": {k: base[k] for k in ("weights_mib", "peak_rss_mib")},
                 "output": str(staging_folder(self.output.resolve(), s["cand"].key)),
             }
-            data = self.trial(f"verify:{s['cand'].key}", "verify", payload, reserve=-(10**6))
+            data = self.trial(f"verify:{s['cand'].key}", "verify", payload, reserve=-(10**6), here=True)
             if data is None:
                 break
             summary = self._summary(s["cand"], {**data, "stage": "verify"})

@@ -55,7 +55,9 @@ def stage(search: Any, verified: list[dict[str, Any]]) -> dict[str, Any] | None:
     output = winner["trial"]["result"]["output"]
     payload = {"key": key, "output": output, "expected_s": expected, "budget_s": left}
     # short of time, it still checks exactness (seconds), but is not recorded: a longer budget retries it
-    data = search.trial(f"speculate:{key}", WORKER, payload, reserve=-(10**6), record=left >= expected)
+    data = search.trial(
+        f"speculate:{key}", WORKER, payload, reserve=-(10**6), record=left >= expected, here=True
+    )
     return judge_speculation(search.cfg, data)
 
 

@@ -22,6 +22,8 @@ def optimize(report: Report) -> bool:
     _optimize_headline(report, opt)
     report.tables.append(_trials_table(opt))
     report.tables.append(_pareto_table(opt))
+    if opt.get("nodes"):
+        report.tables.append(_nodes_table(opt))
     if opt.get("verification"):
         report.tables += comparison_tables(
             opt["verification"], "verification: interleaved A/B of the saved model against the baseline"
@@ -169,6 +171,39 @@ def _trials_table(opt: dict[str, Any]) -> TableData:
         "guard on point estimates at twice its limit, finalists and the verification on the 95% CI bound"
     )
     return TableData("trials", columns, tuple(rows), caption)
+
+
+def _nodes_table(opt: dict[str, Any]) -> TableData:
+    """The cluster's nodes: each one's host, its own baseline rate and A-vs-A noise, and its trials."""
+    metric = opt["objective"].get("metric", "")
+    ran: dict[str, int] = {}
+    for t in opt["trials"]:
+        node_id = (t.get("node") or {}).get("node_id")
+        if node_id and t["stage"] != "node":
+            ran[node_id] = ran.get(node_id, 0) + 1
+    rows = []
+    for n in opt["nodes"]:
+        rate, noise = (n.get("rates") or {}).get(metric), (n.get("screen_noise_floor_pct") or {}).get(metric)
+        rows.append(
+            (
+                str(n.get("node_id", ""))[:12],
+                f"{n.get('hostname', '-')}: {n.get('cpu') or '?'}, {n.get('physical_cores', '?')} cores",
+                n["status"],
+                fmt(rate) if rate is not None else "-",
+                f"±{noise:.1f}%" if noise is not None else "-",
+                str(ran.get(n.get("node_id", ""), 0)),
+            )
+        )
+    columns = (
+        "node",
+        "host",
+        "baseline",
+        f"{metric or 'objective'} (node baseline)",
+        "A-vs-A noise",
+        "trials",
+    )
+    caption = "Ray cluster: one trial per node at a time; each A/B ran on one node against its own baseline"
+    return TableData("nodes", columns, tuple(rows), caption)
 
 
 def _pareto_table(opt: dict[str, Any]) -> TableData:
