@@ -21,7 +21,7 @@ from unbottle.runtime.genai_model import GenaiCausalLM
 from unbottle.runtime.hybrid_model import HybridCausalLM
 from unbottle.runtime.ort_model import META_FILE
 from unbottle.sources import resolve as resolve_source
-from unbottle.sources.base import Loaded, ModelInfo, ModelSource
+from unbottle.sources.base import Loaded, ModelInfo, ModelSource, Task
 from unbottle.sources.hf_folder import HFFolderSource, load_tokenizer
 
 
@@ -57,6 +57,10 @@ class RecipeSource(ModelSource):
         """The folder's own files (recipe, baked weights, ONNX graphs) and the source it names."""
         own = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name != "report.html")
         return own if self.recipe.baked else own + resolve(self.recipe.source).content_files()
+
+    def probe_task(self) -> Task:
+        """An ONNX folder holds a causal LM; else the task of the model the recipe starts from."""
+        return "causal-lm" if self.recipe.onnx else resolve(self.recipe.source).probe_task()
 
     def load(self, dtype: str | None = None) -> Loaded:
         start = time.perf_counter()

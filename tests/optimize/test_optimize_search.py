@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unbottle.cli.main import app
-from unbottle.core.errors import BenchError, ConfigError, EvalError
+from unbottle.core.errors import ConfigError, EvalError
 from unbottle.evaluation import EvalConfig, evaluate
 from unbottle.models import resolve
 from unbottle.optimizer import baseline as baseline_module
@@ -82,10 +82,21 @@ def test_a_budget_below_the_minimum_says_how_much_is_needed(tmp_path):
         _search(tmp_path, time_budget_s=10)
 
 
-def test_a_model_that_is_not_a_causal_lm_fails_clearly(tmp_path):
-    cfg = OptimizeConfig(model="tiny-bert", time_budget_s=120, **SMALL)
-    with pytest.raises(BenchError, match="masked-lm model; unbottle optimize tunes causal"):
-        Search(cfg, Store(), tmp_path / "out").run()
+def test_a_search_on_an_encoder_takes_the_encoders_objective_guard_and_candidates(tmp_path):
+    search = Search(OptimizeConfig(model="tiny-bert", time_budget_s=120), Store(), tmp_path / "out")
+    assert search.cfg.model_task == "masked-lm" and search.cfg.objective == "throughput"
+    assert search.cfg.objective_spec()[:2] == ("encode", "encode.sequences_per_s")
+    assert [str(g) for g in search.goals] == ["embedding_cosine:max-degradation=0.02"]
+    chosen = [c.key for c in search.first_round()[0]]
+    assert "dynamic-int8" in chosen and not any(k.startswith(("genai", "onnx", "prune")) for k in chosen)
+    with pytest.raises(ConfigError, match="allowed for an encoder .*: throughput, latency, size, memory"):
+        OptimizeConfig(model="tiny-bert", model_task="masked-lm", objective="decode")
+    with pytest.raises(ConfigError, match="is an encoder"):
+        OptimizeConfig(model="tiny-bert", model_task="masked-lm", task="sports_understanding")
+    with pytest.raises(ConfigError, match="an encoder's accuracy guard takes goals on embedding_cosine"):
+        OptimizeConfig(
+            model="tiny-bert", model_task="masked-lm", goals=("perplexity:percent-max-degradation=1",)
+        )
 
 
 def test_an_existing_output_is_refused_unless_overwrite_or_the_same_search(tmp_path):

@@ -16,8 +16,9 @@ from unbottle.core.env import manifest
 from unbottle.core.errors import UnbottleError
 from unbottle.evaluation.corpus import load_text
 from unbottle.evaluation.tasks import load_task
+from unbottle.models import resolve
 from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
-from unbottle.optimizer.search import Search
+from unbottle.optimizer.search import Search, with_model_task
 from unbottle.reporting.output import write_report
 
 
@@ -61,7 +62,11 @@ def optimize(
         settings["time_budget_s"] = parse_duration(time_budget)
     if workload is not None:
         settings["prompt_length"], settings["new_tokens"] = parse_workload(workload)
-    config = config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    if config is None:
+        settings.setdefault("model_task", resolve(settings.get("model", model)).probe_task())
+    config = with_model_task(
+        config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    )  # a config made for another model kind gets this one's
     _check_accuracy_data(config)
     store = store_of(store)
     output = Path(output) if output is not None else default_output(config.model)

@@ -11,6 +11,7 @@ import typer
 from unbottle.api import tuning
 from unbottle.cli.common import GoalOpt, JsonOpt, QuietOpt, ThreadsOpt, err, handle_errors
 from unbottle.cli.show import show_run
+from unbottle.models import resolve
 from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
 from unbottle.reporting.progress import Progress
 from unbottle.store import Store
@@ -31,7 +32,7 @@ Examples:
 
 
 _Model = Annotated[str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")]
-_Objective = Annotated[str, typer.Option(help="decode, latency, ttft, prefill, throughput, size or memory.")]
+_Objective = Annotated[str, typer.Option(help="decode, latency, ttft, prefill, throughput, size, memory.")]
 _Workload = Annotated[
     str,
     typer.Option(
@@ -68,9 +69,7 @@ _SaveClosest = Annotated[
     bool,
     typer.Option(help="If no candidate keeps the guard, save the closest as OUTPUT.closest (exit code 3)."),
 ]
-_Ray = Annotated[
-    str | None, typer.Option(help="Run the trials on a Ray cluster: auto, or the head's HOST:PORT.")
-]
+_Ray = Annotated[str | None, typer.Option(help="Run trials on a Ray cluster: auto, or the head's HOST:PORT.")]
 _Report = Annotated[
     bool, typer.Option(help="Write report.html into the saved model's folder (beside it if none).")
 ]
@@ -79,7 +78,7 @@ _Report = Annotated[
 @handle_errors
 def optimize(
     model: _Model = "smollm2-135m",
-    objective: _Objective = "decode",
+    objective: _Objective = "auto",
     workload: _Workload = "prompt=256,new=64",
     goal: GoalOpt = None,
     candidate: _Candidate = None,
@@ -100,6 +99,8 @@ def optimize(
     quiet: QuietOpt = False,
 ) -> None:
     """Find the fastest variant of MODEL that keeps accuracy, verify it by A/B test, and save it.
+
+    The default objective is decode tokens/s; an encoder's is sequences/s, guarded by embedding cosine.
 
     Re-running the same command after an interruption continues the search where it stopped. Exit
     code 0: a verified winner is saved; 3: no candidate kept the accuracy guard (goal missed, nothing
@@ -122,6 +123,7 @@ def optimize(
         threads=threads,
         memory_limit_mib=memory_limit,
         ray=ray,
+        model_task=resolve(model).probe_task(),
     )
     options = {"overwrite": overwrite, "save_closest": save_closest, "report": report}
     run_optimize(config, output or tuning.default_output(model), quiet, json_, options)

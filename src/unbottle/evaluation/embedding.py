@@ -28,10 +28,11 @@ def embedding_agreement(
     eval_tokens: int = 4096,
     window: int = 128,
     batch_size: int = 4,
+    start_token: int = 0,
 ) -> EvalResult:
     """Cosine similarity of ``candidate``'s and ``reference``'s mean-pooled embeddings, per window of
-    ``window`` tokens over the first ``eval_tokens`` tokens of ``text`` (random ids, seeded, for a
-    model without a tokenizer).
+    ``window`` tokens over ``eval_tokens`` tokens of ``text`` from ``start_token`` on (random ids,
+    seeded, for a model without a tokenizer).
 
     Raises:
         EvalError: the two vocabularies differ, or the text gives no window.
@@ -44,7 +45,7 @@ def embedding_agreement(
         )
     limit = min(_positions(candidate), _positions(reference))
     window = min(window, limit)
-    ids = _stream(reference, text, eval_tokens)
+    ids = _stream(reference, text, start_token + eval_tokens)[start_token:]
     starts = list(range(0, len(ids) - window + 1, window))
     if not starts:
         raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
@@ -63,7 +64,7 @@ def embedding_agreement(
         score_name="window_cosine",
         score_unit="cosine",
         scores=scores,
-        sample_ids=[f"tokens[{s}:{s + window}]" for s in starts],
+        sample_ids=[f"tokens[{start_token + s}:{start_token + s + window}]" for s in starts],
         weights=None,
         seconds=time.perf_counter() - start_time,
         details={

@@ -86,8 +86,9 @@ def _encoder_agreement(
             "float model it was made from)"
         )
     return embedding_agreement(
-        loaded, reference, text, description, config.eval_tokens, min(config.window, 128), config.batch_size
-    )
+        loaded, reference, text, description, config.eval_tokens, min(config.window, 128), config.batch_size,
+        config.start_token,
+    )  # fmt: skip
 
 
 def _for(

@@ -64,6 +64,18 @@ SIZE_FIRST = (
     "prune-structured:amount=0.1",
     "lowrank",
 )
+# An encoder's batch is compute-bound (many rows per weight read): int8 GEMM and bf16 first; ONNX,
+# GenAI and structured pruning take decoders only.
+ENCODER_CANDIDATES = (
+    "dynamic-int8",
+    "static-int8",
+    "precision",
+    "compile",
+    "wo-int8",
+    "wo-int4:group_size=32",
+    "lowrank",
+)
+ENCODER_SIZE_FIRST = ("wo-int4:group_size=32", "wo-int8", "dynamic-int8", "precision", "lowrank")
 # Passes of one family change the same thing (weight format, structure), so a composition takes
 # at most one of each.
 FAMILIES = {
@@ -150,18 +162,27 @@ def candidates_from_payload(passes: list[dict[str, Any]]) -> list[PassConfig]:
 
 
 def first_round(
-    texts: tuple[str, ...], objective: str, preferred: list[str] | None = None, gguf: bool = True
+    texts: tuple[str, ...],
+    objective: str,
+    preferred: list[str] | None = None,
+    gguf: bool = True,
+    encoder: bool = False,
 ) -> tuple[list[Candidate], dict[str, str], int]:
     """The candidates to screen, those skipped with the reason (``{key: why}``), and how many of the
     chosen ones form the primary tier (all of them when the user named the candidates).
 
     ``preferred`` (a profile's recommendations, best first) moves those built-in candidates to the
     front; candidates the user named keep the user's order. ``gguf``: the model comes from a .gguf
-    file (else the candidates that carry its blocks over are skipped).
+    file (else the candidates that carry its blocks over are skipped). ``encoder``: the built-in
+    candidates are the encoder's (all of them primary).
     """
     user_given = bool(texts)
     if not texts:
-        texts = SIZE_FIRST if objective in ("size", "memory") else DEFAULT_CANDIDATES
+        size_first = objective in ("size", "memory")
+        if encoder:
+            texts = ENCODER_SIZE_FIRST if size_first else ENCODER_CANDIDATES
+        else:
+            texts = SIZE_FIRST if size_first else DEFAULT_CANDIDATES
         if preferred:
             front = [t for t in preferred if t in texts]
             texts = tuple(front + [t for t in texts if t not in front])
@@ -182,7 +203,7 @@ def first_round(
             chosen.append(cand)
     primary = (
         len(chosen)
-        if user_given
+        if user_given or encoder
         else sum(1 for t in texts[:PRIMARY] if parse_candidate(t).key not in skipped)
     )
     return chosen, skipped, primary

@@ -29,7 +29,15 @@ OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "size": (None, "size.weights", "MiB", False, "bytes of weights stored"),
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while decoding"),
 }
-ACCURACY_METRICS = ("perplexity", "accuracy")
+# An encoder's objectives: a batch through the encoder stack (``encode`` scenario).
+ENCODER_OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
+    "throughput": ("encode", "encode.sequences_per_s", "seq/s", True, "encoded sequences/s at --batch-size"),
+    "latency": ("encode", "encode.latency", "s", False, "latency of one encoded batch"),
+    "size": OBJECTIVES["size"],
+    "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while encoding"),
+}
+ENCODER = "masked-lm"  # the task encoders load for (``sources.base.Task``)
+ACCURACY_METRICS = ("perplexity", "accuracy", "embedding_cosine")
 # The objectives speculative decoding can serve (decode steps at batch 1), by their metric, and the
 # held-out prompts its greedy output is checked on (``unbottle.optimizer.speculation``).
 SPECULATION_SERVES = ("decode.tokens_per_s", "decode.request_latency")
@@ -37,6 +45,8 @@ SPECULATION_PROMPTS = 4
 # The request every speed measurement serves: a chat turn of a few hundred prompt tokens and a reply.
 DEFAULT_WORKLOAD = (256, 64)
 DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
+# An encoder keeps its sentence embeddings: cosine with the float model's ≥ 0.98 on the CI bound.
+ENCODER_GUARD = ("embedding_cosine:max-degradation=0.02",)
 TASK_GUARD = "accuracy:max-degradation=1"
 
 
@@ -49,7 +59,8 @@ class OptimizeConfig(Config):
 
     Attributes:
         model: the model spec (name, folder, .gguf, recipe folder).
-        objective: one of ``OBJECTIVES``.
+        objective: one of ``OBJECTIVES`` (an encoder's: ``ENCODER_OBJECTIVES``); ``auto``: ``decode``
+            for a causal LM, ``throughput`` for an encoder.
         goals: accuracy guard as ``METRIC:KIND=VALUE`` texts; empty → perplexity ≤ +1% (and accuracy
             ≤ −1 point when ``task`` is set), each on the CI bound.
         candidates: pass lists to try, each ``"name:k=v + name2"``; empty → the built-in candidates.
@@ -68,6 +79,8 @@ class OptimizeConfig(Config):
         eval_text: text for perplexity; None: the packaged corpus.
         trial_timeout_s / memory_limit_mib: per-worker limits (None: 75% of the machine's memory).
         seed: prompts and task subsets.
+        model_task: ``causal-lm``, or ``masked-lm`` for an encoder (``ModelSource.probe_task``; the
+            API fills it in): it picks the objectives, the default guard and the candidates.
         ray: run the trials on a Ray cluster: ``auto`` (the one on this machine, else a one-node
             instance started here) or the head's ``HOST:PORT`` / ``ray://`` address; None: here
             (``unbottle.optimizer.cluster``). Not part of the search's identity: a search resumes
@@ -75,7 +88,7 @@ class OptimizeConfig(Config):
     """
 
     model: str = "smollm2-135m"
-    objective: str = "decode"
+    objective: str = "auto"
     goals: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()
     time_budget_s: float = 780.0
@@ -96,12 +109,24 @@ class OptimizeConfig(Config):
     trial_timeout_s: float = 600.0
     memory_limit_mib: float | None = None
     seed: int = 0
+    model_task: str = "causal-lm"
     ray: str | None = None
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
+        encoder = self.model_task == ENCODER
+        if self.objective == "auto":
+            object.__setattr__(self, "objective", "throughput" if encoder else "decode")
+        allowed = ENCODER_OBJECTIVES if encoder else OBJECTIVES
+        if self.objective not in allowed:
+            what = "an encoder (it generates no tokens)" if encoder else "a causal LM"
             raise ConfigError(
-                f"{given('objective', self.objective, quote=True)} given; allowed: {', '.join(OBJECTIVES)}"
+                f"{given('objective', self.objective, quote=True)} given; allowed for {what}: "
+                f"{', '.join(allowed)}"
+            )
+        if encoder and self.task:
+            raise ConfigError(
+                f"{given('task', self.task)} given, but {self.model!r} is an encoder: its accuracy is "
+                "the agreement of its embeddings with the float model's; leave the task out"
             )
         check_at_least(
             [
@@ -138,13 +163,18 @@ class OptimizeConfig(Config):
 
     def guard(self) -> list[Goal]:
         """The accuracy goals (defaults filled in); raises ConfigError on contradictions."""
-        texts = list(self.goals) or list(DEFAULT_GUARD) + ([TASK_GUARD] if self.task else [])
+        if self.model_task == ENCODER:
+            texts = list(self.goals) or list(ENCODER_GUARD)
+        else:
+            texts = list(self.goals) or list(DEFAULT_GUARD) + ([TASK_GUARD] if self.task else [])
         goals = [Goal.parse(t) for t in texts]
+        allowed = ACCURACY_METRICS[2:] if self.is_encoder() else ACCURACY_METRICS[:2]
         for g in goals:
-            if g.metric not in ACCURACY_METRICS:
+            if g.metric not in allowed:
+                of = "an encoder's" if self.is_encoder() else "a causal LM's"
                 raise ConfigError(
-                    f"goal {str(g)!r} is on {g.metric!r}; the accuracy guard takes goals on "
-                    f"{', '.join(ACCURACY_METRICS)} (the objective is chosen with {opt('objective')})"
+                    f"goal {str(g)!r} is on {g.metric!r}; {of} accuracy guard takes goals on "
+                    f"{', '.join(allowed)} (the objective is chosen with {opt('objective')})"
                 )
             if g.metric == "accuracy" and not self.task:
                 raise ConfigError(f"goal {str(g)!r} needs a task: add {given('task', 'NAME')}")
@@ -157,7 +187,10 @@ class OptimizeConfig(Config):
         return goals
 
     def objective_spec(self) -> tuple[str | None, str, str, bool, str]:
-        return OBJECTIVES[self.objective]
+        return (ENCODER_OBJECTIVES if self.is_encoder() else OBJECTIVES)[self.objective]
+
+    def is_encoder(self) -> bool:
+        return self.model_task == ENCODER
 
     def speculation_applies(self) -> bool:
         """Whether the search ends by trying speculative decoding on its winner: a decode-step
@@ -172,7 +205,7 @@ class OptimizeConfig(Config):
 
     def ab_settings(self, stage: str) -> dict[str, Any]:
         """The ``ABConfig`` fields for ``screen`` or ``full`` (verification uses ``full``)."""
-        scenario = self.objective_spec()[0] or "decode"
+        scenario = self.objective_spec()[0] or ("encode" if self.is_encoder() else "decode")
         screen = stage == "screen"
         return {
             "scenario": scenario,

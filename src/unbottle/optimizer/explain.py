@@ -29,17 +29,21 @@ def explain(
     reasons: list[str] = []
     if slower:
         reasons += _overhead_bound(base or {})
-        reasons += _slower(names, trial["candidate"]["passes"], result)
+        encoder = ((base or {}).get("model") or {}).get("task", "causal-lm") != "causal-lm"
+        reasons += _slower(names, trial["candidate"]["passes"], result, encoder)
     if broke:
         reasons += _broke(result, sensitivity)
     return reasons
 
 
-def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:
+def _slower(
+    names: list[str], passes: list[dict[str, Any]], result: dict[str, Any], encoder: bool = False
+) -> list[str]:
+    """``encoder``: an encoder's batch, bound by arithmetic rather than weight bytes."""
     flags = cpu_info().get("flags", {})
     out = []
     size = result["comparisons"].get("size.weights")
-    if size and size["pct"]["point"] > -10:
+    if size and size["pct"]["point"] > -10 and not encoder:
         out.append(
             f"weight bytes read per token barely changed ({size['a']['point']:.0f} → "
             f"{size['b']['point']:.0f} MiB); batch-1 decoding is bound by those bytes"
@@ -47,8 +51,12 @@ def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, An
     vnni = flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8")
     if {"dynamic-int8", "static-int8"} & set(names):
         out.append(
-            "int8 activations are quantized at run time on every call; at batch 1 that overhead "
-            "outweighs the int8 GEMM"
+            "int8 activations are quantized at run time on every call; "
+            + (
+                "here that overhead outweighs the int8 GEMM"
+                if encoder
+                else "at batch 1 that overhead outweighs the int8 GEMM"
+            )
             + ("" if vnni else ", and this CPU lacks VNNI, so the int8 GEMM itself falls back to slower code")
         )
     if "precision" in names and not (flags.get("avx512_bf16") or flags.get("amx_bf16")):
@@ -58,7 +66,7 @@ def _slower(names: list[str], passes: list[dict[str, Any]], result: dict[str, An
         out.append("torchao tensor subclasses run un-compiled: each op goes through Python dispatch")
     if "prune" in names:
         out.append("unstructured zeros are still multiplied: dense kernels don't skip them")
-    if "compile" in names:
+    if "compile" in names and not encoder:
         out.append("compilation removes Python overhead, not weight bytes, and decoding is memory-bound")
     out += _graph_notes(passes, result)
     return out or ["no cause measured: the kernels this candidate uses are not faster on this machine"]
@@ -102,6 +110,9 @@ def _broke(result: dict[str, Any], sensitivity: dict[str, float] | None) -> list
     acc = result["comparisons"].get("accuracy")
     if acc:
         out.append(f"task accuracy changed {acc['diff']['point']:+.1f} points")
+    cos = result["comparisons"].get("embedding_cosine")
+    if cos:
+        out.append(f"embedding cosine to the float model's {cos['b']['point']:.4f} on the screening text")
     if sensitivity:
         top = sorted(sensitivity.items(), key=lambda kv: -kv[1])[:3]
         out.append(

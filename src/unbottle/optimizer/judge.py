@@ -78,8 +78,9 @@ def _collapsed(e: Estimate) -> Estimate:
 
 
 def accuracy_change(comparisons: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The perplexity change in percent (point, low, high), else the accuracy change in points."""
-    for metric, field in (("perplexity", "pct"), ("accuracy", "diff")):
+    """The perplexity change in percent (point, low, high), else the accuracy change in points, else
+    an encoder's embedding cosine change."""
+    for metric, field in (("perplexity", "pct"), ("accuracy", "diff"), ("embedding_cosine", "diff")):
         if metric in comparisons:
             e = comparisons[metric][field]
             return {"metric": metric, "point": e["point"], "ci_low": e["ci_low"], "ci_high": e["ci_high"]}

@@ -23,7 +23,7 @@ from unbottle.comparison.speed import compare_rounds
 from unbottle.core.env import cpu_info, logical_cpus, physical_cores
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.host import HostLoad
-from unbottle.optimizer.trial import load_causal_lm
+from unbottle.optimizer.trial import load_model
 
 NODE_BASELINE = "unbottle.optimizer.nodes:node_baseline"  # the worker function each node runs first
 
@@ -53,7 +53,7 @@ def node_baseline(payload: dict[str, Any]) -> dict[str, Any]:
     floor: dict[str, float] = {}
     with HostLoad() as load:
         if cfg.objective_spec()[0] is not None:
-            a, b = load_causal_lm(cfg.model), load_causal_lm(cfg.model)
+            a, b = load_model(cfg.model), load_model(cfg.model)
             rounds = run_ab(a, b, ABConfig(**cfg.ab_settings("screen")))
             rates = {k: sorted(v)[len(v) // 2] for k, v in rounds.a.items()}
             floor = noise_floor_from(compare_rounds(rounds))

@@ -18,7 +18,7 @@ from typing import Any
 from unbottle.core.errors import UnbottleError
 from unbottle.models import resolve
 from unbottle.optimizer import isolate
-from unbottle.optimizer.trial import load_causal_lm
+from unbottle.optimizer.trial import load_model
 from unbottle.passes import apply_
 from unbottle.passes.genai import GenaiConfig
 from unbottle.passes.onnx import (
@@ -102,7 +102,7 @@ def fill_caches(payload: dict[str, Any]) -> dict[str, Any]:
     with its reason; the candidate's own trial then fails the same way and says so.
     """
     start = time.perf_counter()
-    loaded = load_causal_lm(payload["model"])
+    loaded = load_model(payload["model"])
     out: dict[str, Any] = {
         "load_s": time.perf_counter() - start,
         "converted": any(n.startswith("converted GGUF") for n in loaded.info.notes),

@@ -223,10 +223,12 @@ def _verdict(
     head = f"{winner['cand'].key}: {what} ×{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] (95% CI, verified)"
     goals = "; ".join(r["explanation"] for r in verification["goals"])
     if selection:
-        unit = "%" if selection["metric"] == "perplexity" else " points"
+        unit, d = {"perplexity": ("%", 2), "embedding_cosine": ("", 4)}.get(
+            selection["metric"], (" points", 2)
+        )
         goals += (
-            f" (held-out text; on the selection text {selection['metric']} {selection['point']:+.2f}{unit} "
-            f"[{selection['ci_low']:+.2f}, {selection['ci_high']:+.2f}])"
+            f" (held-out text; on the selection text {selection['metric']} {selection['point']:+.{d}f}{unit} "
+            f"[{selection['ci_low']:+.{d}f}, {selection['ci_high']:+.{d}f}])"
         )
     regressed = [f"{r['phase']} ({r['what']})" for r in phases if r["regressed"]]
     tail = ""

@@ -22,6 +22,7 @@ from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
+from unbottle.models import resolve
 from unbottle.optimizer import cluster, host, identity, judge, nodes, speculation
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
@@ -42,6 +43,16 @@ from unbottle.optimizer.running import OUT_OF_TIME, TrialRunning
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
 PLAN_SLACK_S = 2.0  # the parent's own work between trials
+
+
+def with_model_task(config: OptimizeConfig) -> OptimizeConfig:
+    """``config`` with the task its model loads for (``ModelSource.probe_task``, no weights loaded);
+    a config made with a causal LM's default objective gets the encoder's default."""
+    task = resolve(config.model).probe_task()
+    if task == config.model_task:
+        return config
+    objective = "auto" if config.objective == "decode" else config.objective
+    return dataclasses.replace(config, model_task=task, objective=objective)
 
 
 class Search(TrialRunning):
@@ -65,7 +76,7 @@ class Search(TrialRunning):
         log: Callable[[str], None] | None = None,
         save_closest: bool = False,
     ) -> None:
-        self.cfg = config
+        self.cfg = config = with_model_task(config)
         self.save_closest = save_closest
         self.store = store
         self.output = output
@@ -163,7 +174,10 @@ class Search(TrialRunning):
         """``candidates.first_round`` for this search (worked out once)."""
         if self._round is None:
             gguf = caches.from_gguf(self.cfg.model)
-            self._round = first_round(self.cfg.candidates, self.cfg.objective, self.profile_order(), gguf)
+            order = self.profile_order()
+            self._round = first_round(
+                self.cfg.candidates, self.cfg.objective, order, gguf, self.cfg.is_encoder()
+            )
         return self._round
 
     def prepare(self) -> None:

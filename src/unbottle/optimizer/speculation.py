@@ -33,7 +33,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.data.prompts import make_prompts
 from unbottle.optimizer import judge
 from unbottle.optimizer.config import SPECULATION_PROMPTS, OptimizeConfig
-from unbottle.optimizer.trial import block_sizes, injected, load_causal_lm
+from unbottle.optimizer.trial import block_sizes, injected, load_model
 from unbottle.runtime.speculative import check_speculative, speculative_greedy
 
 DRAFTER = "lookup"
@@ -66,7 +66,7 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
     the saved winner at ``payload['output']``; ``declined`` (with the reason) when it can't be exact."""
     cfg = OptimizeConfig.from_dict(payload["config"])
     apply_threads(cfg.threads)
-    saved = load_causal_lm(payload["output"])
+    saved = load_model(payload["output"])
     try:
         check_speculative(saved.model, DRAFTER)
     except ConfigError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unbottle.benchmarking import apply_threads, check_positions
-from unbottle.benchmarking.scenarios import decode_once
+from unbottle.benchmarking.scenarios import decode_once, encode_once
 from unbottle.benchmarking.timing import make_timer
 from unbottle.benchmarking.tracker import ResourceTracker
 from unbottle.comparison.ab import ABConfig, ABRounds, run_ab
@@ -37,7 +37,6 @@ from unbottle.optimizer.sensitivity import layer_sensitivity
 from unbottle.passes import apply_
 from unbottle.passes.recipe import apply_and_save
 from unbottle.passes.sizes import model_size
-from unbottle.sources.base import require_causal_lm
 from unbottle.sources.gguf_file import CONVERTED_NOTE
 from unbottle.stats import Estimate, MetricComparison, verdict_of
 
@@ -55,18 +54,19 @@ def baseline(payload: dict[str, Any]) -> dict[str, Any]:
     threads = apply_threads(cfg.threads)
     with HostLoad() as load:
         start = time.perf_counter()
-        loaded = load_causal_lm(cfg.model)
+        loaded = load_model(cfg.model)
         load_s = time.perf_counter() - start
-        check_positions(loaded, cfg.prompt_length + cfg.new_tokens, f"give a shorter {opt('workload')}")
+        longest = cfg.prompt_length + (0 if cfg.is_encoder() else cfg.new_tokens)
+        check_positions(loaded, longest, f"give a shorter {opt('workload')}")
         converted = any(n.startswith(CONVERTED_NOTE) for n in loaded.info.notes)  # a GGUF's first load
         own = fresh_resources(cfg, cfg.model) if converted else own_resources(loaded, cfg, [])
         evals, eval_s = {}, {}
         for stage in ("screen", "full", "held_out"):
             t = time.perf_counter()
-            evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage)]
+            evals[stage] = [r.to_dict() for r in _evaluate(loaded, cfg, stage, reference=loaded)]
             eval_s[stage] = time.perf_counter() - t
         t = time.perf_counter()
-        again = load_causal_lm(cfg.model)  # a second copy, as every trial's A/B loads one
+        again = load_model(cfg.model)  # a second copy, as every trial's A/B loads one
         reload_s = time.perf_counter() - t
         t = time.perf_counter()
         rounds = run_ab(loaded, again, ABConfig(**cfg.ab_settings("screen")))
@@ -102,7 +102,8 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     own = own_resources(cand, cfg, reports)
     speed, order = _speed(cfg, cand, stage)
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
-    cand_evals = _evaluate(cand, cfg, stage)
+    reference = load_model(cfg.model) if cfg.is_encoder() else None  # what an encoder must agree with
+    cand_evals = _evaluate(cand, cfg, stage, reference)
     comparisons = {**speed, **compare_evals(*paired_samples(base_evals, cand_evals))}
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
@@ -121,7 +122,7 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
     out = Path(payload["output"])
-    base = load_causal_lm(cfg.model)
+    base = load_model(cfg.model)
     configs = candidates_from_payload(payload["passes"])
     recipe, final = apply_and_save(base, configs, cfg.model, out, overwrite=True, search=payload["search"])
     del final, base
@@ -134,8 +135,8 @@ def verify(payload: dict[str, Any]) -> dict[str, Any]:
     evals: dict[str, list[Any]] = {}
 
     def between_blocks() -> None:  # the evaluations separate the speed blocks in time
-        evals["held_out"] = _evaluate(saved, cfg, "held_out")  # out of sample: no earlier trial read it
-        evals["full"] = _evaluate(saved, cfg, "full")  # the selection part: reproduces the finalist's
+        evals["held_out"] = _evaluate(saved, cfg, "held_out", base)  # out of sample: no earlier trial read it
+        evals["full"] = _evaluate(saved, cfg, "full", base)  # the selection part: reproduces the finalist's
 
     blocked = _blocked_ab(base, saved, cfg.ab_settings("full"), between_blocks)
     comparisons = {k: v for rounds in blocked for k, v in compare_rounds(rounds).items()}
@@ -162,10 +163,13 @@ def block_sizes(rounds: int) -> list[int]:
 def _blocked_ab(
     base: Any, saved: Any, settings: dict[str, Any], between: Callable[[], None]
 ) -> list[ABRounds]:
-    """Every phase of the request (the objective's scenario, and decode beside it) in blocks of rounds
+    """Every phase of the request (the objective's scenario, and decode beside it; an encoder's batch
+    has one phase) in blocks of rounds
     with ``between`` run in the gap (after them when there is one block); one ``ABRounds`` per
     scenario, its blocks joined."""
-    scenarios = [settings["scenario"]] + (["decode"] if settings["scenario"] != "decode" else [])
+    scenarios = [settings["scenario"]] + (
+        ["decode"] if settings["scenario"] not in ("decode", "encode") else []
+    )
     parts: dict[str, list[ABRounds]] = {s: [] for s in scenarios}
     sizes = block_sizes(settings["rounds"])
     for i, size in enumerate(sizes):
@@ -183,26 +187,22 @@ def sensitivity(payload: dict[str, Any]) -> dict[str, Any]:
     """Per-layer sensitivity of one quantization (see ``unbottle.optimizer.sensitivity``)."""
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
-    loaded = load_causal_lm(cfg.model)
+    loaded = load_model(cfg.model)
     configs = candidates_from_payload(payload["passes"])
     scores, proxy = layer_sensitivity(loaded, configs, seed=cfg.seed)
     return {"scores": scores, "proxy": proxy}
 
 
-def load_causal_lm(spec: str) -> Any:
-    return require_causal_lm(
-        resolve(spec).load(),
-        spec,
-        "unbottle optimize tunes causal language models (decode speed and perplexity); "
-        "use `unbottle bench`/`unbottle eval` for other models",
-    )
+def load_model(spec: str) -> Any:
+    """The model a search tunes: a causal LM, or an encoder (``OptimizeConfig.model_task``)."""
+    return resolve(spec).load()
 
 
 def resources(payload: dict[str, Any]) -> dict[str, Any]:
     """``own_resources`` of ``payload['model']`` (a spec or a saved folder) in this fresh process."""
     cfg = OptimizeConfig.from_dict(payload["config"])
     _threads(cfg)
-    return own_resources(load_causal_lm(payload["model"]), cfg, [])
+    return own_resources(load_model(payload["model"]), cfg, [])
 
 
 def fresh_resources(cfg: OptimizeConfig, model: str) -> dict[str, Any]:
@@ -220,14 +220,18 @@ def fresh_resources(cfg: OptimizeConfig, model: str) -> dict[str, Any]:
 
 
 def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[str, Any]:
-    """This model's weight bytes and its peak resident memory over one decode, nothing else loaded."""
+    """This model's weight bytes and its peak resident memory over one decode (an encoder: one
+    encoded batch), nothing else loaded."""
     gc.collect()
     model = loaded.model
     prompt = make_prompts(
         loaded.tokenizer, model.config.vocab_size, cfg.batch_size, cfg.prompt_length, cfg.seed
     )
     with ResourceTracker() as tracker:
-        decode_once(model, prompt, min(cfg.new_tokens, 16), make_timer("cpu"))
+        if cfg.is_encoder():
+            encode_once(model, prompt, make_timer("cpu"))
+        else:
+            decode_once(model, prompt, min(cfg.new_tokens, 16), make_timer("cpu"))
     if reports:
         weights = reports[-1].bytes_after
     elif getattr(model, "stored_bytes", None) is not None:  # an ONNX Runtime model: its graph's weights
@@ -239,7 +243,7 @@ def own_resources(loaded: Any, cfg: OptimizeConfig, reports: list[Any]) -> dict[
 
 def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, list[Any], float]:
     _threads(cfg)
-    loaded = load_causal_lm(cfg.model)
+    loaded = load_model(cfg.model)
     start = time.perf_counter()
     cand, reports = apply_(loaded, candidates_from_payload(passes), copy_model=False)
     del loaded
@@ -259,7 +263,7 @@ def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], 
 
 def _ab_baseline(cfg: OptimizeConfig) -> Any:
     """The baseline a candidate's rounds run against (slowed when a test asks, ``slow:baseline``)."""
-    base = load_causal_lm(cfg.model)
+    base = load_model(cfg.model)
     if injected("slow", "baseline"):
         _slow_down(base)
     return base
@@ -296,11 +300,12 @@ def _subset(r: Any, ids: set[str]) -> Any:
     )
 
 
-def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str) -> list[Any]:
-    """``stage``: ``screen``, ``held_out``, or anything else for the full selection part."""
-    return evaluate(
-        loaded, EvalConfig(**cfg.eval_settings(stage if stage in ("screen", "held_out") else "full"))
-    )
+def _evaluate(loaded: Any, cfg: OptimizeConfig, stage: str, reference: Any = None) -> list[Any]:
+    """``stage``: ``screen``, ``held_out``, or anything else for the full selection part.
+    ``reference``: the float model an encoder's embeddings are compared with (a causal LM's
+    perplexity needs none)."""
+    settings = EvalConfig(**cfg.eval_settings(stage if stage in ("screen", "held_out") else "full"))
+    return evaluate(loaded, settings, reference_loaded=reference if cfg.is_encoder() else None)
 
 
 def _own_comparisons(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +360,8 @@ SLOW_S = 0.02
 def _slow_down(loaded: Any) -> None:
     """Testing: every forward call of a torch model sleeps ``SLOW_S`` first (many times a tiny model's
     decode step, so the candidate is far slower on any host under any load)."""
-    loaded.model.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
+    stack = getattr(loaded.model, "base_model", loaded.model)  # what decode steps and encodes both call
+    stack.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
 
 
 def _make_worse(loaded: Any) -> None:

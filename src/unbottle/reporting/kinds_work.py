@@ -16,13 +16,16 @@ from unbottle.reporting.tables import flatten, ratio_text
 
 
 def accuracy_text(change: dict[str, Any] | None, with_ci: bool = True) -> tuple[str, str]:
-    """(``ppl +0.53%``, ``+0.19 – +0.86``) of an accuracy change; perplexity in %, accuracy in points."""
+    """(``ppl +0.53%``, ``+0.19 – +0.86``) of an accuracy change; perplexity in %, accuracy in points,
+    an encoder's embedding cosine as a difference."""
     if not change:
         return "-", ""
-    perplexity = change["metric"] == "perplexity"
-    unit, name = ("%", "ppl") if perplexity else (" pt", "acc")
-    ci = f"{change['ci_low']:+.2f} – {change['ci_high']:+.2f}" if with_ci else ""
-    return f"{name} {change['point']:+.2f}{unit}", ci if change["ci_low"] != change["ci_high"] else ""
+    unit, name, digits = {"perplexity": ("%", "ppl", 2), "embedding_cosine": ("", "cos", 4)}.get(
+        change["metric"], (" pt", "acc", 2)
+    )
+    ci = f"{change['ci_low']:+.{digits}f} – {change['ci_high']:+.{digits}f}" if with_ci else ""
+    shown = f"{name} {change['point']:+.{digits}f}{unit}"
+    return shown, ci if change["ci_low"] != change["ci_high"] else ""
 
 
 def profile(report: Report) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from unbottle.optimizer.candidates import short_key
+from unbottle.reporting.kinds_work import accuracy_text
 
 
 def _ci(values: Any, fmt: str = "×{:.2f}", point_only: bool = False) -> str:
@@ -19,13 +20,8 @@ def _ci(values: Any, fmt: str = "×{:.2f}", point_only: bool = False) -> str:
 
 
 def _accuracy(change: dict[str, Any] | None, with_ci: bool) -> str:
-    if not change:
-        return "-"
-    unit = "%" if change["metric"] == "perplexity" else " pt"
-    name = "ppl" if change["metric"] == "perplexity" else "acc"
-    if not with_ci or change["ci_low"] == change["ci_high"]:
-        return f"{name} {change['point']:+.2f}{unit}"
-    return f"{name} {change['point']:+.2f}{unit} [{change['ci_low']:+.2f}, {change['ci_high']:+.2f}]"
+    shown, ci = accuracy_text(change, with_ci)
+    return f"{shown} [{ci.replace(' – ', ', ')}]" if ci else shown
 
 
 def trials_table(doc: dict[str, Any]) -> tuple[Table, list[str]]:

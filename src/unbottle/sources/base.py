@@ -89,6 +89,11 @@ class ModelSource(abc.ABC):
     def describe(self) -> str:
         return f"{self.kind}: {self.spec}"
 
+    def probe_task(self) -> Task:
+        """The task the model loads for, without loading weights (a source that knows it from its
+        config sets ``task``; a GGUF file holds a causal LM)."""
+        return getattr(self, "task", "causal-lm")
+
     def content_files(self) -> list[Path]:
         """The files whose bytes are the model (weights, config, tokenizer); none for a model built
         from a registered config."""

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from unbottle.core.errors import ModelLoadError
-from unbottle.sources.base import Loaded, ModelSource
+from unbottle.sources.base import Loaded, ModelSource, Task
 from unbottle.sources.gguf_file import GGUFSource, cache_root
 from unbottle.sources.hf_folder import HFFolderSource
 
@@ -184,6 +184,9 @@ class PackagedZipSource(ModelSource):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+    def probe_task(self) -> Task:
+        return HFFolderSource(self.model_folder(), spec=self.spec).task
 
     def load(self, dtype: str | None = None) -> Loaded:
         loaded = HFFolderSource(self.model_folder(), spec=self.spec).load(dtype)

@@ -1,0 +1,40 @@
+"""``unbottle optimize`` on an encoder, end to end on tiny-bert: encoded sequences/s as the objective,
+the embeddings' cosine to the float model's as the guard, every trial in a real worker.
+
+The baseline is slowed (``slow:baseline``: a sleep before each forward of its encoder stack), so the
+candidate is faster on any host under any load and the search reaches its verification and saves it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from unbottle.models import resolve
+from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.search import Search
+from unbottle.optimizer.trial import FAULT_ENV
+from unbottle.store import Store
+
+
+def test_an_encoder_is_screened_verified_and_saved_on_throughput_with_the_embedding_guard(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(FAULT_ENV, "slow:baseline")
+    cfg = OptimizeConfig(
+        model="tiny-bert", candidates=("precision",), threads=1, prompt_length=32, batch_size=2,
+        eval_tokens=512, screen_tokens=256, full_rounds=3, finalists=1,
+    )  # fmt: skip
+    doc = Search(cfg, Store(), tmp_path / "out").run()
+
+    assert doc["objective"]["metric"] == "encode.sequences_per_s"
+    assert doc["guard"] == ["embedding_cosine:max-degradation=0.02"]
+    assert doc["winner"] is not None and doc["outcome"] == "goal-met", doc["verdict"]
+    verify = doc["verification"]["metrics"]
+    assert {"encode.sequences_per_s", "encode.latency", "embedding_cosine"} <= set(verify)
+    assert not any(k.startswith(("decode.", "perplexity")) for k in verify)  # nothing of a decoder
+    cosine = verify["embedding_cosine"]
+    assert cosine["a"]["point"] == pytest.approx(1.0, abs=1e-6)  # the float model is its own reference
+    assert 0.98 <= cosine["b"]["point"] <= 1.0 + 1e-6  # bf16 keeps the embeddings
+    assert doc["winner"]["gain"][1] > 1.0  # faster than the (slowed) baseline on the interval
+    saved = resolve(str(tmp_path / "out")).load()
+    assert saved.info.task == "masked-lm"
