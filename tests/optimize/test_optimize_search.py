@@ -219,3 +219,26 @@ def test_a_missing_eval_text_or_task_is_refused_before_anything_is_built(tmp_pat
     with pytest.raises(EvalError, match="unknown task 'no_such_task'"):
         unbottle.optimize("tiny-llama", task="no_such_task", output=tmp_path / "out")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_finalist_that_breaks_the_guard_on_its_interval_gets_per_layer_fallback(tmp_path, monkeypatch):
+    search = _search(tmp_path)
+
+    def summary(key, stage, passed):
+        cand = cm.parse_candidate(key)
+        return {"cand": cand, "gain": (1.6, 1.4, 1.8), "guard": {"passed": passed}, "trial": {"stage": stage}}
+
+    top = summary("dynamic-int8", "final", False)  # faster, but its interval crossed the guard
+    variant = summary("dynamic-int8:exclude=bert.encoder.layer.0.output.dense", "screen", True)
+    rescued = summary(variant["cand"].key, "final", True)
+    asked = []
+    monkeypatch.setattr(
+        search, "try_fallbacks", lambda s, b, r, strict=False: asked.append((s, strict)) or [variant]
+    )
+    monkeypatch.setattr(search, "_meets_guard", lambda s: s is variant)
+    monkeypatch.setattr(search, "finals", lambda good, base: [rescued] if good == [variant] else [])
+
+    assert search.rescue([top], {}) == [rescued, top]  # the variant that keeps the guard ranks first
+    assert asked == [([top], True)]  # fallback on the real limits, not screening's doubled ones
+    for kept in ([rescued, top], [summary("wo-int8", "screen", False)], []):  # a passing or screen-only top
+        assert search.rescue(kept, {}) == kept

@@ -18,7 +18,8 @@ from unbottle.evaluation.corpus import load_text
 from unbottle.evaluation.tasks import load_task
 from unbottle.models import resolve
 from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
-from unbottle.optimizer.search import Search, with_model_task
+from unbottle.optimizer.prepare import with_model_task
+from unbottle.optimizer.search import Search
 from unbottle.reporting.output import write_report
 
 

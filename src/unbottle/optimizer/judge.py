@@ -114,8 +114,14 @@ def degradation(change: dict[str, Any] | None) -> float:
 SCREEN_SLACK = 2.0
 
 
-def screening_goals(goals: list[Goal]) -> list[Goal]:
-    """The guard for screening: degradation limits widened ``SCREEN_SLACK`` times.
+# A per-layer fallback made for a finalist that broke the guard on its interval must meet half the
+# limit on screening's point estimate: the interval's half-width and the held-out text take the rest
+# (MiniLM, dynamic int8: -0.0185 cosine on the selection text read -0.0246 [-0.0295, -0.0208] held out).
+RESCUE_MARGIN = 0.5
+
+
+def screening_goals(goals: list[Goal], factor: float = SCREEN_SLACK) -> list[Goal]:
+    """The guard for screening: degradation limits widened ``SCREEN_SLACK`` times (``factor``).
 
     A few hundred tokens give a noisy point estimate (a +0.5% change can read +1% on 1024 tokens),
     so screening only rejects clear failures; finalists and the verification apply the real limits
@@ -124,7 +130,7 @@ def screening_goals(goals: list[Goal]) -> list[Goal]:
     out = []
     for g in goals:
         if g.kind.endswith("max-degradation"):
-            g = dataclasses.replace(g, value=g.value * SCREEN_SLACK)
+            g = dataclasses.replace(g, value=g.value * factor)
         out.append(g)
     return out
 

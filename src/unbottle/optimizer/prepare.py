@@ -11,6 +11,7 @@ when they exist the check is a file lookup (a worker only runs when something is
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from unbottle.core.errors import UnbottleError
 from unbottle.models import resolve
 from unbottle.optimizer import isolate
+from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.trial import load_model
 from unbottle.passes import apply_
 from unbottle.passes.genai import GenaiConfig
@@ -219,3 +221,13 @@ def _fill_caches(
     search.preparation.update(
         gguf_converted=outcome.result["converted"], onnx_exports=outcome.result["exports"]
     )
+
+
+def with_model_task(config: OptimizeConfig) -> OptimizeConfig:
+    """``config`` with the task its model loads for (``ModelSource.probe_task``, no weights loaded);
+    a config made with a causal LM's default objective gets the encoder's default."""
+    task = resolve(config.model).probe_task()
+    if task == config.model_task:
+        return config
+    objective = "auto" if config.objective == "decode" else config.objective
+    return dataclasses.replace(config, model_task=task, objective=objective)

@@ -22,7 +22,6 @@ from typing import Any
 
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given
-from unbottle.models import resolve
 from unbottle.optimizer import cluster, host, identity, judge, nodes, speculation
 from unbottle.optimizer import plan as planning
 from unbottle.optimizer import prepare as caches
@@ -43,16 +42,6 @@ from unbottle.optimizer.running import OUT_OF_TIME, TrialRunning
 MIN_BUDGET_S = 60.0
 MIN_GAIN = 1.03  # a screened candidate "helped" when its objective gain is at least this
 PLAN_SLACK_S = 2.0  # the parent's own work between trials
-
-
-def with_model_task(config: OptimizeConfig) -> OptimizeConfig:
-    """``config`` with the task its model loads for (``ModelSource.probe_task``, no weights loaded);
-    a config made with a causal LM's default objective gets the encoder's default."""
-    task = resolve(config.model).probe_task()
-    if task == config.model_task:
-        return config
-    objective = "auto" if config.objective == "decode" else config.objective
-    return dataclasses.replace(config, model_task=task, objective=objective)
 
 
 class Search(TrialRunning):
@@ -76,7 +65,7 @@ class Search(TrialRunning):
         log: Callable[[str], None] | None = None,
         save_closest: bool = False,
     ) -> None:
-        self.cfg = config = with_model_task(config)
+        self.cfg = config = caches.with_model_task(config)
         self.save_closest = save_closest
         self.store = store
         self.output = output
@@ -154,7 +143,7 @@ class Search(TrialRunning):
         if not screened:
             raise ConfigError(self._nothing_screened())
         good = sorted((s for s in screened if self.is_good(s)), key=lambda s: -s["gain"][0])
-        ranked = self.finals(good, base) or self.closest(screened)
+        ranked = self.rescue(self.finals(good, base) or self.closest(screened), base)
         verified = self.verify_best(ranked, base)
         self.speculation = speculation.stage(self, verified)
         return result_document(self, base, screened, ranked, verified, skipped)
@@ -303,9 +292,10 @@ class Search(TrialRunning):
         return s["gain"] is not None and s["gain"][0] >= MIN_GAIN and s["guard"]["passed"]
 
     def try_fallbacks(
-        self, screened: list[dict[str, Any]], base: dict[str, Any], reserve: float
+        self, screened: list[dict[str, Any]], base: dict[str, Any], reserve: float, strict: bool = False
     ) -> list[dict[str, Any]]:
-        """Per-layer fallback for candidates that were faster but broke the guard."""
+        """Per-layer fallback for candidates that were faster but broke the guard; ``strict`` (a finalist
+        that broke it on its interval): stop at a variant that ``_meets_guard``, not screening's limits."""
         out = []
         for s in screened:
             if s["gain"] is None or s["gain"][0] < MIN_GAIN or s["guard"]["passed"]:
@@ -323,9 +313,28 @@ class Search(TrialRunning):
                 if extra is None:
                     break
                 out.append(extra)
-                if self.is_good(extra):
+                if self.is_good(extra) and (not strict or self._meets_guard(extra)):
                     break  # the fewest layers kept in float that meet the guard
         return out
+
+    def _meets_guard(self, s: dict[str, Any]) -> bool:
+        """A screened candidate's point estimates within ``judge.RESCUE_MARGIN`` of the real limits."""
+        goals = judge.screening_goals(self.goals, judge.RESCUE_MARGIN)
+        return judge.guard(goals, s["trial"]["result"]["comparisons"], on_point=True)["passed"]
+
+    def rescue(self, ranked: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+        """When the best finalist broke the guard on its interval: per-layer fallback for it, and the
+        variants that meet the guard measured as finalists and ranked by the guard first."""
+        top = ranked[0] if ranked else None
+        if top is None or top["trial"]["stage"] != "final" or top["guard"]["passed"]:
+            return ranked
+        self.log(f"{short_key(top['cand'].key)} missed the guard as a finalist: trying per-layer fallback")
+        tried = self.try_fallbacks([top], base, self._cost("verify_s"), strict=True)
+        variants = [v for v in tried if self.is_good(v) and self._meets_guard(v)]
+        if not variants:
+            return ranked
+        merged = self.finals(variants, base) + ranked
+        return sorted(merged, key=lambda s: not (s["guard"] or {}).get("passed"))
 
     def closest(self, screened: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """When nothing kept the guard: the faster candidate that lost the least accuracy, so the
