@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from unbottle.comparison.ab import ABConfig, ABRounds, run_ab
-from unbottle.comparison.speed import compare_rounds
+from unbottle.comparison.ab import AB_METRICS, ABConfig, ABRounds, run_ab
+from unbottle.comparison.speed import compare_rounds, not_compared
 from unbottle.core.errors import ConfigError
 from unbottle.sources import Loaded
 
@@ -156,3 +156,19 @@ def test_worse_on_too_few_rounds_is_indicative_not_a_regression():
     assert doc["regressions"] == [] and doc["indicative_regressions"] == ["decode.tokens_per_s"]
     doc = comparison_document({"decode.tokens_per_s": enough}, [], "A", "B")
     assert doc["regressions"] == ["decode.tokens_per_s"] and doc["indicative_regressions"] == []
+
+
+def test_serve_rounds_replay_one_stream_and_a_zero_goodput_is_listed_not_compared(tiny_llama):
+    config = ABConfig(
+        scenario="serve", rounds=3, warmup=0, rate=400.0, serve_requests=4, prompt_length=8, new_tokens=6,
+        max_batch=2, slo_tpot_s=1e-9,  # no request can meet it: goodput is 0 on both sides
+    )  # fmt: skip
+    rounds = run_ab(tiny_llama, tiny_llama, config)
+    assert set(rounds.a) == {f"serve.{k}" for k in AB_METRICS["serve"]}
+    assert all(len(v) == 3 for v in (*rounds.a.values(), *rounds.b.values()))
+    assert rounds.a["serve.goodput"] == [0.0, 0.0, 0.0] and rounds.a["serve.completed"][0] > 0
+    cmps = compare_rounds(rounds)
+    assert "serve.goodput" not in cmps and not_compared(rounds) == {"serve.goodput": {"a": 0.0, "b": 0.0}}
+    assert cmps["serve.ttft_p90"].higher_is_better is False and cmps["serve.throughput"].higher_is_better
+    with pytest.raises(ConfigError, match="rate"):
+        ABConfig(scenario="serve", rate=0)

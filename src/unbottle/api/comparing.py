@@ -12,7 +12,7 @@ from unbottle.comparison.accuracy import compare_evals
 from unbottle.comparison.document import comparison_document
 from unbottle.comparison.noise import lookup_noise_floor, noise_floor_from, noise_key
 from unbottle.comparison.runs import caveats, compare_stored
-from unbottle.comparison.speed import compare_rounds
+from unbottle.comparison.speed import compare_rounds, not_compared
 from unbottle.core.env import manifest
 from unbottle.core.errors import ConfigError
 from unbottle.evaluation import evaluate
@@ -68,6 +68,8 @@ def ab(
         doc = _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, rounds.order, extra)
         if rounds.speculation:
             doc["speculation"] = rounds.speculation
+        if not_compared(rounds):  # zero in some round (goodput): medians, no ratio
+            doc["not_compared"] = not_compared(rounds)
         stored = {"comparison": doc, "a_vs_a": a_vs_a, "noise_key": key, "model": loaded_a.info.to_dict(),
                   "model_b": loaded_b.info.to_dict(), "threads": threads, "order": rounds.order,
                   "noise_floor_pct": doc.get("noise_floor_pct"),

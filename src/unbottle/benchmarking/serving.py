@@ -14,8 +14,9 @@ goodput: requests per second that met both latency objectives (``slo_ttft_s``, `
 Where the rate outgrows the host, queues build and time to first token explodes: ``knee`` names the
 first rate where that happened.
 
-Runs on eager torch models with a ``DynamicCache`` (full attention); others are refused before any
-work.
+Runs on eager torch models with a ``DynamicCache`` (full attention), and on GenAI builds through
+ONNX Runtime GenAI's own continuous-batching engine (``serving_genai``); others are refused before
+any work.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unbottle.benchmarking.serving_genai import runs_in_engine, serve_genai
 from unbottle.core.errors import BenchError
 from unbottle.data.prompts import make_prompts
 from unbottle.runtime.caches import STATIC_CACHE_ATTR, cache_keyword
@@ -75,11 +77,14 @@ def make_requests(
 
 
 def check_servable(model: Any) -> None:
-    """Refuse models the loop can't batch: their own caches (ONNX, GenAI), a compiled static one, or
-    sliding-window layers (their caches keep only the window, which left padding would shift)."""
+    """Refuse models the loop can't batch: their own caches (plain ONNX), a compiled static one, or
+    sliding-window layers (their caches keep only the window, which left padding would shift). A
+    GenAI build is served by GenAI's engine instead (``serving_genai``)."""
     from transformers import DynamicCache
 
     fix = "measure it with the decode scenario"
+    if runs_in_engine(model):
+        return  # GenAI's own continuous-batching engine serves it (``serving_genai``)
     if callable(getattr(model, "new_cache", None)) or getattr(model, STATIC_CACHE_ATTR, None) is not None:
         raise BenchError(
             f"the serve scenario batches requests in a torch DynamicCache; this model "
@@ -158,6 +163,8 @@ def serve(
     from transformers import DynamicCache
 
     check_servable(model)
+    if runs_in_engine(model):
+        return serve_genai(model, requests, max_batch, clock)
     waiting = deque(sorted(requests, key=lambda r: r.arrival))
     batch = _Batch(model)
     start = clock()

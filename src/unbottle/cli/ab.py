@@ -39,7 +39,8 @@ Examples:
 def ab(
     model_a: Annotated[str, typer.Argument(help="Baseline model (A).")],
     model_b: Annotated[str, typer.Argument(help="Candidate model (B).")],
-    scenario: Annotated[str, typer.Option(help="decode, prefill, generate; encode for encoders.")] = "decode",
+    scenario: Annotated[str, typer.Option(help="decode, prefill, generate, serve; encode.")] = "decode",
+    rate: Annotated[float, typer.Option(help="serve: requests/s arriving (Poisson), 16 per round.")] = 1.0,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (A B, B A, ...).")] = 10,
     repeats_per_round: Annotated[int, typer.Option(help="Repeats per side per round.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch rows.")] = 1,
@@ -48,10 +49,7 @@ def ab(
     threads: ThreadsOpt = None,
     speculative: Annotated[
         str | None,
-        typer.Option(
-            help="'lookup' or 'draft=MODEL': B decodes speculatively, drafting by prompt lookup or with "
-            "a smaller model of the same vocabulary (same greedy output); A plainly."
-        ),
+        typer.Option(help="'lookup' or 'draft=MODEL' (same vocabulary): B drafts, A decodes plainly."),
     ] = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Also compare accuracy, paired by sample.")] = False,
     eval_text: Annotated[str | None, typer.Option(help="Text for perplexity [default: packaged].")] = None,
@@ -73,6 +71,7 @@ def ab(
         new_tokens=new_tokens,
         threads=threads,
         speculative=speculative,
+        rate=rate,
     )
     eval_config = (
         EvalConfig(eval_text=eval_text, eval_tokens=eval_tokens, task=task, max_items=max_items)

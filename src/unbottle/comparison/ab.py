@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from unbottle.benchmarking import apply_threads, check_positions, load_draft
 from unbottle.benchmarking.config import check_threads
 from unbottle.benchmarking.scenarios import decode_once, encode_once, generate_once, prefill_once
+from unbottle.benchmarking.serving import check_servable, make_requests, serve, serve_metrics
 from unbottle.benchmarking.timing import make_timer
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
@@ -25,7 +28,7 @@ from unbottle.data.prompts import make_prompts
 from unbottle.runtime.speculative import SPECULATIVE, parse_speculative, speculative_once
 from unbottle.sources.base import require_causal_lm
 
-AB_SCENARIOS = ("decode", "prefill", "generate", "encode")
+AB_SCENARIOS = ("decode", "prefill", "generate", "encode", "serve")
 
 # scenario → metric suffix → (unit, higher_is_better)
 AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
@@ -41,6 +44,15 @@ AB_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
         "latency": ("s", False),
         "sequences_per_s": ("sequences/s", True),
         "tokens_per_s": ("tokens/s", True),
+    },  # fmt: skip
+    "serve": {  # one round: the same stream of requests served by each side (``serving``)
+        "ttft": ("s", False),  # the round's median over its requests
+        "ttft_p90": ("s", False),
+        "tpot": ("s", False),
+        "request_latency": ("s", False),
+        "throughput": ("tokens/s", True),
+        "goodput": ("requests/s", True),
+        "completed": ("requests/s", True),
     },  # fmt: skip
 }
 
@@ -63,6 +75,9 @@ class ABConfig(Config):
         speculative: ``lookup`` or ``draft=MODEL``: B decodes speculatively, drafting by prompt lookup
             or with that model (A plainly), so the A/B measures what speculation gains on this model and
             prompt; None: both plain.
+        rate / serve_requests / max_batch / slo_ttft_s / slo_tpot_s: the ``serve`` scenario's stream
+            (Poisson arrivals at ``rate`` per second, prompts around ``prompt_length``, outputs around
+            ``new_tokens``; the same stream every round and side) and the objectives goodput counts.
     """
 
     scenario: str = "decode"
@@ -75,6 +90,11 @@ class ABConfig(Config):
     threads: int | None = None
     seed: int = 0
     speculative: str | None = None
+    rate: float = 1.0
+    serve_requests: int = 16
+    max_batch: int = 8
+    slo_ttft_s: float = 1.0
+    slo_tpot_s: float = 0.1
 
     def __post_init__(self) -> None:
         if self.scenario not in AB_SCENARIOS:
@@ -89,8 +109,13 @@ class ABConfig(Config):
                 ("prompt_length", self.prompt_length, 1),
                 ("new_tokens", self.new_tokens, 2),
                 ("warmup", self.warmup, 0),
+                ("serve_requests", self.serve_requests, 2),
+                ("max_batch", self.max_batch, 1),
             ]
         )
+        for name in ("rate", "slo_ttft_s", "slo_tpot_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{given(name, getattr(self, name))} given; allowed: a number > 0")
         if self.threads is not None:
             check_threads(self.threads)
         if self.speculative is not None:
@@ -158,6 +183,8 @@ def run_ab(
     """
     _check_kinds(model_a, model_b, config.scenario)
     longest = config.prompt_length + (0 if config.scenario in ("prefill", "encode") else config.new_tokens)
+    if config.scenario == "serve":  # requests draw their lengths up to 1.5x the configured ones
+        longest = (3 * longest + 1) // 2
     for loaded in (model_a, model_b):
         check_positions(loaded, longest, "lower the prompt length or the new tokens")
     apply_threads(config.threads)
@@ -225,7 +252,26 @@ def _one_repeat(
         return lambda: prefill_once(model, prompt, timer)
     if config.scenario == "encode":
         return lambda: encode_once(model, prompt, timer)
+    if config.scenario == "serve":
+        return _serve_repeat(loaded, config)
     return lambda: generate_once(model, prompt, config.new_tokens, timer)
+
+
+def _serve_repeat(loaded: Any, config: ABConfig) -> Callable[[], dict[str, list[float]]]:
+    """One serve of the round's stream (the same requests, seeded, for both sides every round)."""
+    check_servable(loaded.model)
+
+    def once() -> dict[str, list[float]]:
+        requests = make_requests(
+            loaded, config.rate, config.serve_requests, config.prompt_length, config.new_tokens, config.seed
+        )
+        serve(loaded.model, requests, config.max_batch)
+        m = serve_metrics(requests, config.slo_ttft_s, config.slo_tpot_s)
+        out = {k: [statistics.median(m[k])] for k in ("ttft", "tpot", "request_latency")}
+        out["ttft_p90"] = [float(np.percentile(m["ttft"], 90))]
+        return {**out, **{k: m[k] for k in ("throughput", "goodput", "completed")}}
+
+    return once
 
 
 def _round_values(fn: Callable[[], dict[str, list[float]]], config: ABConfig) -> dict[str, float]:

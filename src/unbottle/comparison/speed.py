@@ -10,11 +10,12 @@ so a shift between the blocks shows in the interval instead of being averaged aw
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
 
-from unbottle.comparison.ab import AB_METRICS
+from unbottle.comparison.ab import AB_METRICS, ABRounds
 from unbottle.stats import (
     Estimate,
     MetricComparison,
@@ -95,10 +96,25 @@ def _split(a: list[float], b: list[float], blocks: Sequence[int]) -> list[tuple[
 
 def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[str, MetricComparison]:
     """Every metric of an interleaved A/B (``unbottle.comparison.ab.ABRounds``), paired by round
-    (and widened to each time block's own interval when the rounds ran in blocks)."""
+    (and widened to each time block's own interval when the rounds ran in blocks). A metric that is
+    zero in some round (a serve's goodput when no request met the objectives) has no ratio: it is
+    left out here and listed by ``not_compared``."""
     out = {}
     for name, a_values in rounds.a.items():
+        if name in not_compared(rounds):
+            continue
         unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
         floor = (noise_floor or {}).get(name)
         out[name] = compare_samples(name, unit, higher, a_values, rounds.b[name], True, floor, rounds.blocks)
+    return out
+
+
+def not_compared(rounds: ABRounds) -> dict[str, dict[str, float]]:
+    """Metrics of an A/B with a zero (or negative) round on either side, which no ratio describes:
+    ``{name: {"a": median of A, "b": median of B}}``."""
+    out = {}
+    for name, a_values in rounds.a.items():
+        b_values = rounds.b[name]
+        if min(a_values) <= 0 or min(b_values) <= 0:
+            out[name] = {"a": float(statistics.median(a_values)), "b": float(statistics.median(b_values))}
     return out

@@ -42,6 +42,8 @@ def comparison_table(doc: dict[str, Any]) -> Group:
             _interval(m),
             Text(verdict, style=_STYLE.get(m["verdict"], "")),
         )
+    for name, medians in (doc.get("not_compared") or {}).items():
+        table.add_row(name, fmt(medians["a"]), fmt(medians["b"]), "-", "zero in a round", "no ratio")
     lines: list[Any] = [table]
     for g in doc.get("goals", []):
         goal = g["goal"]
