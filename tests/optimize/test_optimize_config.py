@@ -43,7 +43,8 @@ def test_bad_goals_are_refused_with_the_fix(goals, task, message):
 
 def test_unknown_objective_lists_the_allowed_ones():
     with pytest.raises(
-        ConfigError, match="allowed for a causal LM: decode, ttft, latency, prefill, throughput, size, memory"
+        ConfigError,
+        match="allowed for a causal LM: decode, ttft, latency, prefill, throughput, goodput, size, memory",
     ):
         OptimizeConfig(objective="speed")
 

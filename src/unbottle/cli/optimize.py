@@ -32,7 +32,7 @@ Examples:
 
 
 _Model = Annotated[str, typer.Argument(help="Model name, HF folder, .gguf file or recipe folder.")]
-_Objective = Annotated[str, typer.Option(help="decode, latency, ttft, prefill, throughput, size, memory.")]
+_Objective = Annotated[str, typer.Option(help="decode latency ttft prefill throughput goodput size memory")]
 _Workload = Annotated[
     str,
     typer.Option(
@@ -94,6 +94,7 @@ def optimize(
     save_closest: _SaveClosest = False,
     memory_limit: _MemoryLimit = None,
     ray: _Ray = None,
+    rate: Annotated[float, typer.Option(help="goodput: requests/s arriving (Poisson).")] = 1.0,
     report: _Report = True,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -123,6 +124,7 @@ def optimize(
         threads=threads,
         memory_limit_mib=memory_limit,
         ray=ray,
+        rate=rate,
         model_task=resolve(model).probe_task(),
     )
     options = {"overwrite": overwrite, "save_closest": save_closest, "report": report}

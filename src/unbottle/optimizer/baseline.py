@@ -16,7 +16,13 @@ REMEASURE_PAUSE_S = 10.0  # between a disturbed baseline and its second measurem
 
 def measure(search: Any) -> dict[str, Any]:
     """The baseline's result: read back when an earlier run kept it, else measured (twice when
-    the first measurement looks disturbed; see ``unbottle.optimizer.host``)."""
+    the first measurement looks disturbed; see ``unbottle.optimizer.host``); ``check_load`` passed."""
+    result = _measure(search)
+    check_load(search.cfg, result)
+    return result
+
+
+def _measure(search: Any) -> dict[str, Any]:
     if "baseline" in search.recorded:  # only a quiet baseline is ever recorded under this key
         search.base_trial = search.trial("baseline", "baseline", {}, here=True)
         return search.base_trial["result"]
@@ -55,3 +61,14 @@ def _checked(search: Any, data: dict[str, Any] | None) -> dict[str, Any]:
     if data["status"] != "ok":
         raise BenchError(f"measuring the baseline failed: {data['reason']}")
     return data
+
+
+def check_load(cfg: Any, base: dict[str, Any]) -> None:
+    """A goodput objective needs a baseline that serves some requests within the objectives."""
+    if cfg.objective == "goodput" and not base["rates"].get("serve.goodput"):
+        limits = f"time to first token ≤ {cfg.slo_ttft_s:g} s, per output token ≤ {cfg.slo_tpot_s:g} s"
+        raise ConfigError(
+            f"the baseline met the latency objectives ({limits}) for no request at {cfg.rate:g} "
+            f"requests/s (goodput 0), so no gain over it can be measured; give a lower "
+            f"{opt('rate')} or looser objectives (slo_ttft_s, slo_tpot_s), or --objective latency"
+        )

@@ -26,6 +26,7 @@ OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "latency": ("decode", "decode.request_latency", "s", False, "request latency (prompt in, tokens out)"),
     "prefill": ("prefill", "prefill.latency", "s", False, "prefill latency of the prompt"),
     "throughput": ("decode", "decode.tokens_per_s", "tokens/s", True, "decode tokens/s at --batch-size"),
+    "goodput": ("serve", "serve.goodput", "requests/s", True, "requests/s meeting the latency objectives"),
     "size": (None, "size.weights", "MiB", False, "bytes of weights stored"),
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while decoding"),
 }
@@ -36,6 +37,7 @@ ENCODER_OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "size": OBJECTIVES["size"],
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while encoding"),
 }
+SERVE_FIELDS = ("rate", "serve_requests", "slo_ttft_s", "slo_tpot_s")  # the goodput objective's load
 ENCODER = "masked-lm"  # the task encoders load for (``sources.base.Task``)
 ACCURACY_METRICS = ("perplexity", "accuracy", "embedding_cosine")
 # The objectives speculative decoding can serve (decode steps at batch 1), by their metric, and the
@@ -81,6 +83,9 @@ class OptimizeConfig(Config):
         seed: prompts and task subsets.
         model_task: ``causal-lm``, or ``masked-lm`` for an encoder (``ModelSource.probe_task``; the
             API fills it in): it picks the objectives, the default guard and the candidates.
+        rate / serve_requests / slo_ttft_s / slo_tpot_s: the ``goodput`` objective's load: requests
+            arriving at ``rate`` per second (``serve_requests`` per round, around the workload's
+            shape) and the objectives a request must meet to count (``comparison.ab.ABConfig``).
         ray: run the trials on a Ray cluster: ``auto`` (the one on this machine, else a one-node
             instance started here) or the head's ``HOST:PORT`` / ``ray://`` address; None: here
             (``unbottle.optimizer.cluster``). Not part of the search's identity: a search resumes
@@ -111,6 +116,10 @@ class OptimizeConfig(Config):
     seed: int = 0
     model_task: str = "causal-lm"
     ray: str | None = None
+    rate: float = 1.0
+    serve_requests: int = 16
+    slo_ttft_s: float = 1.0
+    slo_tpot_s: float = 0.1
 
     def __post_init__(self) -> None:
         encoder = self.model_task == ENCODER
@@ -153,6 +162,11 @@ class OptimizeConfig(Config):
             raise ConfigError(f"{shown} given; allowed: seconds > 0")
         if self.threads is not None:
             check_threads(self.threads)
+        if self.objective == "goodput":
+            for name in SERVE_FIELDS:
+                if not getattr(self, name) > (1 if name == "serve_requests" else 0):
+                    shown = given(name, getattr(self, name))
+                    raise ConfigError(f"{shown} given; allowed: a number > 0 (serve_requests: 2 or more)")
         if self.ray is not None and not str(self.ray).strip():
             raise ConfigError(
                 f"{given('ray', self.ray, quote=True)} given; allowed: auto or the head's HOST:PORT"
@@ -200,6 +214,8 @@ class OptimizeConfig(Config):
     def search_key(self) -> str:
         """Identifies the search: the same command (budget and limits aside) resumes the same search."""
         ignored = {"time_budget_s", "max_trials", "trial_timeout_s", "memory_limit_mib", "ray"}
+        if self.objective != "goodput":
+            ignored |= set(SERVE_FIELDS)  # only the load's objective depends on them
         data = {k: v for k, v in self.to_dict().items() if k not in ignored}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -207,7 +223,9 @@ class OptimizeConfig(Config):
         """The ``ABConfig`` fields for ``screen`` or ``full`` (verification uses ``full``)."""
         scenario = self.objective_spec()[0] or ("encode" if self.is_encoder() else "decode")
         screen = stage == "screen"
+        serve = {k: getattr(self, k) for k in SERVE_FIELDS} if scenario == "serve" else {}
         return {
+            **serve,
             "scenario": scenario,
             "rounds": self.screen_rounds if screen else self.full_rounds,
             "batch_size": self.batch_size,
