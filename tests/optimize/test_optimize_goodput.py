@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from unbottle.core.errors import ConfigError
+from unbottle.optimizer.baseline import check_load
 from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.trial import FAULT_ENV
@@ -33,9 +34,18 @@ def test_goodput_is_screened_and_verified_under_load(tmp_path, monkeypatch):
     assert doc["winner"]["gain"][1] > 1.0
 
 
-def test_a_baseline_that_serves_no_request_within_the_objectives_is_refused(tmp_path):
+def test_a_baseline_that_serves_no_request_within_the_objectives_is_refused():
     cfg = OptimizeConfig(model="tiny-llama", objective="goodput", slo_tpot_s=1e-9, **LOAD, **SMALL)
     with pytest.raises(ConfigError, match="goodput 0.*give a lower (--)?rate or looser objectives"):
-        Search(cfg, Store(), tmp_path / "out").run()
+        check_load(cfg, {"rates": {"serve.goodput": 0.0, "serve.completed": 3.5}})
+    check_load(cfg, {"rates": {"serve.goodput": 0.5}})  # some requests within the objectives: measurable
+    check_load(OptimizeConfig(model="tiny-llama"), {"rates": {}})  # other objectives: not asked
     with pytest.raises(ConfigError, match="rate"):
         OptimizeConfig(objective="goodput", rate=0)
+
+
+def test_the_search_stops_after_a_baseline_with_no_goodput(tmp_path, fake_workers):
+    cfg = OptimizeConfig(model="tiny-llama", objective="goodput", **LOAD, **SMALL)  # canned rates: no goodput
+    with pytest.raises(ConfigError, match="goodput 0"):
+        Search(cfg, Store(), tmp_path / "out").run()
+    assert fake_workers.functions()[-1] == "baseline"  # no candidate was started
