@@ -32,6 +32,7 @@ ARGS = ["--objective", "size", "--eval-tokens", "1024", "--threads", "1", "--jso
 
 def _cluster() -> Any:
     cluster_utils = pytest.importorskip("ray.cluster_utils")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a test's cluster
     small = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
     made = cluster_utils.Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
     made.add_node(**small)

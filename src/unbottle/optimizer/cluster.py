@@ -217,6 +217,7 @@ def _connect(ray: Any, address: str, log: Callable[[str], None]) -> bool:
                 "start one with `ray start --head` (and `ray start --address HEAD:PORT` on each other "
                 "node) and give the head's address, or `auto` on a node of the cluster"
             ) from None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # an instance unbottle starts sends no usage data
     ray.init(include_dashboard=False, **options)
     log("Ray: no running cluster found; started a one-node instance on this machine")
     return True
