@@ -93,4 +93,7 @@ def test_the_verdict_warns_of_a_slower_phase_even_when_the_guard_passed():
     quiet = _verdict(
         cfg, winner, verification, phases({"decode.tokens_per_s": cmps["decode.tokens_per_s"]}), None
     )
-    assert "WARNING" not in quiet
+    assert "WARNING" not in quiet and "NOT significantly" not in quiet
+    unsure = {**winner, "gain": (1.06, 0.94, 1.18)}  # verified, but not told apart from the baseline
+    text = _verdict(cfg, unsure, verification, [], None)
+    assert "×1.06 [0.94, 1.18] (95% CI, verified); NOT significantly better than the baseline" in text

@@ -221,6 +221,8 @@ def _verdict(
     g = winner["gain"]
     what = cfg.objective_spec()[4]
     head = f"{winner['cand'].key}: {what} ×{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] (95% CI, verified)"
+    if g[1] <= 1.0:  # the verification could not tell it from the baseline
+        head += "; NOT significantly better than the baseline (the interval includes ×1)"
     goals = "; ".join(r["explanation"] for r in verification["goals"])
     if selection:
         unit, d = {"perplexity": ("%", 2), "embedding_cosine": ("", 4)}.get(
