@@ -68,8 +68,9 @@ def ab(
         doc = _document(comparisons, goals, model_a, model_b, a_vs_a, key, floor, rounds.order, extra)
         if rounds.speculation:
             doc["speculation"] = rounds.speculation
-        if not_compared(rounds):  # zero in some round (goodput): medians, no ratio
-            doc["not_compared"] = not_compared(rounds)
+        zero = not_compared(rounds)  # zero in some round (goodput): medians, no ratio
+        if zero:
+            doc["not_compared"] = zero
         stored = {"comparison": doc, "a_vs_a": a_vs_a, "noise_key": key, "model": loaded_a.info.to_dict(),
                   "model_b": loaded_b.info.to_dict(), "threads": threads, "order": rounds.order,
                   "noise_floor_pct": doc.get("noise_floor_pct"),

@@ -99,9 +99,9 @@ def compare_rounds(rounds, noise_floor: dict[str, float] | None = None) -> dict[
     (and widened to each time block's own interval when the rounds ran in blocks). A metric that is
     zero in some round (a serve's goodput when no request met the objectives) has no ratio: it is
     left out here and listed by ``not_compared``."""
-    out = {}
+    out, zero = {}, not_compared(rounds)
     for name, a_values in rounds.a.items():
-        if name in not_compared(rounds):
+        if name in zero:
             continue
         unit, higher = AB_METRICS[rounds.config.scenario][name.split(".", 1)[1]]
         floor = (noise_floor or {}).get(name)

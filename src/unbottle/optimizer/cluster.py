@@ -43,6 +43,7 @@ INSTALL = "pip install 'unbottle[ray]'"
 PASSED_ENV = ("UNBOTTLE_CACHE", "UNBOTTLE_HOME", "XDG_CACHE_HOME", "HF_HOME", "UNBOTTLE_INJECT_FAULT")
 CONNECT_TIMEOUT_S = 5.0  # the head's port must answer within this
 GRACE_S = 120.0  # past a trial's own timeout, the driver gives a silent node this long before dropping it
+NO_NODE = "no Ray node is left"
 
 
 @dataclasses.dataclass
@@ -113,11 +114,12 @@ class RayRunner:
     def run(self, job: Job) -> tuple[TrialOutcome | None, dict[str, Any] | None, str]:
         got: list[tuple[TrialOutcome | None, dict[str, Any] | None, str]] = []
         self.run_all([job], lambda j: j, lambda _i, _j, *rest: got.append(rest))
-        return got[0] if got else (None, None, "no Ray node is left")
+        return got[0] if got else (None, None, NO_NODE)
 
     def run_all(self, items: Iterable[Any], start: Callable[[Any], Job | None], finish: Finish) -> None:
         """As ``LocalRunner.run_all``, with as many trials in flight as there are free nodes; an item's
-        ``start`` is called only when a node is free for it, so the budget it checks is current."""
+        ``start`` is called only when a node is free for it, so the budget it checks is current. Once
+        every node is gone, the items left are neither started nor finished."""
         queue, idle = list(items), list(self.nodes)
         pending: dict[Any, tuple[Any, Job, str, float]] = {}
         while queue or pending:
@@ -134,9 +136,7 @@ class RayRunner:
                     node,
                     time.monotonic() + job.timeout_s + GRACE_S,
                 )
-            if not pending:
-                for item in queue:  # every node is gone: what is left is lost, not recorded
-                    finish(item, Job("", "", {}, 0, None), None, None, "no Ray node is left")
+            if not pending:  # every node is gone: what is left is never started (nor recorded)
                 return
             self._collect(pending, idle, finish)
 

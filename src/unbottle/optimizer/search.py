@@ -199,6 +199,8 @@ class Search(TrialRunning):
                 done[cand.key] = self._summary(cand, data)
 
         self.runner.run_all(cands, start, finish)
+        unstarted = [c.key for c in cands if c.key not in done and c.key not in self.not_tried]
+        self.not_tried.update(dict.fromkeys(unstarted, cluster.NO_NODE))  # every cluster node was gone
         return [done[c.key] for c in cands if c.key in done]
 
     def combos(self, screened: list[dict[str, Any]]) -> list[Candidate]:
@@ -243,11 +245,6 @@ class Search(TrialRunning):
             f"screening (one was planned at {self.plan.screen_s:.0f} s); "
             f"give {given('time_budget', f'{minutes}m')}"
         )
-
-    def screen(self, cand: Candidate, base: dict[str, Any], reserve: float) -> dict[str, Any] | None:
-        """Screen one candidate (``screen_all`` of one)."""
-        got = self.screen_all([cand], base, reserve)
-        return got[0] if got else None
 
     def _screen_start(
         self, cand: Candidate, base: dict[str, Any], reserve: float
@@ -309,9 +306,10 @@ class Search(TrialRunning):
                 continue
             self.sensitivity[cand.key] = data["result"]["scores"]
             for variant in fallbacks(cand, data["result"]["scores"]):
-                extra = self.screen(variant, base, reserve)
-                if extra is None:
+                got = self.screen_all([variant], base, reserve)
+                if not got:
                     break
+                extra = got[0]
                 out.append(extra)
                 if self.is_good(extra) and (not strict or self._meets_guard(extra)):
                     break  # the fewest layers kept in float that meet the guard

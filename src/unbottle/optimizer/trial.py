@@ -100,10 +100,13 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     if injected("slow", payload["key"]):
         _slow_down(cand)
     own = own_resources(cand, cfg, reports)
-    speed, order = _speed(cfg, cand, stage)
+    timed = cfg.objective_spec()[0] is not None
+    base = (
+        _ab_baseline(cfg) if timed or cfg.is_encoder() else None
+    )  # the A/B's side and an encoder's reference
+    speed, order = _speed(cfg, cand, stage, base) if timed else ({}, [])
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
-    reference = load_model(cfg.model) if cfg.is_encoder() else None  # what an encoder must agree with
-    cand_evals = _evaluate(cand, cfg, stage, reference)
+    cand_evals = _evaluate(cand, cfg, stage, base)
     comparisons = {**speed, **compare_evals(*paired_samples(base_evals, cand_evals))}
     comparisons.update(_own_comparisons(payload["base_own"], own))
     return {
@@ -250,14 +253,12 @@ def _applied(cfg: OptimizeConfig, passes: list[dict[str, Any]]) -> tuple[Any, li
     return cand, reports, time.perf_counter() - start
 
 
-def _speed(cfg: OptimizeConfig, cand: Any, stage: str) -> tuple[dict[str, Any], list[str]]:
-    """Interleaved rounds against a freshly loaded baseline (none when the objective isn't speed)."""
-    if cfg.objective_spec()[0] is None:
-        return {}, []
+def _speed(cfg: OptimizeConfig, cand: Any, stage: str, base: Any) -> tuple[dict[str, Any], list[str]]:
+    """Interleaved rounds against ``base``, a freshly loaded baseline (``_ab_baseline``)."""
     settings = cfg.ab_settings(stage)
     if stage == "final":
         settings["rounds"] = max(cfg.screen_rounds, cfg.full_rounds // 2)
-    rounds = run_ab(_ab_baseline(cfg), cand, ABConfig(**settings))
+    rounds = run_ab(base, cand, ABConfig(**settings))
     return compare_rounds(rounds), rounds.order
 
 
