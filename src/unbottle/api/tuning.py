@@ -18,6 +18,7 @@ from unbottle.evaluation.corpus import load_text
 from unbottle.evaluation.tasks import load_task
 from unbottle.models import resolve
 from unbottle.optimizer.config import OptimizeConfig, parse_duration, parse_workload
+from unbottle.optimizer.prepare import with_model_task
 from unbottle.optimizer.search import Search
 from unbottle.reporting.output import write_report
 
@@ -64,7 +65,9 @@ def optimize(
         settings["prompt_length"], settings["new_tokens"] = parse_workload(workload)
     if config is None:
         settings.setdefault("model_task", resolve(settings.get("model", model)).probe_task())
-    config = config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    config = with_model_task(
+        config_of(OptimizeConfig, config, {"model": model, **settings} if config is None else settings)
+    )  # a config made for another model kind gets this one's
     _check_accuracy_data(config)
     store = store_of(store)
     output = Path(output) if output is not None else default_output(config.model)
@@ -72,7 +75,6 @@ def optimize(
         config, store, output, overwrite, log=log or (lambda _line: None), save_closest=save_closest
     )
     search.on_clock_start = on_clock_start
-    config = search.cfg  # with the model's task (``prepare.with_model_task``)
     run_config = {**config.to_dict(), "output": str(output.resolve()), "search_key": search.key}
     with store.recording("optimize", config.model, run_config, manifest(seed=config.seed)) as run:
         doc = search.run()
