@@ -6,15 +6,15 @@ Two kinds of prompt, from the packaged *Persuasion*:
   so a model that continues by quoting reuses the passage's tokens;
 - open-ended (lookup-hostile): the passage alone, continued freely.
 
-One process, one host; per engine (fp32 eager torch, and the GenAI build of the GGUF's own blocks that
-``optimize`` picks, with float activations: ``genai:weights=gguf,accuracy_level=1``; with int8
-activations speculation changes the tokens, see ``unbottle.runtime.speculative``) and prompt kind,
-plain greedy decoding and speculation alternate round by round (the order swapped every round) on the
-same model. Drafters (``--drafters``): ``lookup`` (prompt lookup) and ``draft`` (a draft model: the
-GenAI build of the same GGUF with int8 activations, the fast winner ``optimize`` picks, whose own tokens
-may differ: only the target's are kept). Reports decode tokens/s of each, the paired ratio of medians
-with its 95% bootstrap interval, the draft acceptance rate and the tokens produced per forward pass, and
-checks that both produce the same tokens.
+One process, one host; per engine (fp32 eager torch, and ``genai:weights=gguf``: the GenAI build of
+the GGUF's own blocks with int8 activations that ``optimize`` picks) and prompt kind, plain greedy
+decoding (one token per call: the fastest) and speculation alternate round by round (the order swapped
+every round) on the same model. Drafters (``--drafters``): ``lookup`` (prompt lookup) and, for the torch
+engine, ``draft`` (a draft model: the GenAI build, whose own tokens may differ: only the target's are
+kept). Reports decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval,
+the draft acceptance rate and the tokens produced per forward pass, and checks that speculation gives
+the tokens of ``reference_greedy`` (plain greedy decoding in the arithmetic speculation verifies with;
+for torch, plain decoding itself) and whether those equal plain one-token decoding's.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
        [--engines torch,genai] [--drafters lookup,draft]
@@ -37,7 +37,7 @@ from unbottle.core.env import manifest
 from unbottle.data import EVAL_TEXT, packaged_text
 from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
-from unbottle.runtime.speculative import speculative_greedy
+from unbottle.runtime.speculative import reference_greedy, speculative_greedy
 from unbottle.stats.paired import ratio_of_medians_paired
 
 
@@ -73,18 +73,19 @@ def main() -> int:
     loaded = load(args.model)
     engines = {"fp32 eager torch": loaded}
     if "genai" in args.engines.split(","):
-        spec = f"genai:weights=gguf,accuracy_level=1,threads={args.threads}"  # float activations: exact
-        built, _ = apply_(loaded, [parse_pass(spec)])
-        engines["genai:weights=gguf,accuracy_level=1 (unbottle's loop)"] = built
+        fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: optimize's winner
+        engines["genai:weights=gguf (unbottle's loop)"] = apply_(loaded, [parse_pass(fast)])[0]
     drafters = {"lookup": None}
     if "draft" in args.drafters.split(","):
-        fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: fast, inexact, a draft
+        fast = f"genai:weights=gguf,threads={args.threads}"
         drafters["draft=genai:weights=gguf (int8 activations)"] = apply_(loaded, [parse_pass(fast)])[0].model
     drafters = {k: v for k, v in drafters.items() if k != "lookup" or "lookup" in args.drafters.split(",")}
     rows = {}
     for engine, model in engines.items():
         for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():
             for drafter, draft in drafters.items():
+                if draft is not None and engine.startswith("genai"):
+                    continue  # the draft model is this very build
                 key = f"{engine}, {kind}, {drafter}"
                 rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds, draft)
                 print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
@@ -92,14 +93,15 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     header = "| engine, prompt, drafter | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
-    print(header + " tokens per pass | same tokens |")
-    print("|---|---|---|---|---|---|---|")
+    print(header + " tokens per pass | same tokens as the reference | reference = plain one-token decoding |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind, row in rows.items():
         r = row["ratio"]
         print(
             f"| {kind} | {row['plain']:.1f} | {row['speculative']:.1f} | ×{r['point']:.2f} "
             f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {row['acceptance']:.0%} "
-            f"| {row['tokens_per_step']:.2f} | {'yes' if row['same_tokens'] else 'NO'} |"
+            f"| {row['tokens_per_step']:.2f} | {'yes' if row['same_tokens'] else 'NO'} "
+            f"| {'yes' if row['reference_is_plain'] else 'no'} |"
         )
     return 0 if all(row["same_tokens"] for row in rows.values()) else 1
 
@@ -108,6 +110,8 @@ def measure(model, prompt, new: int, rounds: int, draft=None) -> dict:
     """Plain and speculative decoding (prompt lookup, or the ``draft`` model) alternating for ``rounds``
     rounds after a warm-up round."""
     plain, spec, accept, per_step, same = [], [], [], [], True
+    reference = reference_greedy(model, prompt, new)
+    is_plain = True
     for r in range(rounds + 1):
         got = {}
         for side in ("plain", "spec") if r % 2 == 0 else ("spec", "plain"):
@@ -123,7 +127,8 @@ def measure(model, prompt, new: int, rounds: int, draft=None) -> dict:
             continue
         plain.append(got["plain"][0])
         spec.append(got["spec"][0])
-        same &= got["plain"][1] == got["spec"][1]
+        same &= got["spec"][1] == reference
+        is_plain &= got["plain"][1] == reference
         run = got["spec"][2]
         accept.append(sum(run["accepted"]) / max(1, sum(run["proposed"])))
         per_step.append(sum(run["made"]) / len(run["steps"]))
@@ -135,6 +140,7 @@ def measure(model, prompt, new: int, rounds: int, draft=None) -> dict:
         "acceptance": statistics.median(accept),
         "tokens_per_step": statistics.median(per_step),
         "same_tokens": same,
+        "reference_is_plain": is_plain,
         "rounds": {"plain": plain, "speculative": spec},
         "summary": f"×{ratio.point:.2f} [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]",
     }

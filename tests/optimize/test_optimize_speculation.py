@@ -71,7 +71,7 @@ def test_the_winner_is_tried_with_speculation_after_its_verification(tmp_path, m
     assert spec["drafter"] == "lookup" and "speculative decoding (prompt lookup)" in doc["verdict"]
     recorded = Store().trials(search.key)["speculate:wo-int8"]
     assert recorded["status"] == "ok", recorded["reason"]
-    assert spec["match"] == [4, 4]
+    assert spec["match"] == [4, 4] and spec["plain_match"] == [4, 4]  # torch: the reference is plain decoding
     assert spec["adopted"] == (spec["gain"][1] > 1.0) and 0.0 <= spec["acceptance"] <= 1.0
     assert len(spec["rounds"]["order"]) == 6 and spec["rounds"]["blocks"] == [3, 3]
     saved = tmp_path / "out" / SPECULATION_FILE
@@ -81,19 +81,23 @@ def test_the_winner_is_tried_with_speculation_after_its_verification(tmp_path, m
     # a runtime whose speculative tokens drift is declined before any speed is measured
     monkeypatch.setenv(FAULT_ENV, "worse:speculate")
     drifting = speculate({"config": cfg.to_dict(), "output": str(tmp_path / "out")})
-    assert drifting == {"match": [0, 4], "declined": "the greedy tokens differed on 4 of 4 held-out prompts"}
+    assert drifting == {
+        "match": [0, 4],
+        "plain_match": [4, 4],
+        "declined": "the greedy tokens differed on 4 of 4 held-out prompts",
+    }
 
 
 def test_a_runtime_that_cannot_speculate_exactly_is_declined_with_its_reason(tmp_path, monkeypatch):
     from unbottle.runtime import speculative
 
     def refuse(model, kind, draft=None):
-        raise speculative.ConfigError("this build quantizes activations to int8 on every call")
+        raise speculative.ConfigError("this model keeps a cache that can't be rolled back")
 
     monkeypatch.setattr("unbottle.optimizer.speculation.check_speculative", refuse)
     cfg = OptimizeConfig(**SETTINGS)
     out = speculate({"config": cfg.to_dict(), "output": "tiny-llama"})
-    assert out == {"declined": "this build quantizes activations to int8 on every call"}
+    assert out == {"declined": "this model keeps a cache that can't be rolled back"}
 
 
 def test_short_of_time_it_checks_exactness_but_measures_nothing():

@@ -179,30 +179,43 @@ def test_genai_output_folder_that_is_not_a_build_is_refused(tiny_llama, tmp_path
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_speculative_decoding_in_genai_gives_its_own_greedy_tokens_on_50_prompts(
+def test_a_one_token_step_padded_to_two_rows_computes_as_that_position_in_a_longer_pass(builds):
+    """The property exact speculation rests on, for int8 activations: a one-token step run over two
+    rows (its filler rewound) gives bit for bit the logits of the same position inside a pass over
+    several tokens; and the filler leaves no trace in the cache."""
+    model = builds["int4"][0].model
+    prompt = torch.randint(4, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
+    batched, paired = model.new_cache(32), model.new_cache(32, min_rows=2)
+    for cache in (batched, paired):
+        cache.append(prompt.numpy())
+    draft = prompt[:, :5].numpy()
+    rows = batched.append(draft)[0]
+    for j in range(5):
+        step = paired.append(draft[:, j : j + 1])
+        assert step.shape[1] == 1 and paired.get_seq_length() == 13 + j
+        assert (step[0, 0] == rows[j]).all(), j
+
+
+def test_speculative_decoding_in_genai_gives_its_reference_greedy_tokens_on_50_prompts(
     builds, tiny_llama, tmp_path
 ):
-    from unbottle.runtime.speculative import check_speculative, speculative_greedy
+    from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UNBOTTLE_CACHE", str(tmp_path))
         float_activations = apply_(tiny_llama, [GenaiConfig(precision="int4", accuracy_level=1)])[0].model
-    with pytest.raises(ConfigError, match="accuracy_level=4.*would change the greedy tokens"):
-        check_speculative(builds["int4"][0].model, "lookup")
     g = torch.Generator().manual_seed(1)
-    for model in (builds["fp32"][0].model, float_activations):
-        check_speculative(model, "lookup")
+    for model in (builds["fp32"][0].model, float_activations, builds["int4"][0].model):
+        check_speculative(model, "lookup")  # int8 activations (the int4 build) included
         accepted = 0
         for i in range(50):
             phrase = torch.randint(4, model.config.vocab_size, (1, 8), generator=g)
             prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 24), generator=g)
-            record: list = []
-            decode_once(model, prompt, 16, CpuTimer(), record=record)
-            plain = [int(t) for t in torch.cat(record, dim=1)[0]]
+            reference = reference_greedy(model, prompt, 16)
             run = speculative_greedy(model, prompt, 16, CpuTimer())
-            assert run["tokens"] == plain, i
+            assert run["tokens"] == reference, i
             # the torch model as draft model: its own weights, so nearly every draft is kept
             drafted = speculative_greedy(model, prompt, 16, CpuTimer(), draft=tiny_llama.model)
-            assert drafted["tokens"] == plain, i
+            assert drafted["tokens"] == reference, i
             accepted += sum(run["accepted"]) + sum(drafted["accepted"])
         assert accepted > 0  # the rewind path ran

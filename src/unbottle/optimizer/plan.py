@@ -155,13 +155,13 @@ def verify_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
 
 
 def speculate_s(cfg: Any, rates: Rates, sizes: Sizes) -> float:
-    """The speculation stage (0 where it doesn't apply): a load, the held-out prompts decoded plainly
-    and speculatively, and the full A/B of plain against speculative decoding, priced as the baseline
-    decodes."""
+    """The speculation stage (0 where it doesn't apply): a load, the held-out prompts decoded plainly,
+    in the reference arithmetic and speculatively, and the full A/B of plain against speculative
+    decoding, priced as the baseline decodes."""
     if not cfg.speculation_applies():
         return 0.0
     one_decode = rates.ab_unit_s * cfg.new_tokens + rates.ab_prompt_s
-    match = 2 * SPECULATION_PROMPTS * one_decode
+    match = 3 * SPECULATION_PROMPTS * one_decode
     return _priced(rates.overhead_s + match + _ab_s(cfg, rates, sizes.full_rounds, cfg.new_tokens))
 
 
@@ -173,8 +173,8 @@ class Plan:
         sizes: the measurement sizes every trial uses.
         screen_s / final_s / verify_s: expected seconds of one trial of each kind.
         speculate_s: expected seconds of the speculation stage (0 where it doesn't apply). Not held
-            back from screening: the stage runs with the time left after the verification, and a
-            winner that can't speculate exactly (the usual GenAI winner) is declined in seconds.
+            back from screening: the stage runs with the time left after the verification, and is
+            declined as not measured where less is left.
         finalists: finalists the budget holds beside one screen and the verification.
         available_s: seconds the plan was made for (the budget after the baseline).
         scaled: one line per size scaled down, with the configured value.

@@ -5,15 +5,18 @@ gain.
 Speculation changes no weight, so it needs no accuracy guard; what it must not change is the output.
 The worker (``speculate``) therefore checks two things on the saved winner, in its own process:
 
-1. **Greedy match**: plain and speculative greedy decoding give the same tokens on every one of
-   ``SPECULATION_PROMPTS`` prompts no other stage reads (any difference declines it).
+1. **Greedy match**: speculative greedy decoding gives the tokens of ``reference_greedy`` on every one
+   of ``SPECULATION_PROMPTS`` prompts no other stage reads (any difference declines it). For torch
+   models those are plain greedy decoding's; for a GenAI build with int8 activations, greedy decoding
+   whose one-token steps round as a pass over a draft does (its plain one-token steps round otherwise
+   and may pick other tokens; how many prompts agree with them is recorded as ``plain_match``).
 2. **Speed**: paired rounds of the workload, the winner decoding plainly (A) and speculatively (B), in
    two blocks as the verification runs them; the interval of the objective decides.
 
 The search keeps it when the objective's gain interval lies above 1 (``judge_speculation``), and says
-why not otherwise: a runtime that can't speculate exactly (int8 activations, caches that can't roll
-back; found in seconds), too little time left after the verification (its time is not held back from
-screening, since the usual winner declines at once), a token that differed, or no measured gain
+why not otherwise: a runtime that can't speculate exactly (caches that can't roll back; found in
+seconds), too little time left after the verification (its time is planned, see
+``plan.speculate_s``), a token that differed, or no measured gain
 (prompt lookup loses where the output does not repeat its input).
 """
 
@@ -34,7 +37,7 @@ from unbottle.data.prompts import make_prompts
 from unbottle.optimizer import judge
 from unbottle.optimizer.config import SPECULATION_PROMPTS, OptimizeConfig
 from unbottle.optimizer.trial import block_sizes, injected, load_model
-from unbottle.runtime.speculative import check_speculative, speculative_greedy
+from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
 
 DRAFTER = "lookup"
 PROMPT_SEED = 104729  # prompt windows no other stage of the search reads
@@ -75,10 +78,10 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
     if left < needs:
         return {"declined": f"not measured: {left:.0f} s of the time budget were left and measuring it "
                 f"takes about {needs:.0f} s; give a longer --time-budget"}  # fmt: skip
-    match = greedy_match(saved, cfg, SPECULATION_PROMPTS, spoil=injected("worse", "speculate"))
+    match, plain = greedy_match(saved, cfg, SPECULATION_PROMPTS, spoil=injected("worse", "speculate"))
     if match[0] < match[1]:
-        return {"match": match, "declined": f"the greedy tokens differed on {match[1] - match[0]} of "
-                f"{match[1]} held-out prompts"}  # fmt: skip
+        differed = f"the greedy tokens differed on {match[1] - match[0]} of {match[1]} held-out prompts"
+        return {"match": match, "plain_match": plain, "declined": differed}
     settings = {**cfg.ab_settings("full"), "scenario": "decode", "speculative": DRAFTER}
     sizes = block_sizes(cfg.full_rounds)
     parts = [run_ab(saved, saved, ABConfig(**{**settings, "rounds": n})) for n in sizes]
@@ -86,6 +89,7 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
     figures = [p.speculation or {} for p in parts]
     return {
         "match": match,
+        "plain_match": plain,
         "comparisons": {k: v.to_dict() for k, v in compare_rounds(rounds).items()},
         "acceptance": statistics.mean(f.get("acceptance", 0.0) for f in figures),
         "tokens_per_step": statistics.mean(f.get("tokens_per_step", 1.0) for f in figures),
@@ -93,11 +97,13 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = False) -> list[int]:
-    """[prompts whose speculative greedy tokens equal plain greedy decoding's, prompts]. ``spoil``
+def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = False) -> list[list[int]]:
+    """[[prompts whose speculative greedy tokens equal ``reference_greedy``'s, prompts], [prompts whose
+    reference tokens equal plain one-token decoding's, prompts]]. The two differ only on GenAI builds
+    with int8 activations, whose one-token calls round otherwise (``runtime.speculative``). ``spoil``
     (testing): the speculative tokens are changed, as a runtime that drifts would change them."""
     model, timer = loaded.model, make_timer("cpu")
-    same = 0
+    same = plain_same = 0
     for i in range(prompts):
         prompt = make_prompts(
             loaded.tokenizer, model.config.vocab_size, 1, cfg.prompt_length, PROMPT_SEED + i
@@ -105,11 +111,13 @@ def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = F
         record: list[Any] = []
         decode_once(model, prompt, cfg.new_tokens, timer, record=record)
         plain = [int(t) for t in torch.cat(record, dim=1)[0]]
+        reference = reference_greedy(model, prompt, cfg.new_tokens)
         tokens = speculative_greedy(model, prompt, cfg.new_tokens, timer)["tokens"]
         if spoil:
             tokens[-1] += 1
-        same += tokens == plain
-    return [same, prompts]
+        same += tokens == reference
+        plain_same += reference == plain
+    return [[same, prompts], [plain_same, prompts]]
 
 
 def judge_speculation(cfg: OptimizeConfig, data: dict[str, Any] | None) -> dict[str, Any]:
@@ -121,6 +129,7 @@ def judge_speculation(cfg: OptimizeConfig, data: dict[str, Any] | None) -> dict[
         return {"adopted": False, "reason": f"its trial ended {data['status']}: {data['reason']}"}
     result = data["result"]
     out: dict[str, Any] = {"drafter": DRAFTER, "match": result.get("match")}
+    out["plain_match"] = result.get("plain_match")
     if "declined" in result:
         return {**out, "adopted": False, "reason": result["declined"]}
     metric = cfg.objective_spec()[1]

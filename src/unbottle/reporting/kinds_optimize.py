@@ -85,6 +85,16 @@ def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
         report.headline.append(Stat("workload", _workload_text(opt).removeprefix("request: ")))
 
 
+def _plain_note(plain: list[int] | None) -> str:
+    """Where the reference differs from one-token decoding (int8-activation GenAI builds), say so."""
+    if not plain or plain[0] == plain[1]:
+        return ""
+    return (
+        f" (to decoding whose one-token steps round as a pass over a draft does; plain one-token steps "
+        f"round otherwise and gave the same tokens on {plain[0]}/{plain[1]})"
+    )
+
+
 def _speculation_stat(report: Report, spec: dict[str, Any] | None) -> None:
     """Speculative decoding on the winner: its gain and acceptance when kept, why not otherwise."""
     if not spec:
@@ -94,6 +104,7 @@ def _speculation_stat(report: Report, spec: dict[str, Any] | None) -> None:
         note = (
             f"{100 * spec['acceptance']:.0f}% of drafted tokens kept, {spec['tokens_per_step']:.2f} tokens "
             f"per pass; greedy tokens identical on {spec['match'][0]}/{spec['match'][1]} held-out prompts"
+            + _plain_note(spec.get("plain_match"))
         )
         label, tone = ("kept", "good") if spec["adopted"] else ("declined", "")
         report.headline.append(

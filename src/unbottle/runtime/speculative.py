@@ -24,9 +24,13 @@ The draft length adapts: one more after a fully accepted draft, down to what was
 rejection.
 
 Runs on eager torch models (their ``DynamicCache`` cropped) and on ONNX Runtime GenAI builds decoded
-in one graph (GenAI's generator rewound) whose activations stay float (``accuracy_level=1``): with int8
-activations quantized per call, a pass over a draft rounds them otherwise than single steps do and the
-greedy tokens drift (SmolLM2's GGUF build: first difference after 6-20 tokens). Caches that can't be
+in one graph (GenAI's generator rewound). A GenAI graph's fused attention rounds a one-token call
+otherwise than a row of a longer call (ORT's one-row kernel), and int8 activations carry that last-bit
+difference on to other tokens (SmolLM2's GGUF build: after 6-20 tokens). So on a model with
+``min_rows`` > 1 every call of the loop runs over at least that many positions (a step without a draft
+padded by the cache, its filler rewound), and the output is token for token that of
+``reference_greedy``: greedy decoding whose one-token steps compute in the same arithmetic as every
+pass over a draft, and as the multi-token windows the perplexity guard measured. Caches that can't be
 rolled back (the torch-prefill hybrid's bound buffers, static caches of compiled models) are refused.
 """
 
@@ -107,21 +111,15 @@ def check_speculative(model: Any, speculative: str | None, draft: Any = None) ->
 
 def _cache(model: Any, length: int, exact: bool = True) -> Any:
     """The cache a speculative decode rolls back: the model's own when it can rewind (GenAI's), else a
-    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's; a draft's may).
+    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's, whose every call then
+    runs over ``min_rows`` positions at least; a draft's may change).
 
     Raises:
-        ConfigError: int8 activations (a pass over a draft would pick other tokens), or a cache that
-            can't be rolled back (the hybrid's bound buffers, a compiled model's static cache).
+        ConfigError: a cache that can't be rolled back (the hybrid's bound buffers, a compiled model's
+            static cache).
     """
     from transformers import DynamicCache
 
-    if exact and getattr(model, "steps_match_batches", True) is False:
-        raise ConfigError(
-            "this build quantizes activations to int8 on every call (accuracy_level=4), and a call over a "
-            "draft rounds them otherwise than one-token steps do, so speculation would change the greedy "
-            "tokens (SmolLM2: after 6-20 tokens); speculate on a build with accuracy_level=1 (float "
-            "activations), e.g. genai:weights=gguf,accuracy_level=1"
-        )
     fixed = ConfigError(
         "speculative decoding runs on eager torch models and ONNX Runtime GenAI builds decoded in one "
         f"graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: measure it "
@@ -132,10 +130,26 @@ def _cache(model: Any, length: int, exact: bool = True) -> Any:
     own = getattr(model, "new_cache", None)
     if not callable(own):
         return DynamicCache(config=model.config)
-    cache = own(length, 1)
+    rows = getattr(model, "min_rows", 1) if exact else 1
+    cache = own(length, 1, min_rows=rows) if rows > 1 else own(length, 1)
     if not callable(getattr(cache, "rewind", None)):
         raise fixed
     return cache
+
+
+def reference_greedy(model: Any, prompt: Any, new_tokens: int) -> list[int]:
+    """Plain greedy decoding, one token per step, in the arithmetic speculation verifies with (the
+    cache ``_cache`` makes): the tokens ``speculative_greedy`` must give. For a torch model these are
+    plain greedy decoding's; for a GenAI build, its one-token steps padded to ``min_rows`` positions."""
+    cache = _cache(model, prompt.shape[1] + new_tokens + 1)
+    kw = {cache_keyword(model): cache}
+    tokens: list[int] = []
+    ids = prompt
+    with torch.inference_mode():
+        for _ in range(new_tokens):
+            tokens.append(int(model(input_ids=ids, use_cache=True, **kw).logits[0, -1].argmax()))
+            ids = torch.tensor([tokens[-1:]], dtype=prompt.dtype, device=prompt.device)
+    return tokens
 
 
 def _drop(cache: Any, positions: int) -> None:
