@@ -181,19 +181,21 @@ def test_genai_output_folder_that_is_not_a_build_is_refused(tiny_llama, tmp_path
 
 def test_a_one_token_step_padded_to_two_rows_computes_as_that_position_in_a_longer_pass(builds):
     """The property exact speculation rests on, for int8 activations: a one-token step run over two
-    rows (its filler rewound) gives bit for bit the logits of the same position inside a pass over
+    rows (its filler rolled back) gives bit for bit the logits of the same position inside a pass over
     several tokens; and the filler leaves no trace in the cache."""
+    from unbottle.runtime.speculative import _rows
+
     model = builds["int4"][0].model
+    assert model.min_rows == 2 and model.rows_independent
     prompt = torch.randint(4, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
-    batched, paired = model.new_cache(32), model.new_cache(32, min_rows=2)
+    batched, paired = model.new_cache(32), model.new_cache(32)
     for cache in (batched, paired):
-        cache.append(prompt.numpy())
-    draft = prompt[:, :5].numpy()
-    rows = batched.append(draft)[0]
+        _rows(model, prompt, cache, 2)
+    rows = _rows(model, prompt[:, :5], batched, 2)
     for j in range(5):
-        step = paired.append(draft[:, j : j + 1])
-        assert step.shape[1] == 1 and paired.get_seq_length() == 13 + j
-        assert (step[0, 0] == rows[j]).all(), j
+        step = _rows(model, prompt[:, j : j + 1], paired, 2)
+        assert step.shape[0] == 1 and paired.get_seq_length() == 13 + j
+        assert torch.equal(step[0], rows[j]), j
 
 
 def test_speculative_decoding_in_genai_gives_its_reference_greedy_tokens_on_50_prompts(

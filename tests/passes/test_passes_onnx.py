@@ -150,6 +150,31 @@ def test_block_quantization_uses_matmulnbits_and_keeps_logits_close(tiny_llama, 
     assert sqnr_db(ref, got) >= floor_db, f"{quantize}: SQNR {sqnr_db(ref, got):.1f} dB"
 
 
+def test_speculation_on_an_ort_graph_gives_its_reference_tokens_and_refuses_shared_scales(
+    tiny_llama, variants, tmp_path
+):
+    """Weight-only int4 blocks with int8 activations: exact against the two-row reference on 20 prompts;
+    per-tensor dynamic int8 (one activation scale per call) is refused before any work."""
+    from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
+
+    model = variants["int4-block"][0].model
+    check_speculative(model, "lookup")
+    g = torch.Generator().manual_seed(5)
+    accepted = 0
+    for i in range(20):
+        phrase = torch.randint(4, model.config.vocab_size, (1, 6), generator=g)
+        prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 16), generator=g)
+        run = speculative_greedy(model, prompt, 12, CpuTimer())
+        assert run["tokens"] == reference_greedy(model, prompt, 12), i
+        accepted += sum(run["accepted"])
+    assert accepted > 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNBOTTLE_CACHE", str(tmp_path))
+        dynamic = apply_(tiny_llama, [OnnxExportConfig(quantize="int8-dynamic")])[0].model
+    with pytest.raises(ConfigError, match="per tensor.*would change the greedy tokens"):
+        check_speculative(dynamic, "lookup")
+
+
 def test_pass_report_counts_parameters_and_graph_bytes(tiny_llama, variants):
     fp32, int8, int4 = (variants[q][1][0] for q in ("none", "int8-block", "int4-block"))
     n = sum(p.numel() for p in tiny_llama.model.parameters())

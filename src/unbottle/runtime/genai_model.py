@@ -35,41 +35,25 @@ class GenaiCache:
     One row only: GenAI takes tokens from outside just once for a batch of several rows (after that
     it picks them itself, and stops rows at end-of-sequence), so batches decode in the session.
 
-    ``min_rows`` > 1: every call runs over at least that many positions, a call over fewer padded with
-    filler positions (the last token repeated) whose keys and values are rewound at once. ORT's fused
-    attention takes a one-row kernel for a one-token call (MLAS's M=1 SGEMM for probabilities x values)
-    that rounds otherwise than the multi-row kernel every other call takes, while each row of the other
-    kernels is the same whatever rows run beside it; so with ``min_rows=2`` a one-token step computes
-    bit for bit what the same position computes inside a pass over a speculative draft.
-
     Attributes:
-        generator: the ``og.Generator``; max_length: positions it can hold; min_rows: as above.
+        generator: the ``og.Generator``; max_length: positions it can hold.
     """
 
-    def __init__(self, og_model: Any, max_length: int, min_rows: int = 1) -> None:
+    def __init__(self, og_model: Any, max_length: int) -> None:
         import onnxruntime_genai as og
 
         params = og.GeneratorParams(og_model)
-        params.set_search_options(max_length=max_length + max(0, min_rows - 1), do_sample=False)
+        params.set_search_options(max_length=max_length, do_sample=False)
         self.generator = og.Generator(og_model, params)
         self.max_length = max_length
-        self.min_rows = min_rows
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return int(self.generator.token_count())
 
     def append(self, ids: Any) -> Any:
         """Run the model on ``ids (1, T)``; return the logits of those positions ``(1, T, V)``."""
-        ids = np.ascontiguousarray(ids, dtype=np.int32)
-        filler = self.min_rows - ids.shape[1]
-        if filler > 0:
-            ids = np.concatenate([ids, np.repeat(ids[:, -1:], filler, axis=1)], axis=1)
-        self.generator.append_tokens(ids)
-        logits = np.asarray(self.generator.get_output("logits"))
-        if filler > 0:
-            self.generator.rewind_to(self.get_seq_length() - filler)
-            logits = logits[:, : ids.shape[1] - filler]
-        return logits
+        self.generator.append_tokens(np.ascontiguousarray(ids, dtype=np.int32))
+        return np.asarray(self.generator.get_output("logits"))
 
     def rewind(self, positions: int) -> None:
         """Forget the last ``positions`` tokens (a rejected speculative draft)."""
@@ -85,8 +69,8 @@ class GenaiCausalLM(OrtCausalLM):
     """A GenAI-built model (folder with ``genai_config.json`` and its graph) run on the CPU.
 
     Attributes (beyond ``OrtCausalLM``'s): folder: the model folder; precision: what the builder
-    quantized to (``int4``, ``int8``, ``fp32``), as recorded by the pass; min_rows: the rows a call
-    needs to compute its positions as a pass over a speculative draft does.
+    quantized to (``int4``, ``int8``, ``fp32``), as recorded by the pass; ``min_rows`` (speculation):
+    see ``OrtCausalLM``.
     """
 
     def __init__(self, folder: str | Path, config: Any, generation_config: Any = None, **kwargs: Any) -> None:
@@ -117,15 +101,6 @@ class GenaiCausalLM(OrtCausalLM):
             stored_bytes=meta.get("stored_bytes"),
         )
 
-    @property
-    def min_rows(self) -> int:
-        """Positions a call must run over for each to compute as inside a pass over a speculative draft:
-        2, because the fused attention's one-token kernel rounds otherwise (``GenaiCache``). With float
-        activations the difference stays ~1e-5 in the logits; int8 activations (``accuracy_level=4``)
-        round it on to other int8 codes, and the greedy tokens drift (SmolLM2's GGUF build: after 6-20
-        tokens). Plain decoding keeps one-row steps, the fastest."""
-        return 2
-
     # --- the GenAI runtime ---------------------------------------------------------------------------
 
     def og_model(self) -> Any:
@@ -141,15 +116,14 @@ class GenaiCausalLM(OrtCausalLM):
             self._og_threads = threads
         return self._og_model
 
-    def new_cache(self, max_length: int, batch: int = 1, min_rows: int = 1) -> Any:
+    def new_cache(self, max_length: int, batch: int = 1) -> Any:
         """A cache for a decode loop of up to ``max_length`` positions (prompt included): GenAI's own
-        for one row (every call over at least ``min_rows`` positions: see ``GenaiCache``), a
-        ``DynamicCache`` (the session path) for several."""
+        for one row, a ``DynamicCache`` (the session path) for several."""
         if batch > 1:
             from transformers import DynamicCache
 
             return DynamicCache(config=self.config)
-        return GenaiCache(self.og_model(), max_length, min_rows)
+        return GenaiCache(self.og_model(), max_length)
 
     # --- the causal-LM interface --------------------------------------------------------------------
 

@@ -97,10 +97,9 @@ class HybridCausalLM(GenaiCausalLM):
         self.stored_bytes += _bytes(torch_model)
         self._weights = StoredWeights(self.n_parameters, self.stored_bytes)
 
-    def new_cache(self, max_length: int, batch: int = 1, min_rows: int = 1) -> Any:
-        """Preallocated buffers for one row (the cache runs each step: ``HybridCache.step``; it can't
-        rewind, so ``min_rows``, which only speculation asks for, is not honoured); several rows decode
-        in the graph's session."""
+    def new_cache(self, max_length: int, batch: int = 1) -> Any:
+        """Preallocated buffers for one row (the cache runs each step: ``HybridCache.step``); several
+        rows decode in the graph's session."""
         return super().new_cache(max_length, batch) if batch > 1 else HybridCache(self, max_length)
 
     def _prefill(self, input_ids: Any, cache: HybridCache, keep: Any) -> Any:

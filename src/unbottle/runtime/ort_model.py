@@ -85,6 +85,23 @@ class OrtCausalLM:
             stored_bytes=meta.get("stored_bytes"),
         )
 
+    # ONNX Runtime's attention (fused, or MatMul and Softmax in an exported graph) computes a one-token
+    # call with MLAS's one-row SGEMM kernel, which rounds the last bit otherwise than the kernel of a
+    # call over several tokens; every other kernel computes a row the same whatever rows run beside it
+    # (weight-only MatMulNBits with int8 activations included: they are quantized per row and block).
+    # int8 activations carry that bit on to other codes and other tokens (SmolLM2's GGUF build: after
+    # 6-20 tokens). Speculation therefore runs every call over two rows at least.
+    min_rows = 2
+
+    @property
+    def rows_independent(self) -> bool:
+        """Whether each row of a call computes the same whatever rows run beside it (with ``min_rows``):
+        not where activations are quantized per tensor (``onnx:quantize=int8-dynamic``), whose scale
+        every row of the call shares."""
+        path = self.path.parent / META_FILE
+        built = json.loads(path.read_text(encoding="utf-8")).get("config") or {} if path.exists() else {}
+        return built.get("quantize") != "int8-dynamic"
+
     def save_meta(self, extra: dict[str, Any] | None = None) -> None:
         """Write the configs and ``unbottle_onnx.json`` beside the graph, so ``load`` can reopen it."""
         folder = self.path.parent

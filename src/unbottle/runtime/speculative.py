@@ -23,15 +23,16 @@ Drafters:
 The draft length adapts: one more after a fully accepted draft, down to what was accepted after a
 rejection.
 
-Runs on eager torch models (their ``DynamicCache`` cropped) and on ONNX Runtime GenAI builds decoded
-in one graph (GenAI's generator rewound). A GenAI graph's fused attention rounds a one-token call
-otherwise than a row of a longer call (ORT's one-row kernel), and int8 activations carry that last-bit
+Runs on eager torch models (their ``DynamicCache`` cropped), ONNX Runtime graphs and GenAI builds
+decoded in one graph (GenAI's generator rewound). ONNX Runtime's attention rounds a one-token call
+otherwise than a row of a longer call (its one-row kernel), and int8 activations carry that last-bit
 difference on to other tokens (SmolLM2's GGUF build: after 6-20 tokens). So on a model with
 ``min_rows`` > 1 every call of the loop runs over at least that many positions (a step without a draft
-padded by the cache, its filler rewound), and the output is token for token that of
+gets filler positions, rolled back at once), and the output is token for token that of
 ``reference_greedy``: greedy decoding whose one-token steps compute in the same arithmetic as every
-pass over a draft, and as the multi-token windows the perplexity guard measured. Caches that can't be
-rolled back (the torch-prefill hybrid's bound buffers, static caches of compiled models) are refused.
+pass over a draft, and as the multi-token windows the perplexity guard measured. Graphs whose rows
+share an activation scale (per-tensor dynamic int8) and caches that can't be rolled back (the
+torch-prefill hybrid's bound buffers, static caches of compiled models) are refused.
 """
 
 from __future__ import annotations
@@ -111,43 +112,62 @@ def check_speculative(model: Any, speculative: str | None, draft: Any = None) ->
 
 def _cache(model: Any, length: int, exact: bool = True) -> Any:
     """The cache a speculative decode rolls back: the model's own when it can rewind (GenAI's), else a
-    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's, whose every call then
-    runs over ``min_rows`` positions at least; a draft's may change).
+    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's; a draft's may).
 
     Raises:
-        ConfigError: a cache that can't be rolled back (the hybrid's bound buffers, a compiled model's
-            static cache).
+        ConfigError: rows that share an activation scale (no pass over a draft computes as one-token
+            steps), or a cache that can't be rolled back (the hybrid's bound buffers, a compiled
+            model's static cache).
     """
     from transformers import DynamicCache
 
+    if exact and getattr(model, "rows_independent", True) is False:
+        raise ConfigError(
+            "this graph quantizes activations to int8 per tensor (onnx:quantize=int8-dynamic): every row "
+            "of a pass over a draft shares one scale, so speculation would change the greedy tokens; "
+            "speculate on a weight-only build (onnx:quantize=int8-block, genai:...) or the float model"
+        )
     fixed = ConfigError(
-        "speculative decoding runs on eager torch models and ONNX Runtime GenAI builds decoded in one "
-        f"graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: measure it "
-        "without speculative decoding"
+        "speculative decoding runs on eager torch models, ONNX Runtime graphs and GenAI builds decoded in "
+        f"one graph; this model ({type(model).__name__}) keeps a cache that can't be rolled back: measure "
+        "it without speculative decoding"
     )
     if getattr(model, STATIC_CACHE_ATTR, None) is not None:
         raise fixed
     own = getattr(model, "new_cache", None)
     if not callable(own):
         return DynamicCache(config=model.config)
-    rows = getattr(model, "min_rows", 1) if exact else 1
-    cache = own(length, 1, min_rows=rows) if rows > 1 else own(length, 1)
+    cache = own(length, 1)
     if not callable(getattr(cache, "rewind", None)):
         raise fixed
     return cache
 
 
+def _rows(model: Any, ids: Any, cache: Any, rows: int) -> torch.Tensor:
+    """The logits ``(T, V)`` of ``ids (1, T)``, the call padded to ``rows`` positions with filler (the
+    last token again) whose keys and values are dropped at once."""
+    filler = rows - ids.shape[1]
+    if filler > 0:
+        ids = torch.cat([ids, ids[:, -1:].repeat(1, filler)], dim=1)
+    logits = model(input_ids=ids, use_cache=True, **{cache_keyword(model): cache}).logits[0]
+    if filler > 0:
+        _drop(cache, filler)
+        logits = logits[:-filler]
+    return logits
+
+
 def reference_greedy(model: Any, prompt: Any, new_tokens: int) -> list[int]:
-    """Plain greedy decoding, one token per step, in the arithmetic speculation verifies with (the
-    cache ``_cache`` makes): the tokens ``speculative_greedy`` must give. For a torch model these are
-    plain greedy decoding's; for a GenAI build, its one-token steps padded to ``min_rows`` positions."""
-    cache = _cache(model, prompt.shape[1] + new_tokens + 1)
-    kw = {cache_keyword(model): cache}
+    """Plain greedy decoding, one token per step, in the arithmetic speculation verifies with (every
+    call over ``min_rows`` positions at least): the tokens ``speculative_greedy`` must give. For a torch
+    model, plain greedy decoding's; for an ONNX Runtime graph they may differ from its one-token steps'
+    by the last-bit rounding of its attention (see the module's text)."""
+    cache = _cache(model, prompt.shape[1] + new_tokens + MAX_DRAFT + 1)
+    rows = getattr(model, "min_rows", 1)
     tokens: list[int] = []
     ids = prompt
     with torch.inference_mode():
         for _ in range(new_tokens):
-            tokens.append(int(model(input_ids=ids, use_cache=True, **kw).logits[0, -1].argmax()))
+            tokens.append(int(_rows(model, ids, cache, rows)[-1].argmax()))
             ids = torch.tensor([tokens[-1:]], dtype=prompt.dtype, device=prompt.device)
     return tokens
 
@@ -259,15 +279,15 @@ def _decode(
         raise ConfigError(f"speculative decoding decodes one sequence; batch {prompt.shape[0]} given")
     length = prompt.shape[1] + new_tokens + MAX_DRAFT + 1
     cache = _cache(model, length)
+    rows_needed = getattr(model, "min_rows", 1)
     drafter = LookupDrafter() if draft is None else ModelDrafter(draft, length)
     choose: Choice = _greedy_choice if sampling is None else _rejection_choice
-    kw = {cache_keyword(model): cache}
     context = prompt[0].tolist()
     out: dict[str, Any] = {"steps": [], "made": [], "proposed": [], "accepted": []}
     draft_len = FIRST_DRAFT
     with torch.inference_mode():
         timer.start()
-        logits = model(input_ids=prompt, use_cache=True, **kw).logits[0, -1]
+        logits = _rows(model, prompt, cache, rows_needed)[-1]
         context.append(_draw(_probs(logits, sampling), sampling))
         out["ttft"] = timer.stop()
         made = 1
@@ -275,7 +295,7 @@ def _decode(
             timer.start()
             proposal, dists = drafter.propose(context, min(draft_len, new_tokens - made - 1), sampling)
             step = torch.tensor([[context[-1], *proposal]], dtype=prompt.dtype, device=prompt.device)
-            rows = model(input_ids=step, use_cache=True, **kw).logits[0]
+            rows = _rows(model, step, cache, rows_needed)
             kept, nxt = choose(rows, proposal, dists, sampling)
             _drop(cache, len(proposal) - kept)  # every token but the newest keeps its keys and values
             drafter.keep(len(context) + kept)
