@@ -4,9 +4,10 @@ end on tiny-llama, and its decision rule on canned trial outcomes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from unbottle.optimizer.config import OptimizeConfig
-from unbottle.optimizer.result import SPECULATION_FILE, speculation_line
+from unbottle.optimizer.result import SPECULATION_FILE, speculation_line, winner_folder
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.speculation import judge_speculation, speculate
 from unbottle.optimizer.trial import FAULT_ENV
@@ -76,6 +77,10 @@ def test_the_winner_is_tried_with_speculation_after_its_verification(tmp_path, m
     assert len(spec["rounds"]["order"]) == 6 and spec["rounds"]["blocks"] == [3, 3]
     saved = tmp_path / "out" / SPECULATION_FILE
     assert saved.exists() == spec["adopted"]
+    # a resumed search reads the verification from the store: its staged folder is published by now
+    verify = Store().trials(search.key)["verify:wo-int8"]
+    assert not Path(verify["result"]["output"]).exists()
+    assert winner_folder(search, {"trial": verify}) == (tmp_path / "out").resolve()
     if spec["adopted"]:
         assert json.loads(saved.read_text())["drafter"] == "lookup"
     # a runtime whose speculative tokens drift is declined before any speed is measured

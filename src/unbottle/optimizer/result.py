@@ -181,6 +181,16 @@ def staging_folder(output: Path, key: str) -> Path:
     return output.parent / f".{output.name}.verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def winner_folder(search: Any, winner: dict[str, Any]) -> Path:
+    """Where the verified winner's folder is now: staged beside the output folder, or, once a run
+    published it (a resumed search reads its verification from the store), the output folder."""
+    staged = Path(winner["trial"]["result"]["output"])
+    out = search.output.resolve()
+    if not staged.exists() and (out / RECIPE_FILE).exists() and read_recipe(out).search == search.key:
+        return out
+    return staged
+
+
 def publish(search: Any, winner: dict[str, Any], out: Path) -> Path:
     """Move the winner's saved folder to ``out`` (once); other verified folders are removed."""
     staged = Path(winner["trial"]["result"]["output"])

@@ -36,6 +36,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.data.prompts import make_prompts
 from unbottle.optimizer import judge
 from unbottle.optimizer.config import SPECULATION_PROMPTS, OptimizeConfig
+from unbottle.optimizer.result import winner_folder
 from unbottle.optimizer.trial import block_sizes, injected, load_model
 from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
 
@@ -55,7 +56,7 @@ def stage(search: Any, verified: list[dict[str, Any]]) -> dict[str, Any] | None:
     key = winner["cand"].key
     expected = search.plan.speculate_s if search.plan is not None else 0.0
     left = max(0.0, search.remaining())
-    output = winner["trial"]["result"]["output"]
+    output = str(winner_folder(search, winner))
     payload = {"key": key, "output": output, "expected_s": expected, "budget_s": left}
     # short of time, it still checks exactness (seconds), but is not recorded: a longer budget retries it
     data = search.trial(
