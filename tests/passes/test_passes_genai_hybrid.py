@@ -50,6 +50,22 @@ def test_torch_prefill_then_graph_decode_gives_the_float_models_greedy_tokens(na
     assert len(calls) == 1  # the prompt ran in torch once; the 23 later tokens in the graph
 
 
+def test_speculation_on_the_hybrid_rewinds_its_buffers_and_gives_the_reference_tokens(tiny_llama, cache_dir):
+    from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
+
+    hybrid = apply_(tiny_llama, [GenaiConfig(precision="int4", prefill="torch")])[0].model
+    check_speculative(hybrid, "lookup")
+    g = torch.Generator().manual_seed(2)
+    accepted = 0
+    for i in range(12):
+        phrase = torch.randint(4, hybrid.config.vocab_size, (1, 6), generator=g)
+        prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 16), generator=g)
+        run = speculative_greedy(hybrid, prompt, 12, CpuTimer())
+        assert run["tokens"] == reference_greedy(hybrid, prompt, 12), i
+        accepted += sum(run["accepted"])
+    assert accepted > 0  # rejected drafts were rewound and written over
+
+
 def test_prefill_is_a_run_setting_the_build_is_shared(tiny_llama, cache_dir):
     _, [first] = apply_(tiny_llama, [GenaiConfig(precision="fp32")])
     hybrid, [second] = apply_(tiny_llama, [HYBRID])

@@ -59,6 +59,13 @@ class HybridCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
 
+    def rewind(self, positions: int) -> None:
+        """Forget the last ``positions`` tokens (a rejected speculative draft): the next step writes
+        over them, since the graph places new keys and values after the ``length`` the mask gives."""
+        if not 0 <= positions < max(1, self.length):
+            raise ValueError(f"can't rewind {positions} of the {self.length} positions the cache holds")
+        self.length -= positions
+
     def step(self, input_ids: Any, keep: Any) -> Any:
         """The model's forward on this cache: the prompt (empty cache) in torch, later tokens in the
         graph with the buffers bound in place; logits of the positions ``keep`` asks for."""
