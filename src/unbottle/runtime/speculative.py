@@ -24,9 +24,10 @@ The draft length adapts: one more after a fully accepted draft, down to what was
 rejection.
 
 Runs on eager torch models (their ``DynamicCache`` cropped), ONNX Runtime graphs and GenAI builds
-(GenAI's generator, or the torch-prefill hybrid's bound buffers, rewound). ONNX Runtime's attention rounds a one-token call
-otherwise than a row of a longer call (its one-row kernel), and int8 activations carry that last-bit
-difference on to other tokens (SmolLM2's GGUF build: after 6-20 tokens). So on a model with
+(GenAI's generator, or the torch-prefill hybrid's bound buffers, rewound). ONNX Runtime's attention
+rounds a one-token call otherwise than a row of a longer call (its one-row kernel), and int8
+activations carry that last-bit difference on to other tokens (SmolLM2's GGUF build: after 6-20
+tokens). So on a model with
 ``min_rows`` > 1 every call of the loop runs over at least that many positions (a step without a draft
 gets filler positions, rolled back at once), and the output is token for token that of
 ``reference_greedy``: greedy decoding whose one-token steps compute in the same arithmetic as every
