@@ -7,9 +7,10 @@ The worker (``speculate``) therefore checks two things on the saved winner, in i
 
 1. **Greedy match**: speculative greedy decoding gives the tokens of ``reference_greedy`` on every one
    of ``SPECULATION_PROMPTS`` prompts no other stage reads (any difference declines it). For torch
-   models those are plain greedy decoding's; for a GenAI build with int8 activations, greedy decoding
-   whose one-token steps round as a pass over a draft does (its plain one-token steps round otherwise
-   and may pick other tokens; how many prompts agree with them is recorded as ``plain_match``).
+   models those are plain greedy decoding's; for an ONNX Runtime model (GenAI builds included),
+   greedy decoding whose one-token steps round as a pass over a draft does (its plain one-token steps
+   round its attention otherwise, and with int8 activations may pick other tokens; how many prompts
+   agree with them is recorded as ``plain_match``).
 2. **Speed**: paired rounds of the workload, the winner decoding plainly (A) and speculatively (B), in
    two blocks as the verification runs them; the interval of the objective decides.
 
@@ -100,8 +101,9 @@ def speculate(payload: dict[str, Any]) -> dict[str, Any]:
 
 def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = False) -> list[list[int]]:
     """[[prompts whose speculative greedy tokens equal ``reference_greedy``'s, prompts], [prompts whose
-    reference tokens equal plain one-token decoding's, prompts]]. The two differ only on GenAI builds
-    with int8 activations, whose one-token calls round otherwise (``runtime.speculative``). ``spoil``
+    reference tokens equal plain one-token decoding's, prompts]]. The two may differ on ONNX Runtime
+    models, int8-activation builds above all, whose one-token calls round otherwise
+    (``runtime.speculative``). ``spoil``
     (testing): the speculative tokens are changed, as a runtime that drifts would change them."""
     model, timer = loaded.model, make_timer("cpu")
     same = plain_same = 0

@@ -86,7 +86,7 @@ def _optimize_headline(report: Report, opt: dict[str, Any]) -> None:
 
 
 def _plain_note(plain: list[int] | None) -> str:
-    """Where the reference differs from one-token decoding (int8-activation GenAI builds), say so."""
+    """Where the reference differs from one-token decoding (ONNX Runtime models), say so."""
     if not plain or plain[0] == plain[1]:
         return ""
     return (

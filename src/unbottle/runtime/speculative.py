@@ -27,9 +27,9 @@ Runs on eager torch models (their ``DynamicCache`` cropped), ONNX Runtime graphs
 (GenAI's generator, or the torch-prefill hybrid's bound buffers, rewound). ONNX Runtime's attention
 rounds a one-token call otherwise than a row of a longer call (its one-row kernel), and int8
 activations carry that last-bit difference on to other tokens (SmolLM2's GGUF build: after 6-20
-tokens). So on a model with
-``min_rows`` > 1 every call of the loop runs over at least that many positions (a step without a draft
-gets filler positions, rolled back at once), and the output is token for token that of
+tokens). So on a model with ``min_rows`` > 1 every call of the loop runs over at least that many
+positions (a step without a draft gets filler positions, rolled back at once), and the output is token
+for token that of
 ``reference_greedy``: greedy decoding whose one-token steps compute in the same arithmetic as every
 pass over a draft, and as the multi-token windows the perplexity guard measured. Graphs whose rows
 share an activation scale (per-tensor dynamic int8) and caches that can't be rolled back (static
@@ -113,8 +113,8 @@ def check_speculative(model: Any, speculative: str | None, draft: Any = None) ->
 
 def _cache(model: Any, length: int, exact: bool = True) -> Any:
     """The cache a speculative decode rolls back: the model's own when it can rewind (GenAI's, the
-    hybrid's), else a
-    ``DynamicCache``. ``exact``: the model's tokens must not change (the target's; a draft's may).
+    hybrid's), else a ``DynamicCache``. ``exact``: the model's tokens must not change (the target's; a
+    draft's may).
 
     Raises:
         ConfigError: rows that share an activation scale (no pass over a draft computes as one-token
