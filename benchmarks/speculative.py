@@ -34,6 +34,7 @@ import torch
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.env import manifest
+from unbottle.core.paths import write_text_atomic
 from unbottle.data import EVAL_TEXT, packaged_text
 from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
@@ -72,13 +73,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
     engines = {"fp32 eager torch": loaded}
+    fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: optimize's winner
+    wanted = "genai" in args.engines.split(",") or "draft" in args.drafters.split(",")
+    built = apply_(loaded, [parse_pass(fast)])[0] if wanted else None  # the GenAI engine, or a draft
     if "genai" in args.engines.split(","):
-        fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: optimize's winner
-        engines["genai:weights=gguf (unbottle's loop)"] = apply_(loaded, [parse_pass(fast)])[0]
+        engines["genai:weights=gguf (unbottle's loop)"] = built
     drafters = {"lookup": None}
     if "draft" in args.drafters.split(","):
-        fast = f"genai:weights=gguf,threads={args.threads}"
-        drafters["draft=genai:weights=gguf (int8 activations)"] = apply_(loaded, [parse_pass(fast)])[0].model
+        drafters["draft=genai:weights=gguf (int8 activations)"] = built.model
     drafters = {k: v for k, v in drafters.items() if k != "lookup" or "lookup" in args.drafters.split(",")}
     rows = {}
     for engine, model in engines.items():
@@ -90,8 +92,7 @@ def main() -> int:
                 rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds, draft)
                 print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
     out = {"args": vars(args), "rows": rows, "manifest": manifest()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+    write_text_atomic(Path(args.out), json.dumps(out, indent=1, default=str))
     header = "| engine, prompt, drafter | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
     print(header + " tokens per pass | same tokens as the reference | reference = plain one-token decoding |")
     print("|---|---|---|---|---|---|---|---|")

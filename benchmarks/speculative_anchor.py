@@ -36,6 +36,7 @@ from speculative import prompts  # noqa: E402
 from unbottle.benchmarking.scenarios import decode_once  # noqa: E402
 from unbottle.benchmarking.timing import CpuTimer  # noqa: E402
 from unbottle.core.env import manifest  # noqa: E402
+from unbottle.core.paths import write_text_atomic  # noqa: E402
 from unbottle.models import load  # noqa: E402
 from unbottle.passes import apply_, parse_pass  # noqa: E402
 from unbottle.passes.apply import gguf_source  # noqa: E402
@@ -135,11 +136,8 @@ def main() -> int:
     for kind, ids in prompts(base.tokenizer, 192).items():
         rows[kind] = measure(model, llamas, ids, args.new_tokens, args.rounds)
         print(kind, json.dumps(rows[kind]["ratios"]), file=sys.stderr, flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"args": vars(args), "rows": rows, "manifest": manifest()}
-    out.with_suffix(".tmp").write_text(json.dumps(doc, indent=1, default=str))
-    out.with_suffix(".tmp").replace(out)
+    write_text_atomic(Path(args.out), json.dumps(doc, indent=1, default=str))
     print("| prompt | " + " | ".join(f"{s} tok/s" for s in SIDES) + " | unbottle lookup ÷ llama.cpp lookup |"
           " unbottle plain ÷ llama.cpp plain | llama.cpp's lookup ÷ its plain |")  # fmt: skip
     print("|---" * 8 + "|")

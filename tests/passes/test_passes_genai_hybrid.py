@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from speculation_checks import assert_lookup_exact
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.data.prompts import make_prompts
@@ -51,18 +52,8 @@ def test_torch_prefill_then_graph_decode_gives_the_float_models_greedy_tokens(na
 
 
 def test_speculation_on_the_hybrid_rewinds_its_buffers_and_gives_the_reference_tokens(tiny_llama, cache_dir):
-    from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
-
     hybrid = apply_(tiny_llama, [GenaiConfig(precision="int4", prefill="torch")])[0].model
-    check_speculative(hybrid, "lookup")
-    g = torch.Generator().manual_seed(2)
-    accepted = 0
-    for i in range(12):
-        phrase = torch.randint(4, hybrid.config.vocab_size, (1, 6), generator=g)
-        prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 16), generator=g)
-        run = speculative_greedy(hybrid, prompt, 12, CpuTimer())
-        assert run["tokens"] == reference_greedy(hybrid, prompt, 12), i
-        accepted += sum(run["accepted"])
+    accepted = assert_lookup_exact(hybrid, prompts=12, new_tokens=12, seed=2)
     assert accepted > 0  # rejected drafts were rewound and written over
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from speculation_checks import assert_lookup_exact
 from unbottle.benchmarking.scenarios import decode_once, generate_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
@@ -155,18 +156,9 @@ def test_speculation_on_an_ort_graph_gives_its_reference_tokens_and_refuses_shar
 ):
     """Weight-only int4 blocks with int8 activations: exact against the two-row reference on 20 prompts;
     per-tensor dynamic int8 (one activation scale per call) is refused before any work."""
-    from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
+    from unbottle.runtime.speculative import check_speculative
 
-    model = variants["int4-block"][0].model
-    check_speculative(model, "lookup")
-    g = torch.Generator().manual_seed(5)
-    accepted = 0
-    for i in range(20):
-        phrase = torch.randint(4, model.config.vocab_size, (1, 6), generator=g)
-        prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 16), generator=g)
-        run = speculative_greedy(model, prompt, 12, CpuTimer())
-        assert run["tokens"] == reference_greedy(model, prompt, 12), i
-        accepted += sum(run["accepted"])
+    accepted = assert_lookup_exact(variants["int4-block"][0].model, prompts=20, new_tokens=12, seed=5)
     assert accepted > 0
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UNBOTTLE_CACHE", str(tmp_path))

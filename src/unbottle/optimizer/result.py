@@ -186,9 +186,12 @@ def winner_folder(search: Any, winner: dict[str, Any]) -> Path:
     published it (a resumed search reads its verification from the store), the output folder."""
     staged = Path(winner["trial"]["result"]["output"])
     out = search.output.resolve()
-    if not staged.exists() and (out / RECIPE_FILE).exists() and read_recipe(out).search == search.key:
-        return out
-    return staged
+    return out if not staged.exists() and _published(search, out) else staged
+
+
+def _published(search: Any, out: Path) -> bool:
+    """Whether ``out`` holds a winner this search saved."""
+    return (out / RECIPE_FILE).exists() and read_recipe(out).search == search.key
 
 
 def publish(search: Any, winner: dict[str, Any], out: Path) -> Path:
@@ -198,7 +201,7 @@ def publish(search: Any, winner: dict[str, Any], out: Path) -> Path:
         if out.exists():
             shutil.rmtree(out)
         staged.rename(out)
-    elif not ((out / RECIPE_FILE).exists() and read_recipe(out).search == search.key):
+    elif not _published(search, out):
         raise StoreError(
             f"the verified model's folder {staged} is gone and {out} does not hold it; "
             f"re-run with {opt('overwrite')} to verify and save it again"

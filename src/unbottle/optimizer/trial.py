@@ -101,9 +101,8 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
         _slow_down(cand)
     own = own_resources(cand, cfg, reports)
     timed = cfg.objective_spec()[0] is not None
-    base = (
-        _ab_baseline(cfg) if timed or cfg.is_encoder() else None
-    )  # the A/B's side and an encoder's reference
+    # the A/B's side and an encoder's reference, loaded once
+    base = _ab_baseline(cfg) if timed or cfg.is_encoder() else None
     speed, order = _speed(cfg, cand, stage, base) if timed else ({}, [])
     base_evals = [EvalResult.from_dict(d) for d in payload["base_evals"]]
     cand_evals = _evaluate(cand, cfg, stage, base)
