@@ -6,18 +6,20 @@ Two kinds of prompt, from the packaged *Persuasion*:
   so a model that continues by quoting reuses the passage's tokens;
 - open-ended (lookup-hostile): the passage alone, continued freely.
 
-One process, one host; per engine (fp32 eager torch, and ``genai:weights=gguf``: the GenAI build of
-the GGUF's own blocks with int8 activations that ``optimize`` picks) and prompt kind, plain greedy
-decoding (one token per call: the fastest) and speculation alternate round by round (the order swapped
-every round) on the same model. Drafters (``--drafters``): ``lookup`` (prompt lookup) and, for the torch
-engine, ``draft`` (a draft model: the GenAI build, whose own tokens may differ: only the target's are
-kept). Reports decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval,
+One process, one host; per engine (fp32 eager torch, and ``genai:weights=gguf``: the GenAI build of the
+GGUF's own blocks with int8 activations that ``optimize`` picks) and prompt kind, plain greedy decoding
+(one token per call: the fastest) and speculation alternate round by round (the order rotated every
+round) on the same model; on engines whose calls compute two rows at least (ONNX Runtime), a third side
+speculates with the follower table of the calibration novel (*Pride and Prejudice*) guessing in the free
+row (``--no-table`` leaves it out). Drafters (``--drafters``): ``lookup`` (prompt lookup) and, for the
+torch engine, ``draft`` (a draft model: the GenAI build, whose own tokens may differ: only the target's
+are kept). Reports decode tokens/s of each, the paired ratio of medians with its 95% bootstrap interval,
 the draft acceptance rate and the tokens produced per forward pass, and checks that speculation gives
 the tokens of ``reference_greedy`` (plain greedy decoding in the arithmetic speculation verifies with;
 for torch, plain decoding itself) and whether those equal plain one-token decoding's.
 
 Usage: python benchmarks/speculative.py [--model smollm2-135m] [--rounds 7] [--new-tokens 128] [--threads 1]
-       [--engines torch,genai] [--drafters lookup,draft]
+       [--engines torch,genai] [--drafters lookup,draft] [--no-table]
 Writes benchmarks/results/speculative.json and prints a markdown table.
 """
 
@@ -38,7 +40,7 @@ from unbottle.core.paths import write_text_atomic
 from unbottle.data import EVAL_TEXT, packaged_text
 from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
-from unbottle.runtime.speculative import reference_greedy, speculative_greedy
+from unbottle.runtime.speculative import corpus_followers, reference_greedy, speculative_greedy
 from unbottle.stats.paired import ratio_of_medians_paired
 
 
@@ -68,6 +70,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--engines", default="torch,genai")
     parser.add_argument("--drafters", default="lookup,draft")
+    parser.add_argument(
+        "--table", action=argparse.BooleanOptionalAction, default=True,
+        help="also speculate with the calibration novel's follower table in free rows (min_rows > 1)",
+    )  # fmt: skip
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speculative.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,67 +89,102 @@ def main() -> int:
         drafters["draft=genai:weights=gguf (int8 activations)"] = built.model
     drafters = {k: v for k, v in drafters.items() if k != "lookup" or "lookup" in args.drafters.split(",")}
     rows = {}
+    table = corpus_followers(loaded.tokenizer, loaded.model.config.vocab_size) if args.table else None
     for engine, model in engines.items():
         for kind, prompt in prompts(loaded.tokenizer, args.passage_tokens).items():
             for drafter, draft in drafters.items():
                 if draft is not None and engine.startswith("genai"):
                     continue  # the draft model is this very build
                 key = f"{engine}, {kind}, {drafter}"
-                rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds, draft)
+                rows[key] = measure(model.model, prompt, args.new_tokens, args.rounds, draft, table)
                 print(f"{key}: {rows[key]['summary']}", file=sys.stderr, flush=True)
     out = {"args": vars(args), "rows": rows, "manifest": manifest()}
     write_text_atomic(Path(args.out), json.dumps(out, indent=1, default=str))
-    header = "| engine, prompt, drafter | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
-    print(header + " tokens per pass | same tokens as the reference | reference = plain one-token decoding |")
-    print("|---|---|---|---|---|---|---|---|")
-    for kind, row in rows.items():
-        r = row["ratio"]
-        print(
-            f"| {kind} | {row['plain']:.1f} | {row['speculative']:.1f} | ×{r['point']:.2f} "
-            f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {row['acceptance']:.0%} "
-            f"| {row['tokens_per_step']:.2f} | {'yes' if row['same_tokens'] else 'NO'} "
-            f"| {'yes' if row['reference_is_plain'] else 'no'} |"
-        )
+    print_table(rows)
     return 0 if all(row["same_tokens"] for row in rows.values()) else 1
 
 
-def measure(model, prompt, new: int, rounds: int, draft=None) -> dict:
-    """Plain and speculative decoding (prompt lookup, or the ``draft`` model) alternating for ``rounds``
-    rounds after a warm-up round."""
-    plain, spec, accept, per_step, same = [], [], [], [], True
+def print_table(rows: dict) -> None:
+    header = "| engine, prompt, drafter | plain tok/s | speculative tok/s | × plain [95% CI] | acceptance |"
+    header += " tokens per pass | guesses kept | same tokens as the reference |"
+    print(header + " reference = plain one-token decoding |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind, row in rows.items():
+        for side, label in (("spec", ""), ("table", " + follower table")):
+            if side not in row:
+                continue
+            f = row[side]
+            print(
+                f"| {kind}{label} | {row['plain']:.1f} | {f['speculative']:.1f} | {f['ratio']['text']} "
+                f"| {f['acceptance']:.0%} | {f['tokens_per_step']:.2f} "
+                f"| {f['guesses_kept']:.0%} | {'yes' if row['same_tokens'] else 'NO'} "
+                f"| {'yes' if row['reference_is_plain'] else 'no'} |"
+            )
+        if "table_vs_spec" in row:
+            print(f"| {kind}: with the table × without | | | {row['table_vs_spec']['text']} | | | | | |")
+
+
+def _plain(model, prompt, new: int):
+    record: list = []
+    rate = decode_once(model, prompt, new, CpuTimer(), record=record)["tokens_per_s"][0]
+    return rate, [int(t) for t in torch.cat(record, dim=1)[0]], None
+
+
+def _spec(model, prompt, new: int, draft, table):
+    run = speculative_greedy(model, prompt, new, CpuTimer(), draft, table)
+    return sum(run["made"]) / sum(run["steps"]), run["tokens"], run
+
+
+def measure(model, prompt, new: int, rounds: int, draft=None, table=None) -> dict:
+    """Plain decoding and speculation (prompt lookup, or the ``draft`` model; with ``table``, also with
+    the follower table's guesses in the free rows) in rotated order for ``rounds`` rounds after a
+    warm-up round."""
+    sides = {"plain": lambda: _plain(model, prompt, new)}
+    sides["spec"] = lambda: _spec(model, prompt, new, draft, None)
+    if table is not None and getattr(model, "min_rows", 1) > 1:
+        sides["table"] = lambda: _spec(model, prompt, new, draft, table)
+    names = list(sides)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    runs: dict[str, list[dict]] = {n: [] for n in names if n != "plain"}
     reference = reference_greedy(model, prompt, new)
-    is_plain = True
+    same, is_plain = True, True
     for r in range(rounds + 1):
-        got = {}
-        for side in ("plain", "spec") if r % 2 == 0 else ("spec", "plain"):
-            if side == "plain":
-                record: list = []
-                rate = decode_once(model, prompt, new, CpuTimer(), record=record)["tokens_per_s"][0]
-                got["plain"] = (rate, [int(t) for t in torch.cat(record, dim=1)[0]])
-            else:
-                run = speculative_greedy(model, prompt, new, CpuTimer(), draft)
-                made = sum(run["made"])
-                got["spec"] = (made / sum(run["steps"]), run["tokens"], run)
+        order = names[r % len(names) :] + names[: r % len(names)]
+        got = {n: sides[n]() for n in order}
         if r == 0:
             continue
-        plain.append(got["plain"][0])
-        spec.append(got["spec"][0])
-        same &= got["spec"][1] == reference
-        is_plain &= got["plain"][1] == reference
-        run = got["spec"][2]
-        accept.append(sum(run["accepted"]) / max(1, sum(run["proposed"])))
-        per_step.append(sum(run["made"]) / len(run["steps"]))
-    ratio = ratio_of_medians_paired(plain, spec)
+        for n, (rate, tokens, run) in got.items():
+            rates[n].append(rate)
+            if n == "plain":
+                is_plain &= tokens == reference
+            else:
+                same &= tokens == reference
+                runs[n].append(run)
+    out = {"plain": statistics.median(rates["plain"]), "same_tokens": same, "reference_is_plain": is_plain}
+    out["rounds"] = rates
+    for n in runs:
+        out[n] = _figures(rates["plain"], rates[n], runs[n])
+    if "table" in runs:
+        out["table_vs_spec"] = _ratio(rates["spec"], rates["table"])
+    out["summary"] = " ".join(f"{n} {out[n]['ratio']['text']}" for n in runs)
+    return out
+
+
+def _ratio(a: list[float], b: list[float]) -> dict:
+    r = ratio_of_medians_paired(a, b)
+    text = f"×{r.point:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return {"point": r.point, "ci_low": r.ci_low, "ci_high": r.ci_high, "text": text}
+
+
+def _figures(plain: list[float], spec: list[float], runs: list[dict]) -> dict:
+    """Speed, paired ratio to plain decoding and draft figures of one speculative side."""
     return {
-        "plain": statistics.median(plain),
         "speculative": statistics.median(spec),
-        "ratio": {"point": ratio.point, "ci_low": ratio.ci_low, "ci_high": ratio.ci_high},
-        "acceptance": statistics.median(accept),
-        "tokens_per_step": statistics.median(per_step),
-        "same_tokens": same,
-        "reference_is_plain": is_plain,
-        "rounds": {"plain": plain, "speculative": spec},
-        "summary": f"×{ratio.point:.2f} [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]",
+        "ratio": _ratio(plain, spec),
+        "acceptance": statistics.median(sum(r["accepted"]) / max(1, sum(r["proposed"])) for r in runs),
+        "tokens_per_step": statistics.median(sum(r["made"]) / len(r["steps"]) for r in runs),
+        "guesses_kept": statistics.median(sum(r["guess_kept"]) / max(1, sum(r["guessed"])) for r in runs),
+        "steps": statistics.median(len(r["steps"]) for r in runs),
     }
 
 

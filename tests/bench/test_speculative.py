@@ -10,7 +10,14 @@ import torch
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError
-from unbottle.runtime.speculative import check_speculative, lookup_draft, speculative_greedy, speculative_once
+from unbottle.runtime.speculative import (
+    check_speculative,
+    corpus_followers,
+    follower_table,
+    lookup_draft,
+    speculative_greedy,
+    speculative_once,
+)
 
 
 def test_lookup_drafts_what_followed_the_latest_earlier_ngram():
@@ -19,6 +26,40 @@ def test_lookup_drafts_what_followed_the_latest_earlier_ngram():
     assert lookup_draft([1, 2, 3, 4], 3) == []  # nothing recurs
     assert lookup_draft([3, 3], 5) == [3]
     assert lookup_draft([1, 2, 1], 0) == []
+
+
+def test_the_follower_table_keeps_each_tokens_most_frequent_successor():
+    table = follower_table([4, 1, 4, 2, 4, 2, 7, 7, 9, 3, 3], 8)
+    assert table.tolist() == [-1, 4, 4, 3, 2, -1, -1, 7]  # 9 is outside the vocabulary: ignored
+    assert follower_table([5, 1, 5, 0], 6)[5] == 0  # a tie goes to the smaller id
+    assert (follower_table([], 4) == -1).all() and (follower_table([2], 4) == -1).all()
+
+
+def test_the_corpus_table_comes_from_the_calibration_novel_in_the_models_tokens(tiny_llama):
+    table = corpus_followers(tiny_llama.tokenizer, tiny_llama.model.config.vocab_size)
+    if tiny_llama.tokenizer is None:
+        assert table is None
+    else:
+        assert table.shape == (tiny_llama.model.config.vocab_size,) and (table >= 0).sum() > 10
+    assert corpus_followers(None, 16) is None
+
+
+def test_a_one_row_model_spends_nothing_on_guesses(tiny_llama):
+    """Guesses only fill positions a call computes anyway; a torch model's calls can be one row."""
+    prompt = _prompts(tiny_llama.model.config.vocab_size, 2)[1]
+    table = torch.arange(1, tiny_llama.model.config.vocab_size + 1).numpy() % 500
+    run = speculative_greedy(tiny_llama.model, prompt, 20, CpuTimer(), table=table)
+    assert sum(run["guessed"]) == 0
+
+
+def test_guesses_in_the_free_rows_of_a_two_row_model_keep_its_tokens(tiny_llama, monkeypatch):
+    """A model that computes two rows per call (as ONNX Runtime graphs declare): the table's guesses
+    ride in the second row, the tokens stay those of the two-row reference, and right guesses are
+    tokens gained."""
+    from speculation_checks import assert_lookup_exact
+
+    monkeypatch.setattr(tiny_llama.model, "min_rows", 2, raising=False)
+    assert assert_lookup_exact(tiny_llama.model, prompts=20, new_tokens=16, seed=3) > 0
 
 
 def _prompts(vocab: int, n: int) -> list[torch.Tensor]:

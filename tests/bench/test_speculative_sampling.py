@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from unbottle.core.errors import ConfigError
 from unbottle.runtime import speculative
-from unbottle.runtime.speculative import speculative_sample
+from unbottle.runtime.speculative import follower_table, speculative_sample
 
 VOCAB, NEW, TEMPERATURE = 6, 4, 0.8
 
@@ -41,18 +41,20 @@ def _exact(model: LlamaForCausalLM, prompt: list[int]) -> torch.Tensor:
     return joint
 
 
-def _fit(model, prompt: list[int], draft, n: int, seed: int, drafts: list | None = None) -> float:
+def _fit(model, prompt: list[int], draft, n: int, seed: int, drafts: list | None = None, table=None) -> float:
     """The chi-square p-value of n speculative samples against the exact distribution (cells expected
-    under 5 pooled); ``drafts`` collects [drafted tokens kept, drafted tokens offered]."""
+    under 5 pooled); ``drafts`` collects [drafted tokens kept, drafted tokens offered, guesses kept,
+    guesses offered]."""
     g = torch.Generator().manual_seed(seed)
     counts = torch.zeros(VOCAB**NEW, dtype=torch.float64)
-    kept = offered = 0
+    kept = offered = guess_kept = guessed = 0
     for _ in range(n):
-        run = speculative_sample(model, torch.tensor([prompt]), NEW, TEMPERATURE, g, draft)
+        run = speculative_sample(model, torch.tensor([prompt]), NEW, TEMPERATURE, g, draft, table)
         counts[sum(t * VOCAB**i for i, t in enumerate(reversed(run["tokens"])))] += 1
         kept, offered = kept + sum(run["accepted"]), offered + sum(run["proposed"])
+        guess_kept, guessed = guess_kept + sum(run["guess_kept"]), guessed + sum(run["guessed"])
     if drafts is not None:
-        drafts += [kept, offered]
+        drafts += [kept, offered, guess_kept, guessed]
     expected = _exact(model, prompt) * n
     big = expected >= 5
     obs = torch.cat([counts[big], counts[~big].sum().reshape(1)])
@@ -77,6 +79,17 @@ def test_sampling_with_prompt_lookup_keeps_the_model_distribution(pair):
     drafts: list[int] = []
     assert _fit(target, [2, 3, 4, 2, 3, 4, 2, 3], None, 1500, seed=1, drafts=drafts) > 1e-3
     assert 0.05 < drafts[0] / drafts[1] < 0.95
+
+
+def test_sampling_with_guesses_in_free_rows_keeps_the_model_distribution(pair, monkeypatch):
+    """A two-row model (as ONNX Runtime graphs declare) with a follower table: its guesses are drafts
+    like any other, kept or rejected by the same rule."""
+    target, _ = pair
+    monkeypatch.setattr(target, "min_rows", 2, raising=False)
+    table = follower_table([0, 1, 2, 3, 4, 5, 0], VOCAB)  # t -> t + 1 (mod 6)
+    drafts: list[int] = []
+    assert _fit(target, [2, 3, 4, 5], None, 1500, seed=4, drafts=drafts, table=table) > 1e-3
+    assert 0 < drafts[2] < drafts[3]  # guesses were offered, some kept, some rejected
 
 
 def test_the_fit_test_catches_a_rule_that_keeps_every_draft(pair, monkeypatch):

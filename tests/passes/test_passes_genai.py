@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from speculation_checks import reference_table
 from unbottle.benchmarking.scenarios import decode_once
 from unbottle.benchmarking.timing import CpuTimer
 from unbottle.core.errors import ConfigError, PassError
@@ -209,7 +210,7 @@ def test_speculative_decoding_in_genai_gives_its_reference_greedy_tokens_on_50_p
     g = torch.Generator().manual_seed(1)
     for model in (builds["fp32"][0].model, float_activations, builds["int4"][0].model):
         check_speculative(model, "lookup")  # int8 activations (the int4 build) included
-        accepted = 0
+        accepted = guess_kept = 0
         for i in range(50):
             phrase = torch.randint(4, model.config.vocab_size, (1, 8), generator=g)
             prompt = phrase.repeat(1, 3) if i % 2 == 0 else torch.randint(4, 500, (1, 24), generator=g)
@@ -219,5 +220,10 @@ def test_speculative_decoding_in_genai_gives_its_reference_greedy_tokens_on_50_p
             # the torch model as draft model: its own weights, so nearly every draft is kept
             drafted = speculative_greedy(model, prompt, 16, CpuTimer(), draft=tiny_llama.model)
             assert drafted["tokens"] == reference, i
+            # the free second row filled with a follower table's guesses (of the reference: often right)
+            table = reference_table(prompt, reference, model.config.vocab_size)
+            tabled = speculative_greedy(model, prompt, 16, CpuTimer(), table=table)
+            assert tabled["tokens"] == reference, i
             accepted += sum(run["accepted"]) + sum(drafted["accepted"])
-        assert accepted > 0  # the rewind path ran
+            guess_kept += sum(tabled["guess_kept"])
+        assert accepted > 0 and guess_kept > 0  # the rewind path ran, and guesses were kept

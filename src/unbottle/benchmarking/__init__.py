@@ -27,7 +27,12 @@ from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
 from unbottle.models import load
-from unbottle.runtime.speculative import check_speculative, parse_speculative, speculative_once
+from unbottle.runtime.speculative import (
+    check_speculative,
+    corpus_followers,
+    parse_speculative,
+    speculative_once,
+)
 from unbottle.sources import Loaded
 
 __all__ = [
@@ -152,13 +157,14 @@ def _points(model: Any, loaded: Any, config: BenchConfig, draft: Any = None):
             p = prompt(1, n)
             yield "prefill", {"batch_size": 1, "prompt_length": n}, lambda p=p: prefill_once(model, p, timer)
     k, plen = config.new_tokens, config.decode_prompt_length
+    table = corpus_followers(tok, vocab) if config.speculative else None
     if "decode" in config.scenarios:
         for b in config.batch_sizes:
             p = prompt(b, plen)
             params = {"batch_size": b, "prompt_length": plen, "new_tokens": k}
             if config.speculative:
                 params["speculative"] = config.speculative
-                yield "decode", params, lambda p=p: speculative_once(model, p, k, timer, draft)
+                yield "decode", params, lambda p=p: speculative_once(model, p, k, timer, draft, table)
             else:
                 yield "decode", params, lambda p=p: decode_once(model, p, k, timer)
     if "encode" in config.scenarios:

@@ -25,7 +25,7 @@ from unbottle.core.errors import ConfigError
 from unbottle.core.measurement import Measurement
 from unbottle.core.naming import given, opt
 from unbottle.data.prompts import make_prompts
-from unbottle.runtime.speculative import SPECULATIVE, parse_speculative, speculative_once
+from unbottle.runtime.speculative import SPECULATIVE, corpus_followers, parse_speculative, speculative_once
 from unbottle.sources.base import require_causal_lm
 
 AB_SCENARIOS = ("decode", "prefill", "generate", "encode", "serve")
@@ -238,9 +238,10 @@ def _one_repeat(
     )
     timer = make_timer("cpu")
     if config.scenario == "decode" and config.speculative and spec is not None:
+        table = corpus_followers(loaded.tokenizer, model.config.vocab_size)
 
         def speculative() -> dict[str, list[float]]:
-            samples = speculative_once(model, prompt, config.new_tokens, timer, draft)
+            samples = speculative_once(model, prompt, config.new_tokens, timer, draft, table)
             for key in ("acceptance", "tokens_per_step"):
                 spec.setdefault(key, []).extend(samples.pop(key))
             return samples

@@ -39,7 +39,12 @@ from unbottle.optimizer import judge
 from unbottle.optimizer.config import SPECULATION_PROMPTS, OptimizeConfig
 from unbottle.optimizer.result import winner_folder
 from unbottle.optimizer.trial import block_sizes, injected, load_model
-from unbottle.runtime.speculative import check_speculative, reference_greedy, speculative_greedy
+from unbottle.runtime.speculative import (
+    check_speculative,
+    corpus_followers,
+    reference_greedy,
+    speculative_greedy,
+)
 
 DRAFTER = "lookup"
 PROMPT_SEED = 104729  # prompt windows no other stage of the search reads
@@ -106,6 +111,7 @@ def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = F
     (``runtime.speculative``). ``spoil``
     (testing): the speculative tokens are changed, as a runtime that drifts would change them."""
     model, timer = loaded.model, make_timer("cpu")
+    table = corpus_followers(loaded.tokenizer, model.config.vocab_size)
     same = plain_same = 0
     for i in range(prompts):
         prompt = make_prompts(
@@ -118,7 +124,7 @@ def greedy_match(loaded: Any, cfg: OptimizeConfig, prompts: int, spoil: bool = F
         reference = (
             reference_greedy(model, prompt, cfg.new_tokens) if getattr(model, "min_rows", 1) > 1 else plain
         )
-        tokens = speculative_greedy(model, prompt, cfg.new_tokens, timer)["tokens"]
+        tokens = speculative_greedy(model, prompt, cfg.new_tokens, timer, table=table)["tokens"]
         if spoil:
             tokens[-1] += 1
         same += tokens == reference

@@ -28,22 +28,31 @@ Runs on eager torch models (their ``DynamicCache`` cropped), ONNX Runtime graphs
 rounds a one-token call otherwise than a row of a longer call (its one-row kernel), and int8
 activations carry that last-bit difference on to other tokens (SmolLM2's GGUF build: after 6-20
 tokens). So on a model with ``min_rows`` > 1 every call of the loop runs over at least that many
-positions (a step without a draft gets filler positions, rolled back at once), and the output is token
-for token that of
+positions (a step without a draft gets filler positions: the follower table's guesses, or the last
+token again; rolled back unless kept), and the output is token for token that of
 ``reference_greedy``: greedy decoding whose one-token steps compute in the same arithmetic as every
 pass over a draft, and as the multi-token windows the perplexity guard measured. Graphs whose rows
 share an activation scale (per-tensor dynamic int8) and caches that can't be rolled back (static
 caches of compiled models) are refused.
+
+Free rows. A model with ``min_rows`` > 1 computes a step without a draft over filler positions anyway;
+given a follower table (``follower_table``: each token's most frequent successor in a corpus), the
+filler is that table's guess at the next token, checked at no cost: the greedy output is the same
+whatever the filler holds (each row is computed as it would be beside any other), and a right guess
+is one more token from the same pass.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from unbottle.core.errors import ConfigError
+from unbottle.data import CALIBRATION_TEXT, packaged_text
 from unbottle.runtime.caches import STATIC_CACHE_ATTR, cache_keyword
 
 SPECULATIVE = ("lookup", "draft=MODEL")
@@ -88,6 +97,49 @@ def lookup_draft(context: list[int], length: int, max_ngram: int = MAX_NGRAM) ->
             if context[start : start + n] == tail:
                 return context[start + n : start + n + length]
     return []
+
+
+def follower_table(ids: Any, vocab_size: int) -> np.ndarray:
+    """Each token's most frequent successor in the token sequence ``ids`` (ties: the smaller id), -1
+    for a token never followed; int64 of ``vocab_size``. Ids outside the vocabulary are ignored.
+
+    Example:
+        >>> follower_table([1, 2, 1, 2, 1, 3], 4).tolist()
+        [-1, 2, 1, -1]
+    """
+    seq = np.asarray(ids, dtype=np.int64).ravel()
+    table = np.full(vocab_size, -1, dtype=np.int64)
+    if seq.size < 2:
+        return table
+    a, b = seq[:-1], seq[1:]
+    inside = (a >= 0) & (a < vocab_size) & (b >= 0) & (b < vocab_size)
+    if not inside.any():
+        return table
+    pairs, counts = np.unique(a[inside] * vocab_size + b[inside], return_counts=True)
+    first, second = pairs // vocab_size, pairs % vocab_size
+    order = np.lexsort((second, -counts, first))  # by token, then most frequent, then smaller id
+    first, second = first[order], second[order]
+    leading = np.r_[True, first[1:] != first[:-1]]
+    table[first[leading]] = second[leading]
+    return table
+
+
+@functools.lru_cache(maxsize=4)
+def corpus_followers(tokenizer: Any, vocab_size: int) -> np.ndarray | None:
+    """``follower_table`` of the packaged calibration novel (*Pride and Prejudice*; never the evaluation
+    text) in ``tokenizer``'s tokens; None without a tokenizer (random-token prompts)."""
+    if tokenizer is None:
+        return None
+    return follower_table(tokenizer(packaged_text(CALIBRATION_TEXT))["input_ids"], vocab_size)
+
+
+def _guesses(table: np.ndarray | None, last: int, count: int) -> list[int]:
+    """Up to ``count`` tokens following ``last`` by the follower table, each guess the next's key."""
+    out: list[int] = []
+    while table is not None and len(out) < count and 0 <= last < table.size and table[last] >= 0:
+        last = int(table[last])
+        out.append(last)
+    return out
 
 
 def check_speculative(model: Any, speculative: str | None, draft: Any = None) -> None:
@@ -269,11 +321,24 @@ def _rejection_choice(
     return len(draft), _draw(p[len(draft)], sampling)
 
 
+def _propose(
+    drafter: Any, table: Any, context: list[int], want: int, free: int, sampling: Sampling
+) -> tuple[list[int], list | None, int]:
+    """(draft, its distributions, tokens the drafter proposed): up to ``want`` tokens, filled up to the
+    ``free`` positions a call computes anyway with the follower table's guesses."""
+    proposal, dists = drafter.propose(context, want, sampling)
+    looked = len(proposal)
+    room = min(want, free) - looked
+    if dists is None and room > 0:
+        proposal = [*proposal, *_guesses(table, proposal[-1] if proposal else context[-1], room)]
+    return proposal, dists, looked
+
+
 Choice = Callable[[torch.Tensor, list[int], Any, Sampling], tuple[int, int]]
 
 
 def _decode(
-    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any, sampling: Sampling
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any, sampling: Sampling, table: Any = None
 ) -> dict[str, Any]:
     """The speculative loop shared by greedy decoding and sampling (see ``speculative_greedy``)."""
     if prompt.shape[0] != 1:
@@ -284,7 +349,7 @@ def _decode(
     drafter = LookupDrafter() if draft is None else ModelDrafter(draft, length)
     choose: Choice = _greedy_choice if sampling is None else _rejection_choice
     context = prompt[0].tolist()
-    out: dict[str, Any] = {"steps": [], "made": [], "proposed": [], "accepted": []}
+    out: dict[str, Any] = {k: [] for k in ("steps", "made", "proposed", "accepted", "guessed", "guess_kept")}
     draft_len = FIRST_DRAFT
     with torch.inference_mode():
         timer.start()
@@ -294,7 +359,8 @@ def _decode(
         made = 1
         while made < new_tokens:
             timer.start()
-            proposal, dists = drafter.propose(context, min(draft_len, new_tokens - made - 1), sampling)
+            want = min(draft_len, new_tokens - made - 1)
+            proposal, dists, looked = _propose(drafter, table, context, want, rows_needed - 1, sampling)
             step = torch.tensor([[context[-1], *proposal]], dtype=prompt.dtype, device=prompt.device)
             rows = _rows(model, step, cache, rows_needed)
             kept, nxt = choose(rows, proposal, dists, sampling)
@@ -306,23 +372,27 @@ def _decode(
             out["made"].append(kept + 1)
             out["proposed"].append(len(proposal))
             out["accepted"].append(kept)
-            if proposal:
-                draft_len = min(MAX_DRAFT, draft_len + 1) if kept == len(proposal) else max(1, kept + 1)
+            out["guessed"].append(len(proposal) - looked)
+            out["guess_kept"].append(max(0, kept - looked))
+            if looked:  # the drafter's own proposals steer its length; guesses don't
+                draft_len = min(MAX_DRAFT, draft_len + 1) if kept >= looked else max(1, kept + 1)
     out["tokens"] = context[prompt.shape[1] :]
     return out
 
 
 def speculative_greedy(
-    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None, table: Any = None
 ) -> dict[str, Any]:
     """Greedy-decode ``new_tokens`` after ``prompt`` ``(1, T)`` with drafts from prompt lookup, or from
-    the ``draft`` model when one is given.
+    the ``draft`` model when one is given; ``table`` (``follower_table``): guesses for the positions a
+    ``min_rows`` > 1 model computes anyway.
 
     Returns the tokens (``tokens``), ``ttft`` (prefill + first token), ``steps`` (seconds of each
     verification step, drafting included), ``made`` (tokens each step produced), ``proposed`` and
-    ``accepted`` (draft tokens offered and kept per step).
+    ``accepted`` (draft tokens offered and kept per step, the table's guesses included), ``guessed``
+    and ``guess_kept`` (the table's share of them).
     """
-    return _decode(model, prompt, new_tokens, timer, draft, None)
+    return _decode(model, prompt, new_tokens, timer, draft, None, table)
 
 
 class _NoTimer:
@@ -339,6 +409,7 @@ def speculative_sample(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     draft: Any = None,
+    table: Any = None,
 ) -> dict[str, Any]:
     """Sample ``new_tokens`` at ``temperature`` with speculation: each token is distributed as plain
     sampling from the model would draw it (the rejection rule), whatever the drafter proposes.
@@ -347,16 +418,16 @@ def speculative_sample(
     """
     if not temperature > 0:
         raise ConfigError(f"temperature {temperature} given; sampling needs a temperature > 0 (greedy: 0)")
-    return _decode(model, prompt, new_tokens, _NoTimer(), draft, (temperature, generator))
+    return _decode(model, prompt, new_tokens, _NoTimer(), draft, (temperature, generator), table)
 
 
 def speculative_once(
-    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None
+    model: Any, prompt: Any, new_tokens: int, timer: Any, draft: Any = None, table: Any = None
 ) -> dict[str, list[float]]:
     """One repeat of the decode scenario with speculation, in the decode scenario's metrics
     (``ttft``, ``token_latency`` per token, ``tokens_per_s``, ``request_latency``) plus ``acceptance``
     (draft tokens kept / offered) and ``tokens_per_step``."""
-    run = speculative_greedy(model, prompt, new_tokens, timer, draft)
+    run = speculative_greedy(model, prompt, new_tokens, timer, draft, table)
     spent, made = sum(run["steps"]), sum(run["made"])
     offered = sum(run["proposed"])
     return {
