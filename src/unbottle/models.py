@@ -62,6 +62,9 @@ class RecipeSource(ModelSource):
         """An ONNX folder holds a causal LM; else the task of the model the recipe starts from."""
         return "causal-lm" if self.recipe.onnx else resolve(self.recipe.source).probe_task()
 
+    def probe_head(self) -> bool:
+        return self.recipe.head
+
     def load(self, dtype: str | None = None) -> Loaded:
         start = time.perf_counter()
         configs = self.recipe.configs()
@@ -72,6 +75,7 @@ class RecipeSource(ModelSource):
         rest = configs[self.recipe.baked :]
         if rest:
             loaded, _ = apply_(loaded, rest, copy_model=False)
+        loaded.info.head = loaded.info.head and self.recipe.head  # baked weights hold the random head too
         loaded.info.spec = self.spec
         loaded.info.source_kind = self.kind
         loaded.info.path = str(self.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -40,11 +41,15 @@ def test_a_model_agrees_with_itself_and_a_perturbed_copy_less(tiny_bert):
     assert 1.0 > small.value > large.value > -1.0
 
 
-def test_an_encoder_is_evaluated_against_a_reference_it_must_be_given(tiny_bert):
-    with pytest.raises(EvalError, match="give reference MODEL"):
-        evaluate(tiny_bert, EvalConfig(eval_tokens=512))
-    results = evaluate(tiny_bert, EvalConfig(eval_tokens=512), tiny_bert)
+def test_an_encoder_without_its_head_is_evaluated_against_a_reference_it_must_be_given(tiny_bert):
+    headless = Loaded(tiny_bert.model, tiny_bert.tokenizer, dataclasses.replace(tiny_bert.info, head=False))
+    with pytest.raises(EvalError, match="saved without its masked-LM head.*give reference MODEL"):
+        evaluate(headless, EvalConfig(eval_tokens=512))
+    results = evaluate(headless, EvalConfig(eval_tokens=512), tiny_bert)
     assert [r.metric for r in results] == ["embedding_cosine"]
+    assert [r.metric for r in evaluate(tiny_bert, EvalConfig(eval_tokens=512))] == ["pseudo_perplexity"]
+    both = evaluate(tiny_bert, EvalConfig(eval_tokens=512), tiny_bert)
+    assert [r.metric for r in both] == ["pseudo_perplexity", "embedding_cosine"]
     other = load("tiny-llama")  # a fresh copy: its vocabulary size changed here only
     other.model.config.vocab_size = 300
     with pytest.raises(EvalError, match="512 tokens in its vocabulary and reference 'tiny-llama' 300"):
@@ -62,5 +67,7 @@ def test_ab_with_eval_compares_an_encoders_embeddings_paired_by_window():
     assert {"encode.latency", "encode.sequences_per_s"} <= set(metrics)
     cosine = metrics["embedding_cosine"]
     assert cosine["a"]["point"] == pytest.approx(1.0) and cosine["b"]["point"] == pytest.approx(1.0)
+    pseudo = metrics["pseudo_perplexity"]  # tiny-bert has its head: paired by window too, the same model
+    assert pseudo["unit"] == "ppl" and pseudo["a"]["point"] == pytest.approx(pseudo["b"]["point"])
     with pytest.raises(ConfigError, match="the encode scenario runs encoders"):
         unbottle.ab("tiny-llama", "tiny-llama", scenario="encode", rounds=3, threads=1)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from unbottle.core.errors import ConfigError
 from unbottle.models import resolve
 from unbottle.optimizer.config import OptimizeConfig
+from unbottle.optimizer.prepare import with_model_task
 from unbottle.optimizer.search import Search
 from unbottle.optimizer.trial import FAULT_ENV
 from unbottle.store import Store
@@ -36,5 +38,27 @@ def test_an_encoder_is_screened_verified_and_saved_on_throughput_with_the_embedd
     assert cosine["a"]["point"] == pytest.approx(1.0, abs=1e-6)  # the float model is its own reference
     assert 0.98 <= cosine["b"]["point"] <= 1.0 + 1e-6  # bf16 keeps the embeddings
     assert doc["winner"]["gain"][1] > 1.0  # faster than the (slowed) baseline on the interval
+    pseudo = verify["pseudo_perplexity"]  # tiny-bert carries its masked-LM head: reported beside
+    assert pseudo["unit"] == "ppl" and abs(pseudo["pct"]["point"]) < 5  # bf16 keeps the head's predictions
     saved = resolve(str(tmp_path / "out")).load()
     assert saved.info.task == "masked-lm"
+
+
+def test_the_heads_pseudo_perplexity_can_guard_an_encoder_that_has_its_head(tiny_bert_folders):
+    goal = ("pseudo_perplexity:percent-max-degradation=2",)
+    encoder = {"model_task": "masked-lm", "goals": goal}  # as the API probes it before the config is made
+    cfg = with_model_task(OptimizeConfig(model=str(tiny_bert_folders / "full"), **encoder))
+    assert [g.metric for g in cfg.guard()] == ["pseudo_perplexity"]
+    with pytest.raises(ConfigError, match="saved without its masked-LM head"):
+        with_model_task(OptimizeConfig(model=str(tiny_bert_folders / "encoder"), **encoder))
+    with pytest.raises(ConfigError, match="a causal LM's accuracy guard takes goals on perplexity, accuracy"):
+        OptimizeConfig(model="tiny-llama", goals=goal)
+
+
+@pytest.fixture
+def tiny_bert_folders(tmp_path):
+    """tiny-bert saved whole, and its encoder stack alone (as sentence encoders ship)."""
+    bert = resolve("tiny-bert").load()
+    bert.model.save_pretrained(tmp_path / "full")
+    bert.model.bert.save_pretrained(tmp_path / "encoder")
+    return tmp_path

@@ -20,6 +20,8 @@ from unbottle.stats import (
     verdict_of,
 )
 
+PERPLEXITIES = ("perplexity", "pseudo_perplexity")  # exp of a token-pooled mean NLL
+
 
 def _paired_arrays(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if a.sample_ids != b.sample_ids:
@@ -36,7 +38,7 @@ def pooled_value(scores: np.ndarray, weights: np.ndarray, metric: str) -> Estima
 
     def stat(s, w):
         mean = (s * w).sum(axis=1) / w.sum(axis=1)
-        return np.exp(mean) if metric == "perplexity" else mean
+        return np.exp(mean) if metric in PERPLEXITIES else mean
 
     return paired_bootstrap(scores, weights, stat, method=f"bootstrap {metric}")
 
@@ -44,7 +46,7 @@ def pooled_value(scores: np.ndarray, weights: np.ndarray, metric: str) -> Estima
 def compare_eval(a: EvalResult, b: EvalResult) -> MetricComparison:
     """B against A on one evaluation metric, paired by sample."""
     sa, sb, w = _paired_arrays(a, b)
-    if a.metric == "perplexity":
+    if a.metric in PERPLEXITIES:
         pct = relative_change_pooled(sa, sb, w)
 
         def ppl_diff(idx, _):  # rows of resampled window indices
@@ -55,8 +57,8 @@ def compare_eval(a: EvalResult, b: EvalResult) -> MetricComparison:
             )
 
         index = np.arange(w.size, dtype=float)
-        diff = paired_bootstrap(index, index, ppl_diff, method="bootstrap perplexity difference")
-        unit, a_est, b_est = "ppl", pooled_value(sa, w, "perplexity"), pooled_value(sb, w, "perplexity")
+        diff = paired_bootstrap(index, index, ppl_diff, method=f"bootstrap {a.metric} difference")
+        unit, a_est, b_est = "ppl", pooled_value(sa, w, a.metric), pooled_value(sb, w, a.metric)
     else:
         scale = 100.0 if a.metric == "accuracy" else 1.0
         diff = mean_difference_paired(sa, sb, scale=scale)

@@ -43,9 +43,9 @@ def embedding_agreement(
             f"candidate {candidate.info.spec!r} has {sizes[0]} tokens in its vocabulary and reference "
             f"{reference.info.spec!r} {sizes[1]}; compare an encoder with a version of itself"
         )
-    limit = min(_positions(candidate), _positions(reference))
+    limit = min(model_positions(candidate), model_positions(reference))
     window = min(window, limit)
-    ids = _stream(reference, text, start_token + eval_tokens)[start_token:]
+    ids = token_stream(reference, text, start_token + eval_tokens)[start_token:]
     starts = list(range(0, len(ids) - window + 1, window))
     if not starts:
         raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
@@ -77,11 +77,11 @@ def embedding_agreement(
     )
 
 
-def _positions(loaded: Loaded) -> int:
+def model_positions(loaded: Loaded) -> int:
     return int(getattr(loaded.model.config, "max_position_embeddings", None) or 512)
 
 
-def _stream(loaded: Loaded, text: str, eval_tokens: int) -> list[int]:
+def token_stream(loaded: Loaded, text: str, eval_tokens: int) -> list[int]:
     if loaded.tokenizer is None:
         gen = torch.Generator().manual_seed(0)
         return torch.randint(4, loaded.model.config.vocab_size, (eval_tokens,), generator=gen).tolist()

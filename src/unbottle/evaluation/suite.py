@@ -13,6 +13,7 @@ from unbottle.evaluation.corpus import default_text, load_text
 from unbottle.evaluation.embedding import embedding_agreement
 from unbottle.evaluation.multiple_choice import multiple_choice
 from unbottle.evaluation.perplexity import perplexity
+from unbottle.evaluation.pseudo_perplexity import pseudo_perplexity
 from unbottle.models import load
 from unbottle.sources.base import Loaded
 
@@ -24,8 +25,9 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[EvalResult]:
     """Perplexity always; multiple-choice accuracy if ``config.task``; agreement if there is a reference.
-    An encoder (a masked-LM model) gets its embeddings' agreement with the reference instead, which it
-    needs.
+    An encoder (a masked-LM model) gets its masked-LM head's pseudo-perplexity where its checkpoint
+    carries the head, and its embeddings' agreement with the reference where there is one (it needs one
+    of the two).
 
     Args:
         loaded: the model to evaluate.
@@ -41,7 +43,7 @@ def evaluate(
     if reference_loaded is None and config.reference:
         reference_loaded = load(config.reference)
     if loaded.info.task != "causal-lm":
-        return [_encoder_agreement(loaded, config, reference_loaded, text, description)]
+        return _encoder_results(loaded, config, reference_loaded, text, description)
     results = [
         perplexity(
             loaded,
@@ -75,20 +77,38 @@ def evaluate(
     return results
 
 
-def _encoder_agreement(
+def _encoder_results(
     loaded: Loaded, config: EvalConfig, reference: Loaded | None, text: str, description: str
-) -> EvalResult:
-    """An encoder's evaluation: its embeddings' agreement with the reference's (``embedding``)."""
-    if reference is None:
+) -> list[EvalResult]:
+    """An encoder's evaluation: its head's pseudo-perplexity (where the checkpoint has the head), then
+    its embeddings' agreement with the reference's (``embedding``)."""
+    if reference is None and not loaded.info.head:
         raise EvalError(
-            f"{loaded.info.spec!r} is a {loaded.info.task} model: an encoder is evaluated by how closely "
-            f"its sentence embeddings follow a reference's; give {opt('reference')} MODEL (e.g. the "
-            "float model it was made from)"
+            f"{loaded.info.spec!r} is a {loaded.info.task} model saved without its masked-LM head: it is "
+            f"evaluated by how closely its sentence embeddings follow a reference's; give "
+            f"{opt('reference')} MODEL (e.g. the float model it was made from)"
         )
-    return embedding_agreement(
-        loaded, reference, text, description, config.eval_tokens, min(config.window, 128), config.batch_size,
-        config.start_token,
-    )  # fmt: skip
+    window, out = min(config.window, 128), []
+    if loaded.info.head and (reference is None or reference.info.head):
+        out.append(
+            pseudo_perplexity(
+                loaded, text, description, config.eval_tokens, window, config.batch_size, config.start_token
+            )
+        )
+    if reference is not None:
+        out.append(
+            embedding_agreement(
+                loaded,
+                reference,
+                text,
+                description,
+                config.eval_tokens,
+                window,
+                config.batch_size,
+                config.start_token,
+            )  # fmt: skip
+        )
+    return out
 
 
 def _for(

@@ -39,7 +39,8 @@ ENCODER_OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
 }
 SERVE_FIELDS = ("rate", "serve_requests", "slo_ttft_s", "slo_tpot_s")  # the goodput objective's load
 ENCODER = "masked-lm"  # the task encoders load for (``sources.base.Task``)
-ACCURACY_METRICS = ("perplexity", "accuracy", "embedding_cosine")
+# a causal LM's two accuracy metrics, then an encoder's two
+ACCURACY_METRICS = ("perplexity", "accuracy", "embedding_cosine", "pseudo_perplexity")
 # The objectives speculative decoding can serve (decode steps at batch 1), by their metric, and the
 # held-out prompts its greedy output is checked on (``unbottle.optimizer.speculation``).
 SPECULATION_SERVES = ("decode.tokens_per_s", "decode.request_latency")

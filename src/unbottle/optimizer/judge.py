@@ -79,8 +79,9 @@ def _collapsed(e: Estimate) -> Estimate:
 
 def accuracy_change(comparisons: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The perplexity change in percent (point, low, high), else the accuracy change in points, else
-    an encoder's embedding cosine change."""
-    for metric, field in (("perplexity", "pct"), ("accuracy", "diff"), ("embedding_cosine", "diff")):
+    an encoder's embedding cosine change, else its pseudo-perplexity change in percent."""
+    fields = {"perplexity": "pct", "accuracy": "diff", "embedding_cosine": "diff", "pseudo_perplexity": "pct"}
+    for metric, field in fields.items():
         if metric in comparisons:
             e = comparisons[metric][field]
             return {"metric": metric, "point": e["point"], "ci_low": e["ci_low"], "ci_high": e["ci_high"]}

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unbottle.core.errors import UnbottleError
+from unbottle.core.errors import ConfigError, UnbottleError
 from unbottle.models import resolve
 from unbottle.optimizer import isolate
 from unbottle.optimizer.config import OptimizeConfig
@@ -32,6 +32,7 @@ from unbottle.passes.onnx import (
     write_export,
 )
 from unbottle.sources.gguf_file import _DONE, GGUFSource
+from unbottle.stats.goals import Goal
 
 RECORD_KEY = "prepare"  # the trial key the outcome is recorded under (not a trial of the search)
 FILL = "unbottle.optimizer.prepare:fill_caches"  # the worker function, for ``run_isolated``
@@ -225,8 +226,18 @@ def _fill_caches(
 
 def with_model_task(config: OptimizeConfig) -> OptimizeConfig:
     """``config`` with the task its model loads for (``ModelSource.probe_task``, no weights loaded);
-    a config made with a causal LM's default objective gets the encoder's default."""
-    task = resolve(config.model).probe_task()
+    a config made with a causal LM's default objective gets the encoder's default.
+
+    Raises:
+        ConfigError: a goal on the masked-LM head's pseudo-perplexity for a checkpoint without the head.
+    """
+    source = resolve(config.model)
+    task = source.probe_task()
+    if any(Goal.parse(g).metric == "pseudo_perplexity" for g in config.goals) and not source.probe_head():
+        raise ConfigError(
+            f"{config.model!r} was saved without its masked-LM head, so its pseudo-perplexity can't guard "
+            "the search; guard its embeddings (embedding_cosine:max-degradation=0.02, the default)"
+        )
     if task == config.model_task:
         return config
     objective = "auto" if config.objective == "decode" else config.objective

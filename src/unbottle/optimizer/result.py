@@ -238,7 +238,7 @@ def _verdict(
         head += "; NOT significantly better than the baseline (the interval includes ×1)"
     goals = "; ".join(r["explanation"] for r in verification["goals"])
     if selection:
-        unit, d = {"perplexity": ("%", 2), "embedding_cosine": ("", 4)}.get(
+        unit, d = {"perplexity": ("%", 2), "embedding_cosine": ("", 4), "pseudo_perplexity": ("%", 2)}.get(
             selection["metric"], (" points", 2)
         )
         goals += (

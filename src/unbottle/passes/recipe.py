@@ -42,6 +42,7 @@ class Recipe:
     created_at: str = ""
     onnx: str | None = None  # sub-folder holding the ONNX Runtime model, when the recipe ends in export
     search: str | None = None  # the ``unbottle optimize`` search that saved it, if any
+    head: bool = True  # False: the source had no masked-LM head, and the one saved beside it is random
     version: int = RECIPE_VERSION
 
     def configs(self) -> list[PassConfig]:
@@ -187,6 +188,7 @@ def apply_and_save(
         passes=[{**c.to_dict(), "name": c.name} for c in configs],
         baked=baked,
         search=search,
+        head=loaded.info.head,
     )
     final = baked_model
     if baked < len(configs):

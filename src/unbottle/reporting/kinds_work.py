@@ -20,9 +20,12 @@ def accuracy_text(change: dict[str, Any] | None, with_ci: bool = True) -> tuple[
     an encoder's embedding cosine as a difference."""
     if not change:
         return "-", ""
-    unit, name, digits = {"perplexity": ("%", "ppl", 2), "embedding_cosine": ("", "cos", 4)}.get(
-        change["metric"], (" pt", "acc", 2)
-    )
+    shapes = {
+        "perplexity": ("%", "ppl", 2),
+        "embedding_cosine": ("", "cos", 4),
+        "pseudo_perplexity": ("%", "pppl", 2),
+    }
+    unit, name, digits = shapes.get(change["metric"], (" pt", "acc", 2))
     ci = f"{change['ci_low']:+.{digits}f} – {change['ci_high']:+.{digits}f}" if with_ci else ""
     shown = f"{name} {change['point']:+.{digits}f}{unit}"
     return shown, ci if change["ci_low"] != change["ci_high"] else ""

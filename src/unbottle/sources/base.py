@@ -36,6 +36,8 @@ class ModelInfo:
         path: file or folder the weights came from, if any.
         load_s: wall seconds the load took.
         notes: anything the user should know (cache hits, missing tokenizer, ...).
+        head: whether the task's head came with the weights; False for a sentence encoder saved
+            without its masked-LM head (transformers gives it a random one, which no metric may read).
     """
 
     spec: str
@@ -47,6 +49,7 @@ class ModelInfo:
     path: str | None = None
     load_s: float = 0.0
     notes: list[str] = dataclasses.field(default_factory=list)
+    head: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +96,10 @@ class ModelSource(abc.ABC):
         """The task the model loads for, without loading weights (a source that knows it from its
         config sets ``task``; a GGUF file holds a causal LM)."""
         return getattr(self, "task", "causal-lm")
+
+    def probe_head(self) -> bool:
+        """Whether the checkpoint carries the task's head (``ModelInfo.head``), without loading weights."""
+        return True
 
     def content_files(self) -> list[Path]:
         """The files whose bytes are the model (weights, config, tokenizer); none for a model built

@@ -79,6 +79,12 @@ class HFFolderSource(ModelSource):
             notes.append(f"loaded pickle checkpoint(s) with weights_only=True: {self.pickles[0].name}")
         model.eval()
         tokenizer = load_tokenizer(self.path, notes)
+        head = self.probe_head()
+        if not head:
+            notes.append(
+                "the checkpoint has no masked-LM head: transformers initialised one at random, so only the "
+                "encoder's hidden states are measured (embeddings), never its head (pseudo-perplexity)"
+            )
         info = ModelInfo(
             spec=self.spec,
             source_kind=self.kind,
@@ -89,8 +95,30 @@ class HFFolderSource(ModelSource):
             path=str(self.path),
             load_s=time.perf_counter() - start,
             notes=notes,
+            head=head,
         )
         return Loaded(model=model, tokenizer=tokenizer, info=info)
+
+    def probe_head(self) -> bool:
+        """A causal LM's head is its lm_head (tied or not): always there. An encoder's masked-LM head is
+        there when the checkpoint holds any weight the masked-LM model has outside its encoder stack
+        (``cls.predictions.*`` for BERT, ``lm_head.*`` for RoBERTa, ...), read from the safetensors
+        headers and a weightless model built on the meta device."""
+        if self.task == "causal-lm" or not self.weights:
+            return True
+        import transformers
+        from safetensors import safe_open
+
+        with quiet_transformers(), torch.device("meta"):
+            config = transformers.AutoConfig.from_pretrained(str(self.path))
+            skeleton = auto_class(self.task).from_config(config)
+        prefix = f"{skeleton.base_model_prefix}."
+        head_keys = {k for k in skeleton.state_dict() if not k.startswith(prefix)}
+        for path in self.weights:
+            with safe_open(str(path), framework="pt") as f:
+                if head_keys & set(f.keys()):
+                    return True
+        return False
 
     def _from_pretrained(self, dtype: str | None) -> Any:
         cls = auto_class(self.task)

@@ -188,6 +188,9 @@ class PackagedZipSource(ModelSource):
     def probe_task(self) -> Task:
         return HFFolderSource(self.model_folder(), spec=self.spec).task
 
+    def probe_head(self) -> bool:
+        return HFFolderSource(self.model_folder(), spec=self.spec).probe_head()
+
     def load(self, dtype: str | None = None) -> Loaded:
         loaded = HFFolderSource(self.model_folder(), spec=self.spec).load(dtype)
         loaded.info.source_kind = self.kind
