@@ -18,18 +18,21 @@ from unbottle.optimizer.trial import FAULT_ENV
 from unbottle.store import Store
 
 
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-bert-classifier"])
 def test_an_encoder_is_screened_verified_and_saved_on_throughput_with_the_embedding_guard(
-    tmp_path, monkeypatch
+    model, tmp_path, monkeypatch
 ):
     monkeypatch.setenv(FAULT_ENV, "slow:baseline")
     cfg = OptimizeConfig(
-        model="tiny-bert", candidates=("precision",), threads=1, prompt_length=32, batch_size=2,
-        eval_tokens=512, screen_tokens=256, full_rounds=3, finalists=1,
+        model=model, model_task=resolve(model).probe_task(), candidates=("precision",), threads=1,
+        prompt_length=32, batch_size=2, eval_tokens=512, screen_tokens=256, full_rounds=3, finalists=1,
     )  # fmt: skip
     doc = Search(cfg, Store(), tmp_path / "out").run()
 
     assert doc["objective"]["metric"] == "encode.sequences_per_s"
-    assert doc["guard"] == ["embedding_cosine:max-degradation=0.02"]
+    classifier = model == "tiny-bert-classifier"
+    labels = ["label_agreement:max-degradation=0.05"] if classifier else []
+    assert doc["guard"] == ["embedding_cosine:max-degradation=0.02", *labels]
     assert doc["winner"] is not None and doc["outcome"] == "goal-met", doc["verdict"]
     verify = doc["verification"]["metrics"]
     assert {"encode.sequences_per_s", "encode.latency", "embedding_cosine"} <= set(verify)
@@ -38,10 +41,13 @@ def test_an_encoder_is_screened_verified_and_saved_on_throughput_with_the_embedd
     assert cosine["a"]["point"] == pytest.approx(1.0, abs=1e-6)  # the float model is its own reference
     assert 0.98 <= cosine["b"]["point"] <= 1.0 + 1e-6  # bf16 keeps the embeddings
     assert doc["winner"]["gain"][1] > 1.0  # faster than the (slowed) baseline on the interval
-    pseudo = verify["pseudo_perplexity"]  # tiny-bert carries its masked-LM head: reported beside
-    assert pseudo["unit"] == "ppl" and abs(pseudo["pct"]["point"]) < 5  # bf16 keeps the head's predictions
+    if classifier:  # its labels are guarded; bf16 keeps them
+        assert verify["label_agreement"]["b"]["point"] >= 0.95 and "label_kl" in verify
+    else:  # tiny-bert carries its masked-LM head: its pseudo-perplexity is reported beside
+        pseudo = verify["pseudo_perplexity"]
+        assert pseudo["unit"] == "ppl" and abs(pseudo["pct"]["point"]) < 5  # bf16 keeps its predictions
     saved = resolve(str(tmp_path / "out")).load()
-    assert saved.info.task == "masked-lm"
+    assert saved.info.task == resolve(model).probe_task() and saved.info.head
 
 
 def test_the_heads_pseudo_perplexity_can_guard_an_encoder_that_has_its_head(tiny_bert_folders):

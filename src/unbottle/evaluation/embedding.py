@@ -96,3 +96,10 @@ def _embed(loaded: Loaded, ids: torch.Tensor) -> torch.Tensor:
         out: Any = encoder(input_ids=ids, attention_mask=torch.ones_like(ids))
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return hidden.float().mean(dim=1)
+
+
+def framing(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """([CLS], [SEP]) ids around a window, as an encoder saw its training text; empty without them."""
+    cls_id = getattr(tokenizer, "cls_token_id", None)
+    sep_id = getattr(tokenizer, "sep_token_id", None)
+    return ([cls_id] if cls_id is not None else []), ([sep_id] if sep_id is not None else [])

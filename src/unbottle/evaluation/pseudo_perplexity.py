@@ -22,7 +22,7 @@ import torch
 
 from unbottle.core.errors import EvalError
 from unbottle.evaluation.base import EvalResult
-from unbottle.evaluation.embedding import model_positions, token_stream
+from unbottle.evaluation.embedding import framing, model_positions, token_stream
 from unbottle.sources.base import Loaded
 
 SPREAD = 8  # every 8th position masked per pass: 12.5% of a window
@@ -52,7 +52,7 @@ def pseudo_perplexity(
         )
     if spread < 1:
         raise EvalError(f"spread {spread} given; mask every n-th position with n >= 1")
-    frame = _frame(loaded.tokenizer)
+    frame = framing(loaded.tokenizer)
     window = min(window, model_positions(loaded) - len(frame[0]) - len(frame[1]))
     ids = token_stream(loaded, text, start_token + eval_tokens)[start_token:]
     starts = list(range(0, len(ids) - window + 1, window))
@@ -100,13 +100,6 @@ def _window_nll(model: Any, batch: torch.Tensor, scored: range, mask: int, sprea
             logp = torch.log_softmax(logits[:, where].double(), dim=-1)
             total -= logp.gather(-1, batch[:, where].unsqueeze(-1)).squeeze(-1).sum(dim=1)
     return (total / len(positions)).tolist()
-
-
-def _frame(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """([CLS], [SEP]) ids around a window, as the encoder saw its training text; empty without them."""
-    cls_id = getattr(tokenizer, "cls_token_id", None)
-    sep_id = getattr(tokenizer, "sep_token_id", None)
-    return ([cls_id] if cls_id is not None else []), ([sep_id] if sep_id is not None else [])
 
 
 def _mask_id(tokenizer: Any) -> int:

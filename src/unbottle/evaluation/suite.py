@@ -8,6 +8,7 @@ from unbottle.core.errors import EvalError
 from unbottle.core.naming import opt
 from unbottle.evaluation.agreement import agreement
 from unbottle.evaluation.base import EvalResult
+from unbottle.evaluation.classifier import label_agreement
 from unbottle.evaluation.config import EvalConfig
 from unbottle.evaluation.corpus import default_text, load_text
 from unbottle.evaluation.embedding import embedding_agreement
@@ -80,21 +81,30 @@ def evaluate(
 def _encoder_results(
     loaded: Loaded, config: EvalConfig, reference: Loaded | None, text: str, description: str
 ) -> list[EvalResult]:
-    """An encoder's evaluation: its head's pseudo-perplexity (where the checkpoint has the head), then
-    its embeddings' agreement with the reference's (``embedding``)."""
-    if reference is None and not loaded.info.head:
+    """An encoder's evaluation: a masked LM's pseudo-perplexity (where the checkpoint has the head), a
+    classifier's label agreement with the reference's (where both have the head), then its embeddings'
+    agreement with the reference's (``embedding``)."""
+    masked = loaded.info.task == "masked-lm"
+    if reference is None and not (masked and loaded.info.head):
+        saved = "saved without its masked-LM head" if masked else f"a {loaded.info.task} model"
         raise EvalError(
-            f"{loaded.info.spec!r} is a {loaded.info.task} model saved without its masked-LM head: it is "
-            f"evaluated by how closely its sentence embeddings follow a reference's; give "
-            f"{opt('reference')} MODEL (e.g. the float model it was made from)"
+            f"{loaded.info.spec!r} is {saved}: it is evaluated by how closely its outputs (labels, "
+            f"sentence embeddings) follow a reference's; give {opt('reference')} MODEL (e.g. the float "
+            "model it was made from)"
         )
     window, out = min(config.window, 128), []
-    if loaded.info.head and (reference is None or reference.info.head):
+    both = loaded.info.head and (reference is None or reference.info.head)
+    if masked and both:
         out.append(
             pseudo_perplexity(
                 loaded, text, description, config.eval_tokens, window, config.batch_size, config.start_token
             )
         )
+    if reference is not None and both and loaded.info.task == "sequence-classification":
+        out += label_agreement(
+            loaded, reference, text, description, config.eval_tokens, batch_size=max(8, config.batch_size),
+            start_token=config.start_token,
+        )  # fmt: skip
     if reference is not None:
         out.append(
             embedding_agreement(

@@ -17,6 +17,7 @@ from unbottle.benchmarking.config import check_threads
 from unbottle.core.config import Config, check_at_least
 from unbottle.core.errors import ConfigError
 from unbottle.core.naming import given, opt
+from unbottle.sources.base import ENCODER_TASKS
 from unbottle.stats import Goal
 
 # objective name → (A/B scenario or None, metric name, unit, higher is better, what it is)
@@ -38,9 +39,10 @@ ENCODER_OBJECTIVES: dict[str, tuple[str | None, str, str, bool, str]] = {
     "memory": (None, "memory.peak_rss", "MiB", False, "peak resident memory while encoding"),
 }
 SERVE_FIELDS = ("rate", "serve_requests", "slo_ttft_s", "slo_tpot_s")  # the goodput objective's load
-ENCODER = "masked-lm"  # the task encoders load for (``sources.base.Task``)
-# a causal LM's two accuracy metrics, then an encoder's two
-ACCURACY_METRICS = ("perplexity", "accuracy", "embedding_cosine", "pseudo_perplexity")
+# a causal LM's two accuracy metrics, then an encoder's (masked LM's, classifier's)
+ACCURACY_METRICS = (
+    "perplexity", "accuracy", "embedding_cosine", "pseudo_perplexity", "label_agreement", "label_kl"
+)  # fmt: skip
 # The objectives speculative decoding can serve (decode steps at batch 1), by their metric, and the
 # held-out prompts its greedy output is checked on (``unbottle.optimizer.speculation``).
 SPECULATION_SERVES = ("decode.tokens_per_s", "decode.request_latency")
@@ -50,6 +52,8 @@ DEFAULT_WORKLOAD = (256, 64)
 DEFAULT_GUARD = ("perplexity:percent-max-degradation=1",)
 # An encoder keeps its sentence embeddings: cosine with the float model's ≥ 0.98 on the CI bound.
 ENCODER_GUARD = ("embedding_cosine:max-degradation=0.02",)
+# A classifier also keeps its labels: the same top label on ≥ 95% of the inputs, on the CI bound.
+CLASSIFIER_GUARD = (*ENCODER_GUARD, "label_agreement:max-degradation=0.05")
 TASK_GUARD = "accuracy:max-degradation=1"
 
 
@@ -123,7 +127,7 @@ class OptimizeConfig(Config):
     slo_tpot_s: float = 0.1
 
     def __post_init__(self) -> None:
-        encoder = self.model_task == ENCODER
+        encoder = self.model_task in ENCODER_TASKS
         if self.objective == "auto":
             object.__setattr__(self, "objective", "throughput" if encoder else "decode")
         allowed = ENCODER_OBJECTIVES if encoder else OBJECTIVES
@@ -178,8 +182,9 @@ class OptimizeConfig(Config):
 
     def guard(self) -> list[Goal]:
         """The accuracy goals (defaults filled in); raises ConfigError on contradictions."""
-        if self.model_task == ENCODER:
-            texts = list(self.goals) or list(ENCODER_GUARD)
+        if self.model_task in ENCODER_TASKS:
+            classifier = self.model_task == "sequence-classification"
+            texts = list(self.goals) or list(CLASSIFIER_GUARD if classifier else ENCODER_GUARD)
         else:
             texts = list(self.goals) or list(DEFAULT_GUARD) + ([TASK_GUARD] if self.task else [])
         goals = [Goal.parse(t) for t in texts]
@@ -205,7 +210,7 @@ class OptimizeConfig(Config):
         return (ENCODER_OBJECTIVES if self.is_encoder() else OBJECTIVES)[self.objective]
 
     def is_encoder(self) -> bool:
-        return self.model_task == ENCODER
+        return self.model_task in ENCODER_TASKS
 
     def speculation_applies(self) -> bool:
         """Whether the search ends by trying speculative decoding on its winner: a decode-step

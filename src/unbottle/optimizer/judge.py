@@ -79,8 +79,12 @@ def _collapsed(e: Estimate) -> Estimate:
 
 def accuracy_change(comparisons: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The perplexity change in percent (point, low, high), else the accuracy change in points, else
-    an encoder's embedding cosine change, else its pseudo-perplexity change in percent."""
-    fields = {"perplexity": "pct", "accuracy": "diff", "embedding_cosine": "diff", "pseudo_perplexity": "pct"}
+    an encoder's embedding cosine change, else its pseudo-perplexity change in percent, else a
+    classifier's label agreement change."""
+    fields = {
+        "perplexity": "pct", "accuracy": "diff", "embedding_cosine": "diff", "pseudo_perplexity": "pct",
+        "label_agreement": "diff",
+    }  # fmt: skip
     for metric, field in fields.items():
         if metric in comparisons:
             e = comparisons[metric][field]

@@ -19,7 +19,8 @@ import torch
 from unbottle.core.errors import ConfigError, ModelLoadError
 from unbottle.sources.files import sha256_of
 
-Task = Literal["causal-lm", "masked-lm"]
+Task = Literal["causal-lm", "masked-lm", "sequence-classification"]
+ENCODER_TASKS: tuple[str, ...] = ("masked-lm", "sequence-classification")  # encoder stacks, not decoders
 
 
 @dataclasses.dataclass
@@ -29,7 +30,8 @@ class ModelInfo:
     Attributes:
         spec: the spec string the user gave.
         source_kind: ``hf-folder``, ``gguf``, ``packaged`` or ``tiny``.
-        task: what the model does; scenarios check it (``causal-lm``, ``masked-lm``).
+        task: what the model does; scenarios check it (``causal-lm``, or an encoder's: ``masked-lm``,
+            ``sequence-classification``).
         architecture: the transformers ``model_type`` (e.g. ``llama``).
         n_parameters: unique parameters (tied weights counted once).
         dtype: parameter dtype as loaded.
@@ -37,7 +39,8 @@ class ModelInfo:
         load_s: wall seconds the load took.
         notes: anything the user should know (cache hits, missing tokenizer, ...).
         head: whether the task's head came with the weights; False for a sentence encoder saved
-            without its masked-LM head (transformers gives it a random one, which no metric may read).
+            without its masked-LM or classifier head (transformers gives it a random one, which no
+            metric may read).
     """
 
     spec: str
@@ -116,16 +119,20 @@ class ModelSource(abc.ABC):
         return digest.hexdigest()[:16]
 
 
-def task_of(model_type: str, where: str) -> Task:
-    """Map a transformers ``model_type`` to the task we load it for, or explain why we can't."""
+def task_of(model_type: str, where: str, architectures: Any = None) -> Task:
+    """Map a transformers ``model_type`` (and the config's ``architectures``) to the task we load it
+    for, or explain why we can't."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
-    # Encoders (bert, roberta, ...) are in both mappings; their pretrained head is the masked-LM one.
+    # Encoders (bert, roberta, ...) are in both mappings; their pretrained head is the masked-LM one,
+    # unless the checkpoint was saved as a sequence classifier.
     if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "masked-lm"
+        saved_as = [str(a) for a in architectures or []]
+        classifier = any(a.endswith("ForSequenceClassification") for a in saved_as)
+        return "sequence-classification" if classifier else "masked-lm"
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal-lm"
     raise ModelLoadError(
@@ -164,7 +171,11 @@ def count_parameters(model: Any) -> int:
 def auto_class(task: Task) -> Any:
     import transformers
 
-    return transformers.AutoModelForCausalLM if task == "causal-lm" else transformers.AutoModelForMaskedLM
+    return {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "masked-lm": transformers.AutoModelForMaskedLM,
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+    }[task]
 
 
 def torch_dtype(name: str | None) -> Any:

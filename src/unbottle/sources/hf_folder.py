@@ -52,7 +52,9 @@ class HFFolderSource(ModelSource):
         if not path.is_dir():
             raise ModelLoadError(f"{path} is not a folder; give a Hugging Face model folder or a .gguf file")
         self.config = read_config_json(path)
-        self.task = task_of(str(self.config["model_type"]), str(path / "config.json"))
+        self.task = task_of(
+            str(self.config["model_type"]), str(path / "config.json"), self.config.get("architectures")
+        )
         self.weights = sorted(path.glob("*.safetensors"))
         self.pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if not self.weights and not self.pickles:
@@ -82,8 +84,8 @@ class HFFolderSource(ModelSource):
         head = self.probe_head()
         if not head:
             notes.append(
-                "the checkpoint has no masked-LM head: transformers initialised one at random, so only the "
-                "encoder's hidden states are measured (embeddings), never its head (pseudo-perplexity)"
+                f"the checkpoint has no {self.task} head: transformers initialised one at random, so only "
+                "the encoder's hidden states are measured (embeddings), never its head"
             )
         info = ModelInfo(
             spec=self.spec,
@@ -100,10 +102,10 @@ class HFFolderSource(ModelSource):
         return Loaded(model=model, tokenizer=tokenizer, info=info)
 
     def probe_head(self) -> bool:
-        """A causal LM's head is its lm_head (tied or not): always there. An encoder's masked-LM head is
-        there when the checkpoint holds any weight the masked-LM model has outside its encoder stack
-        (``cls.predictions.*`` for BERT, ``lm_head.*`` for RoBERTa, ...), read from the safetensors
-        headers and a weightless model built on the meta device."""
+        """A causal LM's head is its lm_head (tied or not): always there. An encoder's head (masked-LM
+        or classifier) is there when the checkpoint holds any weight the model has outside its encoder
+        stack (``cls.predictions.*`` for BERT's masked-LM head, ``classifier.*`` for a classifier, ...),
+        read from the safetensors headers and a weightless model built on the meta device."""
         if self.task == "causal-lm" or not self.weights:
             return True
         import transformers

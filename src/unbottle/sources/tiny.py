@@ -1,8 +1,9 @@
 """Tiny random-initialised models built from a config: fast, seeded, deterministic.
 
 They exist for tests and quick runs of every verb; the same seed gives bit-identical weights. There
-is one per causal-LM family the passes are tested on, plus a masked LM. Their tokenizer is a
-byte-level one built in code (256 byte tokens + 4 specials), so they read any text without files.
+is one per causal-LM family the passes are tested on, plus a masked LM and a sequence classifier.
+Their tokenizer is a byte-level one built in code (256 byte tokens + 4 specials), so they read any
+text without files.
 """
 
 from __future__ import annotations
@@ -127,6 +128,20 @@ TINY_MODELS: dict[str, tuple[Task, str, dict[str, Any]]] = {
             pad_token_id=3,
         ),
     ),
+    "tiny-bert-classifier": (
+        "sequence-classification",
+        "BertConfig",
+        dict(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=3,
+            num_labels=3,
+        ),
+    ),
 }
 
 # What each tiny model stands for, shown by ``unbottle models``.
@@ -142,6 +157,7 @@ TINY_NOTES: dict[str, str] = {
     "tiny-gpt-neox": "GPT-NeoX, fused qkv, partial rotary, parallel residual",
     "tiny-opt": "OPT, learned positions with an offset of 2",
     "tiny-bert": "BERT",
+    "tiny-bert-classifier": "BERT with a 3-label sequence-classification head",
 }
 
 
