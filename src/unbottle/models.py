@@ -19,6 +19,7 @@ from unbottle.passes.recipe import RECIPE_FILE, read_recipe
 from unbottle.runtime import OrtCausalLM
 from unbottle.runtime.genai_model import GenaiCausalLM
 from unbottle.runtime.hybrid_model import HybridCausalLM
+from unbottle.runtime.ort_encoder import OrtEncoder
 from unbottle.runtime.ort_model import META_FILE
 from unbottle.sources import resolve as resolve_source
 from unbottle.sources.base import Loaded, ModelInfo, ModelSource, Task
@@ -59,8 +60,13 @@ class RecipeSource(ModelSource):
         return own if self.recipe.baked else own + resolve(self.recipe.source).content_files()
 
     def probe_task(self) -> Task:
-        """An ONNX folder holds a causal LM; else the task of the model the recipe starts from."""
-        return "causal-lm" if self.recipe.onnx else resolve(self.recipe.source).probe_task()
+        """The task its ONNX folder records (a causal LM where it records none); else the task of the
+        model the recipe starts from."""
+        if self.recipe.onnx:
+            meta = self.path / self.recipe.onnx / META_FILE
+            task = json.loads(meta.read_text(encoding="utf-8")).get("task") if meta.exists() else None
+            return task or "causal-lm"
+        return resolve(self.recipe.source).probe_task()
 
     def probe_head(self) -> bool:
         return self.recipe.head
@@ -100,12 +106,15 @@ class RecipeSource(ModelSource):
             model = self._hybrid(folder, notes)
         elif (folder / "genai_config.json").exists():
             model = GenaiCausalLM.load(folder)
+        elif self.probe_task() != "causal-lm":
+            model = OrtEncoder.load(folder)
         else:
             model = OrtCausalLM.load(folder)
         info = ModelInfo(
             spec=self.spec,
             source_kind=self.kind,
-            task="causal-lm",
+            task=self.probe_task(),
+            head=self.recipe.head,
             architecture=model.config.model_type,
             n_parameters=sum(p.numel() for p in model.parameters()),
             dtype="onnx",

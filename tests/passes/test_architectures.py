@@ -352,7 +352,7 @@ def test_compile_decodes_torch_tokens_past_the_window_without_recompiling_per_st
     ("family", "text", "says"),
     [
         ("tiny-gpt2", "prune-structured:target=heads", "can't handle this gpt2 model: target=heads needs"),
-        ("tiny-bert", "onnx", "can't handle this bert model: the onnx export takes a causal LM"),
+        ("tiny-bert", "genai", "can't handle this bert model: the GenAI model builder does not build"),
     ],
 )
 def test_apply_cli_refuses_in_one_line_and_writes_nothing(tmp_path, family, text, says):

@@ -64,10 +64,13 @@ SIZE_FIRST = (
     "prune-structured:amount=0.1",
     "lowrank",
 )
-# An encoder's batch is compute-bound (many rows per weight read): int8 GEMM and bf16 first; ONNX,
-# GenAI and structured pruning take decoders only.
+# An encoder's batch is compute-bound (many rows per weight read): int8 GEMM and bf16 first, in torch
+# and in ONNX Runtime (its dynamic int8 MatMulInteger, as encoders are commonly served on CPUs); GenAI
+# and structured pruning take decoders only.
 ENCODER_CANDIDATES = (
     "dynamic-int8",
+    "onnx:quantize=int8-dynamic",
+    "onnx",
     "static-int8",
     "precision",
     "compile",

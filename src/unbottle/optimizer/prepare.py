@@ -23,14 +23,8 @@ from unbottle.optimizer.config import OptimizeConfig
 from unbottle.optimizer.trial import load_model
 from unbottle.passes import apply_
 from unbottle.passes.genai import GenaiConfig
-from unbottle.passes.onnx import (
-    OnnxExportConfig,
-    _reusable,
-    default_folder,
-    export_key,
-    weights_digest,
-    write_export,
-)
+from unbottle.passes.onnx import OnnxExportConfig, export_key, weights_digest, write_export
+from unbottle.passes.onnx_store import default_folder, reusable
 from unbottle.sources.gguf_file import _DONE, GGUFSource
 from unbottle.stats.goals import Goal
 
@@ -143,7 +137,7 @@ def _float_export(model: Any, settings: dict[str, Any], digest: str) -> tuple[Pa
     config = OnnxExportConfig(opset=settings["opset"], attention=settings["attention"], verify=False)
     key = export_key(model, config, digest)
     folder = default_folder(key)
-    if _reusable(folder, key) is not None:
+    if reusable(folder, key) is not None:
         return folder, True
     write_export(model, config, folder, key, digest)
     return folder, False
@@ -181,7 +175,8 @@ def prepare_search(search: Any) -> None:
     if search.preparation is not None:
         return
     start = time.monotonic()
-    exports = onnx_exports(search.first_round()[0])
+    # an encoder's onnx candidates export two small graphs in their own trials (no float export to share)
+    exports = [] if search.cfg.is_encoder() else onnx_exports(search.first_round()[0])
     builds = genai_builds(search.first_round()[0])
     try:
         gguf = gguf_pending(search.cfg.model)

@@ -93,7 +93,9 @@ def apply_(
         if reasons := unavailable(c):
             raise PassError(f"pass {c.name!r} can't run on this machine: {'; '.join(reasons)}")
     check_supported(loaded.model, configs)
-    context = context or PassContext(tokenizer=loaded.tokenizer)
+    context = dataclasses.replace(
+        context or PassContext(tokenizer=loaded.tokenizer), task=loaded.info.task, head=loaded.info.head
+    )
     if context.source is None and (source := gguf_source(loaded.info)) is not None:
         context = dataclasses.replace(context, source=source)
     model = copy.deepcopy(loaded.model) if copy_model else loaded.model

@@ -140,13 +140,16 @@ class PassReport:
 
 @dataclasses.dataclass
 class PassContext:
-    """What a handler may use besides the model: tokenizer, calibration batches, a seed, and the file
-    the model was loaded from (``source``: a .gguf file's path, for passes that read its blocks)."""
+    """What a handler may use besides the model: tokenizer, calibration batches, a seed, the file the
+    model was loaded from (``source``: a .gguf file's path, for passes that read its blocks), and what
+    the loaded model is (``task``; ``head``: whether its checkpoint carried the task's head)."""
 
     tokenizer: Any = None
     calibration: Callable[[], list[Any]] | None = None
     seed: int = 0
     source: Path | None = None
+    task: str = "causal-lm"
+    head: bool = True
 
 
 @dataclasses.dataclass

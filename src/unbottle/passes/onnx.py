@@ -7,6 +7,8 @@ factorised) float32 model to one graph that takes and returns its KV cache
 (``unbottle.passes.onnx_export``), optionally quantizes it (``onnx_quantize``), and returns an
 ``unbottle.runtime.OrtCausalLM`` that bench scenarios and evaluators call like the torch model.
 The export is cached by a hash of the weights and settings, so re-applying the pass is quick.
+Encoders (masked LMs, sequence classifiers) take the same pass without a cache:
+``unbottle.passes.onnx_encoder``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ import torch
 from unbottle.core.errors import ConfigError
 from unbottle.passes import onnx_quantize as oq
 from unbottle.passes.base import Applied, PassConfig, PassContext, Requirements, Stage, handler
-from unbottle.passes.onnx_export import EXPORT_FORMAT, check_exportable, export_graph, unsupported
+from unbottle.passes.onnx_encoder import apply_onnx_encoder, encoder_unsupported, is_encoder
+from unbottle.passes.onnx_export import (
+    EXPORT_FORMAT,
+    check_exportable,
+    check_float32,
+    export_graph,
+    unsupported,
+)
+from unbottle.passes.onnx_store import default_folder, quantize_and_save, reusable
 from unbottle.runtime import OrtCausalLM
 from unbottle.runtime.caches import cache_keyword
 from unbottle.sources.base import count_parameters
-from unbottle.sources.gguf_file import cache_root
 
 QUANTIZE = ("none", "int8-dynamic", "int8-block", "int4-block")
 OPTIMIZATION = ("disable", "basic", "extended", "all")
@@ -97,6 +106,8 @@ class OnnxExportConfig(PassConfig):
             raise ConfigError(f"onnx opset={self.opset} given; allowed: 18..23")
 
     def unsupported(self, model: Any) -> str | None:
+        if is_encoder(model):
+            return encoder_unsupported(model, self.attention)
         return unsupported(model, self.attention)
 
     def file_key(self) -> dict[str, Any]:
@@ -112,11 +123,15 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @handler(OnnxExportConfig)
 def apply_onnx(model: Any, config: OnnxExportConfig, context: PassContext) -> Applied:
+    if is_encoder(model):
+        check_float32(model)
+        key = export_key(model, config, f"{weights_digest(model)}:head={context.head}")
+        return apply_onnx_encoder(model, config, context, key, Path(config.output or default_folder(key)))
     check_exportable(model, config.attention)
     digest = weights_digest(model)
     key = export_key(model, config, digest)
     folder = Path(config.output) if config.output else default_folder(key)
-    meta = _reusable(folder, key)
+    meta = reusable(folder, key)
     notes = []
     if meta is None:
         meta = write_export(model, config, folder, key, digest)
@@ -149,18 +164,8 @@ def write_export(model: Any, config: OnnxExportConfig, folder: Path, key: str, d
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     path = staging / "model.onnx"
-    bits = {"int8-block": 8, "int4-block": 4}.get(config.quantize)
-    if bits is not None:
-        proto = oq.quantize_blockwise(
-            proto, bits, config.block_size, config.symmetric, config.accuracy_level, list(excluded)
-        )
-        oq.save(proto, path)
-    elif config.quantize == "int8-dynamic":
-        oq.quantize_dynamic_int8(proto, path, list(excluded))
-    else:
-        oq.save(proto, path)
+    summary = quantize_and_save(proto, config, path)
     del proto
-    summary = oq.op_summary(path)
     meta = {
         "key": key,
         "graph": path.name,
@@ -181,7 +186,7 @@ def write_export(model: Any, config: OnnxExportConfig, folder: Path, key: str, d
         os.replace(staging, folder)
     except OSError:  # another process finished the same export first
         shutil.rmtree(staging, ignore_errors=True)
-        if (done := _reusable(folder, key)) is None:
+        if (done := reusable(folder, key)) is None:
             raise
         return done
     return meta
@@ -201,31 +206,8 @@ def float_graph(model: Any, config: OnnxExportConfig, digest: str) -> Any:
     base = OnnxExportConfig(opset=config.opset, attention=config.attention, verify=False)
     base_key = export_key(model, base, digest)
     folder = default_folder(base_key)
-    meta = _reusable(folder, base_key) or write_export(model, base, folder, base_key, digest)
+    meta = reusable(folder, base_key) or write_export(model, base, folder, base_key, digest)
     return onnx.load(str(folder / meta["graph"]))
-
-
-def _reusable(folder: Path, key: str) -> dict[str, Any] | None:
-    """The metadata of a finished export of the same key in ``folder``; None when it must be written.
-
-    Raises:
-        ValueError: ``folder`` exists and holds something other than an export by this pass.
-    """
-    manifest = folder / "export.json"
-    if manifest.exists():
-        meta = json.loads(manifest.read_text(encoding="utf-8"))
-        if meta.get("key") == key and (folder / meta["graph"]).exists():
-            return meta
-        return None  # our own export of another model or settings: replaced
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(
-            f"onnx output folder {folder} exists and is not an unbottle export; give an empty or new folder"
-        )
-    return None
-
-
-def default_folder(key: str) -> Path:
-    return cache_root() / "onnx" / key[:16]
 
 
 def export_key(model: Any, config: OnnxExportConfig, digest: str) -> str:

@@ -84,6 +84,15 @@ def check_exportable(model: Any, attention: str = "eager") -> None:
     """
     if (reason := unsupported(model, attention)) is not None:
         raise ValueError(reason)
+    check_float32(model)
+
+
+def check_float32(model: Any) -> None:
+    """Refuse non-float32 weights, naming what was found and what to do instead.
+
+    Raises:
+        ValueError: some parameters are not float32.
+    """
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from unbottle.core.errors import ModelLoadError
 from unbottle.core.naming import opt
@@ -109,7 +110,6 @@ class HFFolderSource(ModelSource):
         if self.task == "causal-lm" or not self.weights:
             return True
         import transformers
-        from safetensors import safe_open
 
         with quiet_transformers(), torch.device("meta"):
             config = transformers.AutoConfig.from_pretrained(str(self.path))

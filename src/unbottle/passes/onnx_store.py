@@ -1,0 +1,51 @@
+"""Where the onnx pass keeps its exports: one folder per weights-and-settings key in the unbottle cache,
+reused when finished, and the quantize-then-save step every graph goes through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from unbottle.passes import onnx_quantize as oq
+from unbottle.sources.gguf_file import cache_root
+
+
+def quantize_and_save(proto: Any, config: Any, path: Path) -> dict[str, Any]:
+    """Quantize the graph ``proto`` as ``config`` says (modules in ``config.exclude`` left in float32)
+    and save it to ``path``; its ``op_summary``."""
+    _, excluded = oq.split_by_exclude(proto, config.exclude if config.quantize != "none" else ())
+    bits = {"int8-block": 8, "int4-block": 4}.get(config.quantize)
+    if bits is not None:
+        proto = oq.quantize_blockwise(
+            proto, bits, config.block_size, config.symmetric, config.accuracy_level, list(excluded)
+        )
+        oq.save(proto, path)
+    elif config.quantize == "int8-dynamic":
+        oq.quantize_dynamic_int8(proto, path, list(excluded))
+    else:
+        oq.save(proto, path)
+    return oq.op_summary(path)
+
+
+def reusable(folder: Path, key: str) -> dict[str, Any] | None:
+    """The metadata of a finished export of the same key in ``folder``; None when it must be written.
+
+    Raises:
+        ValueError: ``folder`` exists and holds something other than an export by this pass.
+    """
+    manifest = folder / "export.json"
+    if manifest.exists():
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        if meta.get("key") == key and (folder / meta["graph"]).exists():
+            return meta
+        return None  # our own export of another model or settings: replaced
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(
+            f"onnx output folder {folder} exists and is not an unbottle export; give an empty or new folder"
+        )
+    return None
+
+
+def default_folder(key: str) -> Path:
+    return cache_root() / "onnx" / key[:16]
