@@ -7,7 +7,20 @@ import sys
 import typer
 
 from unbottle import __version__
-from unbottle.cli import ab, bench, compare, distill, info, optimize, passes, profile, report, runs, train
+from unbottle.cli import (
+    ab,
+    bench,
+    compare,
+    distill,
+    info,
+    optimize,
+    passes,
+    profile,
+    report,
+    runs,
+    serve,
+    train,
+)
 from unbottle.cli import eval as eval_cli
 from unbottle.core.naming import SPEAKS_FLAGS
 from unbottle.store import COMMAND_LINE
@@ -27,6 +40,7 @@ app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_)
 app.command("ab", epilog=ab.EXAMPLES)(ab.ab)
 app.command("compare", epilog=compare.EXAMPLES)(compare.compare)
+app.command("serve", epilog=serve.EXAMPLES)(serve.serve)
 app.command("report", epilog=report.EXAMPLES)(report.report)
 app.command("apply", epilog=passes.APPLY_EXAMPLES)(passes.apply)
 app.command("passes")(passes.passes)

@@ -64,9 +64,9 @@ def export_graphs(model: Any, opset: int, attention: str, head: bool) -> dict[st
     """``{file name: onnx.ModelProto}``: the encoder stack, and the head's graph when ``head``."""
     import onnx_ir as ir
 
-    wanted = {ENCODER_GRAPH: _Graph(model, "last_hidden_state")}
+    wanted = {ENCODER_GRAPH: _Graph(model, "last_hidden_state").eval()}
     if head:
-        wanted[HEAD_GRAPH] = _Graph(model, "logits")
+        wanted[HEAD_GRAPH] = _Graph(model, "logits").eval()
     ids = torch.randint(4, int(model.config.vocab_size), (2, 16), generator=torch.Generator().manual_seed(0))
     dyn = Dim.DYNAMIC
     before = model.config._attn_implementation
