@@ -236,9 +236,9 @@ def test_activation_importance_without_calibration_reads_the_packaged_corpus(tin
     assert new.model.config.num_key_value_heads == 1
 
 
-def test_unsupported_architecture_is_refused_up_front_and_single_kv_group_is_skipped_with_a_reason():
+def test_unsupported_target_is_refused_up_front_and_single_kv_group_is_skipped_with_a_reason():
     bert = load("tiny-bert")
-    with pytest.raises(PassError, match=r"can't handle this bert model: .* 'bert' is not one of them"):
+    with pytest.raises(PassError, match=r"can't handle this bert model: target=mlp needs the Llama layout"):
         apply_(bert, StructuredPruneConfig(target="mlp", amount=0.5))
     mqa = tiny(num_attention_heads=4, num_key_value_heads=1)
     new, [report] = apply_(mqa, StructuredPruneConfig(target="heads", amount=0.5))
@@ -292,3 +292,22 @@ def test_mlp_pruning_of_smollm2_shrinks_it_and_it_still_generates_and_predicts()
     print(f"perplexity {before:.2f} → {after:.2f}, generated {text!r}")
     assert "Paris" in text
     assert after < 1.5 * before, f"perplexity {before:.2f} → {after:.2f}"
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-bert-classifier"])
+def test_an_encoder_loses_whole_layers_and_saves_and_reloads_smaller(name, tmp_path):
+    """BERT's layers are dropped by activation importance; the config follows, so the saved folder loads
+    back with one layer, and its embeddings stay close to the full model's."""
+    from unbottle.evaluation import EvalConfig, evaluate
+    from unbottle.models import resolve
+    from unbottle.passes.recipe import apply_and_save
+
+    base = load(name)
+    cut = [StructuredPruneConfig(target="layers", amount=0.5)]
+    recipe, new = apply_and_save(base, cut, name, tmp_path / "o")
+    assert new.model.config.num_hidden_layers == 1 and len(new.model.base_model.encoder.layer) == 1
+    assert recipe.baked == 1
+    saved = resolve(str(tmp_path / "o")).load()
+    assert saved.model.config.num_hidden_layers == 1 and saved.info.task == base.info.task
+    cosine = {r.metric: r.value for r in evaluate(saved, EvalConfig(eval_tokens=512), base)}
+    assert cosine["embedding_cosine"] > 0.9  # random tiny weights: each layer moves little

@@ -65,8 +65,8 @@ SIZE_FIRST = (
     "lowrank",
 )
 # An encoder's batch is compute-bound (many rows per weight read): int8 GEMM and bf16 first, in torch
-# and in ONNX Runtime (its dynamic int8 MatMulInteger, as encoders are commonly served on CPUs); GenAI
-# and structured pruning take decoders only.
+# and in ONNX Runtime (its dynamic int8 MatMulInteger, as encoders are commonly served on CPUs); whole
+# layers dropped (BERT and RoBERTa); GenAI builds take decoders only.
 ENCODER_CANDIDATES = (
     "dynamic-int8",
     "onnx:quantize=int8-dynamic",
@@ -77,6 +77,7 @@ ENCODER_CANDIDATES = (
     "wo-int8",
     "wo-int4:group_size=32",
     "lowrank",
+    "prune-structured:target=layers,amount=0.2",
 )
 ENCODER_SIZE_FIRST = ("wo-int4:group_size=32", "wo-int8", "dynamic-int8", "precision", "lowrank")
 # Passes of one family change the same thing (weight format, structure), so a composition takes

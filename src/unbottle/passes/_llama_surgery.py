@@ -1,11 +1,11 @@
 """Cutting a decoder down to size: rebuild smaller Linear layers, drop layers, keep the config true.
 
-Llama, Mistral, Qwen2/3 and Gemma 2/3 share one layout: ``model.model.layers[i]`` holds
-``self_attn`` with ``q/k/v/o_proj`` (grouped-query attention) and ``mlp`` with ``gate/up/down_proj``
-(a gated MLP), so their MLP channels and KV head groups can be cut. Phi-3, GPT-2, GPT-NeoX and OPT
-fuse or name these differently; for them only whole layers are dropped (``LAYOUTS`` says where each
-family keeps its layers). Every function here edits a model in place and updates ``model.config`` so
-the result saves with ``save_pretrained`` and loads back with ``from_pretrained``.
+Llama, Mistral, Qwen2/3 and Gemma 2/3 share one layout: ``model.model.layers[i]`` holds ``self_attn``
+with ``q/k/v/o_proj`` (grouped-query attention) and ``mlp`` with ``gate/up/down_proj`` (a gated MLP), so
+their MLP channels and KV head groups can be cut. Phi-3, GPT-2, GPT-NeoX and OPT fuse or name these
+differently, as do the encoders BERT and RoBERTa; for them only whole layers are dropped (``LAYOUTS``
+says where each family keeps its layers). Every function here edits a model in place and updates
+``model.config`` so the result saves with ``save_pretrained`` and loads back with ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,19 @@ LAYOUTS: dict[str, Layout] = {
         ("self_attn.out_proj", "fc2"),
         mlp="an ungated MLP (fc1, fc2)",
         heads="an attention output named out_proj, not o_proj",
+    ),
+    # encoders, as unbottle loads them (a masked-LM or classifier head around the stack)
+    "bert": Layout(
+        "bert.encoder.layer",
+        ("attention.output.dense", "output.dense"),
+        mlp="an ungated MLP (intermediate.dense, output.dense)",
+        heads="q/k/v named query/key/value",
+    ),
+    "roberta": Layout(
+        "roberta.encoder.layer",
+        ("attention.output.dense", "output.dense"),
+        mlp="an ungated MLP (intermediate.dense, output.dense)",
+        heads="q/k/v named query/key/value",
     ),
 }
 
