@@ -39,6 +39,9 @@ LAZY_BACKENDS = {
     "pynvml": "an optional extra (unbottle[gpu]); absent on machines without NVIDIA GPUs",
     "ray": "an optional extra (unbottle[ray]), 1-2 s to import; only optimize --ray uses it",
     "mlflow": "an optional extra (unbottle[mlflow]), 1 s to import; only runs export --mlflow uses it",
+    "fastapi": "an optional extra (unbottle[serve]); only unbottle serve uses it",
+    "starlette": "comes with FastAPI (above)",
+    "uvicorn": "an optional extra (unbottle[serve]); only unbottle serve uses it",
 }
 
 

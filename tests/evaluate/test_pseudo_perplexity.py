@@ -65,7 +65,7 @@ def test_a_checkpoint_saved_without_its_head_is_known_and_refused(tiny_bert, tmp
     tiny_bert.model.bert.save_pretrained(tmp_path / "encoder")  # a sentence encoder's checkpoint
     assert HFFolderSource(tmp_path / "full").probe_head()
     headless = HFFolderSource(tmp_path / "encoder").load()
-    assert not headless.info.head and any("no masked-LM head" in n for n in headless.info.notes)
+    assert not headless.info.head and any("no masked-lm head" in n for n in headless.info.notes)
     with pytest.raises(EvalError, match="saved without its masked-LM head"):
         pseudo_perplexity(headless, TEXT)
     with pytest.raises(EvalError, match="spread 0 given"):
