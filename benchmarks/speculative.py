@@ -78,7 +78,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
-    engines = {"fp32 eager torch": loaded}
+    engines = {"fp32 eager torch": loaded} if "torch" in args.engines.split(",") else {}
     fast = f"genai:weights=gguf,threads={args.threads}"  # int8 activations: optimize's winner
     wanted = "genai" in args.engines.split(",") or "draft" in args.drafters.split(",")
     built = apply_(loaded, [parse_pass(fast)])[0] if wanted else None  # the GenAI engine, or a draft
