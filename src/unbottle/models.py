@@ -102,18 +102,19 @@ class RecipeSource(ModelSource):
             )
         notes: list[str] = []
         torch_prefill = any(c.name == "genai" and c.prefill == "torch" for c in configs)
+        task = self.probe_task()
         if (folder / "genai_config.json").exists() and torch_prefill:
             model = self._hybrid(folder, notes)
         elif (folder / "genai_config.json").exists():
             model = GenaiCausalLM.load(folder)
-        elif self.probe_task() != "causal-lm":
+        elif task != "causal-lm":
             model = OrtEncoder.load(folder)
         else:
             model = OrtCausalLM.load(folder)
         info = ModelInfo(
             spec=self.spec,
             source_kind=self.kind,
-            task=self.probe_task(),
+            task=task,
             head=self.recipe.head,
             architecture=model.config.model_type,
             n_parameters=sum(p.numel() for p in model.parameters()),

@@ -16,7 +16,7 @@ import torch
 
 from unbottle.core.errors import EvalError
 from unbottle.evaluation.base import EvalResult
-from unbottle.evaluation.embedding import framing, model_positions, token_stream
+from unbottle.evaluation.embedding import framing, model_positions, text_windows
 from unbottle.sources.base import Loaded
 
 WINDOW = 32  # tokens per input: a sentence or two, so 4,096 tokens give 128 paired inputs
@@ -41,23 +41,20 @@ def label_agreement(
     """
     _check(candidate, reference)
     frame = framing(reference.tokenizer)
-    window = min(window, model_positions(candidate) - len(frame[0]) - len(frame[1]))
-    ids = token_stream(reference, text, start_token + eval_tokens)[start_token:]
-    starts = list(range(0, len(ids) - window + 1, window))
-    if not starts:
-        raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
+    limit = min(model_positions(candidate), model_positions(reference)) - len(frame[0]) - len(frame[1])
+    w = text_windows(reference, text, source, eval_tokens, min(window, limit), start_token, frame)
     began = time.perf_counter()
     agree: list[float] = []
     kl: list[float] = []
-    for i in range(0, len(starts), batch_size):
-        batch = torch.tensor([frame[0] + ids[s : s + window] + frame[1] for s in starts[i : i + batch_size]])
+    for batch in w.batches(batch_size):
         mine = _log_probs(candidate, batch)
         theirs = mine if candidate is reference else _log_probs(reference, batch)
         agree += (mine.argmax(-1) == theirs.argmax(-1)).double().tolist()
         kl += (theirs.exp() * (theirs - mine)).sum(-1).clamp(min=0).tolist()
     seconds = time.perf_counter() - began
-    ids_ = [f"tokens[{start_token + s}:{start_token + s + window}]" for s in starts]
-    details = {"source": source, "eval_tokens": len(ids), "window": window, "reference": reference.info.spec}
+    ids_ = w.sample_ids()
+    details = {"source": source, "eval_tokens": len(w.ids), "window": w.window}
+    details["reference"] = reference.info.spec
     return [
         EvalResult("agreement", "label_agreement", sum(agree) / len(agree), True, "window_same_label", "0/1",
                    agree, ids_, None, seconds, details),

@@ -8,7 +8,9 @@ window of the text, one score per window, for paired statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -44,15 +46,10 @@ def embedding_agreement(
             f"{reference.info.spec!r} {sizes[1]}; compare an encoder with a version of itself"
         )
     limit = min(model_positions(candidate), model_positions(reference))
-    window = min(window, limit)
-    ids = token_stream(reference, text, start_token + eval_tokens)[start_token:]
-    starts = list(range(0, len(ids) - window + 1, window))
-    if not starts:
-        raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
+    w = text_windows(reference, text, source, eval_tokens, min(window, limit), start_token)
     start_time = time.perf_counter()
     scores: list[float] = []
-    for i in range(0, len(starts), batch_size):
-        batch = torch.tensor([ids[s : s + window] for s in starts[i : i + batch_size]])
+    for batch in w.batches(batch_size):
         mine = _embed(candidate, batch)
         theirs = mine if reference is candidate else _embed(reference, batch)  # ab's A: its own reference
         scores += torch.nn.functional.cosine_similarity(mine, theirs, dim=-1).tolist()
@@ -64,17 +61,58 @@ def embedding_agreement(
         score_name="window_cosine",
         score_unit="cosine",
         scores=scores,
-        sample_ids=[f"tokens[{start_token + s}:{start_token + s + window}]" for s in starts],
+        sample_ids=w.sample_ids(),
         weights=None,
         seconds=time.perf_counter() - start_time,
         details={
             "source": source,
-            "eval_tokens": len(ids),
-            "window": window,
+            "eval_tokens": len(w.ids),
+            "window": w.window,
             "pooling": "mean",
             "reference": reference.info.spec,
         },  # fmt: skip
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """Back-to-back windows of ``window`` tokens of ``ids`` (the text from ``start_token`` on), each
+    framed by ``frame`` ([CLS], [SEP] or nothing): the inputs an encoder evaluator scores, one per
+    sample."""
+
+    ids: list[int]
+    starts: list[int]
+    window: int
+    start_token: int
+    frame: tuple[list[int], list[int]] = ([], [])
+
+    def batches(self, size: int) -> Iterator[torch.Tensor]:
+        """The framed windows, ``size`` at a time, as ``(B, len(frame) + window)`` id tensors."""
+        head, tail = self.frame
+        rows = [head + self.ids[s : s + self.window] + tail for s in self.starts]
+        for i in range(0, len(rows), size):
+            yield torch.tensor(rows[i : i + size])
+
+    def sample_ids(self) -> list[str]:
+        return [f"tokens[{self.start_token + s}:{self.start_token + s + self.window}]" for s in self.starts]
+
+
+def text_windows(
+    loaded: Loaded, text: str, source: str, eval_tokens: int, window: int, start_token: int,
+    frame: tuple[list[int], list[int]] = ([], []),
+) -> Windows:  # fmt: skip
+    """``loaded``'s tokens of ``text`` from ``start_token`` on, cut into windows of ``window`` tokens
+    (fewer where the model's positions and ``frame`` leave less room).
+
+    Raises:
+        EvalError: the text gives no window.
+    """
+    window = min(window, model_positions(loaded) - len(frame[0]) - len(frame[1]))
+    ids = token_stream(loaded, text, start_token + eval_tokens)[start_token:]
+    starts = list(range(0, len(ids) - window + 1, window))
+    if not starts:
+        raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
+    return Windows(ids, starts, window, start_token, frame)
 
 
 def model_positions(loaded: Loaded) -> int:

@@ -22,7 +22,7 @@ import torch
 
 from unbottle.core.errors import EvalError
 from unbottle.evaluation.base import EvalResult
-from unbottle.evaluation.embedding import framing, model_positions, token_stream
+from unbottle.evaluation.embedding import framing, text_windows
 from unbottle.sources.base import Loaded
 
 SPREAD = 8  # every 8th position masked per pass: 12.5% of a window
@@ -53,17 +53,14 @@ def pseudo_perplexity(
     if spread < 1:
         raise EvalError(f"spread {spread} given; mask every n-th position with n >= 1")
     frame = framing(loaded.tokenizer)
-    window = min(window, model_positions(loaded) - len(frame[0]) - len(frame[1]))
-    ids = token_stream(loaded, text, start_token + eval_tokens)[start_token:]
-    starts = list(range(0, len(ids) - window + 1, window))
-    if not starts:
-        raise EvalError(f"{source} gives {len(ids)} tokens, fewer than one window of {window}")
+    w = text_windows(loaded, text, source, eval_tokens, window, start_token, frame)
+    window = w.window
     began = time.perf_counter()
     mask = _mask_id(loaded.tokenizer)
     nll: list[float] = []
-    for i in range(0, len(starts), batch_size):
-        batch = torch.tensor([frame[0] + ids[s : s + window] + frame[1] for s in starts[i : i + batch_size]])
-        nll += _window_nll(loaded.model, batch, range(len(frame[0]), len(frame[0]) + window), mask, spread)
+    scored = range(len(frame[0]), len(frame[0]) + window)
+    for batch in w.batches(batch_size):
+        nll += _window_nll(loaded.model, batch, scored, mask, spread)
     return EvalResult(
         evaluator="pseudo-perplexity",
         metric="pseudo_perplexity",
@@ -72,12 +69,12 @@ def pseudo_perplexity(
         score_name="window_pseudo_nll",
         score_unit="nats/token",
         scores=nll,
-        sample_ids=[f"tokens[{start_token + s}:{start_token + s + window}]" for s in starts],
-        weights=[float(window)] * len(starts),
+        sample_ids=w.sample_ids(),
+        weights=[float(window)] * len(w.starts),
         seconds=time.perf_counter() - began,
         details={
             "source": source,
-            "eval_tokens": len(ids),
+            "eval_tokens": len(w.ids),
             "window": window,
             "spread": spread,
             "mask_token_id": mask,

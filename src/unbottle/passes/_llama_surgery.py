@@ -72,18 +72,15 @@ LAYOUTS: dict[str, Layout] = {
         heads="an attention output named out_proj, not o_proj",
     ),
     # encoders, as unbottle loads them (a masked-LM or classifier head around the stack)
-    "bert": Layout(
-        "bert.encoder.layer",
-        ("attention.output.dense", "output.dense"),
-        mlp="an ungated MLP (intermediate.dense, output.dense)",
-        heads="q/k/v named query/key/value",
-    ),
-    "roberta": Layout(
-        "roberta.encoder.layer",
-        ("attention.output.dense", "output.dense"),
-        mlp="an ungated MLP (intermediate.dense, output.dense)",
-        heads="q/k/v named query/key/value",
-    ),
+    **{
+        kind: Layout(
+            f"{kind}.encoder.layer",
+            ("attention.output.dense", "output.dense"),
+            mlp="an ungated MLP (intermediate.dense, output.dense)",
+            heads="q/k/v named query/key/value",
+        )
+        for kind in ("bert", "roberta")
+    },
 }
 
 

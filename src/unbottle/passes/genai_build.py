@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unbottle.passes import block_quant
+from unbottle.passes import block_quant, onnx_store
 from unbottle.passes import onnx_quantize as oq
 from unbottle.passes.base import matches
 from unbottle.passes.genai_gguf import import_blocks, quantize_into
@@ -183,15 +183,7 @@ def reusable(folder: Path, key: str) -> dict[str, Any] | None:
     Raises:
         ValueError: ``folder`` exists and holds something other than a build by this pass.
     """
-    manifest = folder / "export.json"
-    if manifest.exists():
-        meta = json.loads(manifest.read_text(encoding="utf-8"))
-        return meta if meta.get("key") == key and (folder / meta["graph"]).exists() else None
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(
-            f"genai output folder {folder} exists and is not an unbottle build; give an empty or new folder"
-        )
-    return None
+    return onnx_store.reusable(folder, key, made_by="genai", what="build")
 
 
 def default_folder(key: str) -> Path:

@@ -164,7 +164,7 @@ def write_export(model: Any, config: OnnxExportConfig, folder: Path, key: str, d
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     path = staging / "model.onnx"
-    summary = quantize_and_save(proto, config, path)
+    summary = quantize_and_save(proto, config, path, excluded)
     del proto
     meta = {
         "key": key,

@@ -119,9 +119,10 @@ def _write(model: Any, config: Any, head: bool, folder: Path, key: str) -> dict[
     notes: list[str] = []
     stored = 0
     for name, proto in export_graphs(model, config.opset, config.attention, head).items():
+        todo, excluded = oq.split_by_exclude(proto, config.exclude if config.quantize != "none" else ())
         if config.quantize != "none":
-            touched |= set(oq.split_by_exclude(proto, config.exclude)[0].values())
-        summary = quantize_and_save(proto, config, staging / name)
+            touched |= set(todo.values())
+        summary = quantize_and_save(proto, config, staging / name, excluded)
         stored += sum(summary["weight_bytes"].values())
         notes += [f"{name}: {n}" for n in oq.describe(summary)]
     meta = {"key": key, "graph": ENCODER_GRAPH, "graphs": sorted(p.name for p in staging.glob("*.onnx")),

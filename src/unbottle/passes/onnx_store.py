@@ -11,10 +11,9 @@ from unbottle.passes import onnx_quantize as oq
 from unbottle.sources.gguf_file import cache_root
 
 
-def quantize_and_save(proto: Any, config: Any, path: Path) -> dict[str, Any]:
-    """Quantize the graph ``proto`` as ``config`` says (modules in ``config.exclude`` left in float32)
-    and save it to ``path``; its ``op_summary``."""
-    _, excluded = oq.split_by_exclude(proto, config.exclude if config.quantize != "none" else ())
+def quantize_and_save(proto: Any, config: Any, path: Path, excluded: dict[str, str]) -> dict[str, Any]:
+    """Quantize the graph ``proto`` as ``config`` says, the weight MatMuls ``excluded`` (node: module,
+    ``oq.split_by_exclude``) left in float32, and save it to ``path``; its ``op_summary``."""
     bits = {"int8-block": 8, "int4-block": 4}.get(config.quantize)
     if bits is not None:
         proto = oq.quantize_blockwise(
@@ -28,21 +27,21 @@ def quantize_and_save(proto: Any, config: Any, path: Path) -> dict[str, Any]:
     return oq.op_summary(path)
 
 
-def reusable(folder: Path, key: str) -> dict[str, Any] | None:
-    """The metadata of a finished export of the same key in ``folder``; None when it must be written.
+def reusable(folder: Path, key: str, made_by: str = "onnx", what: str = "export") -> dict[str, Any] | None:
+    """The metadata of a finished ``what`` (export, build) of the same key in ``folder``; None when it
+    must be written (our own of another model or settings is replaced).
 
     Raises:
-        ValueError: ``folder`` exists and holds something other than an export by this pass.
+        ValueError: ``folder`` exists and holds something other than one by the ``made_by`` pass.
     """
     manifest = folder / "export.json"
     if manifest.exists():
         meta = json.loads(manifest.read_text(encoding="utf-8"))
-        if meta.get("key") == key and (folder / meta["graph"]).exists():
-            return meta
-        return None  # our own export of another model or settings: replaced
+        return meta if meta.get("key") == key and (folder / meta["graph"]).exists() else None
     if folder.exists() and any(folder.iterdir()):
         raise ValueError(
-            f"onnx output folder {folder} exists and is not an unbottle export; give an empty or new folder"
+            f"{made_by} output folder {folder} exists and is not an unbottle {what}; "
+            "give an empty or new folder"
         )
     return None
 

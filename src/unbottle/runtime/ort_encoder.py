@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unbottle.runtime.ort_model import META_FILE, Optimization, _make_session
+from unbottle.runtime.ort_model import META_FILE, Optimization, OrtModule, _make_session
 from unbottle.runtime.weights import StoredWeights
 
 ENCODER_GRAPH = "encoder.onnx"
@@ -42,7 +42,7 @@ class _Stack:
         return EncoderOutput(last_hidden_state=self.owner.run(ENCODER_GRAPH, input_ids, attention_mask))
 
 
-class OrtEncoder:
+class OrtEncoder(OrtModule):
     """An encoder (and its head, where exported) run by ONNX Runtime on the CPU.
 
     Attributes:
@@ -128,47 +128,6 @@ class OrtEncoder:
         return EncoderOutput(logits=self.run(HEAD_GRAPH, input_ids, attention_mask))
 
     forward = __call__
-
-    # --- what nn.Module callers touch ----------------------------------------------------------------
-
-    def eval(self) -> OrtEncoder:
-        return self
-
-    def train(self, mode: bool = True) -> OrtEncoder:
-        if mode:
-            raise ValueError("an ONNX Runtime model runs inference only; train the torch model before export")
-        return self
-
-    def requires_grad_(self, requires_grad: bool = True) -> OrtEncoder:
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> OrtEncoder:
-        """Only the CPU (and float32) is supported; anything else is refused."""
-        for a in [*args, *kwargs.values()]:
-            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
-                raise ValueError(f"OrtEncoder runs on the CPU only; {a} given")
-            if isinstance(a, torch.dtype) and a != torch.float32:
-                raise ValueError(f"OrtEncoder's outputs are float32; {a} given")
-        return self
-
-    def parameters(self, recurse: bool = True):
-        """One storage-less tensor: ``numel()`` is the parameter count, its packed bytes the graphs'."""
-        yield self._weights
-
-    def named_parameters(self, prefix: str = "", recurse: bool = True):
-        yield f"{prefix}onnx_weights", self._weights
-
-    def buffers(self, recurse: bool = True):
-        return iter(())
-
-    def modules(self):
-        yield self
-
-    def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True):
-        yield prefix, self
-
-    def children(self):
-        return iter(())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OrtEncoder:
         return OrtEncoder(

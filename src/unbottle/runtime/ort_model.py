@@ -25,7 +25,53 @@ META_FILE = "unbottle_onnx.json"
 GRAPH_FILE = "model.onnx"
 
 
-class OrtCausalLM:
+class OrtModule:
+    """What ``nn.Module`` callers touch on a model ONNX Runtime runs: inference mode only, the CPU
+    only, and one storage-less tensor (``self._weights``, a ``StoredWeights``) as its parameters."""
+
+    _weights: StoredWeights
+
+    def eval(self) -> Any:
+        return self
+
+    def train(self, mode: bool = True) -> Any:
+        if mode:
+            raise ValueError("an ONNX Runtime model runs inference only; train the torch model before export")
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> Any:
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """Only the CPU (and float32) is supported; anything else is refused."""
+        for a in [*args, *kwargs.values()]:
+            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
+                raise ValueError(f"{type(self).__name__} runs on the CPU only; {a} given")
+            if isinstance(a, torch.dtype) and a != torch.float32:
+                raise ValueError(f"{type(self).__name__}'s inputs and outputs are float32; {a} given")
+        return self
+
+    def parameters(self, recurse: bool = True):
+        """One storage-less tensor: ``numel()`` is the parameter count, its packed bytes the graph's."""
+        yield self._weights
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        yield f"{prefix}onnx_weights", self._weights
+
+    def buffers(self, recurse: bool = True):
+        return iter(())
+
+    def modules(self):
+        yield self
+
+    def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True):
+        yield prefix, self
+
+    def children(self):
+        return iter(())
+
+
+class OrtCausalLM(OrtModule):
     """A causal LM run by ONNX Runtime on the CPU.
 
     Attributes:
@@ -223,47 +269,6 @@ class OrtCausalLM:
 
     def can_generate(self) -> bool:
         return True
-
-    # --- what nn.Module callers touch ----------------------------------------------------------------
-
-    def eval(self) -> OrtCausalLM:
-        return self
-
-    def train(self, mode: bool = True) -> OrtCausalLM:
-        if mode:
-            raise ValueError("an ONNX Runtime model runs inference only; train the torch model before export")
-        return self
-
-    def requires_grad_(self, requires_grad: bool = True) -> OrtCausalLM:
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> OrtCausalLM:
-        """Only the CPU (and float32) is supported; anything else is refused."""
-        for a in [*args, *kwargs.values()]:
-            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
-                raise ValueError(f"OrtCausalLM runs on the CPU only; {a} given")
-            if isinstance(a, torch.dtype) and a != torch.float32:
-                raise ValueError(f"OrtCausalLM's inputs and outputs are float32; {a} given")
-        return self
-
-    def parameters(self, recurse: bool = True):
-        """One storage-less tensor: ``numel()`` is the parameter count, its packed bytes the graph's."""
-        yield self._weights
-
-    def named_parameters(self, prefix: str = "", recurse: bool = True):
-        yield f"{prefix}onnx_weights", self._weights
-
-    def buffers(self, recurse: bool = True):
-        return iter(())
-
-    def modules(self):
-        yield self
-
-    def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True):
-        yield prefix, self
-
-    def children(self):
-        return iter(())
 
     def get_output_embeddings(self) -> None:
         return None

@@ -38,6 +38,16 @@ _DECODER: dict[str, Any] = dict(
     max_position_embeddings=4096,
 )
 
+_BERT: dict[str, Any] = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    pad_token_id=3,
+)
+
 # name → (task, transformers config class, config kwargs). tiny-llama and tiny-bert are as first
 # written (tests depend on their weights); the others cover the causal-LM families users run, each
 # with the feature that makes it different: sliding windows shorter than test sequences (Mistral;
@@ -115,33 +125,8 @@ TINY_MODELS: dict[str, tuple[Task, str, dict[str, Any]]] = {
             max_position_embeddings=2048,
         ),
     ),
-    "tiny-bert": (
-        "masked-lm",
-        "BertConfig",
-        dict(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=512,
-            pad_token_id=3,
-        ),
-    ),
-    "tiny-bert-classifier": (
-        "sequence-classification",
-        "BertConfig",
-        dict(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=512,
-            pad_token_id=3,
-            num_labels=3,
-        ),
-    ),
+    "tiny-bert": ("masked-lm", "BertConfig", _BERT),
+    "tiny-bert-classifier": ("sequence-classification", "BertConfig", dict(_BERT, num_labels=3)),
 }
 
 # What each tiny model stands for, shown by ``unbottle models``.
