@@ -36,6 +36,8 @@ from unbottle.core.env import manifest
 from unbottle.evaluation import perplexity
 from unbottle.models import load
 from unbottle.passes import apply_, parse_pass
+from unbottle.profiling.graph_ceiling import measure_ceiling
+from unbottle.profiling.graph_profile import read_bytes
 from unbottle.stats.paired import ratio_of_medians_paired
 
 WINNER = "unbottle genai:weights=gguf"
@@ -73,7 +75,7 @@ class GenaiEngine:
         options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
         config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self.model = og.Model(config)
-        self.weight_bytes = graph_read_bytes(self.folder / "model.onnx")
+        self.weight_bytes = read_bytes(self.folder / "model.onnx")
 
     def decode(self, prompt: list[int], new: int) -> tuple[float, float]:
         import onnxruntime_genai as og
@@ -125,24 +127,6 @@ class LlamaCppEngine:
         return None
 
 
-def graph_read_bytes(path: Path) -> float:
-    """Bytes of initializers a decode step reads: all but tables only gathered from (one row each)."""
-    import onnx
-    from onnx import helper
-
-    proto = onnx.load(str(path), load_external_data=False)
-    readers: dict[str, set[str]] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            readers.setdefault(name, set()).add(node.op_type)
-    total = 0
-    for init in proto.graph.initializer:
-        if readers.get(init.name, set()) <= {"Gather", "GatherBlockQuantized"}:
-            continue
-        total += int(np.prod(init.dims)) * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
-    return float(total)
-
-
 def torch_read_bytes(model) -> float:
     """Parameter bytes a decode step reads (an untied input embedding only gathers one row)."""
     embed = model.get_input_embeddings().weight
@@ -172,7 +156,7 @@ def build_engines(base, gguf_path: Path, threads: int, winner: str | None, max_c
                 built = load(winner)
                 label = f"unbottle winner ({Path(winner).name})"
             path = getattr(built.model, "path", None)
-            read = graph_read_bytes(Path(path)) if path else torch_read_bytes(built.model)
+            read = read_bytes(path) if path else torch_read_bytes(built.model)
             engines[label] = TorchEngine(built, read)
             hybrid, _ = apply_(base, [parse_pass(f"genai:weights=gguf,prefill=torch,threads={threads}")])
             engines[HYBRID] = TorchEngine(hybrid, read)  # decode reads the graph's weights only
@@ -273,6 +257,20 @@ def print_table(threads: int, rows: dict) -> None:
         )
 
 
+def engine_ceiling(engines: dict, threads: int, bandwidth: dict) -> dict | None:
+    """The winner's graph step against its weight kernels alone (``profiling.graph_ceiling``), at the
+    decode benchmark's mean context, with the fraction of the roofline's bandwidth those kernels reach."""
+    name = next((n for n in engines if n.startswith("unbottle")), None)
+    model = getattr(engines[name], "loaded", None).model if name else None
+    if model is None or not hasattr(model, "path"):
+        return None
+    got = measure_ceiling(model, context=32 + NEW_SHOWN // 2, threads=threads)
+    fits = got["weight_bytes"] <= 0.9 * (bandwidth["llc_bytes"] or 0)
+    resident = bandwidth["cache_bandwidth_gbps"] and fits
+    gbps = bandwidth["cache_bandwidth_gbps"] if resident else bandwidth["bandwidth_gbps"]
+    return {**got, "engine": name, "roofline_fraction": got["weights_gbps"] / gbps}
+
+
 def goals(rows: dict) -> list[str]:
     """The issue's goals this run missed (at 1 thread), each in one line."""
     winner = next(r for n, r in rows.items() if n.startswith("unbottle"))
@@ -331,13 +329,23 @@ def main() -> int:
         ppl = ppl or {n: r["perplexity"] for n, r in doc["results"].get("1", {}).get("rows", {}).items()}
         rows = summarise(engines, samples, bandwidth, args.new_tokens, ppl)
         overhead = loop_overhead(samples)
+        ceiling = engine_ceiling(engines, threads, bandwidth)
         doc["results"][str(threads)] = {
             "bandwidth": bandwidth,
             "rows": rows,
             "rounds": args.rounds,
             "loop_overhead": overhead,
+            "engine_ceiling": ceiling,
         }
         print_table(threads, rows)
+        if ceiling:
+            print(
+                f"\nthe winner's graph: one decode step {1e3 * ceiling['step_s']:.2f} ms; its weight "
+                f"kernels alone {1e3 * ceiling['weights_s']:.2f} ms "
+                f"({ceiling['tokens_per_s_ceiling']:.1f} tok/s at most, "
+                f"{ceiling['weights_gbps']:.1f} GB/s = {100 * ceiling['roofline_fraction']:.0f}% of the "
+                "bandwidth the roofline column uses)"
+            )
         if overhead:
             r = overhead["speed_vs_genai_loop"]
             print(

@@ -22,6 +22,10 @@ WEIGHT_FORMAT_CANDIDATES = {
     "wo-int4:group_size=32": "int4",
 }
 MIN_PEAK_RATIO = 1.3  # a lower-precision matmul must measure this much faster than fp32 to be recommended
+# A weight format must read this many times fewer bytes per parameter than the model does now, its
+# layout's scales and offsets included: an int4 build in ONNX Runtime reads ~0.9 B/param (1.4x the
+# nominal 0.625), which must not read as room for int4.
+MIN_BYTES_GAIN = 1.5
 
 
 def diagnose(
@@ -31,6 +35,7 @@ def diagnose(
     ceilings: dict[str, float],
     request: dict[str, int],
     ceiling_bandwidths: dict[str, dict[str, Any]] | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Ranked findings and the candidate order they imply.
 
@@ -42,6 +47,7 @@ def diagnose(
         request: ``{"prompt_tokens": ..., "new_tokens": ...}`` the costs are scaled to.
         ceiling_bandwidths: ``decode_ceiling_bandwidths``, so the text names the formats whose
             ceiling assumes cache bandwidth (None: not said).
+        engine: ``graph_ceiling.measure_ceiling`` for a graph model (None: a torch model).
     """
     findings = []
     for phase, row in rows.items():
@@ -58,6 +64,8 @@ def diagnose(
             }
         )
         findings += _group_findings(phase, groups.get(phase, {}), row, scale)
+    if engine is not None and "decode" in rows:
+        findings.append(_engine_finding(engine, rows["decode"], request["new_tokens"]))
     findings.sort(key=lambda f: -f["cost_s"])
     by_phase = {phase: _order([f for f in findings if f["phase"] == phase]) for phase in rows}
     return {
@@ -101,10 +109,35 @@ def _text(
     )
 
 
+def _engine_finding(engine: dict[str, Any], row: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+    """How a graph model's decode step splits: its weight kernels, the graph around them, the loop."""
+    wall, step, alone = engine["wall_s_per_token"], engine["step_s"], engine["weights_s"]
+    share = engine["weights_gbps"] / row["bandwidth_gbps"]
+    text = (
+        f"decode takes {wall * 1e3:.1f} ms per token; this engine's weight kernels alone take "
+        f"{alone * 1e3:.1f} ms ({engine['weights_gbps']:.1f} GB/s, {share:.0%} of the measured "
+        f"{row['bandwidth']} bandwidth): at most {engine['tokens_per_s_ceiling']:.0f} tok/s from this "
+        f"engine on this host. The graph around them adds {max(step - alone, 0) * 1e3:.1f} ms "
+        f"(attention, norms, small ops, the executor), the loop outside the graph "
+        f"{max(wall - step, 0) * 1e3:.1f} ms"
+    )
+    if share < 0.5:
+        text += "; the kernels, not the bytes, are the limit: a faster engine, not smaller weights, helps"
+    return {
+        "phase": "decode",
+        "bound": row["bound"],
+        "cost_s": max(wall - alone, 0.0) * new_tokens,
+        "text": text,
+        "recommendations": [],
+    }
+
+
 def _recommend(
     phase: str, row: dict[str, Any], peaks: Any, ceilings: dict[str, float]
 ) -> list[dict[str, Any]]:
     if row["bound"] == "overhead-bound":
+        if row.get("engine") == "onnxruntime":  # already one graph: the engine finding says what is left
+            return []
         gain = 1 / max(1 - row["overhead_fraction"], 0.05)
         return [
             {
@@ -122,7 +155,9 @@ def _recommend(
         current = row["tokens_per_s"]
         out = []
         for cand, fmt in WEIGHT_FORMAT_CANDIDATES.items():
-            bytes_gain = BYTES_PER_PARAM["float32"] / BYTES_PER_PARAM[fmt]
+            bytes_gain = row.get("bytes_per_param", BYTES_PER_PARAM["float32"]) / BYTES_PER_PARAM[fmt]
+            if bytes_gain < MIN_BYTES_GAIN:  # the weights are already this small (a quantized model)
+                continue
             cap = ceilings[fmt] / current if phase == "decode" else bytes_gain
             out.append(
                 {

@@ -25,8 +25,17 @@ BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0 + 4 / 32, "int4"
 
 
 def linear_macs(model: Any) -> int:
-    """Multiply-adds per token of every ``nn.Linear`` (tied weights counted where they are used)."""
-    return sum(m.in_features * m.out_features for m in linear_layers(model).values())
+    """Multiply-adds per token of every ``nn.Linear`` (tied weights counted where they are used).
+
+    A model run as one graph has no modules to count: its matmuls use every parameter once per token,
+    except an untied input embedding, which is only gathered from.
+    """
+    layers = linear_layers(model)
+    if layers or not hasattr(model, "n_parameters"):
+        return sum(m.in_features * m.out_features for m in layers.values())
+    cfg = model.config.get_text_config(decoder=True)
+    gathered = 0 if getattr(cfg, "tie_word_embeddings", False) else cfg.vocab_size * cfg.hidden_size
+    return max(int(model.n_parameters) - gathered, 0)
 
 
 def attention_shape(model: Any) -> tuple[int, int, int]:

@@ -15,6 +15,8 @@ from unbottle.core.naming import given
 from unbottle.data.prompts import make_prompts
 from unbottle.passes.sizes import model_size
 from unbottle.profiling.diagnose import diagnose
+from unbottle.profiling.graph_ceiling import measure_ceiling
+from unbottle.profiling.graph_profile import is_graph_model, profile_graph_phase, read_bytes
 from unbottle.profiling.hotspots import profile_phase
 from unbottle.profiling.roofline import decode_ceiling_bandwidths, decode_ceilings, phase_work, roofline
 from unbottle.runtime.caches import cache_keyword, forward_kwargs, new_cache
@@ -87,15 +89,28 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
     """Profile prefill and decode of a loaded causal LM against ``peaks``; return the document."""
     model = loaded.model.to(config.device)
     traces = trace_paths(config.trace_dir, label)
+    graph = is_graph_model(model)
     steps = _steps(loaded, config)
     params, weight_bytes = model_size(model)
+    if graph:  # a gathered embedding table is read a row at a time, not streamed
+        weight_bytes = int(read_bytes(model.path))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     phases, rows = {}, {}
     for phase, (step, prepare, tokens, context) in steps.items():
-        prof = profile_phase(phase, step, model, trace=traces[phase], prepare=prepare, device=config.device)
+        if graph:
+            session_step, session_prepare = _steps(loaded, config, session=True)[phase][:2]
+            prof = profile_graph_phase(
+                phase, step, prepare, session_step, session_prepare, model, trace=traces[phase]
+            )
+        else:
+            prof = profile_phase(
+                phase, step, model, trace=traces[phase], prepare=prepare, device=config.device
+            )
         work = phase_work(model, phase, tokens, context, weight_bytes)
         phases[phase] = {**prof.to_dict(), **work}
         rows[phase] = roofline(prof, work, peaks, dtype, tokens)
+        rows[phase].update(bytes_per_param=weight_bytes / params, engine="onnxruntime" if graph else "torch")
+    engine = _engine_ceiling(model, config, rows["decode"]) if graph else None
     kv_per_token = (
         rows["decode"]["gbytes"] * 1e9 - weight_bytes * config.decode_tokens
     ) / config.decode_tokens
@@ -110,14 +125,25 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
         "decode_ceilings": ceilings,
         "decode_ceiling_bandwidths": bandwidths,
         "weights": {"params": params, "bytes": weight_bytes, "dtype": dtype},
-        "diagnosis": diagnose(rows, groups, peaks, ceilings, request, bandwidths),
+        "diagnosis": diagnose(rows, groups, peaks, ceilings, request, bandwidths, engine),
+        "engine_ceiling": engine,
         "request": request,
         "traces": [t for t in traces.values() if t],
     }
 
 
-def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int, int]]:
-    """(step, prepare, tokens, context) for prefill and decode."""
+def _engine_ceiling(model: Any, config: ProfileConfig, decode: dict[str, Any]) -> dict[str, Any]:
+    """``measure_ceiling`` at the profile's context, with the decode wall per token beside it."""
+    threads = model.threads or torch.get_num_threads()
+    ceiling = measure_ceiling(model, config.prompt_length + config.decode_tokens // 2, threads)
+    return {**ceiling, "wall_s_per_token": decode["wall_s"] / decode["tokens"], "threads": threads}
+
+
+def _steps(loaded: Any, config: ProfileConfig, session: bool = False) -> dict[str, tuple[Any, Any, int, int]]:
+    """(step, prepare, tokens, context) for prefill and decode; ``session``: decode with a
+    ``DynamicCache``, which a graph model runs in its plain ONNX Runtime session."""
+    from transformers import DynamicCache
+
     model = loaded.model
     prompt = make_prompts(loaded.tokenizer, model.config.vocab_size, 1, config.prompt_length, config.seed)
     prompt = prompt.to(config.device)
@@ -130,7 +156,8 @@ def _steps(loaded: Any, config: ProfileConfig) -> dict[str, tuple[Any, Any, int,
 
     def prepare_decode() -> None:
         with torch.inference_mode():
-            cache = new_cache(model, config.prompt_length + config.decode_tokens + 1)
+            length = config.prompt_length + config.decode_tokens + 1
+            cache = DynamicCache(config=model.config) if session else new_cache(model, length)
             out = model(input_ids=prompt, use_cache=True, **{**kw, cache_keyword(model): cache})
             state["cache"], state["token"] = cache, out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
