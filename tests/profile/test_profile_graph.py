@@ -107,6 +107,9 @@ def test_events_of_the_measured_runs_add_up_to_the_wall_time():
     # profiled runs slower than the unprofiled wall: the graph parts shrink to it, nothing outside
     slow = summarise_events("decode", 50e-6, 160e-6, events, 1, None)
     assert slow.groups["other"] == 0 and sum(slow.groups.values()) == pytest.approx(50e-6)
+    # no graph run in the window (a hybrid's torch prompt): all of it is outside the graph
+    none = summarise_events("prefill", 150e-6, 160e-6, events, 0, None)
+    assert none.kernel_s == 0 and none.groups["other"] == pytest.approx(150e-6)
 
 
 def _profile(model_dir: str) -> dict:

@@ -22,6 +22,9 @@ from unbottle.profiling.graph_profile import WEIGHT_OPS, read_bytes
 
 CEILING_ROUNDS = 7
 CEILING_CALLS = 5  # calls per side per round
+# ORT's intra-op workers spin after a run; with two sessions alternating on as many cores as threads, one
+# session's spinning workers take the cores from the other's, and two threads measure no faster than one
+SETTLE_S = 0.05
 
 
 def weights_only_graph(path: str | Path) -> tuple[Any, dict[str, tuple[int, ...]]]:
@@ -126,6 +129,7 @@ def measure_ceiling(model: Any, context: int, threads: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(CEILING_ROUNDS + 1):  # the first round warms both up and is dropped
         for key, (session, feed) in sides.items():
+            time.sleep(SETTLE_S)  # the other session's spinning workers would hold the cores
             start = time.perf_counter()
             for _ in range(CEILING_CALLS):
                 session.run(None, feed)

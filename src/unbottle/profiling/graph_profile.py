@@ -188,7 +188,8 @@ def summarise_events(
     their kernels) and ``other`` (the wall time outside the graph runs); when the profiled runs took
     longer than the unprofiled wall, the graph parts are scaled down to it and ``other`` is 0.
     """
-    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][-measured:]
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    runs = runs[len(runs) - measured :] if measured else []
     spans = [(e["ts"], e["ts"] + e["dur"]) for e in runs]
     groups: dict[str, float] = {}
     ops: dict[str, dict[str, Any]] = {}
