@@ -1,7 +1,7 @@
 """``unbottle optimize`` on an encoder, end to end on tiny-bert: encoded sequences/s as the objective,
 the embeddings' cosine to the float model's as the guard, every trial in a real worker.
 
-The baseline is slowed (``slow:baseline``: a sleep before each forward of its encoder stack), so the
+The baseline is slowed (``slower:baseline``: a sleep before each forward of its encoder stack), so the
 candidate is faster on any host under any load and the search reaches its verification and saves it.
 """
 
@@ -18,12 +18,13 @@ from unbottle.optimizer.trial import FAULT_ENV
 from unbottle.store import Store
 
 
-@pytest.mark.alone  # a timed A/B: under the parallel run's load its interval fell below 1 once in 3 runs
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-bert-classifier"])
 def test_an_encoder_is_screened_verified_and_saved_on_throughput_with_the_embedding_guard(
     model, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv(FAULT_ENV, "slow:baseline")
+    # bf16 runs slower than fp32 on hosts without AMX; a loaded host stretches that past a 20 ms sleep
+    # (the interval fell to 0.70 once in the parallel run), not past 100 ms
+    monkeypatch.setenv(FAULT_ENV, "slower:baseline")
     # 5 verification rounds: a median that one round slowed by a busy host (the parallel test run) can't move
     cfg = OptimizeConfig(
         model=model, model_task=resolve(model).probe_task(), candidates=("precision",), threads=1,

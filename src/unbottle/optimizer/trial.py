@@ -97,8 +97,8 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     stage = payload["stage"]
     inject_fault(payload["key"])
     cand, reports, apply_s = _applied(cfg, payload["passes"])
-    if injected("slow", payload["key"]):
-        _slow_down(cand)
+    if slowed(payload["key"]):
+        _slow_down(cand, slowed(payload["key"]))
     own = own_resources(cand, cfg, reports)
     timed = cfg.objective_spec()[0] is not None
     # the A/B's side and an encoder's reference, loaded once
@@ -264,8 +264,8 @@ def _speed(cfg: OptimizeConfig, cand: Any, stage: str, base: Any) -> tuple[dict[
 def _ab_baseline(cfg: OptimizeConfig) -> Any:
     """The baseline a candidate's rounds run against (slowed when a test asks, ``slow:baseline``)."""
     base = load_model(cfg.model)
-    if injected("slow", "baseline"):
-        _slow_down(base)
+    if slowed("baseline"):
+        _slow_down(base, slowed("baseline"))
     return base
 
 
@@ -338,8 +338,8 @@ def inject_fault(key: str) -> None:
 
     More kinds change a measurement instead (``injected``): ``slow:KEY`` makes that candidate
     (``slow:baseline``: the baseline its rounds run against) sleep ``SLOW_S`` before every forward
-    call, ``worse:KEY`` makes its verified copy inaccurate, ``busy:baseline`` makes the baseline
-    report every core held by other processes.
+    call (``slower:KEY``: ``SLOWER_S``), ``worse:KEY`` makes its verified copy inaccurate,
+    ``busy:baseline`` makes the baseline report every core held by other processes.
     """
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(";")):
@@ -355,13 +355,19 @@ def injected(kind: str, key: str) -> bool:
 
 
 SLOW_S = 0.02
+SLOWER_S = 0.1  # ``slower:KEY``: for models whose forward a loaded host stretches past SLOW_S
 
 
-def _slow_down(loaded: Any) -> None:
-    """Testing: every forward call of a torch model sleeps ``SLOW_S`` first (many times a tiny model's
+def slowed(key: str) -> float:
+    """Seconds ``UNBOTTLE_INJECT_FAULT`` asks the trial ``key`` to sleep before every forward (0: none)."""
+    return SLOWER_S if injected("slower", key) else SLOW_S if injected("slow", key) else 0.0
+
+
+def _slow_down(loaded: Any, seconds: float) -> None:
+    """Testing: every forward call of a torch model sleeps ``seconds`` first (many times a tiny model's
     decode step, so the candidate is far slower on any host under any load)."""
     stack = getattr(loaded.model, "base_model", loaded.model)  # what decode steps and encodes both call
-    stack.register_forward_pre_hook(lambda _module, _args: time.sleep(SLOW_S))
+    stack.register_forward_pre_hook(lambda _module, _args: time.sleep(seconds))
 
 
 def _make_worse(loaded: Any) -> None:
