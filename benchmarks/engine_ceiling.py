@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
+from engines import roofline_bandwidth  # this folder's engines.py: the same roofline bandwidth
 
 from unbottle.core.env import manifest
 from unbottle.models import load
@@ -43,9 +44,7 @@ def main() -> int:
         torch.set_num_threads(threads)
         bandwidth = measure_bandwidths()
         got = measure_ceiling(model, args.context, threads)
-        fits = got["weight_bytes"] <= 0.9 * (bandwidth["llc_bytes"] or 0)
-        which = "cache" if fits and bandwidth["cache_bandwidth_gbps"] else "dram"
-        peak = bandwidth["cache_bandwidth_gbps"] if which == "cache" else bandwidth["bandwidth_gbps"]
+        which, peak = roofline_bandwidth(bandwidth, got["weight_bytes"])
         row = {**got, "bandwidth": bandwidth, "bandwidth_used": which, "fraction": got["weights_gbps"] / peak}
         doc["results"][str(threads)] = row
         print(

@@ -184,14 +184,22 @@ def run_rounds(engines: dict, rounds: int, prompts: dict[int, list[int]], new: i
     return out
 
 
+def roofline_bandwidth(bandwidth: dict, nbytes: float) -> tuple[str, float]:
+    """(``cache`` | ``dram``, GB/s): the bandwidth a step reading ``nbytes`` meets (cache when they fit
+    in 90% of the last-level cache and its bandwidth was measured)."""
+    fits = nbytes <= 0.9 * (bandwidth["llc_bytes"] or 0)
+    if bandwidth["cache_bandwidth_gbps"] and fits:
+        return "cache", bandwidth["cache_bandwidth_gbps"]
+    return "dram", bandwidth["bandwidth_gbps"]
+
+
 def summarise(engines: dict, samples: dict, bandwidth: dict, new: int, ppl: dict) -> dict:
     fp32, llama = samples["fp32 eager"]["decode"], samples["llama.cpp (GGUF as shipped)"]["decode"]
     rows = {}
     for name, s in samples.items():
         rate = float(np.median(s["decode"]))
         read = engines[name].weight_bytes
-        resident = bandwidth["cache_bandwidth_gbps"] and read <= 0.9 * (bandwidth["llc_bytes"] or 0)
-        gbps = bandwidth["cache_bandwidth_gbps"] if resident else bandwidth["bandwidth_gbps"]
+        which, gbps = roofline_bandwidth(bandwidth, read)
         x_fp32 = ratio_of_medians_paired(fp32, s["decode"])
         x_llama = ratio_of_medians_paired(llama, s["decode"])
         rows[name] = {
@@ -201,7 +209,7 @@ def summarise(engines: dict, samples: dict, bandwidth: dict, new: int, ppl: dict
             "x_llama_cpp": [x_llama.point, x_llama.ci_low, x_llama.ci_high],
             "weight_bytes_read_per_token": read,
             "achieved_gbps": rate * read / 1e9,
-            "roofline_bandwidth": "cache" if resident else "dram",
+            "roofline_bandwidth": which,
             "roofline_fraction": rate * read / 1e9 / gbps,
             "perplexity": ppl.get(name),
             "ppl_change_pct": None if ppl.get(name) is None else 100 * (ppl[name] / ppl["fp32 eager"] - 1),
@@ -265,9 +273,7 @@ def engine_ceiling(engines: dict, threads: int, bandwidth: dict) -> dict | None:
     if model is None or not hasattr(model, "path"):
         return None
     got = measure_ceiling(model, context=32 + NEW_SHOWN // 2, threads=threads)
-    fits = got["weight_bytes"] <= 0.9 * (bandwidth["llc_bytes"] or 0)
-    resident = bandwidth["cache_bandwidth_gbps"] and fits
-    gbps = bandwidth["cache_bandwidth_gbps"] if resident else bandwidth["bandwidth_gbps"]
+    gbps = roofline_bandwidth(bandwidth, got["weight_bytes"])[1]
     return {**got, "engine": name, "roofline_fraction": got["weights_gbps"] / gbps}
 
 

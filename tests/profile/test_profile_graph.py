@@ -49,7 +49,7 @@ def _weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
 def test_the_weights_only_graph_holds_every_weight_node_and_computes_what_it_does(ort_tiny):
     path = ort_tiny.model.path
     full = onnx.load(str(path))
-    proto, shapes = weights_only_graph(path)
+    proto, shapes, _ = weights_only_graph(path)
     assert len(proto.graph.node) == len(_weight_nodes(full)) > 0
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = {n: np.random.default_rng(1).standard_normal(s).astype(np.float32) for n, s in shapes.items()}

@@ -97,8 +97,7 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     stage = payload["stage"]
     inject_fault(payload["key"])
     cand, reports, apply_s = _applied(cfg, payload["passes"])
-    if slowed(payload["key"]):
-        _slow_down(cand, slowed(payload["key"]))
+    _slow_down(cand, slowed(payload["key"]))
     own = own_resources(cand, cfg, reports)
     timed = cfg.objective_spec()[0] is not None
     # the A/B's side and an encoder's reference, loaded once
@@ -264,8 +263,7 @@ def _speed(cfg: OptimizeConfig, cand: Any, stage: str, base: Any) -> tuple[dict[
 def _ab_baseline(cfg: OptimizeConfig) -> Any:
     """The baseline a candidate's rounds run against (slowed when a test asks, ``slow:baseline``)."""
     base = load_model(cfg.model)
-    if slowed("baseline"):
-        _slow_down(base, slowed("baseline"))
+    _slow_down(base, slowed("baseline"))
     return base
 
 
@@ -365,7 +363,9 @@ def slowed(key: str) -> float:
 
 def _slow_down(loaded: Any, seconds: float) -> None:
     """Testing: every forward call of a torch model sleeps ``seconds`` first (many times a tiny model's
-    decode step, so the candidate is far slower on any host under any load)."""
+    decode step, so the candidate is far slower on any host under any load); 0 leaves it as it is."""
+    if not seconds:
+        return
     stack = getattr(loaded.model, "base_model", loaded.model)  # what decode steps and encodes both call
     stack.register_forward_pre_hook(lambda _module, _args: time.sleep(seconds))
 

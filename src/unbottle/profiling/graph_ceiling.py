@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from unbottle.profiling.graph_profile import WEIGHT_OPS, read_bytes
+from unbottle.profiling.graph_profile import WEIGHT_OPS, proto_read_bytes
+from unbottle.runtime.ort_model import session_options
 
 CEILING_ROUNDS = 7
 CEILING_CALLS = 5  # calls per side per round
@@ -27,8 +28,9 @@ CEILING_CALLS = 5  # calls per side per round
 SETTLE_S = 0.05
 
 
-def weights_only_graph(path: str | Path) -> tuple[Any, dict[str, tuple[int, ...]]]:
-    """The weight-reading nodes of the graph at ``path`` as a model of their own, and its inputs' shapes.
+def weights_only_graph(path: str | Path) -> tuple[Any, dict[str, tuple[int, ...]], float]:
+    """The weight-reading nodes of the graph at ``path`` as a model of their own, its inputs' shapes,
+    and the bytes a step of the whole graph reads (``graph_profile.read_bytes``).
 
     Raises:
         ValueError: the graph has no weight-reading node.
@@ -64,7 +66,7 @@ def weights_only_graph(path: str | Path) -> tuple[Any, dict[str, tuple[int, ...]
     )
     model = helper.make_model(graph, opset_imports=proto.opset_import)
     model.ir_version = proto.ir_version
-    return model, inputs
+    return model, inputs, proto_read_bytes(proto)
 
 
 def _read_width(node: Any, inits: dict[str, Any]) -> int | None:
@@ -114,12 +116,9 @@ def measure_ceiling(model: Any, context: int, threads: int) -> dict[str, Any]:
     import onnxruntime as ort
 
     model.session()  # describes the graph's inputs (the past's static dims)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options(threads, model.optimization)
     full = ort.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
-    proto, shapes = weights_only_graph(model.path)
+    proto, shapes, nbytes = weights_only_graph(model.path)
     alone = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     sides = {
@@ -135,7 +134,6 @@ def measure_ceiling(model: Any, context: int, threads: int) -> dict[str, Any]:
                 session.run(None, feed)
             times[key].append((time.perf_counter() - start) / CEILING_CALLS)
     out = {k: statistics.median(v[1:]) for k, v in times.items()}
-    nbytes = read_bytes(model.path)
     return {
         **out,
         "context": context,

@@ -1,16 +1,12 @@
-"""Hotspots of a model that runs as one ONNX graph (``onnx`` and ``genai`` passes), and its engine's ceiling.
+"""Hotspots of a model that runs as one ONNX graph (``onnx`` and ``genai`` passes).
 
 ``torch.profiler`` sees a graph model as a single opaque call, so its profile would read "everything
 outside kernels" and recommend compiling. For these models the phase is timed through the model's own
 loop as usual, and the breakdown comes from ONNX Runtime's profiler on the same graph in a plain
 session: kernel time per operator and per module group (from the node names the exporters write),
 the executor's time between kernels inside the graph (``graph overhead``), and the rest of the wall
-time, spent outside the graph (``other``: the decode loop, cache handling, Python).
-
-The decode step is also split by what the engine could do at best on this host: the graph's
-weight-reading nodes alone (every node with an initializer weight, with its real weights and layouts,
-fed fresh inputs) are timed against the whole graph step in alternating rounds. Their time is the
-ceiling this engine's kernels set; the whole step's excess over it is what the graph around them costs.
+time, spent outside the graph (``other``: the decode loop, cache handling, Python). The engine's
+own ceiling for the decode step is ``graph_ceiling``'s.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from unbottle.profiling.hotspots import PhaseProfile, _timed
-from unbottle.runtime.ort_model import OrtCausalLM
+from unbottle.runtime.ort_model import OrtCausalLM, session_options
 
 # Ops that read a weight matrix when one of their inputs is an initializer, and the rank of the
 # activation they are fed in isolation (Gemm takes 2-D inputs, the rest (batch, tokens, K)).
@@ -82,9 +78,14 @@ def node_modules(path: str | Path) -> dict[str, str]:
 def read_bytes(path: str | Path) -> float:
     """Bytes of initializers one decode step reads: all but tables only gathered from (a row each)."""
     import onnx
+
+    return proto_read_bytes(onnx.load(str(path), load_external_data=False))
+
+
+def proto_read_bytes(proto: Any) -> float:
+    """``read_bytes`` of a loaded ``ModelProto``."""
     from onnx import helper
 
-    proto = onnx.load(str(path), load_external_data=False)
     readers: dict[str, set[str]] = {}
     for node in proto.graph.node:
         for name in node.input:
@@ -122,10 +123,7 @@ def _profiling_session(model: OrtCausalLM, folder: Path) -> Iterator[_CountingSe
 
     model.session()  # the model's own session, built for the thread count in force
     saved = (model._session, model._session_threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = saved[1]
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options(saved[1], model.optimization)
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / "ort")
     counting = _CountingSession(

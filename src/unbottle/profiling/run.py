@@ -91,6 +91,7 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
     traces = trace_paths(config.trace_dir, label)
     graph = is_graph_model(model)
     steps = _steps(loaded, config)
+    session_steps = _steps(loaded, config, session=True) if graph else {}
     params, weight_bytes = model_size(model)
     if graph:  # a gathered embedding table is read a row at a time, not streamed
         weight_bytes = int(read_bytes(model.path))
@@ -98,7 +99,7 @@ def profile_model(loaded: Any, config: ProfileConfig, peaks: Any, label: str = "
     phases, rows = {}, {}
     for phase, (step, prepare, tokens, context) in steps.items():
         if graph:
-            session_step, session_prepare = _steps(loaded, config, session=True)[phase][:2]
+            session_step, session_prepare = session_steps[phase][:2]
             prof = profile_graph_phase(
                 phase, step, prepare, session_step, session_prepare, model, trace=traces[phase]
             )

@@ -294,6 +294,15 @@ class OrtCausalLM(OrtModule):
 def _make_session(path: Path, threads: int, optimization: Optimization) -> Any:
     import onnxruntime as ort
 
+    options = session_options(threads, optimization)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def session_options(threads: int, optimization: Optimization = "all") -> Any:
+    """The ``SessionOptions`` every unbottle ORT session runs with: ``threads`` intra-op threads, one
+    inter-op thread, the ``optimization`` level, errors only in the log."""
+    import onnxruntime as ort
+
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -305,7 +314,7 @@ def _make_session(path: Path, threads: int, optimization: Optimization) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = levels[optimization]
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return options
 
 
 def full_layers(cache: Any) -> None:
